@@ -1,0 +1,376 @@
+//! Every sled call of revfs lives here, behind typed keys and records (the
+//! key prefix table is in `format`). Writes that must be atomic together go
+//! through a [`Batch`]; `flush` is the only thing that makes them durable.
+
+use crate::error::{Error, Result};
+use crate::format::{Dec, Enc, FileType, META_MAGIC, Node, Time};
+use crate::ids::{CommitSeq, Ino, ObjectId, ObjectKind, PackNo};
+use std::path::Path;
+
+const CATALOG_VERSION: u32 = 1;
+
+/// Where an object lives in the packs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub pack: PackNo,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub kind: ObjectKind,
+    pub codec: u8,
+}
+
+impl IndexEntry {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u64(self.pack.0)
+            .u64(self.offset)
+            .u32(self.stored_len)
+            .u32(self.raw_len)
+            .u8(self.kind as u8)
+            .u8(self.codec);
+        e.0
+    }
+    fn decode(b: &[u8]) -> Result<IndexEntry> {
+        let mut d = Dec::new(b, "object index entry");
+        let e = IndexEntry {
+            pack: PackNo(d.u64()?),
+            offset: d.u64()?,
+            stored_len: d.u32()?,
+            raw_len: d.u32()?,
+            kind: ObjectKind::from_u8(d.u8()?).ok_or_else(|| d.bad("bad kind"))?,
+            codec: d.u8()?,
+        };
+        d.end()?;
+        Ok(e)
+    }
+}
+
+/// A live inode: its node and the directories that link to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
+    pub node: Node,
+    /// One entry per link (a directory has exactly one).
+    pub parents: Vec<Ino>,
+}
+
+impl Inode {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u8(1);
+        self.node.encode(&mut e);
+        e.u32(self.parents.len() as u32);
+        for p in &self.parents {
+            e.u64(p.0);
+        }
+        e.0
+    }
+    fn decode(b: &[u8]) -> Result<Inode> {
+        let mut d = Dec::new(b, "inode record");
+        d.version(1)?;
+        let node = Node::decode(&mut d)?;
+        let n = d.count(8)?;
+        let parents = (0..n).map(|_| d.u64().map(Ino)).collect::<Result<_>>()?;
+        d.end()?;
+        Ok(Inode { node, parents })
+    }
+}
+
+/// One recorded version of one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub time: Time,
+    pub size: u64,
+    pub mtime: Time,
+    pub manifest: Option<ObjectId>,
+    pub fsynced: bool,
+    pub commit: CommitSeq,
+}
+
+impl Version {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u8(1)
+            .time(self.time)
+            .u64(self.size)
+            .time(self.mtime)
+            .opt_id(&self.manifest)
+            .u8(self.fsynced as u8)
+            .u64(self.commit.0);
+        e.0
+    }
+    fn decode(b: &[u8]) -> Result<Version> {
+        let mut d = Dec::new(b, "version record");
+        d.version(1)?;
+        let v = Version {
+            time: d.time()?,
+            size: d.u64()?,
+            mtime: d.time()?,
+            manifest: d.opt_id()?,
+            fsynced: d.u8()? & 1 == 1,
+            commit: CommitSeq(d.u64()?),
+        };
+        d.end()?;
+        Ok(v)
+    }
+}
+
+/// A directory entry as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dentry {
+    pub ino: Ino,
+    pub kind: FileType,
+}
+
+fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![prefix];
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+fn ino_key(prefix: u8, ino: Ino) -> Vec<u8> {
+    key(prefix, &[&ino.0.to_be_bytes()])
+}
+fn dentry_key(parent: Ino, name: &[u8]) -> Vec<u8> {
+    key(b'd', &[&parent.0.to_be_bytes(), name])
+}
+fn version_key(ino: Ino, vseq: u64) -> Vec<u8> {
+    key(b'v', &[&ino.0.to_be_bytes(), &vseq.to_be_bytes()])
+}
+fn be_u64(b: &[u8]) -> Result<u64> {
+    b.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::corrupt("catalog key", "bad length"))
+}
+
+/// Atomic group of catalog writes.
+#[derive(Default)]
+pub struct Batch(sled::Batch);
+
+impl Batch {
+    pub fn put_inode(&mut self, ino: Ino, inode: &Inode) {
+        self.0.insert(ino_key(b'i', ino), inode.encode());
+    }
+    pub fn del_inode(&mut self, ino: Ino) {
+        self.0.remove(ino_key(b'i', ino));
+    }
+    pub fn put_dentry(&mut self, parent: Ino, name: &[u8], d: Dentry) {
+        let mut v = d.ino.0.to_le_bytes().to_vec();
+        v.push(d.kind as u8);
+        self.0.insert(dentry_key(parent, name), v);
+    }
+    pub fn del_dentry(&mut self, parent: Ino, name: &[u8]) {
+        self.0.remove(dentry_key(parent, name));
+    }
+    pub fn put_version(&mut self, ino: Ino, vseq: u64, v: &Version) {
+        self.0.insert(version_key(ino, vseq), v.encode());
+    }
+    pub fn put_commit(&mut self, seq: CommitSeq, id: &ObjectId, time: Time) {
+        let mut e = Enc::default();
+        e.id(id).time(time);
+        self.0.insert(ino_key(b'c', Ino(seq.0)), e.0);
+        self.put_counter("head", seq.0);
+    }
+    pub fn put_index(&mut self, id: &ObjectId, e: &IndexEntry) {
+        self.0.insert(key(b'o', &[&id.0]), e.encode());
+    }
+    pub fn mark_dirty(&mut self, dir: Ino) {
+        self.0.insert(ino_key(b'y', dir), &[][..]);
+    }
+    pub fn clear_dirty(&mut self, dir: Ino) {
+        self.0.remove(ino_key(b'y', dir));
+    }
+    pub fn put_orphan(&mut self, ino: Ino) {
+        self.0.insert(ino_key(b'z', ino), &[][..]);
+    }
+    pub fn del_orphan(&mut self, ino: Ino) {
+        self.0.remove(ino_key(b'z', ino));
+    }
+    pub fn put_counter(&mut self, name: &str, v: u64) {
+        self.0
+            .insert(key(b'm', &[name.as_bytes()]), v.to_le_bytes().to_vec());
+    }
+}
+
+/// The sled catalog of a store.
+pub struct Db {
+    db: sled::Db,
+}
+
+impl Db {
+    /// Opens (creating if `create`) the catalog at `path`.
+    pub fn open(path: &Path, create: bool) -> Result<Db> {
+        if !create && !path.exists() {
+            return Err(Error::Store(format!(
+                "{}: metadata database missing; run `revfs recover` from a replica",
+                path.display()
+            )));
+        }
+        let db = sled::Config::new()
+            .path(path)
+            // revfs flushes explicitly at every commit; the background flush
+            // only bounds how much metadata-only change a crash can lose.
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| {
+                Error::Store(format!(
+                    "{}: cannot open the metadata database ({e}); \
+                     try `revfs recover` from a replica",
+                    path.display()
+                ))
+            })?;
+        let fkey = key(b'F', &[b"format"]);
+        match db.get(&fkey)? {
+            Some(v) => {
+                crate::format::check_magic(&v, META_MAGIC, "metadata database")?;
+            }
+            None if create => {
+                let mut v = META_MAGIC.to_vec();
+                v.extend_from_slice(&CATALOG_VERSION.to_le_bytes());
+                db.insert(fkey, v)?;
+            }
+            None => {
+                return Err(Error::Store(format!(
+                    "{}: metadata database has no format record",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Db { db })
+    }
+
+    pub fn apply(&self, b: Batch) -> Result<()> {
+        self.db.apply_batch(b.0)?;
+        Ok(())
+    }
+
+    /// Makes every applied write durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn inode(&self, ino: Ino) -> Result<Option<Inode>> {
+        self.db
+            .get(ino_key(b'i', ino))?
+            .map(|v| Inode::decode(&v))
+            .transpose()
+    }
+
+    pub fn dentry(&self, parent: Ino, name: &[u8]) -> Result<Option<Dentry>> {
+        match self.db.get(dentry_key(parent, name))? {
+            None => Ok(None),
+            Some(v) => decode_dentry(&v).map(Some),
+        }
+    }
+
+    /// Entries of a directory in name-byte order.
+    pub fn list_dir(&self, parent: Ino) -> Result<Vec<(Vec<u8>, Dentry)>> {
+        let prefix = ino_key(b'd', parent);
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            out.push((k[prefix.len()..].to_vec(), decode_dentry(&v)?));
+        }
+        Ok(out)
+    }
+
+    pub fn dir_is_empty(&self, parent: Ino) -> Result<bool> {
+        Ok(self
+            .db
+            .scan_prefix(ino_key(b'd', parent))
+            .next()
+            .transpose()?
+            .is_none())
+    }
+
+    pub fn versions(&self, ino: Ino) -> Result<Vec<(u64, Version)>> {
+        let prefix = ino_key(b'v', ino);
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            out.push((be_u64(&k[prefix.len()..])?, Version::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    pub fn commit(&self, seq: CommitSeq) -> Result<Option<(ObjectId, Time)>> {
+        match self.db.get(ino_key(b'c', Ino(seq.0)))? {
+            None => Ok(None),
+            Some(v) => {
+                let mut d = Dec::new(&v, "commit record");
+                Ok(Some((d.id()?, d.time()?)))
+            }
+        }
+    }
+
+    pub fn commit_count(&self) -> usize {
+        self.db.scan_prefix([b'c']).count()
+    }
+
+    pub fn index(&self, id: &ObjectId) -> Result<Option<IndexEntry>> {
+        self.db
+            .get(key(b'o', &[&id.0]))?
+            .map(|v| IndexEntry::decode(&v))
+            .transpose()
+    }
+
+    /// Every indexed object (for verify and status).
+    pub fn index_all(&self) -> impl Iterator<Item = Result<(ObjectId, IndexEntry)>> + '_ {
+        self.db.scan_prefix([b'o']).map(|kv| {
+            let (k, v) = kv?;
+            let id: [u8; 32] = k[1..]
+                .try_into()
+                .map_err(|_| Error::corrupt("object index key", "bad length"))?;
+            Ok((ObjectId(id), IndexEntry::decode(&v)?))
+        })
+    }
+
+    pub fn dirty_dirs(&self) -> Result<Vec<Ino>> {
+        self.inos_with_prefix(b'y')
+    }
+
+    pub fn orphans(&self) -> Result<Vec<Ino>> {
+        self.inos_with_prefix(b'z')
+    }
+
+    /// Number of inode records.
+    pub fn inode_count(&self) -> usize {
+        self.db.scan_prefix([b'i']).count()
+    }
+
+    /// Every version record of every file.
+    pub fn all_versions(&self) -> impl Iterator<Item = Result<Version>> + '_ {
+        self.db
+            .scan_prefix([b'v'])
+            .values()
+            .map(|v| Version::decode(&v?))
+    }
+
+    fn inos_with_prefix(&self, p: u8) -> Result<Vec<Ino>> {
+        let mut out = Vec::new();
+        for k in self.db.scan_prefix([p]).keys() {
+            out.push(Ino(be_u64(&k?[1..])?));
+        }
+        Ok(out)
+    }
+
+    pub fn counter(&self, name: &str) -> Result<u64> {
+        match self.db.get(key(b'm', &[name.as_bytes()]))? {
+            None => Ok(0),
+            Some(v) => {
+                let mut d = Dec::new(&v, "counter");
+                d.u64()
+            }
+        }
+    }
+}
+
+fn decode_dentry(v: &[u8]) -> Result<Dentry> {
+    let mut d = Dec::new(v, "directory entry");
+    let ino = Ino(d.u64()?);
+    let kind = FileType::from_u8(d.u8()?).ok_or_else(|| d.bad("bad file type"))?;
+    d.end()?;
+    Ok(Dentry { ino, kind })
+}

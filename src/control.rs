@@ -1,0 +1,112 @@
+//! The control channel of a mounted store. sled admits one process, so
+//! while a store is mounted, CLI commands that need it (status, and later
+//! log, snapshot, verify) ask the daemon over a Unix socket in the store:
+//! one JSON request line, one JSON response line.
+//!
+//! Request: `{"cmd": "status"}` or `{"cmd": "commit"}`.
+//! Response: `{"ok": <value>}` or `{"error": "<one line>"}`.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Commit,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Ok(Value),
+    Error(String),
+}
+
+fn handle(engine: &Engine, req: Request) -> Result<Value> {
+    match req {
+        Request::Status => serde_json::to_value(crate::status::status(engine)?)
+            .map_err(|e| Error::Store(e.to_string())),
+        Request::Commit => Ok(serde_json::json!({
+            "commit": engine.commit(true)?.map(|c| c.0)
+        })),
+    }
+}
+
+/// Serves requests until the listener's socket file is removed.
+pub struct Server {
+    path: PathBuf,
+}
+
+impl Server {
+    pub fn start(path: &Path, engine: Arc<Engine>) -> Result<Server> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).map_err(Error::io_at(path))?;
+        std::thread::Builder::new()
+            .name("revfs-control".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(conn) = conn else { continue };
+                    let engine = engine.clone();
+                    std::thread::spawn(move || serve_one(conn, &engine));
+                }
+            })
+            .map_err(Error::Io)?;
+        Ok(Server {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve_one(conn: UnixStream, engine: &Engine) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut line = String::new();
+    let mut reader = BufReader::new(&conn);
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let resp = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Response::Error(format!("bad request: {e}")),
+        Ok(req) => match handle(engine, req) {
+            Ok(v) => Response::Ok(v),
+            Err(e) => Response::Error(e.to_string()),
+        },
+    };
+    let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+    out.push(b'\n');
+    let _ = (&conn).write_all(&out);
+}
+
+/// Sends one request to the daemon serving `store`; `Ok(None)` when no
+/// daemon is listening.
+pub fn call(store: &Path, req: &Request) -> Result<Option<Value>> {
+    let path = store.join(crate::repo::SOCKET_FILE);
+    let conn = match UnixStream::connect(&path) {
+        Ok(c) => c,
+        Err(_) => return Ok(None),
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut out = serde_json::to_vec(req).map_err(|e| Error::Store(e.to_string()))?;
+    out.push(b'\n');
+    (&conn).write_all(&out)?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    match serde_json::from_str::<Response>(&line) {
+        Ok(Response::Ok(v)) => Ok(Some(v)),
+        Ok(Response::Error(e)) => Err(Error::Store(e)),
+        Err(e) => Err(Error::Store(format!("bad answer from the daemon: {e}"))),
+    }
+}

@@ -1,0 +1,200 @@
+//! A mounted store: the FUSE session, the group-commit loop, the control
+//! socket, and a clean flush on `umount`, SIGINT or SIGTERM.
+
+use crate::control;
+use crate::engine::{Engine, Options};
+use crate::error::{Error, Result};
+use crate::fs::RevFs;
+use crate::repo::{Repo, SOCKET_FILE};
+use fuser::{Config, MountOption, SessionACL};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    pub engine: Options,
+    pub commit_interval: Duration,
+    /// FUSE worker threads; more than one so a slow read does not stall others.
+    pub threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            engine: Options::default(),
+            commit_interval: Duration::from_secs(1),
+            threads: 4,
+        }
+    }
+}
+
+/// Commits every `interval` while anything changed, until stopped.
+struct CommitLoop {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CommitLoop {
+    fn start(engine: Arc<Engine>, interval: Duration) -> CommitLoop {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("revfs-commit".into())
+            .spawn(move || {
+                let (lock, cv) = &*s;
+                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let warned = AtomicBool::new(false);
+                while !*stopped {
+                    stopped = cv
+                        .wait_timeout(stopped, interval)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    if *stopped {
+                        break;
+                    }
+                    match engine.commit(false) {
+                        Ok(_) => warned.store(false, Ordering::Relaxed),
+                        Err(e) => {
+                            if !warned.swap(true, Ordering::Relaxed) {
+                                tracing::error!("commit failed: {e}");
+                            }
+                        }
+                    }
+                }
+            })
+            .ok();
+        CommitLoop { stop, thread }
+    }
+}
+
+impl Drop for CommitLoop {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn is_mountpoint(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(m), Ok(p)) = (std::fs::metadata(path), std::fs::metadata(path.join(".."))) else {
+        return false;
+    };
+    m.dev() != p.dev() || m.ino() == p.ino()
+}
+
+/// Mounts `store` at `mountpoint` and serves it in the foreground until it
+/// is unmounted or the process gets SIGINT/SIGTERM; then flushes.
+pub fn run(store: &Path, mountpoint: &Path, opts: MountOptions) -> Result<()> {
+    if !mountpoint.is_dir() {
+        return Err(Error::Store(format!(
+            "{}: mountpoint is not a directory",
+            mountpoint.display()
+        )));
+    }
+    let repo = Repo::open(store, opts.engine.clone())?;
+    let engine = repo.engine.clone();
+    let mut options = vec![
+        MountOption::FSName(format!("revfs:{}", store.display())),
+        MountOption::Subtype("revfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+    ];
+    if opts.engine.read_only {
+        options.push(MountOption::RO);
+    }
+    let mut config = Config::default();
+    config.mount_options = options;
+    config.acl = SessionACL::All;
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    let mut session = fuser::Session::new(RevFs::new(engine.clone()), mountpoint, &config)
+        .map_err(|e| Error::Store(format!("cannot mount at {}: {e}", mountpoint.display())))?;
+    let mut unmounter = session.unmount_callable();
+    let mnt: PathBuf = mountpoint.to_path_buf();
+
+    let mut signals =
+        signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]).map_err(Error::Io)?;
+    let sig_handle = signals.handle();
+    std::thread::Builder::new()
+        .name("revfs-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!("signal {sig}: unmounting {}", mnt.display());
+                if let Err(e) = unmounter.unmount() {
+                    tracing::warn!("unmount failed ({e}); detaching");
+                    lazy_unmount(&mnt);
+                }
+            }
+        })
+        .map_err(Error::Io)?;
+
+    let commits = CommitLoop::start(engine.clone(), opts.commit_interval);
+    let control = control::Server::start(&store.join(SOCKET_FILE), engine.clone())?;
+    tracing::info!("mounted {} at {}", store.display(), mountpoint.display());
+    let served = session.run();
+    drop(control);
+    drop(commits);
+    sig_handle.close();
+    // `destroy` flushed already when the kernel said goodbye; this covers
+    // the paths where it could not.
+    engine.shutdown()?;
+    served.map_err(|e| Error::Store(format!("FUSE session ended with an error: {e}")))?;
+    tracing::info!("unmounted {}", mountpoint.display());
+    drop(repo);
+    Ok(())
+}
+
+fn lazy_unmount(mnt: &Path) {
+    if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
+        // SAFETY: valid C string; umount2 has no memory effects on us.
+        unsafe {
+            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+        }
+    }
+}
+
+/// `--daemon`: starts this binary again in the foreground mode as a
+/// detached child (own session, output to STORE/daemon.log) and returns
+/// once the mount is up, or with the child's error.
+pub fn spawn_detached(store: &Path, mountpoint: &Path, args: &[String]) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let log_path = store.join("daemon.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(Error::io_at(&log_path))?;
+    let exe = std::env::current_exe().map_err(Error::Io)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(Error::Io)?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(Error::Io)?;
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().map_err(Error::Io)? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = log.lines().last().unwrap_or("").to_string();
+            return Err(Error::Store(format!("daemon exited ({status}): {last}")));
+        }
+        if is_mountpoint(mountpoint) && store.join(SOCKET_FILE).exists() {
+            return Ok(child.id());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    Err(Error::Store("daemon did not mount within 30 s".into()))
+}

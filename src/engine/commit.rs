@@ -1,0 +1,160 @@
+//! The commit protocol: turn what changed since the last commit into
+//! trees and a commit object, make every new object durable, then publish
+//! all references in one atomic catalog batch and flush it.
+//!
+//! Cost: one tree per changed directory and per ancestor of one, each in
+//! proportion to that directory's entries; nothing else of the tree is read.
+
+use super::{Engine, lock};
+use crate::catalog::db::Batch;
+use crate::error::Result;
+use crate::format::{Commit, FileType, Time, Tree, TreeEntry};
+use crate::ids::{CommitSeq, Ino, ObjectId, ObjectKind};
+use std::collections::HashMap;
+
+impl Engine {
+    /// Makes a commit if anything changed; with `flush`, also makes every
+    /// metadata change durable even when nothing needs a commit.
+    pub fn commit(&self, flush: bool) -> Result<Option<CommitSeq>> {
+        if self.opts.read_only {
+            return Ok(None);
+        }
+        self.check_writable()?;
+        let _ns = lock(&self.ns);
+        let dirty = self.db.dirty_dirs()?;
+        let (content, versions) = {
+            let p = lock(&self.pending);
+            (p.content.clone(), p.versions.clone())
+        };
+        if dirty.is_empty() && content.is_empty() && versions.is_empty() {
+            if flush {
+                self.db.flush()?;
+            }
+            return Ok(None);
+        }
+
+        // Directories to rebuild, deepest first.
+        let mut depth: HashMap<Ino, usize> = HashMap::new();
+        for d in &dirty {
+            let mut chain = Vec::new();
+            let mut cur = *d;
+            loop {
+                if depth.contains_key(&cur) {
+                    break;
+                }
+                let Some(inode) = self.db.inode(cur)? else {
+                    break; // removed since it was marked
+                };
+                if inode.node.kind != FileType::Directory {
+                    break;
+                }
+                chain.push(cur);
+                if cur == Ino::ROOT || chain.len() > 4096 {
+                    break;
+                }
+                cur = inode.parents.first().copied().unwrap_or(Ino::ROOT);
+            }
+            let base = depth.get(&cur).copied().map_or(0, |d| d + 1);
+            let n = chain.len();
+            for (i, ino) in chain.into_iter().enumerate() {
+                depth.entry(ino).or_insert(base + n - 1 - i);
+            }
+        }
+        let mut order: Vec<(Ino, usize)> = depth.into_iter().collect();
+        order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+
+        let mut trees: HashMap<Ino, ObjectId> = HashMap::new();
+        for (dir, _) in &order {
+            let mut tree = Tree::default();
+            for (name, d) in self.db.list_dir(*dir)? {
+                let mut node = self.inode(d.ino)?.node;
+                if let Some(t) = trees.get(&d.ino) {
+                    node.content = Some(*t);
+                }
+                tree.entries.push(TreeEntry {
+                    name,
+                    ino: d.ino.0,
+                    node,
+                });
+            }
+            trees.insert(*dir, self.store.put(ObjectKind::Tree, &tree.encode())?);
+        }
+        let root = match trees.get(&Ino::ROOT) {
+            Some(r) => *r,
+            None => match self.db.inode(Ino::ROOT)?.and_then(|r| r.node.content) {
+                Some(r) => r,
+                None => self
+                    .store
+                    .put(ObjectKind::Tree, &Tree::default().encode())?,
+            },
+        };
+        let head = self.db.counter("head")?;
+        let parent = self.db.commit(CommitSeq(head))?.map(|c| c.0);
+        let seq = CommitSeq(head + 1);
+        let time = Time::now();
+        let commit = Commit {
+            seq: seq.0,
+            time,
+            parent,
+            root,
+        };
+        let commit_id = self.store.put(ObjectKind::Commit, &commit.encode())?;
+
+        // Objects first: everything referenced below is durable after this.
+        let index = self.store.pending();
+        self.store.sync()?;
+
+        let mut b = Batch::default();
+        for (id, e) in &index {
+            b.put_index(id, e);
+        }
+        for (ino, (c, _)) in &content {
+            if let Some(mut rec) = self.db.inode(*ino)? {
+                c.apply(&mut rec.node);
+                b.put_inode(*ino, &rec);
+            }
+        }
+        for (dir, tree) in &trees {
+            if let Some(mut rec) = self.db.inode(*dir)? {
+                rec.node.content = Some(*tree);
+                b.put_inode(*dir, &rec);
+            }
+        }
+        for d in &dirty {
+            b.clear_dirty(*d);
+        }
+        for (ino, vseq, v) in &versions {
+            let mut v = v.clone();
+            v.commit = seq;
+            b.put_version(*ino, *vseq, &v);
+        }
+        b.put_counter(
+            "next_vseq",
+            self.next_vseq.load(std::sync::atomic::Ordering::SeqCst),
+        );
+        b.put_commit(seq, &commit_id, time);
+        self.db.apply(b)?;
+        self.db.flush()?;
+
+        self.store.published(index.into_iter().map(|(id, _)| id));
+        let mut p = lock(&self.pending);
+        p.content.clear();
+        p.versions.clear();
+        tracing::debug!(seq = seq.0, dirs = trees.len(), "commit");
+        Ok(Some(seq))
+    }
+
+    /// The newest commit, if any.
+    pub fn head(&self) -> Result<Option<(CommitSeq, Commit)>> {
+        let head = CommitSeq(self.db.counter("head")?);
+        match self.db.commit(head)? {
+            None => Ok(None),
+            Some((id, _)) => Ok(Some((head, Commit::decode(&self.store.get(&id)?)?))),
+        }
+    }
+
+    /// Reads a tree object.
+    pub fn tree(&self, id: &ObjectId) -> Result<Tree> {
+        Tree::decode(&self.store.get(id)?)
+    }
+}

@@ -1,0 +1,344 @@
+//! The content of one open regular file: its last recorded version (a
+//! manifest) overlaid with the bytes written since, which sit in an
+//! anonymous staging file at their own offsets.
+//!
+//! Recording a version ([`FileState::record`]) re-chunks only from the
+//! first changed extent to the end: extents wholly before the first change
+//! are reused, so an append to a large file costs the appended bytes plus
+//! about one chunk. Regions never written and beyond the old content are
+//! holes: they read as zeros and are stored as hole extents, taking no space.
+
+use crate::chunker;
+use crate::error::{Error, Result};
+use crate::format::{Extent, Manifest};
+use crate::ids::{ObjectId, ObjectKind};
+use crate::store::ObjectStore;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Disjoint, non-adjacent half-open ranges.
+#[derive(Default, Debug, Clone)]
+pub struct RangeSet(BTreeMap<u64, u64>);
+
+impl RangeSet {
+    pub fn insert(&mut self, mut start: u64, mut end: u64) {
+        if start >= end {
+            return;
+        }
+        // Merge with every range that overlaps or touches [start, end).
+        let touching: Vec<(u64, u64)> = self
+            .0
+            .range(..=end)
+            .rev()
+            .take_while(|(_, e)| **e >= start)
+            .map(|(s, e)| (*s, *e))
+            .collect();
+        for (s, e) in touching {
+            self.0.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.0.insert(start, end);
+    }
+
+    /// Drops everything at or beyond `at`.
+    pub fn clip(&mut self, at: u64) {
+        let beyond: Vec<u64> = self.0.range(at..).map(|(s, _)| *s).collect();
+        for s in beyond {
+            self.0.remove(&s);
+        }
+        if let Some((_, e)) = self.0.range_mut(..at).next_back()
+            && *e > at
+        {
+            *e = at;
+        }
+    }
+
+    pub fn first(&self) -> Option<u64> {
+        self.0.keys().next().copied()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The range containing `pos`, or the start of the next one.
+    fn at(&self, pos: u64) -> Result<(u64, u64), Option<u64>> {
+        if let Some((s, e)) = self.0.range(..=pos).next_back()
+            && *e > pos
+        {
+            return Ok((*s, *e));
+        }
+        Err(self.0.range(pos..).next().map(|(s, _)| *s))
+    }
+}
+
+/// What the bytes at a position are.
+enum Piece {
+    /// Up to `end`, from the staging file.
+    Staged(u64),
+    /// Up to `end`, from base extent `idx`.
+    Base(u64, usize),
+    /// Up to `end`, zeros.
+    Zero(u64),
+}
+
+pub struct FileState {
+    base: Arc<Manifest>,
+    /// Start offset of each base extent.
+    starts: Vec<u64>,
+    /// Base bytes at or beyond this offset read as zeros (after a truncate).
+    base_limit: u64,
+    pub size: u64,
+    written: RangeSet,
+    staging: Option<File>,
+    /// Something changed since the last recorded version.
+    pub dirty: bool,
+    pub open_count: u32,
+}
+
+impl FileState {
+    pub fn new(base: Arc<Manifest>) -> FileState {
+        let mut starts = Vec::with_capacity(base.extents.len());
+        let mut off = 0;
+        for x in &base.extents {
+            starts.push(off);
+            off += x.len();
+        }
+        FileState {
+            base,
+            starts,
+            base_limit: off,
+            size: off,
+            written: RangeSet::default(),
+            staging: None,
+            dirty: false,
+            open_count: 0,
+        }
+    }
+
+    fn piece(&self, pos: u64) -> Piece {
+        let next_staged = match self.written.at(pos) {
+            Ok((_, e)) => return Piece::Staged(e.min(self.size)),
+            Err(next) => next.unwrap_or(u64::MAX).min(self.size),
+        };
+        if pos < self.base_limit {
+            let idx = self.starts.partition_point(|s| *s <= pos) - 1;
+            let ext_end = self.starts[idx] + self.base.extents[idx].len();
+            let end = ext_end.min(self.base_limit).min(next_staged);
+            return match self.base.extents[idx] {
+                Extent::Hole { .. } => Piece::Zero(end),
+                Extent::Chunk { .. } => Piece::Base(end, idx),
+            };
+        }
+        Piece::Zero(next_staged)
+    }
+
+    /// Reads up to `buf.len()` bytes at `off`; returns how many (0 at EOF).
+    pub fn read_into(&self, store: &ObjectStore, off: u64, buf: &mut [u8]) -> Result<usize> {
+        let end = self.size.min(off.saturating_add(buf.len() as u64));
+        let mut pos = off;
+        while pos < end {
+            let dst = &mut buf[(pos - off) as usize..];
+            let n = match self.piece(pos) {
+                Piece::Staged(e) => {
+                    let n = (e.min(end) - pos) as usize;
+                    let f = self.staging.as_ref().ok_or_else(|| {
+                        Error::corrupt("staging file", "written range without staging file")
+                    })?;
+                    f.read_exact_at(&mut dst[..n], pos)?;
+                    n
+                }
+                Piece::Base(e, idx) => {
+                    let n = (e.min(end) - pos) as usize;
+                    let Extent::Chunk { id, .. } = self.base.extents[idx] else {
+                        unreachable!("Base pieces are chunks")
+                    };
+                    let data = store.get(&id)?;
+                    let at = (pos - self.starts[idx]) as usize;
+                    let src = data.get(at..at + n).ok_or_else(|| {
+                        Error::corrupt(format!("chunk {id}"), "shorter than its extent")
+                    })?;
+                    dst[..n].copy_from_slice(src);
+                    n
+                }
+                Piece::Zero(e) => {
+                    let n = (e.min(end) - pos) as usize;
+                    dst[..n].fill(0);
+                    n
+                }
+            };
+            pos += n as u64;
+        }
+        Ok((end.saturating_sub(off)) as usize)
+    }
+
+    pub fn write(&mut self, staging_dir: &Path, off: u64, data: &[u8]) -> Result<()> {
+        let end = off.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
+        if end > i64::MAX as u64 {
+            return Err(Error::TooBig);
+        }
+        if self.staging.is_none() {
+            self.staging = Some(anonymous_file(staging_dir)?);
+        }
+        let f = self.staging.as_ref().expect("created above");
+        f.write_all_at(data, off)?;
+        self.written.insert(off, end);
+        self.size = self.size.max(end);
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub fn truncate(&mut self, size: u64) {
+        if size < self.size {
+            self.written.clip(size);
+            self.base_limit = self.base_limit.min(size);
+        }
+        self.size = size;
+        self.dirty = true;
+    }
+
+    /// Chunks what changed into the store and returns the new manifest.
+    /// The state then reads from that manifest alone.
+    pub fn record(&mut self, store: &ObjectStore) -> Result<Arc<Manifest>> {
+        let first_change = self
+            .written
+            .first()
+            .unwrap_or(u64::MAX)
+            .min(self.base_limit)
+            .min(self.size);
+        let mut extents = Vec::new();
+        let mut pos = 0;
+        for x in &self.base.extents {
+            if pos + x.len() > first_change {
+                break;
+            }
+            extents.push(*x);
+            pos += x.len();
+        }
+        while pos < self.size {
+            if let Piece::Zero(e) = self.piece(pos) {
+                push_hole(&mut extents, e - pos);
+                pos = e;
+                continue;
+            }
+            // A run of data up to the next zero region.
+            let mut run_end = pos;
+            while run_end < self.size {
+                match self.piece(run_end) {
+                    Piece::Zero(_) => break,
+                    Piece::Staged(e) | Piece::Base(e, _) => run_end = e,
+                }
+            }
+            let reader = RunReader {
+                state: self,
+                store,
+                pos,
+                end: run_end,
+            };
+            chunker::chunk_stream(reader, |chunk| {
+                let id = store.put(ObjectKind::Chunk, chunk)?;
+                extents.push(Extent::Chunk {
+                    len: chunk.len() as u64,
+                    id,
+                });
+                Ok(())
+            })?;
+            pos = run_end;
+        }
+        let manifest = Arc::new(Manifest { extents });
+        *self = FileState {
+            open_count: self.open_count,
+            staging: self.staging.take(),
+            ..FileState::new(manifest.clone())
+        };
+        if let Some(f) = &self.staging {
+            // Frees the staged bytes; the file is reused for the next writes.
+            f.set_len(0)?;
+        }
+        Ok(manifest)
+    }
+}
+
+/// Stores a manifest; an empty file has none.
+pub fn store_manifest(store: &ObjectStore, m: &Manifest) -> Result<Option<ObjectId>> {
+    if m.extents.is_empty() {
+        return Ok(None);
+    }
+    store.put(ObjectKind::Manifest, &m.encode()).map(Some)
+}
+
+/// Bytes held in data extents (for st_blocks).
+pub fn allocated(m: &Manifest) -> u64 {
+    m.extents
+        .iter()
+        .filter(|x| matches!(x, Extent::Chunk { .. }))
+        .map(Extent::len)
+        .sum()
+}
+
+fn push_hole(extents: &mut Vec<Extent>, len: u64) {
+    if let Some(Extent::Hole { len: l }) = extents.last_mut() {
+        *l += len;
+    } else {
+        extents.push(Extent::Hole { len });
+    }
+}
+
+/// An unlinked temporary file: it vanishes with the process, even on a crash.
+fn anonymous_file(dir: &Path) -> Result<File> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{}-{n}", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(Error::io_at(&path))?;
+    std::fs::remove_file(&path).map_err(Error::io_at(&path))?;
+    Ok(f)
+}
+
+/// Reads the merged view over [pos, end) in large blocks, for the chunker.
+struct RunReader<'a> {
+    state: &'a FileState,
+    store: &'a ObjectStore,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for RunReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min((self.end - self.pos) as usize);
+        let got = self
+            .state
+            .read_into(self.store, self.pos, &mut buf[..n])
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rangeset_merges_and_clips() {
+        let mut r = RangeSet::default();
+        r.insert(10, 20);
+        r.insert(30, 40);
+        r.insert(20, 30);
+        assert_eq!(r.0.iter().collect::<Vec<_>>(), vec![(&10, &40)]);
+        r.insert(50, 60);
+        r.clip(55);
+        assert_eq!(r.0.iter().collect::<Vec<_>>(), vec![(&10, &40), (&50, &55)]);
+        r.clip(5);
+        assert!(r.0.is_empty());
+    }
+}

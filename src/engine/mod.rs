@@ -1,0 +1,453 @@
+//! The filesystem engine: POSIX semantics of the live tree over the catalog
+//! and the object store, usable without any mount (the FUSE adapter only
+//! translates to it).
+//!
+//! Concurrency: namespace changes and commits are serialized by `ns`;
+//! file contents have one lock per open file (`files`). Lock order is
+//! always file lock, then `ns`, then `pending`, so `record` (which chunks
+//! outside `ns`) never deadlocks with a truncate.
+//!
+//! Recorded content waits in `pending` until the next commit makes its
+//! objects durable and publishes it (see `format` for the ordering); the
+//! catalog itself only ever points at durable objects.
+
+mod commit;
+pub mod file;
+mod namespace;
+
+use crate::catalog::db::{Batch, Db, Inode, Version};
+use crate::error::{Error, Result};
+use crate::format::{FileType, Manifest, Node, Time};
+use crate::ids::{CommitSeq, Ino, ObjectId};
+use crate::store::ObjectStore;
+use file::FileState;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+pub use namespace::{DirEntry, SetAttr, StatFs};
+
+/// Tunables of a mounted engine.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Versions of one file closer together than this are merged (unless fsync'ed).
+    pub min_version_interval: Duration,
+    pub read_only: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            min_version_interval: Duration::from_secs(1),
+            read_only: false,
+        }
+    }
+}
+
+/// Content recorded but not yet published: the published values are kept
+/// so that metadata-only changes can still go to the catalog at once.
+#[derive(Clone, Debug)]
+struct ContentOverlay {
+    content: Option<ObjectId>,
+    size: u64,
+    allocated: u64,
+    mtime: Time,
+}
+
+impl ContentOverlay {
+    fn of(n: &Node) -> Self {
+        ContentOverlay {
+            content: n.content,
+            size: n.size,
+            allocated: n.allocated,
+            mtime: n.mtime,
+        }
+    }
+    fn apply(&self, n: &mut Node) {
+        n.content = self.content;
+        n.size = self.size;
+        n.allocated = self.allocated;
+        n.mtime = self.mtime;
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    /// ino -> (content to publish, content as published)
+    content: HashMap<Ino, (ContentOverlay, ContentOverlay)>,
+    /// Versions waiting for their commit, in order.
+    versions: Vec<(Ino, u64, Version)>,
+}
+
+/// An open file or directory handle.
+enum Handle {
+    File { ino: Ino },
+    Dir { entries: Arc<Vec<DirEntry>> },
+}
+
+pub struct Engine {
+    pub db: Arc<Db>,
+    pub store: Arc<ObjectStore>,
+    staging: PathBuf,
+    opts: Options,
+    ns: Mutex<()>,
+    pending: Mutex<Pending>,
+    files: Mutex<HashMap<Ino, Arc<RwLock<FileState>>>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    next_ino: AtomicU64,
+    next_vseq: AtomicU64,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The attributes the FUSE layer reports for an inode.
+#[derive(Clone, Debug)]
+pub struct Attr {
+    pub ino: Ino,
+    pub node: Node,
+}
+
+impl Engine {
+    /// Creates the root of a new, empty catalog.
+    pub fn init_catalog(db: &Db, uid: u32, gid: u32) -> Result<()> {
+        let mut b = Batch::default();
+        b.put_inode(
+            Ino::ROOT,
+            &Inode {
+                node: Node::new(FileType::Directory, 0o755, uid, gid),
+                parents: vec![Ino::ROOT],
+            },
+        );
+        b.mark_dirty(Ino::ROOT);
+        b.put_counter("next_ino", 2);
+        b.put_counter("next_vseq", 1);
+        db.apply(b)?;
+        db.flush()
+    }
+
+    pub fn new(
+        db: Arc<Db>,
+        store: Arc<ObjectStore>,
+        staging: PathBuf,
+        opts: Options,
+    ) -> Result<Engine> {
+        if !opts.read_only {
+            // Staged bytes were never recorded; files in here are left-overs of a crash.
+            if staging.exists() {
+                std::fs::remove_dir_all(&staging).map_err(Error::io_at(&staging))?;
+            }
+            std::fs::create_dir_all(&staging).map_err(Error::io_at(&staging))?;
+        }
+        let e = Engine {
+            next_ino: AtomicU64::new(db.counter("next_ino")?.max(2)),
+            next_vseq: AtomicU64::new(db.counter("next_vseq")?.max(1)),
+            db,
+            store,
+            staging,
+            opts,
+            ns: Mutex::new(()),
+            pending: Mutex::new(Pending::default()),
+            files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        };
+        if !e.opts.read_only {
+            e.drop_orphans()?;
+        }
+        Ok(e)
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.opts.read_only
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if let Some(why) = self.store.poison_reason() {
+            return Err(Error::Poisoned(why));
+        }
+        Ok(())
+    }
+
+    /// Inodes unlinked while open when the last session ended.
+    fn drop_orphans(&self) -> Result<()> {
+        let mut b = Batch::default();
+        for ino in self.db.orphans()? {
+            if self.db.inode(ino)?.is_some_and(|i| i.node.nlink == 0) {
+                b.del_inode(ino);
+            }
+            b.del_orphan(ino);
+        }
+        self.db.apply(b)
+    }
+
+    /// The current inode: catalog record with any pending content applied.
+    pub(crate) fn inode(&self, ino: Ino) -> Result<Inode> {
+        let mut i = self.db.inode(ino)?.ok_or(Error::NotFound)?;
+        if let Some((c, _)) = lock(&self.pending).content.get(&ino) {
+            c.apply(&mut i.node);
+        }
+        Ok(i)
+    }
+
+    /// Writes an inode into `b`, keeping pending content out of the catalog.
+    fn put_inode(&self, b: &mut Batch, ino: Ino, inode: &Inode) {
+        let mut p = lock(&self.pending);
+        match p.content.get_mut(&ino) {
+            Some((c, published)) => {
+                *c = ContentOverlay::of(&inode.node);
+                let mut rec = inode.clone();
+                published.apply(&mut rec.node);
+                b.put_inode(ino, &rec);
+            }
+            None => b.put_inode(ino, inode),
+        }
+    }
+
+    /// Attributes as seen right now, including unrecorded writes.
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        let mut node = self.inode(ino)?.node;
+        if let Some(f) = self.open_file(ino) {
+            let f = f.read().unwrap_or_else(|e| e.into_inner());
+            node.size = f.size;
+        }
+        Ok(Attr { ino, node })
+    }
+
+    fn open_file(&self, ino: Ino) -> Option<Arc<RwLock<FileState>>> {
+        lock(&self.files).get(&ino).cloned()
+    }
+
+    fn alloc_ino(&self, b: &mut Batch) -> Ino {
+        let ino = self.next_ino.fetch_add(1, Ordering::SeqCst);
+        b.put_counter("next_ino", ino + 1);
+        Ino(ino)
+    }
+
+    /// Marks every directory holding `inode` as changed since the last commit.
+    fn touch_parents(b: &mut Batch, inode: &Inode) {
+        for p in &inode.parents {
+            b.mark_dirty(*p);
+        }
+    }
+
+    pub fn load_manifest(&self, id: Option<ObjectId>) -> Result<Arc<Manifest>> {
+        match id {
+            None => Ok(Arc::new(Manifest::default())),
+            Some(id) => Ok(Arc::new(Manifest::decode(&self.store.get(&id)?)?)),
+        }
+    }
+
+    // ----------------------------------------------------------- files ---
+
+    /// Opens a regular file; returns a handle number.
+    pub fn open(&self, ino: Ino, write: bool) -> Result<u64> {
+        if write {
+            self.check_writable()?;
+        }
+        let inode = self.inode(ino)?;
+        match inode.node.kind {
+            FileType::Regular => {}
+            FileType::Directory => return Err(Error::IsDir),
+            _ => return Err(Error::Invalid),
+        }
+        let mut files = lock(&self.files);
+        let state = match files.get(&ino) {
+            Some(s) => s.clone(),
+            None => {
+                let m = self.load_manifest(inode.node.content)?;
+                let s = Arc::new(RwLock::new(FileState::new(m)));
+                files.insert(ino, s.clone());
+                s
+            }
+        };
+        state.write().unwrap_or_else(|e| e.into_inner()).open_count += 1;
+        drop(files);
+        Ok(self.new_handle(Handle::File { ino }))
+    }
+
+    fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, h);
+        fh
+    }
+
+    fn handle_file(&self, fh: u64) -> Result<(Ino, Arc<RwLock<FileState>>)> {
+        let ino = match lock(&self.handles).get(&fh) {
+            Some(Handle::File { ino }) => *ino,
+            _ => return Err(Error::Invalid),
+        };
+        let f = self.open_file(ino).ok_or(Error::Invalid)?;
+        Ok((ino, f))
+    }
+
+    pub fn read(&self, fh: u64, off: u64, len: u32) -> Result<Vec<u8>> {
+        let (_, f) = self.handle_file(fh)?;
+        let f = f.read().unwrap_or_else(|e| e.into_inner());
+        let mut buf = vec![0u8; len as usize];
+        let n = f.read_into(&self.store, off, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<u32> {
+        self.check_writable()?;
+        let (ino, f) = self.handle_file(fh)?;
+        let mut f = f.write().unwrap_or_else(|e| e.into_inner());
+        let first = !f.dirty;
+        f.write(&self.staging, off, data)?;
+        if first {
+            // Update mtime/ctime once per burst of writes, not per write call.
+            drop(f);
+            self.set_times_now(ino, true)?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Sets mtime (when `mtime`) and ctime to now.
+    fn set_times_now(&self, ino: Ino, mtime: bool) -> Result<()> {
+        let _ns = lock(&self.ns);
+        let mut inode = self.inode(ino)?;
+        let now = Time::now();
+        if mtime {
+            inode.node.mtime = now;
+        }
+        inode.node.ctime = now;
+        let mut b = Batch::default();
+        self.put_inode(&mut b, ino, &inode);
+        Self::touch_parents(&mut b, &inode);
+        self.db.apply(b)
+    }
+
+    /// Called at every close(2): records a version if the file changed.
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        let (ino, f) = self.handle_file(fh)?;
+        self.record(ino, &f, false)
+    }
+
+    /// Last close of a handle.
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let h = lock(&self.handles).remove(&fh);
+        let Some(Handle::File { ino }) = h else {
+            return Ok(());
+        };
+        let Some(f) = self.open_file(ino) else {
+            return Ok(());
+        };
+        let result = self.record(ino, &f, false);
+        let mut files = lock(&self.files);
+        let mut st = f.write().unwrap_or_else(|e| e.into_inner());
+        st.open_count = st.open_count.saturating_sub(1);
+        if st.open_count == 0 && !st.dirty {
+            files.remove(&ino);
+            drop(st);
+            drop(files);
+            self.drop_if_unlinked(ino)?;
+        }
+        result
+    }
+
+    /// fsync(2): the file's data and metadata are durable when this returns.
+    pub fn fsync(&self, fh: u64) -> Result<()> {
+        let (ino, f) = self.handle_file(fh)?;
+        self.record(ino, &f, true)?;
+        self.commit(true).map(|_| ())
+    }
+
+    /// Records a version of `ino` if it changed.
+    fn record(&self, ino: Ino, f: &RwLock<FileState>, fsynced: bool) -> Result<()> {
+        let mut st = f.write().unwrap_or_else(|e| e.into_inner());
+        if !st.dirty {
+            if fsynced {
+                self.mark_last_version_fsynced(ino);
+            }
+            return Ok(());
+        }
+        self.check_writable()?;
+        let manifest = st.record(&self.store)?;
+        let id = file::store_manifest(&self.store, &manifest)?;
+        let size = manifest.size();
+        let _ns = lock(&self.ns);
+        let mut inode = match self.inode(ino) {
+            Ok(i) => i,
+            // Unlinked and gone: nothing left to version.
+            Err(Error::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut p = lock(&self.pending);
+        let published = match p.content.get(&ino) {
+            Some((_, published)) => published.clone(),
+            None => ContentOverlay::of(&inode.node),
+        };
+        inode.node.content = id;
+        inode.node.size = size;
+        inode.node.allocated = file::allocated(&manifest);
+        p.content
+            .insert(ino, (ContentOverlay::of(&inode.node), published));
+        let now = Time::now();
+        let version = Version {
+            time: now,
+            size,
+            mtime: inode.node.mtime,
+            manifest: id,
+            fsynced,
+            commit: CommitSeq(0),
+        };
+        let merge = p.versions.iter().rposition(|(i, _, v)| {
+            *i == ino
+                && !v.fsynced
+                && (now.as_nanos() - v.time.as_nanos())
+                    < self.opts.min_version_interval.as_nanos() as i128
+        });
+        match merge {
+            Some(at) => p.versions[at].2 = version,
+            None => {
+                let vseq = self.next_vseq.fetch_add(1, Ordering::SeqCst);
+                p.versions.push((ino, vseq, version));
+            }
+        }
+        drop(p);
+        let mut b = Batch::default();
+        Self::touch_parents(&mut b, &inode);
+        self.db.apply(b)?;
+        st.dirty = false;
+        Ok(())
+    }
+
+    fn mark_last_version_fsynced(&self, ino: Ino) {
+        let mut p = lock(&self.pending);
+        if let Some((_, _, v)) = p.versions.iter_mut().rev().find(|(i, _, _)| *i == ino) {
+            v.fsynced = true;
+        }
+    }
+
+    /// Records every changed open file (before a clean unmount).
+    pub fn record_all(&self) -> Result<()> {
+        let files: Vec<_> = lock(&self.files)
+            .iter()
+            .map(|(i, f)| (*i, f.clone()))
+            .collect();
+        for (ino, f) in files {
+            self.record(ino, &f, false)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything: records open files, commits, seals the pack.
+    pub fn shutdown(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Ok(());
+        }
+        self.record_all()?;
+        self.commit(true)?;
+        self.store.seal()?;
+        self.db.flush()
+    }
+}

@@ -1,0 +1,634 @@
+//! Namespace operations of the live tree: lookup, create, link, unlink,
+//! rename, attributes, xattrs, directory listing. Each is one atomic
+//! catalog batch under the namespace lock, and marks the directories whose
+//! next tree changes.
+
+use super::file::FileState;
+use super::{Attr, Engine, Handle, lock};
+use crate::catalog::db::{Batch, Dentry, Inode};
+use crate::error::{Error, Result};
+use crate::format::{FileType, Node, Time};
+use crate::ids::Ino;
+use std::sync::{Arc, RwLock};
+
+const NAME_MAX: usize = 255;
+const XATTR_NAME_MAX: usize = 255;
+const XATTR_SIZE_MAX: usize = 65536;
+const LINK_MAX: u32 = 65000;
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub kind: FileType,
+    pub name: Vec<u8>,
+}
+
+/// Changes asked of setattr; `None` leaves a field alone.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+    pub ctime: Option<Time>,
+    pub fh: Option<u64>,
+}
+
+/// Space figures of the filesystem that holds the store.
+#[derive(Clone, Debug)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(Error::NameTooLong);
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(Error::Invalid);
+    }
+    Ok(())
+}
+
+impl Engine {
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        if name.len() > NAME_MAX {
+            return Err(Error::NameTooLong);
+        }
+        let dir = self.inode(parent)?;
+        if dir.node.kind != FileType::Directory {
+            return Err(Error::NotDir);
+        }
+        let d = self.db.dentry(parent, name)?.ok_or(Error::NotFound)?;
+        self.getattr(d.ino)
+    }
+
+    fn dir_inode(&self, parent: Ino) -> Result<Inode> {
+        let dir = self.inode(parent)?;
+        if dir.node.kind != FileType::Directory {
+            return Err(Error::NotDir);
+        }
+        if dir.node.nlink == 0 {
+            // Removed directory: nothing may be created in it.
+            return Err(Error::NotFound);
+        }
+        Ok(dir)
+    }
+
+    /// Creates a node of any type (regular, dir, symlink, fifo, socket, device).
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_node(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        kind: FileType,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+        target: &[u8],
+    ) -> Result<Attr> {
+        self.check_writable()?;
+        check_name(name)?;
+        let _ns = lock(&self.ns);
+        let mut dir = self.dir_inode(parent)?;
+        if self.db.dentry(parent, name)?.is_some() {
+            return Err(Error::Exists);
+        }
+        let mut perm = (mode & 0o7777) as u16;
+        let mut gid = gid;
+        // setgid directories pass their group on, and their setgid bit to subdirectories.
+        if dir.node.perm & libc::S_ISGID as u16 != 0 {
+            gid = dir.node.gid;
+            if kind == FileType::Directory {
+                perm |= libc::S_ISGID as u16;
+            }
+        }
+        if kind == FileType::Symlink {
+            perm = 0o777;
+        }
+        let mut node = Node::new(kind, perm, uid, gid);
+        node.rdev = rdev;
+        if kind == FileType::Symlink {
+            node.target = target.to_vec();
+            node.size = target.len() as u64;
+        }
+        let mut b = Batch::default();
+        let ino = self.alloc_ino(&mut b);
+        let inode = Inode {
+            node,
+            parents: vec![parent],
+        };
+        b.put_inode(ino, &inode);
+        b.put_dentry(parent, name, Dentry { ino, kind });
+        let now = inode.node.ctime;
+        dir.node.mtime = now;
+        dir.node.ctime = now;
+        if kind == FileType::Directory {
+            b.mark_dirty(ino);
+            dir.node.nlink += 1;
+        }
+        self.put_inode(&mut b, parent, &dir);
+        b.mark_dirty(parent);
+        Engine::touch_parents(&mut b, &dir);
+        self.db.apply(b)?;
+        Ok(Attr {
+            ino,
+            node: inode.node,
+        })
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        let i = self.inode(ino)?;
+        if i.node.kind != FileType::Symlink {
+            return Err(Error::Invalid);
+        }
+        Ok(i.node.target)
+    }
+
+    pub fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
+        self.check_writable()?;
+        check_name(name)?;
+        let _ns = lock(&self.ns);
+        let mut dir = self.dir_inode(parent)?;
+        let mut inode = self.inode(ino)?;
+        if inode.node.kind == FileType::Directory {
+            return Err(Error::NotPermitted);
+        }
+        if inode.node.nlink >= LINK_MAX {
+            return Err(Error::TooManyLinks);
+        }
+        if self.db.dentry(parent, name)?.is_some() {
+            return Err(Error::Exists);
+        }
+        let now = Time::now();
+        let mut b = Batch::default();
+        b.put_dentry(
+            parent,
+            name,
+            Dentry {
+                ino,
+                kind: inode.node.kind,
+            },
+        );
+        inode.node.nlink += 1;
+        inode.node.ctime = now;
+        inode.parents.push(parent);
+        self.put_inode(&mut b, ino, &inode);
+        Engine::touch_parents(&mut b, &inode);
+        dir.node.mtime = now;
+        dir.node.ctime = now;
+        self.put_inode(&mut b, parent, &dir);
+        Engine::touch_parents(&mut b, &dir);
+        b.del_orphan(ino);
+        self.db.apply(b)?;
+        self.getattr(ino)
+    }
+
+    /// unlink(2) (`dir` false) or rmdir(2) (`dir` true).
+    pub fn remove(&self, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
+        self.check_writable()?;
+        if name.len() > NAME_MAX {
+            return Err(Error::NameTooLong);
+        }
+        let _ns = lock(&self.ns);
+        let mut pdir = self.dir_inode(parent)?;
+        let d = self.db.dentry(parent, name)?.ok_or(Error::NotFound)?;
+        let mut b = Batch::default();
+        match (dir, d.kind == FileType::Directory) {
+            (false, true) => return Err(Error::IsDir),
+            (true, false) => return Err(Error::NotDir),
+            (true, true) => {
+                if !self.db.dir_is_empty(d.ino)? {
+                    return Err(Error::NotEmpty);
+                }
+                pdir.node.nlink = pdir.node.nlink.saturating_sub(1);
+            }
+            (false, false) => {}
+        }
+        let now = Time::now();
+        b.del_dentry(parent, name);
+        self.unlink_inode(&mut b, d.ino, parent, now)?;
+        pdir.node.mtime = now;
+        pdir.node.ctime = now;
+        self.put_inode(&mut b, parent, &pdir);
+        b.mark_dirty(parent);
+        Engine::touch_parents(&mut b, &pdir);
+        self.db.apply(b)
+    }
+
+    /// Drops one link of `ino` from `parent`; deletes the inode when no
+    /// link and no open handle is left.
+    fn unlink_inode(&self, b: &mut Batch, ino: Ino, parent: Ino, now: Time) -> Result<()> {
+        let mut inode = self.inode(ino)?;
+        if let Some(i) = inode.parents.iter().position(|p| *p == parent) {
+            inode.parents.remove(i);
+        }
+        inode.node.ctime = now;
+        if inode.node.kind == FileType::Directory {
+            inode.node.nlink = 0;
+        } else {
+            inode.node.nlink = inode.node.nlink.saturating_sub(1);
+        }
+        Engine::touch_parents(b, &inode);
+        if inode.node.nlink > 0 {
+            self.put_inode(b, ino, &inode);
+        } else if lock(&self.files).contains_key(&ino) {
+            self.put_inode(b, ino, &inode);
+            b.put_orphan(ino);
+        } else {
+            b.del_inode(ino);
+            b.clear_dirty(ino);
+            lock(&self.pending).content.remove(&ino);
+        }
+        Ok(())
+    }
+
+    /// Deletes an inode whose last link went while it was open.
+    pub(super) fn drop_if_unlinked(&self, ino: Ino) -> Result<()> {
+        let _ns = lock(&self.ns);
+        if lock(&self.files).contains_key(&ino) {
+            return Ok(());
+        }
+        match self.db.inode(ino)? {
+            Some(i) if i.node.nlink == 0 => {
+                let mut b = Batch::default();
+                b.del_inode(ino);
+                b.del_orphan(ino);
+                self.db.apply(b)?;
+                lock(&self.pending).content.remove(&ino);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// rename(2) with RENAME_NOREPLACE / RENAME_EXCHANGE flags.
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        newparent: Ino,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        self.check_writable()?;
+        check_name(newname)?;
+        if name.len() > NAME_MAX {
+            return Err(Error::NameTooLong);
+        }
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange)
+        {
+            return Err(Error::Invalid);
+        }
+        let _ns = lock(&self.ns);
+        self.dir_inode(parent)?;
+        self.dir_inode(newparent)?;
+        let src = self.db.dentry(parent, name)?.ok_or(Error::NotFound)?;
+        let dst = self.db.dentry(newparent, newname)?;
+        if dst.is_some_and(|d| d.ino == src.ino) {
+            // Same inode (a hard link or the same name): POSIX says do nothing.
+            return Ok(());
+        }
+        if src.kind == FileType::Directory
+            && newparent != parent
+            && self.is_ancestor(src.ino, newparent)?
+        {
+            return Err(Error::Invalid);
+        }
+        let now = Time::now();
+        let mut b = Batch::default();
+        let mut dir_delta: i64 = 0; // directories moving from parent to newparent
+        match (dst, exchange) {
+            (None, true) => return Err(Error::NotFound),
+            (Some(_), false) if noreplace => return Err(Error::Exists),
+            (Some(d), true) => {
+                if d.kind == FileType::Directory
+                    && parent != newparent
+                    && self.is_ancestor(d.ino, parent)?
+                {
+                    return Err(Error::Invalid);
+                }
+                b.put_dentry(parent, name, d);
+                b.put_dentry(newparent, newname, src);
+                self.reparent(&mut b, d.ino, newparent, parent, now)?;
+                dir_delta -= (d.kind == FileType::Directory) as i64;
+            }
+            (Some(d), false) => {
+                match (
+                    src.kind == FileType::Directory,
+                    d.kind == FileType::Directory,
+                ) {
+                    (true, false) => return Err(Error::NotDir),
+                    (false, true) => return Err(Error::IsDir),
+                    (true, true) => {
+                        if !self.db.dir_is_empty(d.ino)? {
+                            return Err(Error::NotEmpty);
+                        }
+                        // The replaced directory's ".." link to newparent goes away.
+                        let mut np = self.inode(newparent)?;
+                        np.node.nlink = np.node.nlink.saturating_sub(1);
+                        self.put_inode(&mut b, newparent, &np);
+                    }
+                    (false, false) => {}
+                }
+                b.del_dentry(parent, name);
+                b.put_dentry(newparent, newname, src);
+                self.unlink_inode(&mut b, d.ino, newparent, now)?;
+            }
+            (None, false) => {
+                b.del_dentry(parent, name);
+                b.put_dentry(newparent, newname, src);
+            }
+        }
+        self.reparent(&mut b, src.ino, parent, newparent, now)?;
+        dir_delta += (src.kind == FileType::Directory) as i64;
+        self.db.apply(std::mem::take(&mut b))?;
+        // Directory times and link counts, read after the batch so that a
+        // change made above to the same inode is not lost.
+        let mut b = Batch::default();
+        for (dir, delta) in [(parent, -dir_delta), (newparent, dir_delta)] {
+            let mut d = self.inode(dir)?;
+            d.node.mtime = now;
+            d.node.ctime = now;
+            d.node.nlink = (d.node.nlink as i64 + delta).max(2) as u32;
+            self.put_inode(&mut b, dir, &d);
+            b.mark_dirty(dir);
+            Engine::touch_parents(&mut b, &d);
+            if parent == newparent {
+                break;
+            }
+        }
+        self.db.apply(b)
+    }
+
+    /// Moves one link of `ino` from directory `from` to `to`.
+    fn reparent(&self, b: &mut Batch, ino: Ino, from: Ino, to: Ino, now: Time) -> Result<()> {
+        let mut inode = self.inode(ino)?;
+        if let Some(i) = inode.parents.iter().position(|p| *p == from) {
+            inode.parents[i] = to;
+        } else {
+            inode.parents.push(to);
+        }
+        inode.node.ctime = now;
+        self.put_inode(b, ino, &inode);
+        Ok(())
+    }
+
+    /// Whether directory `a` is `b` or one of its ancestors.
+    fn is_ancestor(&self, a: Ino, mut b: Ino) -> Result<bool> {
+        for _ in 0..4096 {
+            if a == b {
+                return Ok(true);
+            }
+            if b == Ino::ROOT {
+                return Ok(false);
+            }
+            b = *self.inode(b)?.parents.first().ok_or(Error::NotFound)?;
+        }
+        Ok(false)
+    }
+
+    pub fn setattr(&self, ino: Ino, s: &SetAttr) -> Result<Attr> {
+        self.check_writable()?;
+        if let Some(size) = s.size {
+            self.truncate(ino, size)?;
+        }
+        let _ns = lock(&self.ns);
+        let mut inode = self.inode(ino)?;
+        let now = Time::now();
+        let n = &mut inode.node;
+        if let Some(mode) = s.mode {
+            n.perm = (mode & 0o7777) as u16;
+        }
+        if let Some(uid) = s.uid {
+            n.uid = uid;
+        }
+        if let Some(gid) = s.gid {
+            n.gid = gid;
+        }
+        if (s.uid.is_some() || s.gid.is_some()) && s.mode.is_none() && n.kind != FileType::Directory
+        {
+            // chown clears setuid, and setgid when group-executable (as ext4).
+            n.perm &= !(libc::S_ISUID as u16);
+            if n.perm & 0o010 != 0 {
+                n.perm &= !(libc::S_ISGID as u16);
+            }
+        }
+        if let Some(t) = s.atime {
+            n.atime = t;
+        }
+        if let Some(t) = s.mtime {
+            n.mtime = t;
+        }
+        n.ctime = s.ctime.unwrap_or(now);
+        let mut b = Batch::default();
+        self.put_inode(&mut b, ino, &inode);
+        Engine::touch_parents(&mut b, &inode);
+        self.db.apply(b)?;
+        drop(_ns);
+        self.getattr(ino)
+    }
+
+    fn truncate(&self, ino: Ino, size: u64) -> Result<()> {
+        if size > i64::MAX as u64 {
+            return Err(Error::TooBig);
+        }
+        let inode = self.inode(ino)?;
+        match inode.node.kind {
+            FileType::Regular => {}
+            FileType::Directory => return Err(Error::IsDir),
+            _ => return Err(Error::Invalid),
+        }
+        // Use the open state if any; otherwise a temporary one, recorded now.
+        let (f, temporary) = match self.open_file(ino) {
+            Some(f) => (f, false),
+            None => {
+                let m = self.load_manifest(inode.node.content)?;
+                (Arc::new(RwLock::new(FileState::new(m))), true)
+            }
+        };
+        {
+            let mut st = f.write().unwrap_or_else(|e| e.into_inner());
+            if st.size == size && !temporary {
+                drop(st);
+                return self.set_times_now(ino, true);
+            }
+            st.truncate(size);
+        }
+        self.set_times_now(ino, true)?;
+        if temporary {
+            self.record(ino, &f, false)?;
+        }
+        Ok(())
+    }
+
+    /// fallocate(2) mode 0: extends the size; allocation itself is lazy.
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        self.check_writable()?;
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            return Err(Error::NotSupported);
+        }
+        let end = offset.checked_add(len).ok_or(Error::TooBig)?;
+        let (ino, f) = self.handle_file(fh)?;
+        if mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
+            let mut st = f.write().unwrap_or_else(|e| e.into_inner());
+            if end > st.size {
+                st.truncate(end);
+                drop(st);
+                self.set_times_now(ino, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------- xattrs ---
+
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        check_xattr_name(name)?;
+        self.inode(ino)?
+            .node
+            .xattrs
+            .get(name)
+            .cloned()
+            .ok_or(Error::NoAttr)
+    }
+
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for k in self.inode(ino)?.node.xattrs.keys() {
+            out.extend_from_slice(k);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        self.check_writable()?;
+        check_xattr_name(name)?;
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Error::TooBig);
+        }
+        self.change_xattrs(ino, |x| {
+            let exists = x.contains_key(name);
+            if flags & libc::XATTR_CREATE != 0 && exists {
+                return Err(Error::Exists);
+            }
+            if flags & libc::XATTR_REPLACE != 0 && !exists {
+                return Err(Error::NoAttr);
+            }
+            x.insert(name.to_vec(), value.to_vec());
+            Ok(())
+        })
+    }
+
+    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        check_xattr_name(name)?;
+        self.change_xattrs(ino, |x| x.remove(name).map(|_| ()).ok_or(Error::NoAttr))
+    }
+
+    fn change_xattrs(
+        &self,
+        ino: Ino,
+        f: impl FnOnce(&mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>) -> Result<()>,
+    ) -> Result<()> {
+        let _ns = lock(&self.ns);
+        let mut inode = self.inode(ino)?;
+        f(&mut inode.node.xattrs)?;
+        inode.node.ctime = Time::now();
+        let mut b = Batch::default();
+        self.put_inode(&mut b, ino, &inode);
+        Engine::touch_parents(&mut b, &inode);
+        self.db.apply(b)
+    }
+
+    // ------------------------------------------------------ directories ---
+
+    /// Opens a directory: its listing is taken now, so that offsets stay
+    /// valid while it changes.
+    pub fn opendir(&self, ino: Ino) -> Result<u64> {
+        let inode = self.inode(ino)?;
+        if inode.node.kind != FileType::Directory {
+            return Err(Error::NotDir);
+        }
+        let parent = inode.parents.first().copied().unwrap_or(Ino::ROOT);
+        let mut entries = vec![
+            DirEntry {
+                ino,
+                kind: FileType::Directory,
+                name: b".".to_vec(),
+            },
+            DirEntry {
+                ino: parent,
+                kind: FileType::Directory,
+                name: b"..".to_vec(),
+            },
+        ];
+        for (name, d) in self.db.list_dir(ino)? {
+            entries.push(DirEntry {
+                ino: d.ino,
+                kind: d.kind,
+                name,
+            });
+        }
+        Ok(self.new_handle(Handle::Dir {
+            entries: Arc::new(entries),
+        }))
+    }
+
+    pub fn readdir(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
+        match lock(&self.handles).get(&fh) {
+            Some(Handle::Dir { entries }) => Ok(entries.clone()),
+            _ => Err(Error::Invalid),
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.handles).remove(&fh);
+    }
+
+    pub fn statfs(&self) -> Result<StatFs> {
+        let path = std::ffi::CString::new(self.store.packs_dir().as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::Invalid)?;
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is a valid C string and `s` a valid out-pointer.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut s) };
+        if rc != 0 {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+        let files = self.db.inode_count() as u64;
+        Ok(StatFs {
+            blocks: s.f_blocks as u64 * s.f_frsize as u64 / 4096,
+            bfree: s.f_bfree as u64 * s.f_frsize as u64 / 4096,
+            bavail: s.f_bavail as u64 * s.f_frsize as u64 / 4096,
+            files: files + s.f_ffree as u64,
+            ffree: s.f_ffree as u64,
+            bsize: 4096,
+        })
+    }
+}
+
+fn check_xattr_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::Invalid);
+    }
+    if name.len() > XATTR_NAME_MAX {
+        return Err(Error::Range);
+    }
+    // POSIX ACLs are not supported; say so rather than store them unenforced.
+    if name.starts_with(b"system.") {
+        return Err(Error::NotSupported);
+    }
+    Ok(())
+}

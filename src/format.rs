@@ -1,0 +1,750 @@
+//! The on-disk format of a revfs store: the one canonical byte-level spec.
+//!
+//! # Conventions
+//! All integers in file and value encodings are **little-endian**; integers in
+//! sled *keys* are **big-endian** so that byte order is numeric order. A
+//! `Time` is `secs: i64` (since the Unix epoch, may be negative) followed by
+//! `nanos: u32` (< 10^9), 12 bytes. `Opt<Id>` is one tag byte (0 = none,
+//! 1 = some) followed, when 1, by a 32-byte [`ObjectId`]. `Bytes16`/`Bytes32`
+//! are a u16/u32 length followed by that many bytes.
+//!
+//! # Store layout (format version 1)
+//! ```text
+//! STORE/revfs.conf          config: magic, version, JSON body (below)
+//! STORE/packs/NNNNNNNNNNNNNNNN.pack   append-only packs of objects (hex pack number)
+//! STORE/meta/               the sled database (catalog + object index)
+//! STORE/staging/            scratch: data written but not yet recorded;
+//!                           emptied at every mount (never durable, no format)
+//! STORE/lock                scratch: flock(2) held by the one process that
+//!                           has the store open; holds its pid as text
+//! STORE/daemon.sock         scratch: the running daemon's control socket
+//! ```
+//!
+//! ## `revfs.conf`
+//! ```text
+//! offset size  field
+//! 0      8     magic  "RVFSCONF"
+//! 8      4     format version (u32 LE) = 1
+//! 12     ..    UTF-8 JSON object: {"store_id": hex string,
+//!              "created": RFC 3339, "id_key": null, "cipher": null,
+//!              "replica": null | path}
+//! ```
+//! A reader refuses a version greater than [`FORMAT_VERSION`] with a message
+//! that names both versions. Unknown JSON keys are ignored (forward room).
+//!
+//! ## Pack files
+//! ```text
+//! offset size  field
+//! 0      8     magic "RVFSPACK"
+//! 8      4     format version (u32 LE) = 1
+//! 12     4     reserved, 0
+//! 16     ..    object records, back to back
+//! ```
+//! Object record (44-byte header then payload):
+//! ```text
+//! 0      1     kind: 1 chunk, 2 manifest, 3 tree, 4 commit
+//! 1      1     codec: 0 raw, 1 lz4 block (lz4_flex, raw length known);
+//!              2..=127 reserved for encrypted codecs
+//! 2      2     reserved, 0
+//! 4      4     raw length (u32 LE): bytes after decoding
+//! 8      4     stored length (u32 LE): payload bytes that follow
+//! 12     32    object id: BLAKE3 of the raw bytes (chunks) or of
+//!              kind byte || raw bytes (other kinds)
+//! 44     ..    payload
+//! ```
+//! Packs are only appended to. A process never appends to a pack it did not
+//! create in this session: after a crash the tail of the last pack may be
+//! torn, but nothing references a torn record (see ordering). A pack is
+//! *sealed* when it reaches [`PACK_TARGET_SIZE`] or when the store closes;
+//! a sealed pack never changes, which is what lets a replica copy it once.
+//!
+//! ## Object payloads (the raw bytes of each kind)
+//! Manifest (the content of one file version), extents cover the file in order:
+//! ```text
+//! u8 version = 1, u32 count, count × extent:
+//!   u8 tag (0 hole, 1 chunk), u64 length, [32-byte chunk id if tag = 1]
+//! ```
+//! Tree (one directory), entries sorted by name bytes:
+//! ```text
+//! u8 version = 1, u32 count, count × entry:
+//!   Bytes16 name, u64 ino, Node
+//! ```
+//! Commit:
+//! ```text
+//! u8 version = 1, u64 seq, Time time, Opt<Id> parent, Id root tree
+//! ```
+//! Node (the attributes and content of one inode, shared by trees and the catalog):
+//! ```text
+//! u8 file type (1 reg, 2 dir, 3 symlink, 4 fifo, 5 socket, 6 chr, 7 blk)
+//! u16 permission bits (mode & 0o7777), u32 uid, u32 gid, u32 nlink,
+//! u64 size, u64 allocated (bytes held in data extents, for st_blocks),
+//! Time atime, Time mtime, Time ctime, u32 rdev,
+//! Opt<Id> content (file: manifest, none when empty; dir: tree at the last commit),
+//! Bytes32 symlink target (empty for other types),
+//! u16 xattr count, count × (Bytes16 name, Bytes32 value)
+//! ```
+//!
+//! ## The sled catalog (`STORE/meta`)
+//! One sled tree; the first key byte says what a key is:
+//! ```text
+//! key                                  value
+//! "F" "format"                         "RVFSMETA" u32 LE catalog version = 1
+//! "i" ino:u64BE                        u8 version=1, Node, u32 n, n × u64 parent ino
+//! "d" parent:u64BE name                u64 LE child ino, u8 file type
+//! "v" ino:u64BE vseq:u64BE             Version: u8 version=1, Time time, u64 size,
+//!                                      Time mtime, Opt<Id> manifest, u8 flags
+//!                                      (bit0 fsync), u64 commit seq that holds it
+//! "c" seq:u64BE                        Id commit object, Time time
+//! "o" id[32]                           IndexEntry: u64 pack, u64 payload offset,
+//!                                      u32 stored len, u32 raw len, u8 kind, u8 codec
+//! "y" dir:u64BE                        empty: directory changed since the last commit
+//! "z" ino:u64BE                        empty: nlink 0 but still open (orphan)
+//! "m" name                             counters: "next_ino", "next_pack",
+//!                                      "next_vseq" (u64 LE), "head" (u64 LE seq)
+//! ```
+//!
+//! # Write ordering (why a crash never leaves a dangling reference)
+//! 1. Objects are appended to the open pack as data arrives (no reference yet).
+//! 2. A group commit (every interval while anything changed, and at once on
+//!    fsync) first `fdatasync`s the pack (and fsyncs `packs/` when the pack
+//!    file is new), and only then writes, in one atomic sled batch, the index
+//!    entries of the new objects, the inode records that point at them, the
+//!    version records, the new trees and the commit; then `flush`es sled.
+//! 3. Metadata that references no new object (mkdir, rename, chmod...) goes
+//!    to sled directly; sled recovers to a prefix of its writes, so after a
+//!    crash the tree is the state of some instant with each file holding its
+//!    last committed content.
+//!
+//! # Assumptions about the disk
+//! `fdatasync` on a file and `fsync` on a directory make their data durable
+//! (as on ext4/xfs with barriers); a write may be torn at any byte after
+//! the last sync; sled's own log is crash-safe as its docs promise.
+//!
+//! # Room for what comes next (no store rewrite needed)
+//! * Encryption: `id_key` in the config turns object ids into keyed BLAKE3
+//!   (a per-store key), and codecs 2..=127 are reserved for sealed payloads.
+//!   A v1 store without a key keeps working unchanged.
+//! * Garbage collection: objects are found only through the index, so a
+//!   future `gc` copies live records into new packs, switches the index
+//!   entries in one batch, then deletes old packs.
+//! * Replication: sealed packs are immutable files (copy once), and commits
+//!   are numbered, so a replica is "all packs, then a catalog export up to
+//!   commit N"; objects first, then metadata.
+//!
+//! # Version history
+//! * 1 (revfs 0.1): first format.
+
+use crate::error::{Error, Result};
+use crate::ids::{ObjectId, ObjectKind};
+use std::collections::BTreeMap;
+
+/// The store format this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+pub const CONF_MAGIC: &[u8; 8] = b"RVFSCONF";
+pub const PACK_MAGIC: &[u8; 8] = b"RVFSPACK";
+pub const META_MAGIC: &[u8; 8] = b"RVFSMETA";
+pub const PACK_HEADER_LEN: u64 = 16;
+pub const RECORD_HEADER_LEN: usize = 44;
+/// A pack is sealed once it holds this many bytes.
+pub const PACK_TARGET_SIZE: u64 = 128 << 20;
+
+pub const CODEC_RAW: u8 = 0;
+pub const CODEC_LZ4: u8 = 1;
+
+/// Appends little-endian fields to a byte vector.
+#[derive(Default)]
+pub struct Enc(pub Vec<u8>);
+
+impl Enc {
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn time(&mut self, t: Time) -> &mut Self {
+        self.0.extend_from_slice(&t.secs.to_le_bytes());
+        self.u32(t.nanos)
+    }
+    pub fn id(&mut self, id: &ObjectId) -> &mut Self {
+        self.0.extend_from_slice(&id.0);
+        self
+    }
+    pub fn opt_id(&mut self, id: &Option<ObjectId>) -> &mut Self {
+        match id {
+            None => self.u8(0),
+            Some(id) => self.u8(1).id(id),
+        }
+    }
+    pub fn bytes16(&mut self, b: &[u8]) -> &mut Self {
+        self.u16(b.len() as u16);
+        self.0.extend_from_slice(b);
+        self
+    }
+    pub fn bytes32(&mut self, b: &[u8]) -> &mut Self {
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
+        self
+    }
+}
+
+/// Reads little-endian fields; every read is bounds-checked and a short or
+/// malformed input is a `Corrupt` error naming `what`, never a panic.
+pub struct Dec<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Dec<'a> {
+    pub fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Dec { buf, what }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.buf.len() < n {
+            return Err(Error::corrupt(self.what, "record is truncated"));
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    pub fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    pub fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    pub fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    pub fn time(&mut self) -> Result<Time> {
+        let secs = i64::from_le_bytes(self.arr()?);
+        let nanos = self.u32()?;
+        if nanos >= 1_000_000_000 {
+            return Err(self.bad("nanoseconds out of range"));
+        }
+        Ok(Time { secs, nanos })
+    }
+    pub fn id(&mut self) -> Result<ObjectId> {
+        Ok(ObjectId(self.arr()?))
+    }
+    pub fn opt_id(&mut self) -> Result<Option<ObjectId>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.id()?)),
+            _ => Err(self.bad("bad option tag")),
+        }
+    }
+    pub fn bytes16(&mut self) -> Result<Vec<u8>> {
+        let n = self.u16()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    pub fn bytes32(&mut self) -> Result<Vec<u8>> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    /// Checks the leading record-version byte.
+    pub fn version(&mut self, want: u8) -> Result<()> {
+        let v = self.u8()?;
+        if v != want {
+            return Err(self.bad(&format!("record version {v}, expected {want}")));
+        }
+        Ok(())
+    }
+    pub fn end(&self) -> Result<()> {
+        if !self.buf.is_empty() {
+            return Err(self.bad("trailing bytes"));
+        }
+        Ok(())
+    }
+    /// A count that cannot exceed what the remaining bytes could hold.
+    pub fn count(&mut self, min_item: usize) -> Result<usize> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item.max(1)) > self.buf.len() {
+            return Err(self.bad("count larger than the record"));
+        }
+        Ok(n)
+    }
+    pub fn bad(&self, detail: &str) -> Error {
+        Error::corrupt(self.what, detail)
+    }
+}
+
+/// A point in time with nanosecond precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct Time {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+impl Time {
+    pub fn now() -> Time {
+        Time::from_system(std::time::SystemTime::now())
+    }
+    pub fn from_system(t: std::time::SystemTime) -> Time {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Time {
+                secs: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let (mut secs, mut nanos) = (-(d.as_secs() as i64), d.subsec_nanos());
+                if nanos > 0 {
+                    secs -= 1;
+                    nanos = 1_000_000_000 - nanos;
+                }
+                Time { secs, nanos }
+            }
+        }
+    }
+    pub fn to_system(self) -> std::time::SystemTime {
+        use std::time::{Duration, UNIX_EPOCH};
+        if self.secs >= 0 {
+            UNIX_EPOCH + Duration::new(self.secs as u64, self.nanos)
+        } else {
+            UNIX_EPOCH - Duration::new(self.secs.unsigned_abs(), 0) + Duration::new(0, self.nanos)
+        }
+    }
+    pub fn as_nanos(self) -> i128 {
+        self.secs as i128 * 1_000_000_000 + self.nanos as i128
+    }
+}
+
+/// The type of an inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FileType {
+    Regular = 1,
+    Directory = 2,
+    Symlink = 3,
+    Fifo = 4,
+    Socket = 5,
+    CharDevice = 6,
+    BlockDevice = 7,
+}
+
+impl FileType {
+    pub fn from_u8(b: u8) -> Option<FileType> {
+        Some(match b {
+            1 => FileType::Regular,
+            2 => FileType::Directory,
+            3 => FileType::Symlink,
+            4 => FileType::Fifo,
+            5 => FileType::Socket,
+            6 => FileType::CharDevice,
+            7 => FileType::BlockDevice,
+            _ => return None,
+        })
+    }
+    /// From the S_IFMT bits of a mode.
+    pub fn from_mode(mode: u32) -> Option<FileType> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => FileType::Regular,
+            libc::S_IFDIR => FileType::Directory,
+            libc::S_IFLNK => FileType::Symlink,
+            libc::S_IFIFO => FileType::Fifo,
+            libc::S_IFSOCK => FileType::Socket,
+            libc::S_IFCHR => FileType::CharDevice,
+            libc::S_IFBLK => FileType::BlockDevice,
+            _ => return None,
+        })
+    }
+}
+
+/// Attributes and content of one inode: what a tree entry and an inode
+/// record both hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub kind: FileType,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub size: u64,
+    pub allocated: u64,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+    pub rdev: u32,
+    pub content: Option<ObjectId>,
+    pub target: Vec<u8>,
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Node {
+    pub fn new(kind: FileType, perm: u16, uid: u32, gid: u32) -> Node {
+        let now = Time::now();
+        Node {
+            kind,
+            perm,
+            uid,
+            gid,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            size: 0,
+            allocated: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            rdev: 0,
+            content: None,
+            target: Vec::new(),
+            xattrs: BTreeMap::new(),
+        }
+    }
+
+    pub fn encode(&self, e: &mut Enc) {
+        e.u8(self.kind as u8)
+            .u16(self.perm)
+            .u32(self.uid)
+            .u32(self.gid)
+            .u32(self.nlink)
+            .u64(self.size)
+            .u64(self.allocated)
+            .time(self.atime)
+            .time(self.mtime)
+            .time(self.ctime)
+            .u32(self.rdev)
+            .opt_id(&self.content)
+            .bytes32(&self.target)
+            .u16(self.xattrs.len() as u16);
+        for (k, v) in &self.xattrs {
+            e.bytes16(k).bytes32(v);
+        }
+    }
+
+    pub fn decode(d: &mut Dec) -> Result<Node> {
+        let kind = FileType::from_u8(d.u8()?).ok_or_else(|| d.bad("bad file type"))?;
+        let perm = d.u16()?;
+        let (uid, gid, nlink) = (d.u32()?, d.u32()?, d.u32()?);
+        let (size, allocated) = (d.u64()?, d.u64()?);
+        let (atime, mtime, ctime) = (d.time()?, d.time()?, d.time()?);
+        let rdev = d.u32()?;
+        let content = d.opt_id()?;
+        let target = d.bytes32()?;
+        let n = d.u16()?;
+        let mut xattrs = BTreeMap::new();
+        for _ in 0..n {
+            let k = d.bytes16()?;
+            xattrs.insert(k, d.bytes32()?);
+        }
+        Ok(Node {
+            kind,
+            perm,
+            uid,
+            gid,
+            nlink,
+            size,
+            allocated,
+            atime,
+            mtime,
+            ctime,
+            rdev,
+            content,
+            target,
+            xattrs,
+        })
+    }
+}
+
+/// One extent of a file version: a chunk of data or a hole that reads as zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extent {
+    Hole { len: u64 },
+    Chunk { len: u64, id: ObjectId },
+}
+
+impl Extent {
+    pub fn len(&self) -> u64 {
+        match self {
+            Extent::Hole { len } | Extent::Chunk { len, .. } => *len,
+        }
+    }
+}
+
+/// The content of one file version: its extents in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Manifest {
+    pub extents: Vec<Extent>,
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u8(1).u32(self.extents.len() as u32);
+        for x in &self.extents {
+            match x {
+                Extent::Hole { len } => e.u8(0).u64(*len),
+                Extent::Chunk { len, id } => e.u8(1).u64(*len).id(id),
+            };
+        }
+        e.0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Manifest> {
+        let mut d = Dec::new(buf, "manifest");
+        d.version(1)?;
+        let n = d.count(9)?;
+        let mut extents = Vec::with_capacity(n);
+        for _ in 0..n {
+            let tag = d.u8()?;
+            let len = d.u64()?;
+            extents.push(match tag {
+                0 => Extent::Hole { len },
+                1 => Extent::Chunk { len, id: d.id()? },
+                _ => return Err(d.bad("bad extent tag")),
+            });
+        }
+        d.end()?;
+        Ok(Manifest { extents })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.extents.iter().map(Extent::len).sum()
+    }
+}
+
+/// One entry of a directory tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeEntry {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub node: Node,
+}
+
+/// One directory as of a commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tree {
+    pub entries: Vec<TreeEntry>,
+}
+
+impl Tree {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u8(1).u32(self.entries.len() as u32);
+        for x in &self.entries {
+            e.bytes16(&x.name).u64(x.ino);
+            x.node.encode(&mut e);
+        }
+        e.0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Tree> {
+        let mut d = Dec::new(buf, "tree");
+        d.version(1)?;
+        let n = d.count(16)?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = d.bytes16()?;
+            let ino = d.u64()?;
+            entries.push(TreeEntry {
+                name,
+                ino,
+                node: Node::decode(&mut d)?,
+            });
+        }
+        d.end()?;
+        Ok(Tree { entries })
+    }
+}
+
+/// A recorded state of the whole tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Commit {
+    pub seq: u64,
+    pub time: Time,
+    pub parent: Option<ObjectId>,
+    pub root: ObjectId,
+}
+
+impl Commit {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u8(1)
+            .u64(self.seq)
+            .time(self.time)
+            .opt_id(&self.parent)
+            .id(&self.root);
+        e.0
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Commit> {
+        let mut d = Dec::new(buf, "commit");
+        d.version(1)?;
+        let c = Commit {
+            seq: d.u64()?,
+            time: d.time()?,
+            parent: d.opt_id()?,
+            root: d.id()?,
+        };
+        d.end()?;
+        Ok(c)
+    }
+}
+
+/// The header of one object record in a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub kind: ObjectKind,
+    pub codec: u8,
+    pub raw_len: u32,
+    pub stored_len: u32,
+    pub id: ObjectId,
+}
+
+impl RecordHeader {
+    pub fn encode(&self) -> [u8; RECORD_HEADER_LEN] {
+        let mut b = [0u8; RECORD_HEADER_LEN];
+        b[0] = self.kind as u8;
+        b[1] = self.codec;
+        b[4..8].copy_from_slice(&self.raw_len.to_le_bytes());
+        b[8..12].copy_from_slice(&self.stored_len.to_le_bytes());
+        b[12..44].copy_from_slice(&self.id.0);
+        b
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<RecordHeader> {
+        let mut d = Dec::new(buf, "pack record header");
+        let kind = ObjectKind::from_u8(d.u8()?).ok_or_else(|| d.bad("bad object kind"))?;
+        let codec = d.u8()?;
+        if codec > CODEC_LZ4 {
+            return Err(d.bad("unknown codec"));
+        }
+        let _reserved = d.u16()?;
+        Ok(RecordHeader {
+            kind,
+            codec,
+            raw_len: d.u32()?,
+            stored_len: d.u32()?,
+            id: d.id()?,
+        })
+    }
+}
+
+/// Encodes the 16-byte header of a pack file.
+pub fn pack_header() -> [u8; PACK_HEADER_LEN as usize] {
+    let mut b = [0u8; PACK_HEADER_LEN as usize];
+    b[..8].copy_from_slice(PACK_MAGIC);
+    b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b
+}
+
+/// Checks a magic + u32 version prefix; refuses newer versions with a clear message.
+pub fn check_magic(buf: &[u8], magic: &[u8; 8], what: &str) -> Result<u32> {
+    if buf.len() < 12 || &buf[..8] != magic {
+        return Err(Error::corrupt(
+            what.to_string(),
+            format!(
+                "does not start with the magic {:?}",
+                String::from_utf8_lossy(magic)
+            ),
+        ));
+    }
+    let version = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    if version > FORMAT_VERSION {
+        return Err(Error::Store(format!(
+            "{what} has format version {version}, newer than this revfs supports \
+             ({FORMAT_VERSION}): upgrade revfs"
+        )));
+    }
+    if version == 0 {
+        return Err(Error::corrupt(what.to_string(), "format version 0"));
+    }
+    Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_header_bytes_are_exact() {
+        assert_eq!(
+            pack_header(),
+            [
+                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 1, 0, 0, 0, 0, 0, 0, 0
+            ]
+        );
+    }
+
+    #[test]
+    fn record_header_bytes_are_exact() {
+        let h = RecordHeader {
+            kind: ObjectKind::Tree,
+            codec: CODEC_LZ4,
+            raw_len: 0x0102_0304,
+            stored_len: 5,
+            id: ObjectId([7; 32]),
+        };
+        let b = h.encode();
+        assert_eq!(&b[..12], &[3, 1, 0, 0, 4, 3, 2, 1, 5, 0, 0, 0]);
+        assert_eq!(&b[12..], &[7; 32]);
+        assert_eq!(RecordHeader::decode(&b).unwrap(), h);
+    }
+
+    #[test]
+    fn manifest_bytes_are_exact_and_round_trip() {
+        let m = Manifest {
+            extents: vec![
+                Extent::Hole { len: 2 },
+                Extent::Chunk {
+                    len: 3,
+                    id: ObjectId([9; 32]),
+                },
+            ],
+        };
+        let b = m.encode();
+        assert_eq!(&b[..15], &[1, 2, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(b.len(), 1 + 4 + 9 + 9 + 32);
+        assert_eq!(Manifest::decode(&b).unwrap(), m);
+    }
+
+    #[test]
+    fn decoders_reject_garbage_without_panicking() {
+        for len in 0..64 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 1) as u8).collect();
+            let _ = Manifest::decode(&junk);
+            let _ = Tree::decode(&junk);
+            let _ = Commit::decode(&junk);
+            let _ = RecordHeader::decode(&junk);
+        }
+        // A count that claims more entries than bytes is refused, not allocated.
+        assert!(Tree::decode(&[1, 255, 255, 255, 255]).is_err());
+    }
+
+    #[test]
+    fn newer_format_is_refused_with_a_message() {
+        let mut b = CONF_MAGIC.to_vec();
+        b.extend_from_slice(&2u32.to_le_bytes());
+        let e = check_magic(&b, CONF_MAGIC, "config")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn negative_times_round_trip() {
+        let t = Time {
+            secs: -5,
+            nanos: 250,
+        };
+        assert_eq!(Time::from_system(t.to_system()), t);
+    }
+}

@@ -1,0 +1,24 @@
+//! revfs: a FUSE filesystem that keeps every version of every file as
+//! deduplicated, compressed, content-addressed chunks.
+//!
+//! Layers, bottom up: `format` (bytes on disk), `store` (objects in packs),
+//! `catalog` (sled: live tree, versions, commits, object index), `engine`
+//! (POSIX semantics and the commit protocol), `fs` (the FUSE adapter),
+//! `daemon` + `control` (a mounted store and its control socket).
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod catalog;
+pub mod chunker;
+pub mod control;
+pub mod daemon;
+pub mod engine;
+pub mod error;
+pub mod format;
+pub mod fs;
+pub mod ids;
+pub mod repo;
+pub mod status;
+pub mod store;
+pub mod timefmt;
+
+pub use error::{Error, Result};

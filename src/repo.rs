@@ -1,0 +1,188 @@
+//! A store directory as a whole: create it, check its config, take its
+//! lock, and open the catalog, the object store and the engine over it.
+
+use crate::catalog::db::Db;
+use crate::engine::{Engine, Options};
+use crate::error::{Error, Result};
+use crate::format::{CONF_MAGIC, FORMAT_VERSION, check_magic};
+use crate::store::ObjectStore;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const CONF_FILE: &str = "revfs.conf";
+pub const SOCKET_FILE: &str = "daemon.sock";
+
+/// The JSON body of `revfs.conf`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    pub store_id: String,
+    pub created: String,
+    #[serde(default)]
+    pub id_key: Option<String>,
+    #[serde(default)]
+    pub cipher: Option<String>,
+    #[serde(default)]
+    pub replica: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn read(store: &Path) -> Result<(u32, Config)> {
+        let path = store.join(CONF_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Store(format!(
+                    "{}: not a revfs store (no {CONF_FILE}); create one with `revfs init`",
+                    store.display()
+                ))
+            } else {
+                Error::IoAt {
+                    path: path.clone(),
+                    source: e,
+                }
+            }
+        })?;
+        let version = check_magic(&bytes, CONF_MAGIC, &path.display().to_string())?;
+        let cfg: Config = serde_json::from_slice(&bytes[12..]).map_err(|e| {
+            Error::Store(format!(
+                "{}: config is not valid ({e}); restore it from the replica or run `revfs recover`",
+                path.display()
+            ))
+        })?;
+        if cfg.id_key.is_some() || cfg.cipher.is_some() {
+            return Err(Error::Store(format!(
+                "{}: store uses encryption, which this revfs does not support",
+                store.display()
+            )));
+        }
+        Ok((version, cfg))
+    }
+
+    /// Writes the config atomically (temp file, fsync, rename, fsync dir).
+    pub fn write(&self, store: &Path) -> Result<()> {
+        let path = store.join(CONF_FILE);
+        let tmp = store.join(format!("{CONF_FILE}.tmp"));
+        let mut bytes = CONF_MAGIC.to_vec();
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(
+            &serde_json::to_vec_pretty(self).map_err(|e| Error::Store(e.to_string()))?,
+        );
+        bytes.push(b'\n');
+        let mut f = File::create(&tmp).map_err(Error::io_at(&tmp))?;
+        f.write_all(&bytes).map_err(Error::io_at(&tmp))?;
+        f.sync_all().map_err(Error::io_at(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Error::io_at(&path))?;
+        sync_dir(store)
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io_at(dir))
+}
+
+/// Creates a new store in `store` (which must be missing or empty).
+pub fn init(store: &Path) -> Result<Config> {
+    if store.join(CONF_FILE).exists() {
+        return Err(Error::Store(format!(
+            "{}: already a revfs store",
+            store.display()
+        )));
+    }
+    if store.exists() {
+        let mut it = std::fs::read_dir(store).map_err(Error::io_at(store))?;
+        if it.next().is_some() {
+            return Err(Error::Store(format!(
+                "{}: directory is not empty and is not a revfs store; refusing to use it",
+                store.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(store.join("packs")).map_err(Error::io_at(store))?;
+    let db = Db::open(&store.join("meta"), true)?;
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    Engine::init_catalog(&db, uid, gid)?;
+    drop(db);
+    let cfg = Config {
+        store_id: blake3::hash(
+            format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes(),
+        )
+        .to_hex()[..32]
+            .to_string(),
+        created: crate::timefmt::rfc3339(crate::format::Time::now()),
+        id_key: None,
+        cipher: None,
+        replica: None,
+    };
+    // The config goes last: a store without it is not a store yet.
+    cfg.write(store)?;
+    Ok(cfg)
+}
+
+/// The exclusive lock of a store: one process at a time opens it.
+pub struct StoreLock {
+    _file: File,
+}
+
+impl StoreLock {
+    pub fn acquire(store: &Path) -> Result<StoreLock> {
+        let path = store.join("lock");
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Error::io_at(&path))?;
+        // SAFETY: flock on a valid fd.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(Error::Store(format!(
+                "{}: store is in use by another revfs process (pid {}); \
+                 a store can be mounted once at a time",
+                store.display(),
+                holder.trim()
+            )));
+        }
+        f.set_len(0).map_err(Error::io_at(&path))?;
+        let _ = writeln!(f, "{}", std::process::id());
+        Ok(StoreLock { _file: f })
+    }
+}
+
+/// An open store: config, lock, catalog, objects and engine.
+pub struct Repo {
+    pub path: PathBuf,
+    pub config: Config,
+    pub engine: Arc<Engine>,
+    _lock: StoreLock,
+}
+
+impl Repo {
+    pub fn open(store: &Path, opts: Options) -> Result<Repo> {
+        let (_, config) = Config::read(store)?;
+        let lock = StoreLock::acquire(store)?;
+        let db = Arc::new(Db::open(&store.join("meta"), false)?);
+        let packs = store.join("packs");
+        if !packs.is_dir() {
+            return Err(Error::Store(format!(
+                "{}: packs directory missing; run `revfs recover` from a replica",
+                packs.display()
+            )));
+        }
+        let objects = Arc::new(ObjectStore::open(&packs, db.clone(), opts.read_only)?);
+        let engine = Arc::new(Engine::new(db, objects, store.join("staging"), opts)?);
+        Ok(Repo {
+            path: store.to_path_buf(),
+            config,
+            engine,
+            _lock: lock,
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! Figures about a store: what it holds and what that costs on disk.
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::format::{FORMAT_VERSION, FileType};
+use crate::ids::{CommitSeq, Ino, ObjectKind};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub format: u32,
+    /// Bytes of all live regular files.
+    pub live_bytes: u64,
+    /// Bytes of every recorded file version, added up.
+    pub logical_bytes: u64,
+    /// Bytes the pack files take on disk.
+    pub stored_bytes: u64,
+    pub chunks: u64,
+    /// Distinct chunk bytes before compression.
+    pub chunk_bytes: u64,
+    /// logical_bytes / stored_bytes.
+    pub dedup_ratio: f64,
+    pub files: u64,
+    pub versions: u64,
+    pub commits: u64,
+    pub head: u64,
+    pub head_time: Option<String>,
+    /// Why the store refuses writes, if it does.
+    pub poisoned: Option<String>,
+}
+
+pub fn status(engine: &Engine) -> Result<Status> {
+    let db = &engine.db;
+    let (mut chunks, mut chunk_bytes) = (0u64, 0u64);
+    for e in db.index_all() {
+        let (_, e) = e?;
+        if e.kind == ObjectKind::Chunk {
+            chunks += 1;
+            chunk_bytes += e.raw_len as u64;
+        }
+    }
+    let mut stored_bytes = 0;
+    for p in crate::store::pack::list_packs(engine.store.packs_dir())? {
+        let path = crate::store::pack::pack_path(engine.store.packs_dir(), p);
+        stored_bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    }
+    let (mut live_bytes, mut files) = (0, 0);
+    let mut stack = vec![Ino::ROOT];
+    while let Some(dir) = stack.pop() {
+        for (_, d) in db.list_dir(dir)? {
+            match d.kind {
+                FileType::Directory => stack.push(d.ino),
+                FileType::Regular => {
+                    files += 1;
+                    live_bytes += engine.getattr(d.ino).map(|a| a.node.size).unwrap_or(0);
+                }
+                _ => {}
+            }
+        }
+    }
+    let (mut versions, mut logical_bytes) = (0, 0);
+    for v in db.all_versions() {
+        versions += 1;
+        logical_bytes += v?.size;
+    }
+    let head = db.counter("head")?;
+    let head_time = db
+        .commit(CommitSeq(head))?
+        .map(|(_, t)| crate::timefmt::rfc3339(t));
+    Ok(Status {
+        format: FORMAT_VERSION,
+        live_bytes,
+        logical_bytes,
+        stored_bytes,
+        chunks,
+        chunk_bytes,
+        dedup_ratio: if stored_bytes > 0 {
+            logical_bytes as f64 / stored_bytes as f64
+        } else {
+            0.0
+        },
+        files,
+        versions,
+        commits: db.commit_count() as u64,
+        head,
+        head_time,
+        poisoned: engine.store.poison_reason(),
+    })
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        writeln!(f, "format:         v{}", self.format)?;
+        writeln!(
+            f,
+            "live files:     {} ({:.1} MiB)",
+            self.files,
+            mib(self.live_bytes)
+        )?;
+        writeln!(
+            f,
+            "versions:       {} ({:.1} MiB logical)",
+            self.versions,
+            mib(self.logical_bytes)
+        )?;
+        writeln!(
+            f,
+            "stored:         {:.1} MiB in packs",
+            mib(self.stored_bytes)
+        )?;
+        writeln!(
+            f,
+            "chunks:         {} ({:.1} MiB before compression)",
+            self.chunks,
+            mib(self.chunk_bytes)
+        )?;
+        writeln!(
+            f,
+            "dedup ratio:    {:.2}x (logical / stored)",
+            self.dedup_ratio
+        )?;
+        writeln!(
+            f,
+            "commits:        {} (head {}{})",
+            self.commits,
+            self.head,
+            self.head_time
+                .as_ref()
+                .map(|t| format!(" at {t}"))
+                .unwrap_or_default()
+        )?;
+        if let Some(p) = &self.poisoned {
+            writeln!(f, "WRITES REFUSED: {p}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! Content-addressed objects: BLAKE3 ids, lz4, packs, the object index.
+//!
+//! Durability promise of [`ObjectStore`]:
+//! * `put` appends the object to the open pack (or finds it already stored)
+//!   and makes it readable at once; it is *not* durable and *not* indexed in
+//!   the catalog yet; its location sits in the pending map.
+//! * `sync` makes every object put before the call durable.
+//! * `pending` + `published` move locations into the catalog: the commit
+//!   protocol calls `pending()` before `sync()` and writes the entries in the
+//!   same sled batch as the metadata that references them.
+//!
+//! Every read is verified against the id; a mismatch is a `Corrupt` error
+//! with a log line, never wrong bytes. The first failed write or sync
+//! poisons the store for writing until it is reopened (reads go on).
+
+pub mod pack;
+
+use crate::catalog::db::{Db, IndexEntry};
+use crate::error::{Error, Result};
+use crate::format::{CODEC_LZ4, CODEC_RAW, RECORD_HEADER_LEN, RecordHeader};
+use crate::ids::{ObjectId, ObjectKind, PackNo};
+use lru::LruCache;
+use pack::PackWriter;
+use std::collections::HashMap;
+use std::fs::File;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Decoded objects kept in memory; reads of a hot chunk skip decompression
+/// and re-hashing. Bounded by entry count (chunks are at most `MAX_CHUNK`).
+const CACHE_ENTRIES: usize = 256;
+
+pub struct ObjectStore {
+    dir: PathBuf,
+    db: Arc<Db>,
+    writer: Mutex<PackWriter>,
+    pending: Mutex<HashMap<ObjectId, IndexEntry>>,
+    readers: Mutex<HashMap<PackNo, Arc<File>>>,
+    cache: Mutex<LruCache<ObjectId, Arc<Vec<u8>>>>,
+    poison: Mutex<Option<String>>,
+    read_only: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind;
+    // keep serving rather than cascading the panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ObjectStore {
+    pub fn open(packs_dir: &Path, db: Arc<Db>, read_only: bool) -> Result<ObjectStore> {
+        Ok(ObjectStore {
+            dir: packs_dir.to_path_buf(),
+            writer: Mutex::new(PackWriter::new(packs_dir)?),
+            db,
+            pending: Mutex::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
+            cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CACHE_ENTRIES).expect("non-zero"),
+            )),
+            poison: Mutex::new(None),
+            read_only,
+        })
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if let Some(why) = lock(&self.poison).as_ref() {
+            return Err(Error::Poisoned(why.clone()));
+        }
+        Ok(())
+    }
+
+    /// Records the first write failure; every later write is refused.
+    fn poisoned(&self, e: Error) -> Error {
+        tracing::error!("store write failed, refusing further writes: {e}");
+        lock(&self.poison).get_or_insert_with(|| e.to_string());
+        e
+    }
+
+    /// Why the store refuses writes, if it does.
+    pub fn poison_reason(&self) -> Option<String> {
+        lock(&self.poison).clone()
+    }
+
+    /// Where an object is, pending or published.
+    pub fn locate(&self, id: &ObjectId) -> Result<Option<IndexEntry>> {
+        if let Some(e) = lock(&self.pending).get(id) {
+            return Ok(Some(*e));
+        }
+        self.db.index(id)
+    }
+
+    /// Stores `data` as an object of `kind` unless an identical one exists.
+    pub fn put(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId> {
+        let id = ObjectId::of(kind, data);
+        if self.locate(&id)?.is_some() {
+            return Ok(id);
+        }
+        self.check_writable()?;
+        let raw_len = u32::try_from(data.len()).map_err(|_| Error::TooBig)?;
+        let compressed = lz4_flex::block::compress(data);
+        let (codec, payload) = if compressed.len() < data.len() {
+            (CODEC_LZ4, &compressed[..])
+        } else {
+            (CODEC_RAW, data)
+        };
+        let header = RecordHeader {
+            kind,
+            codec,
+            raw_len,
+            stored_len: payload.len() as u32,
+            id,
+        };
+        // Hold the pending lock across the append so that `pending()` never
+        // sees an entry whose bytes are not yet written.
+        let mut pending = lock(&self.pending);
+        let (pack, offset) = lock(&self.writer)
+            .append(&header, payload)
+            .map_err(|e| self.poisoned(e))?;
+        pending.insert(
+            id,
+            IndexEntry {
+                pack,
+                offset,
+                stored_len: header.stored_len,
+                raw_len,
+                kind,
+                codec,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Makes every object put so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.check_writable()?;
+        lock(&self.writer).sync().map_err(|e| self.poisoned(e))
+    }
+
+    /// Seals the open pack (at close).
+    pub fn seal(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        lock(&self.writer).seal().map_err(|e| self.poisoned(e))
+    }
+
+    /// A copy of the locations not yet in the catalog.
+    pub fn pending(&self) -> Vec<(ObjectId, IndexEntry)> {
+        lock(&self.pending).iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// Drops pending locations now present in the catalog.
+    pub fn published(&self, ids: impl Iterator<Item = ObjectId>) {
+        let mut p = lock(&self.pending);
+        for id in ids {
+            p.remove(&id);
+        }
+    }
+
+    fn reader(&self, pack: PackNo) -> Result<Arc<File>> {
+        let mut r = lock(&self.readers);
+        if let Some(f) = r.get(&pack) {
+            return Ok(f.clone());
+        }
+        let path = pack::pack_path(&self.dir, pack);
+        let f = Arc::new(File::open(&path).map_err(Error::io_at(&path))?);
+        r.insert(pack, f.clone());
+        Ok(f)
+    }
+
+    /// The verified bytes of an object.
+    pub fn get(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
+        if let Some(v) = lock(&self.cache).get(id) {
+            return Ok(v.clone());
+        }
+        let e = self.locate(id)?.ok_or_else(|| {
+            let err = Error::corrupt(format!("object {id}"), "missing from the index");
+            tracing::error!("{err}");
+            err
+        })?;
+        let data = Arc::new(self.read_verified(id, &e)?);
+        lock(&self.cache).put(*id, data.clone());
+        Ok(data)
+    }
+
+    /// Reads, decodes and hash-checks one record.
+    pub fn read_verified(&self, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
+        let path = pack::pack_path(&self.dir, e.pack);
+        let f = self.reader(e.pack)?;
+        let hdr_at = e.offset.checked_sub(RECORD_HEADER_LEN as u64);
+        let stored = hdr_at
+            .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))
+            .and_then(|at| {
+                pack::read_at(&f, at, RECORD_HEADER_LEN + e.stored_len as usize)
+                    .map_err(Error::io_at(&path))
+            })?;
+        let result = RecordHeader::decode(&stored[..RECORD_HEADER_LEN]).and_then(|h| {
+            if h.id != *id || h.kind != e.kind || h.stored_len != e.stored_len {
+                return Err(Error::corrupt(
+                    format!("object {id} in {}", path.display()),
+                    "record header does not match the index",
+                ));
+            }
+            let payload = &stored[RECORD_HEADER_LEN..];
+            let raw = match h.codec {
+                CODEC_RAW => payload.to_vec(),
+                _ => lz4_flex::block::decompress(payload, h.raw_len as usize).map_err(|err| {
+                    Error::corrupt(
+                        format!("object {id} in {}", path.display()),
+                        err.to_string(),
+                    )
+                })?,
+            };
+            if raw.len() != h.raw_len as usize || ObjectId::of(h.kind, &raw) != *id {
+                return Err(Error::corrupt(
+                    format!("object {id} in {} at offset {}", path.display(), e.offset),
+                    "content does not match its hash",
+                ));
+            }
+            Ok(raw)
+        });
+        if let Err(err) = &result {
+            tracing::error!("read failed: {err}");
+        }
+        result
+    }
+
+    pub fn packs_dir(&self) -> &Path {
+        &self.dir
+    }
+}
