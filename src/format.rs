@@ -472,6 +472,8 @@ pub enum Extent {
 }
 
 impl Extent {
+    /// Bytes of the file this extent covers (never 0).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u64 {
         match self {
             Extent::Hole { len } | Extent::Chunk { len, .. } => *len,

@@ -1,0 +1,225 @@
+//! Helpers for tests that mount revfs for real: each test gets its own
+//! temporary store and mountpoint, and a guard that unmounts and ends the
+//! daemon even when the test panics. Every wait has a timeout.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_revfs");
+
+/// Whether mount tests can run here. Under CI a missing /dev/fuse or
+/// missing root is a failure, not a skip.
+pub fn fuse_available() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ok = root && Path::new("/dev/fuse").exists();
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("mount tests need root and /dev/fuse, and CI=true forbids skipping them");
+        }
+        eprintln!("SKIPPED: mount tests need root and /dev/fuse");
+    }
+    ok
+}
+
+pub fn is_mountpoint(p: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    let p = p.to_string_lossy();
+    mounts.lines().any(|l| l.split(' ').nth(1) == Some(&*p))
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A store mounted by a `revfs mount` child process.
+pub struct Mount {
+    pub tmp: tempfile::TempDir,
+    pub store: PathBuf,
+    pub mnt: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Mount {
+    /// A fresh store, mounted with `args`; None when mount tests must be skipped.
+    pub fn new(args: &[&str]) -> Option<Mount> {
+        if !fuse_available() {
+            return None;
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("revfs-test")
+            .tempdir()
+            .unwrap();
+        let store = tmp.path().join("store");
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let out = Command::new(BIN).arg("init").arg(&store).output().unwrap();
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = tmp.path().join("daemon.log");
+        let mut m = Mount {
+            tmp,
+            store,
+            mnt,
+            child: None,
+            log,
+        };
+        m.start(args);
+        Some(m)
+    }
+
+    pub fn start(&mut self, args: &[&str]) {
+        assert!(self.child.is_none(), "already mounted");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg(&self.store)
+            .arg(&self.mnt)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        while !is_mountpoint(&self.mnt) {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                panic!("revfs mount exited with {st}: {}", self.log_text());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no mount after 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("mounted").id()
+    }
+
+    /// Clean unmount; asserts the daemon flushed and exited 0.
+    pub fn unmount(&mut self) {
+        let mut child = self.child.take().expect("mounted");
+        let st = Command::new("umount").arg(&self.mnt).status().unwrap();
+        assert!(st.success(), "umount failed");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("daemon still running 30 s after umount");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "daemon exited with {status}: {}",
+            self.log_text()
+        );
+    }
+
+    pub fn remount(&mut self, args: &[&str]) {
+        self.unmount();
+        self.start(args);
+    }
+
+    /// kill -9 of the daemon, then drop the dead mount.
+    pub fn crash(&mut self) {
+        let mut child = self.child.take().expect("mounted");
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        wait_until("dead mount to go", Duration::from_secs(10), || {
+            !is_mountpoint(&self.mnt)
+        });
+    }
+
+    /// Runs a shell command in the mount; asserts it succeeds.
+    pub fn sh(&self, script: &str) -> String {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&self.mnt)
+            .env("M", &self.mnt)
+            .env("T", self.tmp.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "command failed: {script}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("umount").arg(&self.mnt).status();
+            let start = Instant::now();
+            while child.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if is_mountpoint(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+    }
+}
+
+/// The raw errno of an io::Error.
+pub fn errno(e: std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
