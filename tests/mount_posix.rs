@@ -85,6 +85,7 @@ fn fallocate_and_sparse_files_over_4gib() {
     let f = OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(true)
         .open(m.p("big"))
         .unwrap();
     let at = 5u64 << 30;
@@ -109,6 +110,7 @@ fn fallocate_and_sparse_files_over_4gib() {
     let f = OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(true)
         .open(m.p("fa"))
         .unwrap();
     // SAFETY: valid fd, plain integers.
