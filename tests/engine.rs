@@ -1,0 +1,204 @@
+//! The storage engine without any mount: dedup, corruption detection, and
+//! reopening after a real crash of a writer process.
+
+mod common;
+
+use common::bytes;
+use revfs::engine::{Engine, Options};
+use revfs::format::FileType;
+use revfs::ids::Ino;
+use revfs::repo::{self, Repo};
+use std::path::Path;
+
+fn write_file(e: &Engine, name: &str, data: &[u8], fsync: bool) -> Ino {
+    let a = match e.lookup(Ino::ROOT, name.as_bytes()) {
+        Ok(a) => a,
+        Err(_) => e
+            .create_node(Ino::ROOT, name.as_bytes(), FileType::Regular, 0o644, 0, 0, 0, b"")
+            .unwrap(),
+    };
+    let fh = e.open(a.ino, true).unwrap();
+    e.setattr(
+        a.ino,
+        &revfs::engine::SetAttr {
+            size: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (i, piece) in data.chunks(1 << 20).enumerate() {
+        e.write(fh, (i << 20) as u64, piece).unwrap();
+    }
+    if fsync {
+        e.fsync(fh).unwrap();
+    }
+    e.flush(fh).unwrap();
+    e.release(fh).unwrap();
+    a.ino
+}
+
+fn read_file(e: &Engine, name: &str) -> revfs::Result<Vec<u8>> {
+    let a = e.lookup(Ino::ROOT, name.as_bytes())?;
+    let fh = e.open(a.ino, false)?;
+    let r = e.read(fh, 0, a.node.size as u32);
+    e.release(fh)?;
+    r
+}
+
+fn new_store(dir: &Path) -> Repo {
+    repo::init(dir).unwrap();
+    Repo::open(dir, Options::default()).unwrap()
+}
+
+fn chunk_count(r: &Repo) -> u64 {
+    revfs::status::status(&r.engine).unwrap().chunks
+}
+
+#[test]
+fn identical_content_is_stored_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = new_store(&tmp.path().join("s"));
+    let data = bytes(5, 4 << 20);
+    write_file(&r.engine, "a", &data, false);
+    r.engine.commit(true).unwrap();
+    let one = chunk_count(&r);
+    assert!(one >= 16, "{one} chunks for 4 MiB");
+    write_file(&r.engine, "b", &data, false);
+    write_file(&r.engine, "a", &data, false); // a new version, same bytes
+    r.engine.commit(true).unwrap();
+    assert_eq!(chunk_count(&r), one);
+    let st = revfs::status::status(&r.engine).unwrap();
+    assert_eq!(st.versions, 3);
+    assert!(st.stored_bytes < (data.len() as u64) * 11 / 10, "{st:?}");
+    assert_eq!(read_file(&r.engine, "b").unwrap(), data);
+}
+
+#[test]
+fn appending_rechunks_only_the_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = new_store(&tmp.path().join("s"));
+    let e = &r.engine;
+    let mut data = bytes(6, 8 << 20);
+    let ino = write_file(e, "log", &data, false);
+    e.commit(true).unwrap();
+    let before = chunk_count(&r);
+    let fh = e.open(ino, true).unwrap();
+    let extra = bytes(7, 1000);
+    e.write(fh, data.len() as u64, &extra).unwrap();
+    e.release(fh).unwrap();
+    e.commit(true).unwrap();
+    data.extend_from_slice(&extra);
+    assert!(chunk_count(&r) - before <= 2, "append added {} chunks", chunk_count(&r) - before);
+    assert_eq!(read_file(e, "log").unwrap(), data);
+}
+
+/// Flips one byte inside the payload of the largest pack.
+fn flip_a_byte_in_a_pack(store: &Path) {
+    let packs = store.join("packs");
+    let biggest = std::fs::read_dir(&packs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut b = std::fs::read(&biggest).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 0x55;
+    std::fs::write(&biggest, b).unwrap();
+}
+
+#[test]
+fn a_flipped_byte_in_a_pack_is_detected_on_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let data = bytes(8, 2 << 20);
+    {
+        let r = new_store(&dir);
+        write_file(&r.engine, "w", &data, true);
+        r.engine.shutdown().unwrap();
+    }
+    flip_a_byte_in_a_pack(&dir);
+    let r = Repo::open(&dir, Options::default()).unwrap();
+    let err = read_file(&r.engine, "w").expect_err("corrupt data must not be returned");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(err.to_string().contains("hash") || err.to_string().contains("corrupt"), "{err}");
+}
+
+/// Run as a child by `reopen_after_crash_keeps_synced_versions`: writes,
+/// fsyncs some files, leaves others unsynced, and aborts (no destructor,
+/// no flush: as close to kill -9 as a process can do to itself).
+#[test]
+fn crash_child_writer() {
+    let Ok(dir) = std::env::var("REVFS_CRASH_CHILD_STORE") else {
+        return;
+    };
+    let r = Repo::open(Path::new(&dir), Options::default()).unwrap();
+    for i in 0..10u64 {
+        write_file(&r.engine, &format!("synced{i}"), &bytes(i, 300_000 + i as usize), true);
+    }
+    write_file(&r.engine, "unsynced", &bytes(99, 1 << 20), false);
+    std::process::abort();
+}
+
+#[test]
+fn reopen_after_crash_keeps_synced_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    drop(new_store(&dir));
+    let st = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+        .env("REVFS_CRASH_CHILD_STORE", &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!st.success(), "the child must have crashed");
+    // Reopens without repair; every fsync'ed version is there byte for byte.
+    let r = Repo::open(&dir, Options::default()).unwrap();
+    for i in 0..10u64 {
+        assert_eq!(
+            read_file(&r.engine, &format!("synced{i}")).unwrap(),
+            bytes(i, 300_000 + i as usize),
+            "synced{i}"
+        );
+    }
+    let st = revfs::status::status(&r.engine).unwrap();
+    assert!(st.versions >= 10, "{st:?}");
+    // The store keeps working.
+    write_file(&r.engine, "after", b"ok", true);
+    assert_eq!(read_file(&r.engine, "after").unwrap(), b"ok");
+}
+
+#[test]
+fn store_refuses_bad_input_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A non-empty directory that is not a store.
+    let d = tmp.path().join("full");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("x"), b"x").unwrap();
+    assert!(repo::init(&d).unwrap_err().to_string().contains("not empty"));
+    // Not a store at all.
+    let e = Repo::open(&d, Options::default()).err().unwrap().to_string();
+    assert!(e.contains("not a revfs store"), "{e}");
+    // A store of a newer format.
+    let s = tmp.path().join("s");
+    drop(new_store(&s));
+    let conf = s.join(repo::CONF_FILE);
+    let mut b = std::fs::read(&conf).unwrap();
+    b[8] = 9;
+    std::fs::write(&conf, b).unwrap();
+    let e = Repo::open(&s, Options::default()).err().unwrap().to_string();
+    assert!(e.contains("newer"), "{e}");
+    // A garbage config.
+    std::fs::write(&conf, b"garbage").unwrap();
+    let e = Repo::open(&s, Options::default()).err().unwrap().to_string();
+    assert!(e.contains("revfs.conf"), "{e}");
+}
+
+#[test]
+fn one_process_per_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("s");
+    let _r = new_store(&s);
+    let e = Repo::open(&s, Options::default()).err().unwrap().to_string();
+    assert!(e.contains("in use"), "{e}");
+}
