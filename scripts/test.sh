@@ -5,8 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -q -- -D warnings
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 # Mount tests run the release binary; two at a time keeps the 2-core machine responsive.
-cargo test --release -- --test-threads=2
-if [ -x ../shared/acceptance/foundation ] || [ -f ../shared/acceptance/foundation ]; then
-  bash ../shared/acceptance/foundation
+cargo test --release --lib --bins --tests -- --test-threads=2 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
+failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$log")
+accept=""
+if [ "$status" = 0 ] && [ -f ../shared/acceptance/foundation ]; then
+  if bash ../shared/acceptance/foundation; then passed=$((passed + 1)); else failed=$((failed + 1)); accept=" (acceptance failed)"; fi
 fi
+echo "tests: $passed passed, $failed failed$accept"
+[ "$status" = 0 ] && [ "$failed" = 0 ]

@@ -14,10 +14,19 @@ fn write_file(e: &Engine, name: &str, data: &[u8], fsync: bool) -> Ino {
     let a = match e.lookup(Ino::ROOT, name.as_bytes()) {
         Ok(a) => a,
         Err(_) => e
-            .create_node(Ino::ROOT, name.as_bytes(), FileType::Regular, 0o644, 0, 0, 0, b"")
+            .create_node(
+                Ino::ROOT,
+                name.as_bytes(),
+                FileType::Regular,
+                0o644,
+                0,
+                0,
+                0,
+                b"",
+            )
             .unwrap(),
     };
-    let fh = e.open(a.ino, true).unwrap();
+    let fh = e.open(a.ino, true, false).unwrap();
     e.setattr(
         a.ino,
         &revfs::engine::SetAttr {
@@ -39,7 +48,7 @@ fn write_file(e: &Engine, name: &str, data: &[u8], fsync: bool) -> Ino {
 
 fn read_file(e: &Engine, name: &str) -> revfs::Result<Vec<u8>> {
     let a = e.lookup(Ino::ROOT, name.as_bytes())?;
-    let fh = e.open(a.ino, false)?;
+    let fh = e.open(a.ino, false, false)?;
     let r = e.read(fh, 0, a.node.size as u32);
     e.release(fh)?;
     r
@@ -82,13 +91,17 @@ fn appending_rechunks_only_the_tail() {
     let ino = write_file(e, "log", &data, false);
     e.commit(true).unwrap();
     let before = chunk_count(&r);
-    let fh = e.open(ino, true).unwrap();
+    let fh = e.open(ino, true, false).unwrap();
     let extra = bytes(7, 1000);
     e.write(fh, data.len() as u64, &extra).unwrap();
     e.release(fh).unwrap();
     e.commit(true).unwrap();
     data.extend_from_slice(&extra);
-    assert!(chunk_count(&r) - before <= 2, "append added {} chunks", chunk_count(&r) - before);
+    assert!(
+        chunk_count(&r) - before <= 2,
+        "append added {} chunks",
+        chunk_count(&r) - before
+    );
     assert_eq!(read_file(e, "log").unwrap(), data);
 }
 
@@ -120,7 +133,10 @@ fn a_flipped_byte_in_a_pack_is_detected_on_read() {
     let r = Repo::open(&dir, Options::default()).unwrap();
     let err = read_file(&r.engine, "w").expect_err("corrupt data must not be returned");
     assert_eq!(err.errno(), libc::EIO, "{err}");
-    assert!(err.to_string().contains("hash") || err.to_string().contains("corrupt"), "{err}");
+    assert!(
+        err.to_string().contains("hash") || err.to_string().contains("corrupt"),
+        "{err}"
+    );
 }
 
 /// Run as a child by `reopen_after_crash_keeps_synced_versions`: writes,
@@ -133,7 +149,12 @@ fn crash_child_writer() {
     };
     let r = Repo::open(Path::new(&dir), Options::default()).unwrap();
     for i in 0..10u64 {
-        write_file(&r.engine, &format!("synced{i}"), &bytes(i, 300_000 + i as usize), true);
+        write_file(
+            &r.engine,
+            &format!("synced{i}"),
+            &bytes(i, 300_000 + i as usize),
+            true,
+        );
     }
     write_file(&r.engine, "unsynced", &bytes(99, 1 << 20), false);
     std::process::abort();
@@ -145,7 +166,12 @@ fn reopen_after_crash_keeps_synced_versions() {
     let dir = tmp.path().join("s");
     drop(new_store(&dir));
     let st = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("REVFS_CRASH_CHILD_STORE", &dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -175,9 +201,17 @@ fn store_refuses_bad_input_clearly() {
     let d = tmp.path().join("full");
     std::fs::create_dir(&d).unwrap();
     std::fs::write(d.join("x"), b"x").unwrap();
-    assert!(repo::init(&d).unwrap_err().to_string().contains("not empty"));
+    assert!(
+        repo::init(&d)
+            .unwrap_err()
+            .to_string()
+            .contains("not empty")
+    );
     // Not a store at all.
-    let e = Repo::open(&d, Options::default()).err().unwrap().to_string();
+    let e = Repo::open(&d, Options::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("not a revfs store"), "{e}");
     // A store of a newer format.
     let s = tmp.path().join("s");
@@ -186,11 +220,17 @@ fn store_refuses_bad_input_clearly() {
     let mut b = std::fs::read(&conf).unwrap();
     b[8] = 9;
     std::fs::write(&conf, b).unwrap();
-    let e = Repo::open(&s, Options::default()).err().unwrap().to_string();
+    let e = Repo::open(&s, Options::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("newer"), "{e}");
     // A garbage config.
     std::fs::write(&conf, b"garbage").unwrap();
-    let e = Repo::open(&s, Options::default()).err().unwrap().to_string();
+    let e = Repo::open(&s, Options::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("revfs.conf"), "{e}");
 }
 
@@ -199,6 +239,9 @@ fn one_process_per_store() {
     let tmp = tempfile::tempdir().unwrap();
     let s = tmp.path().join("s");
     let _r = new_store(&s);
-    let e = Repo::open(&s, Options::default()).err().unwrap().to_string();
+    let e = Repo::open(&s, Options::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("in use"), "{e}");
 }

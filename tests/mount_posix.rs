@@ -439,3 +439,68 @@ fn concurrent_readers_and_writers() {
         }
     });
 }
+
+#[test]
+fn rename_flags_suid_clearing_and_mtime_on_write() {
+    let Some(m) = Mount::new(&[]) else { return };
+    fs::write(m.p("a"), b"A").unwrap();
+    fs::write(m.p("b"), b"B").unwrap();
+    let path = |n: &str| std::ffi::CString::new(m.p(n).to_str().unwrap()).unwrap();
+    let renameat2 = |from: &str, to: &str, flags: u32| {
+        let (f, t) = (path(from), path(to));
+        // SAFETY: valid C strings; AT_FDCWD with absolute paths.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                flags,
+            )
+        };
+        if rc == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        }
+    };
+    assert_eq!(renameat2("a", "b", libc::RENAME_NOREPLACE), libc::EEXIST);
+    assert_eq!(renameat2("a", "b", libc::RENAME_EXCHANGE), 0);
+    assert_eq!(fs::read(m.p("a")).unwrap(), b"B");
+    assert_eq!(fs::read(m.p("b")).unwrap(), b"A");
+    assert_eq!(renameat2("a", "nope", libc::RENAME_EXCHANGE), libc::ENOENT);
+    assert_eq!(renameat2("a", "c", libc::RENAME_NOREPLACE), 0);
+    assert_eq!(fs::read(m.p("c")).unwrap(), b"B");
+
+    // A write by a non-root user clears setuid (as on ext4).
+    fs::write(m.p("suid"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(m.p("suid"), fs::Permissions::from_mode(0o4777)).unwrap();
+    let ok = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            "echo x >> suid",
+        ])
+        .current_dir(&m.mnt)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert_eq!(fs::metadata(m.p("suid")).unwrap().mode() & 0o7777, 0o777);
+
+    // mtime follows writes even before close.
+    let t0 = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let f = OpenOptions::new().write(true).open(m.p("c")).unwrap();
+    f.set_modified(t0).unwrap();
+    assert_eq!(fs::metadata(m.p("c")).unwrap().mtime(), 1_000_000_000);
+    f.write_all_at(b"later", 0).unwrap();
+    assert!(fs::metadata(m.p("c")).unwrap().mtime() > 1_000_000_000);
+    drop(f);
+    assert!(fs::metadata(m.p("c")).unwrap().mtime() > 1_000_000_000);
+    // O_TRUNC of a file empties it and moves mtime.
+    fs::write(m.p("c"), b"").unwrap();
+    assert_eq!(fs::metadata(m.p("c")).unwrap().len(), 0);
+}

@@ -133,8 +133,12 @@ impl Engine {
             self.next_vseq.load(std::sync::atomic::Ordering::SeqCst),
         );
         b.put_commit(seq, &commit_id, time);
-        self.db.apply(b)?;
-        self.db.flush()?;
+        // A catalog that failed to take or persist a commit is in an unknown
+        // state: refuse writes until reopened (sled recovers on open).
+        self.db
+            .apply(b)
+            .and_then(|()| self.db.flush())
+            .map_err(|e| self.store.poison(e))?;
 
         self.store.published(index.into_iter().map(|(id, _)| id));
         let mut p = lock(&self.pending);

@@ -10,7 +10,7 @@
 
 use crate::chunker;
 use crate::error::{Error, Result};
-use crate::format::{Extent, Manifest};
+use crate::format::{Extent, Manifest, Time};
 use crate::ids::{ObjectId, ObjectKind};
 use crate::store::ObjectStore;
 use std::collections::BTreeMap;
@@ -98,6 +98,8 @@ pub struct FileState {
     staging: Option<File>,
     /// Something changed since the last recorded version.
     pub dirty: bool,
+    /// Time of the last data change not yet in the inode (mtime and ctime).
+    pub mtime: Option<Time>,
     pub open_count: u32,
 }
 
@@ -117,6 +119,7 @@ impl FileState {
             written: RangeSet::default(),
             staging: None,
             dirty: false,
+            mtime: None,
             open_count: 0,
         }
     }
@@ -190,10 +193,17 @@ impl FileState {
         self.written.insert(off, end);
         self.size = self.size.max(end);
         self.dirty = true;
+        self.mtime = Some(Time::now());
         Ok(())
     }
 
+    /// Sets the size (and the data-change time); a no-op size keeps the
+    /// state clean so that it records no new version.
     pub fn truncate(&mut self, size: u64) {
+        self.mtime = Some(Time::now());
+        if size == self.size {
+            return;
+        }
         if size < self.size {
             self.written.clip(size);
             self.base_limit = self.base_limit.min(size);
@@ -253,6 +263,7 @@ impl FileState {
         let manifest = Arc::new(Manifest { extents });
         *self = FileState {
             open_count: self.open_count,
+            mtime: self.mtime,
             staging: self.staging.take(),
             ..FileState::new(manifest.clone())
         };

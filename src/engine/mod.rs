@@ -54,6 +54,7 @@ struct ContentOverlay {
     size: u64,
     allocated: u64,
     mtime: Time,
+    ctime: Time,
 }
 
 impl ContentOverlay {
@@ -63,6 +64,7 @@ impl ContentOverlay {
             size: n.size,
             allocated: n.allocated,
             mtime: n.mtime,
+            ctime: n.ctime,
         }
     }
     fn apply(&self, n: &mut Node) {
@@ -70,6 +72,7 @@ impl ContentOverlay {
         n.size = self.size;
         n.allocated = self.allocated;
         n.mtime = self.mtime;
+        n.ctime = self.ctime;
     }
 }
 
@@ -217,6 +220,10 @@ impl Engine {
         if let Some(f) = self.open_file(ino) {
             let f = f.read().unwrap_or_else(|e| e.into_inner());
             node.size = f.size;
+            if let Some(t) = f.mtime {
+                node.mtime = t;
+                node.ctime = t;
+            }
         }
         Ok(Attr { ino, node })
     }
@@ -247,9 +254,10 @@ impl Engine {
 
     // ----------------------------------------------------------- files ---
 
-    /// Opens a regular file; returns a handle number.
-    pub fn open(&self, ino: Ino, write: bool) -> Result<u64> {
-        if write {
+    /// Opens a regular file (emptying it with `truncate`, as O_TRUNC);
+    /// returns a handle number.
+    pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<u64> {
+        if write || truncate {
             self.check_writable()?;
         }
         let inode = self.inode(ino)?;
@@ -268,8 +276,14 @@ impl Engine {
                 s
             }
         };
-        state.write().unwrap_or_else(|e| e.into_inner()).open_count += 1;
         drop(files);
+        {
+            let mut st = state.write().unwrap_or_else(|e| e.into_inner());
+            st.open_count += 1;
+            if truncate {
+                st.truncate(0);
+            }
+        }
         Ok(self.new_handle(Handle::File { ino }))
     }
 
@@ -299,27 +313,18 @@ impl Engine {
 
     pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<u32> {
         self.check_writable()?;
-        let (ino, f) = self.handle_file(fh)?;
+        let (_, f) = self.handle_file(fh)?;
         let mut f = f.write().unwrap_or_else(|e| e.into_inner());
-        let first = !f.dirty;
         f.write(&self.staging, off, data)?;
-        if first {
-            // Update mtime/ctime once per burst of writes, not per write call.
-            drop(f);
-            self.set_times_now(ino, true)?;
-        }
         Ok(data.len() as u32)
     }
 
-    /// Sets mtime (when `mtime`) and ctime to now.
-    fn set_times_now(&self, ino: Ino, mtime: bool) -> Result<()> {
+    /// Sets mtime and ctime to `t`.
+    fn set_times(&self, ino: Ino, t: Time) -> Result<()> {
         let _ns = lock(&self.ns);
         let mut inode = self.inode(ino)?;
-        let now = Time::now();
-        if mtime {
-            inode.node.mtime = now;
-        }
-        inode.node.ctime = now;
+        inode.node.mtime = t;
+        inode.node.ctime = t;
         let mut b = Batch::default();
         self.put_inode(&mut b, ino, &inode);
         Self::touch_parents(&mut b, &inode);
@@ -368,6 +373,10 @@ impl Engine {
             if fsynced {
                 self.mark_last_version_fsynced(ino);
             }
+            if let Some(t) = st.mtime.take() {
+                drop(st);
+                return self.set_times(ino, t);
+            }
             return Ok(());
         }
         self.check_writable()?;
@@ -386,6 +395,10 @@ impl Engine {
             Some((_, published)) => published.clone(),
             None => ContentOverlay::of(&inode.node),
         };
+        if let Some(t) = st.mtime.take() {
+            inode.node.mtime = t;
+            inode.node.ctime = t;
+        }
         inode.node.content = id;
         inode.node.size = size;
         inode.node.allocated = file::allocated(&manifest);

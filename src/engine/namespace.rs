@@ -404,6 +404,10 @@ impl Engine {
         if let Some(size) = s.size {
             self.truncate(ino, size)?;
         }
+        if let (Some(_), Some(f)) = (s.mtime, self.open_file(ino)) {
+            // An explicit time (touch, cp -p) wins over the last write's.
+            f.write().unwrap_or_else(|e| e.into_inner()).mtime = None;
+        }
         let _ns = lock(&self.ns);
         let mut inode = self.inode(ino)?;
         let now = Time::now();
@@ -451,24 +455,14 @@ impl Engine {
             _ => return Err(Error::Invalid),
         }
         // Use the open state if any; otherwise a temporary one, recorded now.
-        let (f, temporary) = match self.open_file(ino) {
-            Some(f) => (f, false),
+        match self.open_file(ino) {
+            Some(f) => f.write().unwrap_or_else(|e| e.into_inner()).truncate(size),
             None => {
                 let m = self.load_manifest(inode.node.content)?;
-                (Arc::new(RwLock::new(FileState::new(m))), true)
+                let f = RwLock::new(FileState::new(m));
+                f.write().unwrap_or_else(|e| e.into_inner()).truncate(size);
+                self.record(ino, &f, false)?;
             }
-        };
-        {
-            let mut st = f.write().unwrap_or_else(|e| e.into_inner());
-            if st.size == size && !temporary {
-                drop(st);
-                return self.set_times_now(ino, true);
-            }
-            st.truncate(size);
-        }
-        self.set_times_now(ino, true)?;
-        if temporary {
-            self.record(ino, &f, false)?;
         }
         Ok(())
     }
@@ -480,13 +474,11 @@ impl Engine {
             return Err(Error::NotSupported);
         }
         let end = offset.checked_add(len).ok_or(Error::TooBig)?;
-        let (ino, f) = self.handle_file(fh)?;
+        let (_, f) = self.handle_file(fh)?;
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
             let mut st = f.write().unwrap_or_else(|e| e.into_inner());
             if end > st.size {
                 st.truncate(end);
-                drop(st);
-                self.set_times_now(ino, false)?;
             }
         }
         Ok(())

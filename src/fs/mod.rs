@@ -103,7 +103,9 @@ impl Filesystem for RevFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
-        let _ = config.add_capabilities(InitFlags::FUSE_BIG_WRITES | InitFlags::FUSE_MAX_PAGES);
+        let _ = config.add_capabilities(
+            InitFlags::FUSE_BIG_WRITES | InitFlags::FUSE_MAX_PAGES | InitFlags::FUSE_ATOMIC_O_TRUNC,
+        );
         Ok(())
     }
 
@@ -294,7 +296,8 @@ impl Filesystem for RevFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        match self.engine.open(Ino(ino.0), write) {
+        let trunc = flags.0 & libc::O_TRUNC != 0;
+        match self.engine.open(Ino(ino.0), write, trunc) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
@@ -496,7 +499,7 @@ impl Filesystem for RevFs {
             )
             .and_then(|a| {
                 let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-                Ok((self.engine.open(a.ino, write)?, a))
+                Ok((self.engine.open(a.ino, write, false)?, a))
             });
         match r {
             Ok((fh, a)) => reply.created(

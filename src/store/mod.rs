@@ -75,7 +75,7 @@ impl ObjectStore {
     }
 
     /// Records the first write failure; every later write is refused.
-    fn poisoned(&self, e: Error) -> Error {
+    pub fn poison(&self, e: Error) -> Error {
         tracing::error!("store write failed, refusing further writes: {e}");
         lock(&self.poison).get_or_insert_with(|| e.to_string());
         e
@@ -120,7 +120,7 @@ impl ObjectStore {
         let mut pending = lock(&self.pending);
         let (pack, offset) = lock(&self.writer)
             .append(&header, payload)
-            .map_err(|e| self.poisoned(e))?;
+            .map_err(|e| self.poison(e))?;
         pending.insert(
             id,
             IndexEntry {
@@ -138,7 +138,7 @@ impl ObjectStore {
     /// Makes every object put so far durable.
     pub fn sync(&self) -> Result<()> {
         self.check_writable()?;
-        lock(&self.writer).sync().map_err(|e| self.poisoned(e))
+        lock(&self.writer).sync().map_err(|e| self.poison(e))
     }
 
     /// Seals the open pack (at close).
@@ -146,7 +146,7 @@ impl ObjectStore {
         if self.read_only {
             return Ok(());
         }
-        lock(&self.writer).seal().map_err(|e| self.poisoned(e))
+        lock(&self.writer).seal().map_err(|e| self.poison(e))
     }
 
     /// A copy of the locations not yet in the catalog.
