@@ -160,3 +160,87 @@ fn second_mount_of_a_store_fails_clearly() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["format"], 1);
 }
+
+#[test]
+fn sigterm_and_sigint_flush_and_unmount() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let Some(mut m) = Mount::new(&[]) else { return };
+        fs::write(m.p("kept"), b"before the signal").unwrap();
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(m.pid() as i32, sig) }, 0);
+        common::wait_until(
+            "unmount after signal",
+            std::time::Duration::from_secs(20),
+            || !common::is_mountpoint(&m.mnt),
+        );
+        m.wait_exit_ok();
+        m.start(&[]);
+        assert_eq!(fs::read(m.p("kept")).unwrap(), b"before the signal");
+    }
+}
+
+#[test]
+fn daemon_mode_detaches_and_unmounts_cleanly() {
+    if !common::fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, mnt) = (tmp.path().join("s"), tmp.path().join("m"));
+    fs::create_dir(&mnt).unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["init".as_ref(), store.as_os_str()]).status.success());
+    let out = run(&[
+        "mount".as_ref(),
+        store.as_os_str(),
+        mnt.as_os_str(),
+        "--daemon".as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Mounted when the command returns.
+    let guard = Unmount(&mnt);
+    assert!(common::is_mountpoint(&mnt));
+    fs::write(mnt.join("f"), b"x").unwrap();
+    let pid: i32 = fs::read_to_string(store.join("lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        std::process::Command::new("umount")
+            .arg(&mnt)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // SAFETY: signal 0 only probes whether the daemon is alive.
+    common::wait_until(
+        "daemon exit",
+        std::time::Duration::from_secs(20),
+        || unsafe { libc::kill(pid, 0) != 0 },
+    );
+    drop(guard);
+    // A second init of the same directory is refused.
+    assert!(!run(&["init".as_ref(), store.as_os_str()]).status.success());
+}
+
+/// Unmounts (lazily) when dropped, for tests that mount without `Mount`.
+struct Unmount<'a>(&'a std::path::Path);
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        if common::is_mountpoint(self.0) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .status();
+        }
+    }
+}

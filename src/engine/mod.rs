@@ -86,8 +86,13 @@ struct Pending {
 
 /// An open file or directory handle.
 enum Handle {
-    File { ino: Ino },
-    Dir { entries: Arc<Vec<DirEntry>> },
+    File {
+        ino: Ino,
+    },
+    Dir {
+        ino: Ino,
+        entries: Arc<Vec<DirEntry>>,
+    },
 }
 
 pub struct Engine {

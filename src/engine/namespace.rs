@@ -550,6 +550,14 @@ impl Engine {
     /// Opens a directory: its listing is taken now, so that offsets stay
     /// valid while it changes.
     pub fn opendir(&self, ino: Ino) -> Result<u64> {
+        let entries = self.list_entries(ino)?;
+        Ok(self.new_handle(Handle::Dir {
+            ino,
+            entries: Arc::new(entries),
+        }))
+    }
+
+    fn list_entries(&self, ino: Ino) -> Result<Vec<DirEntry>> {
         let inode = self.inode(ino)?;
         if inode.node.kind != FileType::Directory {
             return Err(Error::NotDir);
@@ -574,16 +582,22 @@ impl Engine {
                 name,
             });
         }
-        Ok(self.new_handle(Handle::Dir {
-            entries: Arc::new(entries),
-        }))
+        Ok(entries)
     }
 
-    pub fn readdir(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
-        match lock(&self.handles).get(&fh) {
-            Some(Handle::Dir { entries }) => Ok(entries.clone()),
-            _ => Err(Error::Invalid),
+    /// The listing of an open directory; reading from offset 0 (a new
+    /// pass, e.g. after rewinddir) takes a fresh listing.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
+        let ino = match lock(&self.handles).get(&fh) {
+            Some(Handle::Dir { entries, .. }) if offset > 0 => return Ok(entries.clone()),
+            Some(Handle::Dir { ino, .. }) => *ino,
+            _ => return Err(Error::Invalid),
+        };
+        let fresh = Arc::new(self.list_entries(ino)?);
+        if let Some(Handle::Dir { entries, .. }) = lock(&self.handles).get_mut(&fh) {
+            *entries = fresh.clone();
         }
+        Ok(fresh)
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -388,7 +388,7 @@ impl Filesystem for RevFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.engine.readdir(fh.0) {
+        let entries = match self.engine.readdir(fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(e)),
         };

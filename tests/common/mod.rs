@@ -129,9 +129,14 @@ impl Mount {
 
     /// Clean unmount; asserts the daemon flushed and exited 0.
     pub fn unmount(&mut self) {
-        let mut child = self.child.take().expect("mounted");
         let st = Command::new("umount").arg(&self.mnt).status().unwrap();
         assert!(st.success(), "umount failed");
+        self.wait_exit_ok();
+    }
+
+    /// Waits (bounded) for the daemon to exit; asserts it exited 0.
+    pub fn wait_exit_ok(&mut self) {
+        let mut child = self.child.take().expect("mounted");
         let start = Instant::now();
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
