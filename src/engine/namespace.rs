@@ -547,13 +547,16 @@ impl Engine {
 
     // ------------------------------------------------------ directories ---
 
-    /// Opens a directory: its listing is taken now, so that offsets stay
-    /// valid while it changes.
+    /// Opens a directory. A listing is taken at offset 0 and kept in the
+    /// handle, so that offsets stay valid while the directory changes.
     pub fn opendir(&self, ino: Ino) -> Result<u64> {
-        let entries = self.list_entries(ino)?;
+        if self.inode(ino)?.node.kind != FileType::Directory {
+            return Err(Error::NotDir);
+        }
+        // The listing is taken by the first readdir (offset 0).
         Ok(self.new_handle(Handle::Dir {
             ino,
-            entries: Arc::new(entries),
+            entries: Arc::new(Vec::new()),
         }))
     }
 
