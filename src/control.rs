@@ -3,8 +3,13 @@
 //! log, snapshot, verify) ask the daemon over a Unix socket in the store:
 //! one JSON request line, one JSON response line.
 //!
-//! Request: `{"cmd": "status"}` or `{"cmd": "commit"}`.
+//! Requests: `{"cmd": "status"}`, `{"cmd": "commit"}`,
+//! `{"cmd": "snapshot_create", "name": N}`, `{"cmd": "snapshot_delete", "name": N}`,
+//! `{"cmd": "snapshot_list"}`, `{"cmd": "log", "path": "relative/path"}`.
 //! Response: `{"ok": <value>}` or `{"error": "<one line>"}`.
+//!
+//! [`request`] sends a request to the daemon when one serves the store and
+//! otherwise opens the store itself and answers the same way.
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -21,6 +26,20 @@ use std::time::Duration;
 pub enum Request {
     Status,
     Commit,
+    SnapshotCreate { name: String },
+    SnapshotDelete { name: String },
+    SnapshotList,
+    Log { path: String },
+}
+
+impl Request {
+    /// Whether answering needs a writable store.
+    fn writes(&self) -> bool {
+        matches!(
+            self,
+            Request::Commit | Request::SnapshotCreate { .. } | Request::SnapshotDelete { .. }
+        )
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,14 +49,35 @@ pub enum Response {
     Error(String),
 }
 
+fn json(v: impl Serialize) -> Result<Value> {
+    serde_json::to_value(v).map_err(|e| Error::Store(e.to_string()))
+}
+
 fn handle(engine: &Engine, req: Request) -> Result<Value> {
     match req {
-        Request::Status => serde_json::to_value(crate::status::status(engine)?)
-            .map_err(|e| Error::Store(e.to_string())),
-        Request::Commit => Ok(serde_json::json!({
-            "commit": engine.commit(true)?.map(|c| c.0)
-        })),
+        Request::Status => json(crate::status::status(engine)?),
+        Request::Commit => json(engine.commit(true)?.map(|c| c.0)),
+        Request::SnapshotCreate { name } => json(engine.snapshot_create(&name)?.0),
+        Request::SnapshotDelete { name } => json(engine.snapshot_delete(&name)?),
+        Request::SnapshotList => json(engine.snapshot_list(&engine.options().thinning)?),
+        Request::Log { path } => json(engine.log(&path)?),
     }
+}
+
+/// Answers `req` for `store`: through its daemon when it is mounted,
+/// otherwise by opening the store in this process.
+pub fn request(store: &Path, req: Request) -> Result<Value> {
+    if let Some(v) = call(store, &req)? {
+        return Ok(v);
+    }
+    let opts = crate::engine::Options {
+        read_only: !req.writes(),
+        ..Default::default()
+    };
+    let repo = crate::repo::Repo::open(store, opts)?;
+    let v = handle(&repo.engine, req)?;
+    repo.engine.shutdown()?;
+    Ok(v)
 }
 
 /// Serves requests until the listener's socket file is removed.

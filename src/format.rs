@@ -99,6 +99,7 @@
 //!                                      u32 stored len, u32 raw len, u8 kind, u8 codec
 //! "y" dir:u64BE                        empty: directory changed since the last commit
 //! "z" ino:u64BE                        empty: nlink 0 but still open (orphan)
+//! "n" name (UTF-8)                     u64 LE commit seq of a named snapshot
 //! "m" name                             counters: "next_ino", "next_pack",
 //!                                      "next_vseq" (u64 LE), "head" (u64 LE seq)
 //! ```
@@ -325,6 +326,12 @@ impl Time {
     }
     pub fn as_nanos(self) -> i128 {
         self.secs as i128 * 1_000_000_000 + self.nanos as i128
+    }
+    pub fn from_nanos(n: i128) -> Time {
+        Time {
+            secs: n.div_euclid(1_000_000_000) as i64,
+            nanos: n.rem_euclid(1_000_000_000) as u32,
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! The revfs command line.
 
 use clap::{Parser, Subcommand};
+use revfs::control::Request;
 use revfs::daemon::{self, MountOptions};
 use revfs::engine::Options;
+use revfs::engine::snapshots::{LogEntry, SnapshotInfo, Thinning};
 use revfs::{Error, Result, control, repo};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +19,20 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Name the current state: TARGET is a store or any path in its mount.
+    Create { target: PathBuf, name: String },
+    /// List named snapshots and the (thinned) automatic ones, newest first.
+    List {
+        target: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop a name (the history itself stays).
+    Delete { target: PathBuf, name: String },
 }
 
 #[derive(Subcommand)]
@@ -39,6 +55,23 @@ enum Cmd {
         /// Group-commit interval while anything changed.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         commit_interval: Duration,
+        /// `ls .snapshots` lists one automatic snapshot per minute this far back...
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        list_minutely: Duration,
+        /// ...one per hour this far back, and one per day beyond.
+        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        list_hourly: Duration,
+    },
+    /// Make, list or drop named snapshots (on a store or a mounted path).
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+    },
+    /// List every version of a file in a mount, with the path to restore each from.
+    Log {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Show what a store holds (works while it is mounted).
     Status {
@@ -60,12 +93,17 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         "s" => n,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86400.0,
         _ => return Err(format!("unknown unit in {s} (use ms, s, m, h)")),
     };
     if !(0.0..=1e9).contains(&secs) {
         return Err(format!("duration out of range: {s}"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| Error::Store(format!("unexpected answer: {e}")))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -82,11 +120,17 @@ fn run(cli: Cli) -> Result<()> {
             read_only,
             min_version_interval,
             commit_interval,
+            list_minutely,
+            list_hourly,
         } => {
             let opts = MountOptions {
                 engine: Options {
                     min_version_interval,
                     read_only,
+                    thinning: Thinning {
+                        minutely: list_minutely,
+                        hourly: list_hourly,
+                    },
                 },
                 commit_interval,
                 ..MountOptions::default()
@@ -107,30 +151,95 @@ fn run(cli: Cli) -> Result<()> {
             daemon::run(&store, &mountpoint, opts)
         }
         Cmd::Status { store, json } => {
-            let value = match control::call(&store, &control::Request::Status)? {
-                Some(v) => v,
-                None => {
-                    let r = repo::Repo::open(
-                        &store,
-                        Options {
-                            read_only: true,
-                            ..Options::default()
-                        },
-                    )?;
-                    serde_json::to_value(revfs::status::status(&r.engine)?)
-                        .map_err(|e| Error::Store(e.to_string()))?
-                }
-            };
+            let value = control::request(&store, Request::Status)?;
             if json {
                 println!("{value:#}");
             } else {
-                let s: revfs::status::Status =
-                    serde_json::from_value(value).map_err(|e| Error::Store(e.to_string()))?;
+                let s: revfs::status::Status = decode(value)?;
                 print!("{s}");
             }
             Ok(())
         }
+        Cmd::Snapshot { cmd } => match cmd {
+            SnapshotCmd::Create { target, name } => {
+                let store = repo::resolve_store(&target)?;
+                let req = Request::SnapshotCreate { name: name.clone() };
+                let seq: u64 = decode(control::request(&store, req)?)?;
+                println!("snapshot {name} = commit {seq}");
+                Ok(())
+            }
+            SnapshotCmd::Delete { target, name } => {
+                let store = repo::resolve_store(&target)?;
+                control::request(&store, Request::SnapshotDelete { name: name.clone() })?;
+                println!("dropped the name {name}");
+                Ok(())
+            }
+            SnapshotCmd::List { target, json } => {
+                let store = repo::resolve_store(&target)?;
+                let value = control::request(&store, Request::SnapshotList)?;
+                if json {
+                    println!("{value:#}");
+                    return Ok(());
+                }
+                let list: Vec<SnapshotInfo> = decode(value)?;
+                for s in list {
+                    let kind = if s.named { "named" } else { "auto" };
+                    println!(
+                        "{:<32} {:<6} commit {:>6}  {}",
+                        s.name, kind, s.commit, s.time
+                    );
+                }
+                Ok(())
+            }
+        },
+        Cmd::Log { path, json } => log(&path, json),
     }
+}
+
+/// `revfs log PATH`: every version of a live file, with a restorable path.
+fn log(path: &std::path::Path, json: bool) -> Result<()> {
+    let (root, store) = repo::mount_of(path)?;
+    let abs = std::path::absolute(path).map_err(Error::Io)?;
+    let rel = abs
+        .strip_prefix(&root)
+        .map_err(|_| Error::Store(format!("{}: not inside {}", path.display(), root.display())))?;
+    if rel.starts_with(".snapshots") {
+        return Err(Error::Store(
+            "give a path in the live tree, not under .snapshots".into(),
+        ));
+    }
+    let req = Request::Log {
+        path: rel.to_string_lossy().into_owned(),
+    };
+    let entries: Vec<LogEntry> = decode(control::request(&store, req)?)?;
+    if entries.is_empty() {
+        return Err(Error::Store(format!(
+            "{}: no recorded versions yet (commits happen every second)",
+            path.display()
+        )));
+    }
+    let rows: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "version": e.version,
+                "time": e.time,
+                "size": e.size,
+                "commit": e.commit,
+                "path": root.join(&e.snapshot_path),
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    println!("{:>7}  {:<36} {:>14}  path", "version", "time", "size");
+    for (e, r) in entries.iter().zip(&rows) {
+        let p = r["path"].as_str().unwrap_or("");
+        println!("{:>7}  {:<36} {:>14}  {p}", e.version, e.time, e.size);
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -186,3 +186,61 @@ impl Repo {
         })
     }
 }
+
+/// The revfs mount that holds `path`: (mount root, store directory),
+/// read from /proc/self/mountinfo (the mount source is `revfs:STORE`).
+pub fn mount_of(path: &Path) -> Result<(PathBuf, PathBuf)> {
+    let abs = std::path::absolute(path).map_err(Error::io_at(path))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(Error::Io)?;
+    let mut best: Option<(PathBuf, PathBuf)> = None;
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mnt = match left.split(' ').nth(4) {
+            Some(m) => PathBuf::from(unescape_mountinfo(m)),
+            None => continue,
+        };
+        let mut r = right.split(' ');
+        let (fstype, source) = (r.next().unwrap_or(""), r.next().unwrap_or(""));
+        let Some(store) = source.strip_prefix("revfs:") else {
+            continue;
+        };
+        if fstype.starts_with("fuse") && abs.starts_with(&mnt) {
+            let longer = best
+                .as_ref()
+                .is_none_or(|(b, _)| mnt.as_os_str().len() > b.as_os_str().len());
+            if longer {
+                best = Some((mnt, PathBuf::from(unescape_mountinfo(store))));
+            }
+        }
+    }
+    best.ok_or_else(|| Error::Store(format!("{}: not inside a mounted revfs", path.display())))
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A store named directly, or the store behind a mounted revfs path.
+pub fn resolve_store(target: &Path) -> Result<PathBuf> {
+    if target.join(CONF_FILE).exists() {
+        return Ok(target.to_path_buf());
+    }
+    mount_of(target).map(|(_, store)| store)
+}

@@ -187,6 +187,13 @@ impl Batch {
     pub fn del_orphan(&mut self, ino: Ino) {
         self.0.remove(ino_key(b'z', ino));
     }
+    pub fn put_name(&mut self, name: &str, seq: CommitSeq) {
+        self.0
+            .insert(key(b'n', &[name.as_bytes()]), seq.0.to_le_bytes().to_vec());
+    }
+    pub fn del_name(&mut self, name: &str) {
+        self.0.remove(key(b'n', &[name.as_bytes()]));
+    }
     pub fn put_counter(&mut self, name: &str, v: u64) {
         self.0
             .insert(key(b'm', &[name.as_bytes()]), v.to_le_bytes().to_vec());
@@ -307,6 +314,38 @@ impl Db {
 
     pub fn commit_count(&self) -> usize {
         self.db.scan_prefix([b'c']).count()
+    }
+
+    /// Every commit, oldest first: (seq, commit object id, time).
+    pub fn commits(&self) -> Result<Vec<(CommitSeq, ObjectId, Time)>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([b'c']) {
+            let (k, v) = kv?;
+            let mut d = Dec::new(&v, "commit record");
+            out.push((CommitSeq(be_u64(&k[1..])?), d.id()?, d.time()?));
+        }
+        Ok(out)
+    }
+
+    /// Named snapshots: (name, commit).
+    pub fn names(&self) -> Result<Vec<(String, CommitSeq)>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([b'n']) {
+            let (k, v) = kv?;
+            let mut d = Dec::new(&v, "snapshot name");
+            out.push((
+                String::from_utf8_lossy(&k[1..]).into_owned(),
+                CommitSeq(d.u64()?),
+            ));
+        }
+        Ok(out)
+    }
+
+    pub fn name(&self, name: &str) -> Result<Option<CommitSeq>> {
+        match self.db.get(key(b'n', &[name.as_bytes()]))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(CommitSeq(Dec::new(&v, "snapshot name").u64()?))),
+        }
     }
 
     pub fn index(&self, id: &ObjectId) -> Result<Option<IndexEntry>> {

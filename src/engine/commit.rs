@@ -89,9 +89,16 @@ impl Engine {
             },
         };
         let head = self.db.counter("head")?;
-        let parent = self.db.commit(CommitSeq(head))?.map(|c| c.0);
+        let prev = self.db.commit(CommitSeq(head))?;
+        let parent = prev.map(|c| c.0);
         let seq = CommitSeq(head + 1);
-        let time = Time::now();
+        // Commit times strictly increase, so an instant names one commit.
+        let mut time = Time::now();
+        if let Some((_, t)) = prev
+            && time <= t
+        {
+            time = Time::from_nanos(t.as_nanos() + 1);
+        }
         let commit = Commit {
             seq: seq.0,
             time,

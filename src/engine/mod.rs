@@ -14,6 +14,7 @@
 mod commit;
 pub mod file;
 mod namespace;
+pub mod snapshots;
 
 use crate::catalog::db::{Batch, Db, Inode, Version};
 use crate::error::{Error, Result};
@@ -35,6 +36,8 @@ pub struct Options {
     /// Versions of one file closer together than this are merged (unless fsync'ed).
     pub min_version_interval: Duration,
     pub read_only: bool,
+    /// Which automatic snapshots `ls .snapshots` lists.
+    pub thinning: snapshots::Thinning,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
         Options {
             min_version_interval: Duration::from_secs(1),
             read_only: false,
+            thinning: snapshots::Thinning::default(),
         }
     }
 }
@@ -88,6 +92,7 @@ struct Pending {
 enum Handle {
     File {
         ino: Ino,
+        state: Arc<RwLock<FileState>>,
     },
     Dir {
         ino: Ino,
@@ -107,7 +112,12 @@ pub struct Engine {
     next_fh: AtomicU64,
     next_ino: AtomicU64,
     next_vseq: AtomicU64,
+    views: Mutex<snapshots::Views>,
+    trees: Mutex<lru::LruCache<ObjectId, Arc<crate::format::Tree>>>,
 }
+
+/// Decoded trees kept for snapshot lookups and `revfs log`.
+const TREE_CACHE: usize = 128;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -163,6 +173,10 @@ impl Engine {
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            views: Mutex::new(snapshots::Views::default()),
+            trees: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(TREE_CACHE).expect("non-zero"),
+            )),
         };
         if !e.opts.read_only {
             e.drop_orphans()?;
@@ -172,6 +186,10 @@ impl Engine {
 
     pub fn read_only(&self) -> bool {
         self.opts.read_only
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -221,6 +239,9 @@ impl Engine {
 
     /// Attributes as seen right now, including unrecorded writes.
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        if snapshots::is_virtual(ino) {
+            return self.snap_getattr(ino);
+        }
         let mut node = self.inode(ino)?.node;
         if let Some(f) = self.open_file(ino) {
             let f = f.read().unwrap_or_else(|e| e.into_inner());
@@ -262,6 +283,9 @@ impl Engine {
     /// Opens a regular file (emptying it with `truncate`, as O_TRUNC);
     /// returns a handle number.
     pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<u64> {
+        if snapshots::is_virtual(ino) {
+            return self.snap_open(ino, write || truncate);
+        }
         if write || truncate {
             self.check_writable()?;
         }
@@ -289,7 +313,7 @@ impl Engine {
                 st.truncate(0);
             }
         }
-        Ok(self.new_handle(Handle::File { ino }))
+        Ok(self.new_handle(Handle::File { ino, state }))
     }
 
     fn new_handle(&self, h: Handle) -> u64 {
@@ -299,12 +323,10 @@ impl Engine {
     }
 
     fn handle_file(&self, fh: u64) -> Result<(Ino, Arc<RwLock<FileState>>)> {
-        let ino = match lock(&self.handles).get(&fh) {
-            Some(Handle::File { ino }) => *ino,
-            _ => return Err(Error::Invalid),
-        };
-        let f = self.open_file(ino).ok_or(Error::Invalid)?;
-        Ok((ino, f))
+        match lock(&self.handles).get(&fh) {
+            Some(Handle::File { ino, state }) => Ok((*ino, state.clone())),
+            _ => Err(Error::Invalid),
+        }
     }
 
     pub fn read(&self, fh: u64, off: u64, len: u32) -> Result<Vec<u8>> {
@@ -318,7 +340,10 @@ impl Engine {
 
     pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<u32> {
         self.check_writable()?;
-        let (_, f) = self.handle_file(fh)?;
+        let (ino, f) = self.handle_file(fh)?;
+        if snapshots::is_virtual(ino) {
+            return Err(Error::ReadOnly);
+        }
         let mut f = f.write().unwrap_or_else(|e| e.into_inner());
         f.write(&self.staging, off, data)?;
         Ok(data.len() as u32)
@@ -339,18 +364,21 @@ impl Engine {
     /// Called at every close(2): records a version if the file changed.
     pub fn flush(&self, fh: u64) -> Result<()> {
         let (ino, f) = self.handle_file(fh)?;
+        if snapshots::is_virtual(ino) {
+            return Ok(());
+        }
         self.record(ino, &f, false)
     }
 
     /// Last close of a handle.
     pub fn release(&self, fh: u64) -> Result<()> {
         let h = lock(&self.handles).remove(&fh);
-        let Some(Handle::File { ino }) = h else {
+        let Some(Handle::File { ino, state: f }) = h else {
             return Ok(());
         };
-        let Some(f) = self.open_file(ino) else {
+        if snapshots::is_virtual(ino) {
             return Ok(());
-        };
+        }
         let result = self.record(ino, &f, false);
         let mut files = lock(&self.files);
         let mut st = f.write().unwrap_or_else(|e| e.into_inner());
@@ -367,6 +395,9 @@ impl Engine {
     /// fsync(2): the file's data and metadata are durable when this returns.
     pub fn fsync(&self, fh: u64) -> Result<()> {
         let (ino, f) = self.handle_file(fh)?;
+        if snapshots::is_virtual(ino) {
+            return Ok(());
+        }
         self.record(ino, &f, true)?;
         self.commit(true).map(|_| ())
     }
@@ -385,6 +416,12 @@ impl Engine {
             return Ok(());
         }
         self.check_writable()?;
+        let now = Time::now();
+        if self.has_unmergeable_version(ino, now) {
+            // Every version gets a commit of its own, so that every version
+            // is reachable in history; publish the earlier one first.
+            self.commit(false)?;
+        }
         let manifest = st.record(&self.store)?;
         let id = file::store_manifest(&self.store, &manifest)?;
         let size = manifest.size();
@@ -418,12 +455,10 @@ impl Engine {
             fsynced,
             commit: CommitSeq(0),
         };
-        let merge = p.versions.iter().rposition(|(i, _, v)| {
-            *i == ino
-                && !v.fsynced
-                && (now.as_nanos() - v.time.as_nanos())
-                    < self.opts.min_version_interval.as_nanos() as i128
-        });
+        let merge = p
+            .versions
+            .iter()
+            .rposition(|(i, _, v)| *i == ino && self.mergeable(v, now));
         match merge {
             Some(at) => p.versions[at].2 = version,
             None => {
@@ -437,6 +472,20 @@ impl Engine {
         self.db.apply(b)?;
         st.dirty = false;
         Ok(())
+    }
+
+    /// Whether a new version at `now` may replace pending version `v`.
+    fn mergeable(&self, v: &Version, now: Time) -> bool {
+        !v.fsynced
+            && (now.as_nanos() - v.time.as_nanos())
+                < self.opts.min_version_interval.as_nanos() as i128
+    }
+
+    fn has_unmergeable_version(&self, ino: Ino, now: Time) -> bool {
+        lock(&self.pending)
+            .versions
+            .iter()
+            .any(|(i, _, v)| *i == ino && !self.mergeable(v, now))
     }
 
     fn mark_last_version_fsynced(&self, ino: Ino) {

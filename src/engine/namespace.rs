@@ -4,6 +4,7 @@
 //! next tree changes.
 
 use super::file::FileState;
+use super::snapshots::{SNAP_ROOT, SNAPSHOTS_NAME, is_virtual};
 use super::{Attr, Engine, Handle, lock};
 use crate::catalog::db::{Batch, Dentry, Inode};
 use crate::error::{Error, Result};
@@ -63,6 +64,12 @@ impl Engine {
         if name.len() > NAME_MAX {
             return Err(Error::NameTooLong);
         }
+        if is_virtual(parent) {
+            return self.snap_lookup(parent, name);
+        }
+        if parent == Ino::ROOT && name == SNAPSHOTS_NAME {
+            return self.snap_getattr(SNAP_ROOT);
+        }
         let dir = self.inode(parent)?;
         if dir.node.kind != FileType::Directory {
             return Err(Error::NotDir);
@@ -96,8 +103,15 @@ impl Engine {
         gid: u32,
         target: &[u8],
     ) -> Result<Attr> {
+        if is_virtual(parent) {
+            return match kind {
+                FileType::Directory => self.snap_mkdir(parent, name),
+                _ => Err(Error::ReadOnly),
+            };
+        }
         self.check_writable()?;
         check_name(name)?;
+        reserved(parent, name)?;
         let _ns = lock(&self.ns);
         let mut dir = self.dir_inode(parent)?;
         if self.db.dentry(parent, name)?.is_some() {
@@ -147,16 +161,20 @@ impl Engine {
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
-        let i = self.inode(ino)?;
-        if i.node.kind != FileType::Symlink {
+        let node = self.getattr(ino)?.node;
+        if node.kind != FileType::Symlink {
             return Err(Error::Invalid);
         }
-        Ok(i.node.target)
+        Ok(node.target)
     }
 
     pub fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
+        if is_virtual(ino) || is_virtual(parent) {
+            return Err(Error::ReadOnly);
+        }
         self.check_writable()?;
         check_name(name)?;
+        reserved(parent, name)?;
         let _ns = lock(&self.ns);
         let mut dir = self.dir_inode(parent)?;
         let mut inode = self.inode(ino)?;
@@ -195,6 +213,16 @@ impl Engine {
 
     /// unlink(2) (`dir` false) or rmdir(2) (`dir` true).
     pub fn remove(&self, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
+        if is_virtual(parent) {
+            return if dir {
+                self.snap_rmdir(parent, name)
+            } else {
+                Err(Error::ReadOnly)
+            };
+        }
+        if parent == Ino::ROOT && name == SNAPSHOTS_NAME {
+            return Err(Error::ReadOnly);
+        }
         self.check_writable()?;
         if name.len() > NAME_MAX {
             return Err(Error::NameTooLong);
@@ -280,6 +308,14 @@ impl Engine {
         newname: &[u8],
         flags: u32,
     ) -> Result<()> {
+        if is_virtual(parent) || is_virtual(newparent) {
+            return Err(Error::ReadOnly);
+        }
+        if (parent == Ino::ROOT && name == SNAPSHOTS_NAME)
+            || (newparent == Ino::ROOT && newname == SNAPSHOTS_NAME)
+        {
+            return Err(Error::ReadOnly);
+        }
         self.check_writable()?;
         check_name(newname)?;
         if name.len() > NAME_MAX {
@@ -400,6 +436,9 @@ impl Engine {
     }
 
     pub fn setattr(&self, ino: Ino, s: &SetAttr) -> Result<Attr> {
+        if is_virtual(ino) {
+            return Err(Error::ReadOnly);
+        }
         self.check_writable()?;
         if let Some(size) = s.size {
             self.truncate(ino, size)?;
@@ -474,7 +513,10 @@ impl Engine {
             return Err(Error::NotSupported);
         }
         let end = offset.checked_add(len).ok_or(Error::TooBig)?;
-        let (_, f) = self.handle_file(fh)?;
+        let (ino, f) = self.handle_file(fh)?;
+        if is_virtual(ino) {
+            return Err(Error::ReadOnly);
+        }
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
             let mut st = f.write().unwrap_or_else(|e| e.into_inner());
             if end > st.size {
@@ -488,7 +530,7 @@ impl Engine {
 
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         check_xattr_name(name)?;
-        self.inode(ino)?
+        self.getattr(ino)?
             .node
             .xattrs
             .get(name)
@@ -498,7 +540,7 @@ impl Engine {
 
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        for k in self.inode(ino)?.node.xattrs.keys() {
+        for k in self.getattr(ino)?.node.xattrs.keys() {
             out.extend_from_slice(k);
             out.push(0);
         }
@@ -506,6 +548,9 @@ impl Engine {
     }
 
     pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        if is_virtual(ino) {
+            return Err(Error::ReadOnly);
+        }
         self.check_writable()?;
         check_xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
@@ -525,6 +570,9 @@ impl Engine {
     }
 
     pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+        if is_virtual(ino) {
+            return Err(Error::ReadOnly);
+        }
         self.check_writable()?;
         check_xattr_name(name)?;
         self.change_xattrs(ino, |x| x.remove(name).map(|_| ()).ok_or(Error::NoAttr))
@@ -550,7 +598,7 @@ impl Engine {
     /// Opens a directory. A listing is taken at offset 0 and kept in the
     /// handle, so that offsets stay valid while the directory changes.
     pub fn opendir(&self, ino: Ino) -> Result<u64> {
-        if self.inode(ino)?.node.kind != FileType::Directory {
+        if self.getattr(ino)?.node.kind != FileType::Directory {
             return Err(Error::NotDir);
         }
         // The listing is taken by the first readdir (offset 0).
@@ -561,6 +609,9 @@ impl Engine {
     }
 
     fn list_entries(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+        if is_virtual(ino) {
+            return self.snap_list(ino);
+        }
         let inode = self.inode(ino)?;
         if inode.node.kind != FileType::Directory {
             return Err(Error::NotDir);
@@ -626,6 +677,14 @@ impl Engine {
             bsize: 4096,
         })
     }
+}
+
+/// `.snapshots` in the root belongs to the history view.
+fn reserved(parent: Ino, name: &[u8]) -> Result<()> {
+    if parent == Ino::ROOT && name == SNAPSHOTS_NAME {
+        return Err(Error::Exists);
+    }
+    Ok(())
 }
 
 fn check_xattr_name(name: &[u8]) -> Result<()> {

@@ -1,0 +1,526 @@
+//! The read-only history view under `MOUNT/.snapshots/`, built from
+//! virtual directories, one symlink and real commit trees:
+//!
+//! ```text
+//! .snapshots/                 not listed by readdir of the root; looked up
+//!   latest -> <auto name>     the newest commit
+//!   <name>/                   named snapshots (mkdir makes one, rmdir drops it)
+//!   YYYY-MM-DDTHHMMSSZ/       automatic snapshots: the newest commit of that
+//!                             second; the listing is thinned (see `Thinning`)
+//!   at/<RFC 3339 instant>/    the newest commit at or before the instant
+//! ```
+//!
+//! Inodes of the view have bit 63 set. Each entry point (a name under
+//! `.snapshots` or under `at/`) is a *view*; an inode of a view is keyed by
+//! (view, inode number in the commit), so hard links within one snapshot
+//! share an inode, and numbers stay stable for the life of the mount. A
+//! lookup reads only the trees on its path (cached decoded), so opening a
+//! snapshot directory costs in proportion to that directory.
+
+use super::file::FileState;
+use super::{Attr, DirEntry, Engine, Handle, lock};
+use crate::catalog::db::Batch;
+use crate::error::{Error, Result};
+use crate::format::{Commit, FileType, Node, Time, Tree};
+use crate::ids::{CommitSeq, Ino, ObjectId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+pub const SNAPSHOTS_NAME: &[u8] = b".snapshots";
+const VIRTUAL: u64 = 1 << 63;
+pub const SNAP_ROOT: Ino = Ino(VIRTUAL | 1);
+pub const AT_DIR: Ino = Ino(VIRTUAL | 2);
+pub const LATEST: Ino = Ino(VIRTUAL | 3);
+const FIRST_DYNAMIC: u64 = VIRTUAL | 16;
+
+pub fn is_virtual(ino: Ino) -> bool {
+    ino.0 & VIRTUAL != 0
+}
+
+/// Which automatic snapshots `ls .snapshots` shows: the newest commit per
+/// minute within `minutely`, per hour within `hourly`, per day beyond.
+/// Thinning only hides entries; every commit stays reachable via `at/`.
+#[derive(Clone, Debug)]
+pub struct Thinning {
+    pub minutely: Duration,
+    pub hourly: Duration,
+}
+
+impl Default for Thinning {
+    fn default() -> Self {
+        Thinning {
+            minutely: Duration::from_secs(24 * 3600),
+            hourly: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// One snapshot as `revfs snapshot list` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    pub commit: u64,
+    pub time: String,
+    pub named: bool,
+}
+
+/// One version of a path, as `revfs log` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub version: u64,
+    pub time: String,
+    pub size: u64,
+    pub commit: u64,
+    /// The path under `.snapshots/` (relative to the mount) holding it.
+    pub snapshot_path: String,
+}
+
+/// A node of the history view.
+#[derive(Clone)]
+struct VNode {
+    view: u32,
+    node: Node,
+}
+
+#[derive(Default)]
+pub(super) struct Views {
+    by_key: HashMap<(u32, u64), Ino>,
+    nodes: HashMap<Ino, VNode>,
+    view_ids: HashMap<String, u32>,
+    next: u64,
+}
+
+impl Views {
+    fn intern(&mut self, view: u32, orig: u64, node: Node) -> Ino {
+        if let Some(ino) = self.by_key.get(&(view, orig)) {
+            return *ino;
+        }
+        let ino = Ino(FIRST_DYNAMIC + self.next);
+        self.next += 1;
+        self.by_key.insert((view, orig), ino);
+        self.nodes.insert(ino, VNode { view, node });
+        ino
+    }
+
+    fn view_id(&mut self, key: &str) -> u32 {
+        let n = self.view_ids.len() as u32;
+        *self.view_ids.entry(key.to_string()).or_insert(n)
+    }
+}
+
+/// The name of an automatic snapshot: its commit time to the second, UTC.
+pub fn auto_name(t: Time) -> String {
+    chrono::DateTime::from_timestamp(t.secs, 0)
+        .map(|d| d.format("%Y-%m-%dT%H%M%SZ").to_string())
+        .unwrap_or_else(|| t.secs.to_string())
+}
+
+fn parse_auto_name(s: &str) -> Option<Time> {
+    let d = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H%M%SZ").ok()?;
+    Some(Time {
+        secs: d.and_utc().timestamp(),
+        nanos: 0,
+    })
+}
+
+/// Parses an RFC 3339 instant (offset or Z, optional fraction).
+pub fn parse_instant(s: &str) -> Option<Time> {
+    let d = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    Some(Time {
+        secs: d.timestamp(),
+        nanos: d.timestamp_subsec_nanos(),
+    })
+}
+
+fn virtual_dir(mtime: Time) -> Node {
+    let mut n = Node::new(FileType::Directory, 0o555, 0, 0);
+    n.mtime = mtime;
+    n.ctime = mtime;
+    n.atime = mtime;
+    n
+}
+
+fn check_snapshot_name(name: &str) -> Result<()> {
+    if name.len() > 255 {
+        return Err(Error::NameTooLong);
+    }
+    if name.is_empty()
+        || name.contains('/')
+        || name.contains('\0')
+        || name.starts_with('.')
+        || name == "latest"
+        || name == "at"
+        || parse_auto_name(name).is_some()
+    {
+        return Err(Error::Invalid);
+    }
+    Ok(())
+}
+
+impl Engine {
+    fn views(&self) -> std::sync::MutexGuard<'_, Views> {
+        lock(&self.views)
+    }
+
+    /// A decoded tree, cached.
+    pub(super) fn cached_tree(&self, id: &ObjectId) -> Result<Arc<Tree>> {
+        if let Some(t) = lock(&self.trees).get(id) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.tree(id)?);
+        lock(&self.trees).put(*id, t.clone());
+        Ok(t)
+    }
+
+    fn commit_root(&self, seq: CommitSeq) -> Result<(ObjectId, Time)> {
+        let (id, time) = self.db.commit(seq)?.ok_or(Error::NotFound)?;
+        let c = Commit::decode(&self.store.get(&id)?)?;
+        Ok((c.root, time))
+    }
+
+    /// The newest commit whose time is at or before `t`.
+    fn commit_at(&self, t: Time) -> Result<Option<(CommitSeq, Time)>> {
+        Ok(self
+            .db
+            .commits()?
+            .into_iter()
+            .rev()
+            .find(|(_, _, ct)| *ct <= t)
+            .map(|(s, _, ct)| (s, ct)))
+    }
+
+    fn head_time(&self) -> Result<Time> {
+        let head = CommitSeq(self.db.counter("head")?);
+        Ok(self.db.commit(head)?.map_or(Time::default(), |(_, t)| t))
+    }
+
+    /// The root directory of the view named `key` at commit `seq`. A name
+    /// that comes to mean another commit (an automatic name whose second
+    /// is still running, a re-created name) gets a new view.
+    fn view_root(&self, key: &str, seq: CommitSeq) -> Result<Ino> {
+        let (root, time) = self.commit_root(seq)?;
+        let mut node = virtual_dir(time);
+        node.perm = 0o755;
+        node.content = Some(root);
+        let mut v = self.views();
+        let view = v.view_id(&format!("{key}@{}", seq.0));
+        Ok(v.intern(view, crate::ids::Ino::ROOT.0, node))
+    }
+
+    pub(super) fn snap_getattr(&self, ino: Ino) -> Result<Attr> {
+        let node = match ino {
+            SNAP_ROOT | AT_DIR => virtual_dir(self.head_time()?),
+            LATEST => {
+                let target = self.latest_target()?;
+                let mut n = Node::new(FileType::Symlink, 0o777, 0, 0);
+                n.size = target.len() as u64;
+                n.target = target.into_bytes();
+                n.mtime = self.head_time()?;
+                n
+            }
+            _ => self
+                .views()
+                .nodes
+                .get(&ino)
+                .ok_or(Error::NotFound)?
+                .node
+                .clone(),
+        };
+        Ok(Attr { ino, node })
+    }
+
+    fn latest_target(&self) -> Result<String> {
+        let head = CommitSeq(self.db.counter("head")?);
+        let (_, t) = self.db.commit(head)?.ok_or(Error::NotFound)?;
+        Ok(auto_name(t))
+    }
+
+    pub(super) fn snap_lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        let name_s = std::str::from_utf8(name).map_err(|_| Error::NotFound)?;
+        let ino = match parent {
+            SNAP_ROOT => match name_s {
+                "latest" => {
+                    self.latest_target()?;
+                    LATEST
+                }
+                "at" => AT_DIR,
+                _ => {
+                    if let Some(seq) = self.db.name(name_s)? {
+                        self.view_root(&format!("n/{name_s}"), seq)?
+                    } else if let Some(t) = parse_auto_name(name_s) {
+                        let end = Time {
+                            secs: t.secs,
+                            nanos: 999_999_999,
+                        };
+                        match self.commit_at(end)? {
+                            Some((seq, ct)) if ct.secs == t.secs => {
+                                self.view_root(&format!("a/{name_s}"), seq)?
+                            }
+                            _ => return Err(Error::NotFound),
+                        }
+                    } else {
+                        return Err(Error::NotFound);
+                    }
+                }
+            },
+            AT_DIR => {
+                let t = parse_instant(name_s).ok_or(Error::NotFound)?;
+                if t > Time::now() {
+                    return Err(Error::NotFound);
+                }
+                let (seq, _) = self.commit_at(t)?.ok_or(Error::NotFound)?;
+                self.view_root(&format!("t/{name_s}"), seq)?
+            }
+            LATEST => return Err(Error::NotDir),
+            _ => {
+                let dir = self
+                    .views()
+                    .nodes
+                    .get(&parent)
+                    .cloned()
+                    .ok_or(Error::NotFound)?;
+                if dir.node.kind != FileType::Directory {
+                    return Err(Error::NotDir);
+                }
+                let tree = self.cached_tree(&dir.node.content.ok_or(Error::NotFound)?)?;
+                let i = tree
+                    .entries
+                    .binary_search_by(|e| e.name.as_slice().cmp(name))
+                    .map_err(|_| Error::NotFound)?;
+                let e = &tree.entries[i];
+                self.views().intern(dir.view, e.ino, e.node.clone())
+            }
+        };
+        self.snap_getattr(ino)
+    }
+
+    /// Entries of a directory of the view (for readdir).
+    pub(super) fn snap_list(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+        let dot = |ino, name: &[u8]| DirEntry {
+            ino,
+            kind: FileType::Directory,
+            name: name.to_vec(),
+        };
+        let mut out = vec![dot(ino, b"."), dot(Ino::ROOT, b"..")];
+        match ino {
+            SNAP_ROOT => {
+                if self.latest_target().is_ok() {
+                    out.push(DirEntry {
+                        ino: LATEST,
+                        kind: FileType::Symlink,
+                        name: b"latest".to_vec(),
+                    });
+                }
+                for s in self.snapshot_list(&self.opts.thinning)? {
+                    let attr = self.snap_lookup(SNAP_ROOT, s.name.as_bytes())?;
+                    out.push(dot(attr.ino, s.name.as_bytes()));
+                }
+            }
+            AT_DIR => out[1].ino = SNAP_ROOT,
+            LATEST => return Err(Error::NotDir),
+            _ => {
+                let dir = self
+                    .views()
+                    .nodes
+                    .get(&ino)
+                    .cloned()
+                    .ok_or(Error::NotFound)?;
+                if dir.node.kind != FileType::Directory {
+                    return Err(Error::NotDir);
+                }
+                let tree = self.cached_tree(&dir.node.content.ok_or(Error::NotFound)?)?;
+                let mut v = self.views();
+                for e in &tree.entries {
+                    out.push(DirEntry {
+                        ino: v.intern(dir.view, e.ino, e.node.clone()),
+                        kind: e.node.kind,
+                        name: e.name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens a file of the view for reading.
+    pub(super) fn snap_open(&self, ino: Ino, write: bool) -> Result<u64> {
+        if write {
+            return Err(Error::ReadOnly);
+        }
+        let attr = self.snap_getattr(ino)?;
+        match attr.node.kind {
+            FileType::Regular => {}
+            FileType::Directory => return Err(Error::IsDir),
+            _ => return Err(Error::Invalid),
+        }
+        let state = FileState::new(self.load_manifest(attr.node.content)?);
+        Ok(self.new_handle(Handle::File {
+            ino,
+            state: Arc::new(RwLock::new(state)),
+        }))
+    }
+
+    /// Named snapshots and thinned automatic ones, newest first.
+    pub fn snapshot_list(&self, thin: &Thinning) -> Result<Vec<SnapshotInfo>> {
+        let commits = self.db.commits()?;
+        let times: HashMap<u64, Time> = commits.iter().map(|(s, _, t)| (s.0, *t)).collect();
+        let mut out: Vec<SnapshotInfo> = self
+            .db
+            .names()?
+            .into_iter()
+            .map(|(name, seq)| SnapshotInfo {
+                name,
+                commit: seq.0,
+                time: crate::timefmt::rfc3339(times.get(&seq.0).copied().unwrap_or_default()),
+                named: true,
+            })
+            .collect();
+        let now = Time::now();
+        let mut buckets = std::collections::HashSet::new();
+        for (seq, _, t) in commits.iter().rev() {
+            let age = (now.as_nanos() - t.as_nanos()).max(0) as u128;
+            let bucket = if age < thin.minutely.as_nanos() {
+                (0, t.secs.div_euclid(60))
+            } else if age < thin.hourly.as_nanos() {
+                (1, t.secs.div_euclid(3600))
+            } else {
+                (2, t.secs.div_euclid(86400))
+            };
+            if buckets.insert(bucket) {
+                out.push(SnapshotInfo {
+                    name: auto_name(*t),
+                    commit: seq.0,
+                    time: crate::timefmt::rfc3339(*t),
+                    named: false,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Names the current state (after recording open files and committing).
+    pub fn snapshot_create(&self, name: &str) -> Result<CommitSeq> {
+        self.check_writable()?;
+        check_snapshot_name(name)?;
+        if self.db.name(name)?.is_some() {
+            return Err(Error::Exists);
+        }
+        self.record_all()?;
+        self.commit(true)?;
+        let head = CommitSeq(self.db.counter("head")?);
+        if head.0 == 0 {
+            return Err(Error::NotFound);
+        }
+        let _ns = lock(&self.ns);
+        if self.db.name(name)?.is_some() {
+            return Err(Error::Exists);
+        }
+        let mut b = Batch::default();
+        b.put_name(name, head);
+        self.db.apply(b)?;
+        self.db.flush()?;
+        Ok(head)
+    }
+
+    pub fn snapshot_delete(&self, name: &str) -> Result<()> {
+        self.check_writable()?;
+        let _ns = lock(&self.ns);
+        if self.db.name(name)?.is_none() {
+            return Err(if parse_auto_name(name).is_some() {
+                Error::ReadOnly
+            } else {
+                Error::NotFound
+            });
+        }
+        let mut b = Batch::default();
+        b.del_name(name);
+        self.db.apply(b)?;
+        self.db.flush()
+    }
+
+    /// The node at `path` (components relative to the root) in a tree.
+    fn resolve_in(&self, root: ObjectId, path: &[&[u8]]) -> Result<Option<Node>> {
+        let mut tree = root;
+        for (i, comp) in path.iter().enumerate() {
+            let t = self.cached_tree(&tree)?;
+            let Ok(at) = t.entries.binary_search_by(|e| e.name.as_slice().cmp(comp)) else {
+                return Ok(None);
+            };
+            let node = &t.entries[at].node;
+            if i + 1 == path.len() {
+                return Ok(Some(node.clone()));
+            }
+            match (node.kind, node.content) {
+                (FileType::Directory, Some(id)) => tree = id,
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every distinct content `path` had across commits, oldest first.
+    /// `path` is relative to the mount root, `/`-separated.
+    pub fn log(&self, path: &str) -> Result<Vec<LogEntry>> {
+        let comps: Vec<&[u8]> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::as_bytes)
+            .collect();
+        if comps.is_empty() {
+            return Err(Error::IsDir);
+        }
+        let mut out: Vec<LogEntry> = Vec::new();
+        let mut last = None;
+        for (seq, id, time) in self.db.commits()? {
+            let c = Commit::decode(&self.store.get(&id)?)?;
+            let node = self.resolve_in(c.root, &comps)?;
+            let key = match &node {
+                Some(n) if n.kind == FileType::Regular => Some((n.content, n.size)),
+                _ => None,
+            };
+            if key.is_some() && key != last {
+                let instant = crate::timefmt::rfc3339(time);
+                out.push(LogEntry {
+                    version: out.len() as u64 + 1,
+                    time: instant.clone(),
+                    size: node.as_ref().map_or(0, |n| n.size),
+                    commit: seq.0,
+                    snapshot_path: format!(".snapshots/at/{instant}/{}", comps_join(&comps)),
+                });
+            }
+            last = key;
+        }
+        Ok(out)
+    }
+
+    /// `mkdir .snapshots/NAME`.
+    pub(super) fn snap_mkdir(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        if parent != SNAP_ROOT {
+            return Err(Error::ReadOnly);
+        }
+        let name = std::str::from_utf8(name).map_err(|_| Error::Invalid)?;
+        self.snapshot_create(name)?;
+        self.snap_lookup(SNAP_ROOT, name.as_bytes())
+    }
+
+    /// `rmdir .snapshots/NAME`.
+    pub(super) fn snap_rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        if parent != SNAP_ROOT {
+            return Err(Error::ReadOnly);
+        }
+        let name = std::str::from_utf8(name).map_err(|_| Error::NotFound)?;
+        if name == "latest" || name == "at" {
+            return Err(Error::ReadOnly);
+        }
+        self.snapshot_delete(name)
+    }
+}
+
+fn comps_join(c: &[&[u8]]) -> String {
+    c.iter()
+        .map(|p| String::from_utf8_lossy(p))
+        .collect::<Vec<_>>()
+        .join("/")
+}
