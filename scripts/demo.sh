@@ -65,6 +65,17 @@ echo
 echo "== metrics.csv"
 cat "$DEMO/mnt/run/metrics.csv"
 echo
+echo "== history: ls $DEMO/mnt/.snapshots"
+ls "$DEMO/mnt/.snapshots"
+echo
+echo "== every version of the checkpoint: revfs log $DEMO/mnt/run/checkpoints/model.safetensors"
+"$BIN" log "$DEMO/mnt/run/checkpoints/model.safetensors"
+FIRST=$("$BIN" log "$DEMO/mnt/run/checkpoints/model.safetensors" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["path"])')
+echo
+echo "== restore step 1's checkpoint: cp \"$FIRST\" $DEMO/restored-step1.safetensors"
+cp "$FIRST" "$DEMO/restored-step1.safetensors"
+python3 -c "import struct,sys; print('   restored checkpoint is from step', struct.unpack('<Q', open(sys.argv[1],'rb').read(8))[0])" "$DEMO/restored-step1.safetensors"
+echo
 echo "== what revfs keeps (revfs status $DEMO/store)"
 "$BIN" status "$DEMO/store"
 "$BIN" status "$DEMO/store" --json > "$DEMO/status.json"
