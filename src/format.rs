@@ -69,9 +69,10 @@
 //! u8 version = 1, u32 count, count × entry:
 //!   Bytes16 name, u64 ino, Node
 //! ```
-//! Commit:
+//! Commit (the root directory's own attributes ride along, since no
+//! tree holds them; its `content` is the root tree):
 //! ```text
-//! u8 version = 1, u64 seq, Time time, Opt<Id> parent, Id root tree
+//! u8 version = 1, u64 seq, Time time, Opt<Id> parent, Id root tree, Node root
 //! ```
 //! Node (the attributes and content of one inode, shared by trees and the catalog):
 //! ```text
@@ -581,6 +582,7 @@ pub struct Commit {
     pub time: Time,
     pub parent: Option<ObjectId>,
     pub root: ObjectId,
+    pub root_node: Node,
 }
 
 impl Commit {
@@ -591,6 +593,7 @@ impl Commit {
             .time(self.time)
             .opt_id(&self.parent)
             .id(&self.root);
+        self.root_node.encode(&mut e);
         e.0
     }
 
@@ -602,6 +605,7 @@ impl Commit {
             time: d.time()?,
             parent: d.opt_id()?,
             root: d.id()?,
+            root_node: Node::decode(&mut d)?,
         };
         d.end()?;
         Ok(c)

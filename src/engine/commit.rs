@@ -99,11 +99,14 @@ impl Engine {
         {
             time = Time::from_nanos(t.as_nanos() + 1);
         }
+        let mut root_node = self.inode(Ino::ROOT)?.node;
+        root_node.content = Some(root);
         let commit = Commit {
             seq: seq.0,
             time,
             parent,
             root,
+            root_node,
         };
         let commit_id = self.store.put(ObjectKind::Commit, &commit.encode())?;
 

@@ -174,10 +174,13 @@ impl Engine {
         Ok(t)
     }
 
-    fn commit_root(&self, seq: CommitSeq) -> Result<(ObjectId, Time)> {
-        let (id, time) = self.db.commit(seq)?.ok_or(Error::NotFound)?;
+    /// The root directory node of a commit (content = its root tree).
+    fn commit_root(&self, seq: CommitSeq) -> Result<Node> {
+        let (id, _) = self.db.commit(seq)?.ok_or(Error::NotFound)?;
         let c = Commit::decode(&self.store.get(&id)?)?;
-        Ok((c.root, time))
+        let mut node = c.root_node;
+        node.content = Some(c.root);
+        Ok(node)
     }
 
     /// The newest commit whose time is at or before `t`.
@@ -200,10 +203,7 @@ impl Engine {
     /// that comes to mean another commit (an automatic name whose second
     /// is still running, a re-created name) gets a new view.
     fn view_root(&self, key: &str, seq: CommitSeq) -> Result<Ino> {
-        let (root, time) = self.commit_root(seq)?;
-        let mut node = virtual_dir(time);
-        node.perm = 0o755;
-        node.content = Some(root);
+        let node = self.commit_root(seq)?;
         let mut v = self.views();
         let view = v.view_id(&format!("{key}@{}", seq.0));
         Ok(v.intern(view, crate::ids::Ino::ROOT.0, node))

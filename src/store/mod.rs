@@ -20,9 +20,8 @@ use crate::error::{Error, Result};
 use crate::format::{CODEC_LZ4, CODEC_RAW, RECORD_HEADER_LEN, RecordHeader};
 use crate::ids::{ObjectId, ObjectKind, PackNo};
 use lru::LruCache;
-use pack::PackWriter;
+use pack::{PackReader, PackWriter};
 use std::collections::HashMap;
-use std::fs::File;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -36,7 +35,7 @@ pub struct ObjectStore {
     db: Arc<Db>,
     writer: Mutex<PackWriter>,
     pending: Mutex<HashMap<ObjectId, IndexEntry>>,
-    readers: Mutex<HashMap<PackNo, Arc<File>>>,
+    readers: Mutex<HashMap<PackNo, Arc<PackReader>>>,
     cache: Mutex<LruCache<ObjectId, Arc<Vec<u8>>>>,
     poison: Mutex<Option<String>>,
     read_only: bool,
@@ -162,13 +161,12 @@ impl ObjectStore {
         }
     }
 
-    fn reader(&self, pack: PackNo) -> Result<Arc<File>> {
+    fn reader(&self, pack: PackNo) -> Result<Arc<PackReader>> {
         let mut r = lock(&self.readers);
         if let Some(f) = r.get(&pack) {
             return Ok(f.clone());
         }
-        let path = pack::pack_path(&self.dir, pack);
-        let f = Arc::new(File::open(&path).map_err(Error::io_at(&path))?);
+        let f = Arc::new(PackReader::open(&self.dir, pack)?);
         r.insert(pack, f.clone());
         Ok(f)
     }
@@ -190,47 +188,51 @@ impl ObjectStore {
 
     /// Reads, decodes and hash-checks one record.
     pub fn read_verified(&self, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
-        let path = pack::pack_path(&self.dir, e.pack);
         let f = self.reader(e.pack)?;
-        let hdr_at = e.offset.checked_sub(RECORD_HEADER_LEN as u64);
-        let stored = hdr_at
-            .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))
-            .and_then(|at| {
-                pack::read_at(&f, at, RECORD_HEADER_LEN + e.stored_len as usize)
-                    .map_err(Error::io_at(&path))
-            })?;
-        let result = RecordHeader::decode(&stored[..RECORD_HEADER_LEN]).and_then(|h| {
-            if h.id != *id || h.kind != e.kind || h.stored_len != e.stored_len {
-                return Err(Error::corrupt(
-                    format!("object {id} in {}", path.display()),
-                    "record header does not match the index",
-                ));
-            }
-            let payload = &stored[RECORD_HEADER_LEN..];
-            let raw = match h.codec {
-                CODEC_RAW => payload.to_vec(),
-                _ => lz4_flex::block::decompress(payload, h.raw_len as usize).map_err(|err| {
-                    Error::corrupt(
-                        format!("object {id} in {}", path.display()),
-                        err.to_string(),
-                    )
-                })?,
-            };
-            if raw.len() != h.raw_len as usize || ObjectId::of(h.kind, &raw) != *id {
-                return Err(Error::corrupt(
-                    format!("object {id} in {} at offset {}", path.display(), e.offset),
-                    "content does not match its hash",
-                ));
-            }
-            Ok(raw)
-        });
-        if let Err(err) = &result {
-            tracing::error!("read failed: {err}");
-        }
-        result
+        read_record(&f, &pack::pack_path(&self.dir, e.pack), id, e)
     }
 
     pub fn packs_dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Reads, decodes and hash-checks the record of `id` at `e` in `pack`.
+pub fn read_record(f: &PackReader, path: &Path, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
+    let hdr_at = e.offset.checked_sub(RECORD_HEADER_LEN as u64);
+    let stored = hdr_at
+        .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))
+        .and_then(|at| {
+            f.read_at(at, RECORD_HEADER_LEN + e.stored_len as usize)
+                .map_err(Error::io_at(path))
+        })?;
+    let result = RecordHeader::decode(&stored[..RECORD_HEADER_LEN]).and_then(|h| {
+        if h.id != *id || h.kind != e.kind || h.stored_len != e.stored_len {
+            return Err(Error::corrupt(
+                format!("object {id} in {}", path.display()),
+                "record header does not match the index",
+            ));
+        }
+        let payload = &stored[RECORD_HEADER_LEN..];
+        let raw = match h.codec {
+            CODEC_RAW => payload.to_vec(),
+            _ => lz4_flex::block::decompress(payload, h.raw_len as usize).map_err(|err| {
+                Error::corrupt(
+                    format!("object {id} in {}", path.display()),
+                    err.to_string(),
+                )
+            })?,
+        };
+        if raw.len() != h.raw_len as usize || ObjectId::of(h.kind, &raw) != *id {
+            return Err(Error::corrupt(
+                format!("object {id} in {} at offset {}", path.display(), e.offset),
+                "content does not match its hash",
+            ));
+        }
+        Ok(raw)
+    });
+    if let Err(err) = &result {
+        tracing::error!("read failed: {err}");
+    }
+    result
 }
