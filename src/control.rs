@@ -26,10 +26,20 @@ use std::time::Duration;
 pub enum Request {
     Status,
     Commit,
-    SnapshotCreate { name: String },
-    SnapshotDelete { name: String },
+    SnapshotCreate {
+        name: String,
+    },
+    SnapshotDelete {
+        name: String,
+    },
     SnapshotList,
-    Log { path: String },
+    Log {
+        path: String,
+    },
+    Verify {
+        replica: Option<std::path::PathBuf>,
+        repair: bool,
+    },
 }
 
 impl Request {
@@ -37,7 +47,10 @@ impl Request {
     fn writes(&self) -> bool {
         matches!(
             self,
-            Request::Commit | Request::SnapshotCreate { .. } | Request::SnapshotDelete { .. }
+            Request::Commit
+                | Request::SnapshotCreate { .. }
+                | Request::SnapshotDelete { .. }
+                | Request::Verify { repair: true, .. }
         )
     }
 }
@@ -61,6 +74,12 @@ fn handle(engine: &Engine, req: Request) -> Result<Value> {
         Request::SnapshotDelete { name } => json(engine.snapshot_delete(&name)?),
         Request::SnapshotList => json(engine.snapshot_list(&engine.options().thinning)?),
         Request::Log { path } => json(engine.log(&path)?),
+        Request::Verify { replica, repair } => json(crate::verify::verify(
+            engine,
+            replica.as_deref(),
+            repair,
+            |_, _| {},
+        )?),
     }
 }
 

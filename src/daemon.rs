@@ -5,6 +5,7 @@ use crate::control;
 use crate::engine::{Engine, Options};
 use crate::error::{Error, Result};
 use crate::fs::RevFs;
+use crate::replica::Replicator;
 use crate::repo::{Repo, SOCKET_FILE};
 use fuser::{Config, MountOption, SessionACL};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct MountOptions {
     pub engine: Options,
+    /// Replica directory that sets or overrides the configured one.
+    pub replica: Option<PathBuf>,
     pub commit_interval: Duration,
     /// FUSE worker threads; more than one so a slow read does not stall others.
     pub threads: usize,
@@ -24,6 +27,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
             engine: Options::default(),
+            replica: None,
             commit_interval: Duration::from_secs(1),
             threads: 4,
         }
@@ -97,8 +101,27 @@ pub fn run(store: &Path, mountpoint: &Path, opts: MountOptions) -> Result<()> {
             mountpoint.display()
         )));
     }
-    let repo = Repo::open(store, opts.engine.clone())?;
+    let mut repo = Repo::open(store, opts.engine.clone())?;
+    repo.attach_replica(opts.replica.clone())?;
     let engine = repo.engine.clone();
+    let replicator = match (&repo.config.replica, engine.read_only()) {
+        (Some(dir), false) => {
+            let r = Replicator::new(
+                dir.clone(),
+                repo.config.store_id.clone(),
+                engine.db.clone(),
+                engine.store.clone(),
+            );
+            engine.set_replicator(r.clone());
+            let runner = r.clone();
+            std::thread::Builder::new()
+                .name("revfs-replica".into())
+                .spawn(move || runner.run())
+                .map_err(Error::Io)?;
+            Some(r)
+        }
+        _ => None,
+    };
     let mut options = vec![
         MountOption::FSName(format!("revfs:{}", store.display())),
         MountOption::Subtype("revfs".into()),
@@ -144,6 +167,13 @@ pub fn run(store: &Path, mountpoint: &Path, opts: MountOptions) -> Result<()> {
     // `destroy` flushed already when the kernel said goodbye; this covers
     // the paths where it could not.
     engine.shutdown()?;
+    if let Some(r) = replicator {
+        // A last round ships the sealed pack and the final head.
+        if let Err(e) = crate::replica::ship(r.dir(), &engine.db, &engine.store) {
+            tracing::warn!("replica not up to date at unmount: {e}");
+        }
+        r.stop();
+    }
     served.map_err(|e| Error::Store(format!("FUSE session ended with an error: {e}")))?;
     tracing::info!("unmounted {}", mountpoint.display());
     drop(repo);

@@ -16,9 +16,11 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod ids;
+pub mod replica;
 pub mod repo;
 pub mod status;
 pub mod store;
 pub mod timefmt;
+pub mod verify;
 
 pub use error::{Error, Result};

@@ -8,6 +8,23 @@ use revfs::engine::snapshots::{LogEntry, SnapshotInfo, Thinning};
 use revfs::{Error, Result, control, repo};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod progress {
+    /// A progress bar on a terminal, hidden otherwise (scripts, logs).
+    pub fn bar(msg: &'static str) -> indicatif::ProgressBar {
+        let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            indicatif::ProgressBar::new(0)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(msg);
+        bar
+    }
+}
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -38,7 +55,29 @@ enum SnapshotCmd {
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a new, empty store in STORE (missing or empty directory).
-    Init { store: PathBuf },
+    Init {
+        store: PathBuf,
+        /// Replicate to this existing directory (another disk, NFS, CephFS...).
+        #[arg(long)]
+        replica: Option<PathBuf>,
+    },
+    /// Re-hash every object and check references; exit 0 only when clean.
+    Verify {
+        store: PathBuf,
+        /// Check this replica too (and repair from/to it).
+        #[arg(long)]
+        replica: Option<PathBuf>,
+        /// Fix each side from the other.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a complete, writable store from a replica alone.
+    Recover {
+        replica: PathBuf,
+        new_store: PathBuf,
+    },
     /// Mount STORE at MOUNTPOINT; stays in the foreground until unmounted.
     Mount {
         store: PathBuf,
@@ -46,9 +85,15 @@ enum Cmd {
         /// Detach and run in the background (log in STORE/daemon.log).
         #[arg(long)]
         daemon: bool,
-        /// Mount read-only.
+        /// Mount read-only (a replica can be mounted this way).
         #[arg(long)]
         read_only: bool,
+        /// Replicate to this directory (sets or overrides the configured one).
+        #[arg(long)]
+        replica: Option<PathBuf>,
+        /// fsync returns only once the replica holds the data too (RPO 0).
+        #[arg(long)]
+        replica_sync: bool,
         /// Merge versions of one file closer together than this (e.g. 1s, 500ms, 0).
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         min_version_interval: Duration,
@@ -108,9 +153,107 @@ fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Init { store } => {
+        Cmd::Init { store, replica } => {
             repo::init(&store)?;
+            if let Some(dir) = replica {
+                let mut r = repo::Repo::open(&store, Options::default())?;
+                revfs::replica::init_replica(&dir, &r.config)?;
+                r.attach_replica(Some(dir.clone()))?;
+                println!(
+                    "created revfs store {} replicating to {}",
+                    store.display(),
+                    dir.display()
+                );
+                return Ok(());
+            }
             println!("created revfs store {}", store.display());
+            Ok(())
+        }
+        Cmd::Verify {
+            store,
+            replica,
+            repair,
+            json,
+        } => {
+            let replica = replica.map(|r| std::path::absolute(&r)).transpose()?;
+            let req = Request::Verify { replica, repair };
+            // Offline, verify runs here and can show progress; mounted, the daemon runs it.
+            let value = match control::call(&store, &req)? {
+                Some(v) => v,
+                None => {
+                    let Request::Verify { replica, repair } = req else {
+                        unreachable!()
+                    };
+                    let r = repo::Repo::open(
+                        &store,
+                        Options {
+                            read_only: !repair,
+                            ..Options::default()
+                        },
+                    )?;
+                    let bar = progress::bar("verifying");
+                    let report =
+                        revfs::verify::verify(&r.engine, replica.as_deref(), repair, |d, t| {
+                            bar.set_length(t);
+                            bar.set_position(d);
+                        })?;
+                    bar.finish_and_clear();
+                    r.engine.shutdown()?;
+                    serde_json::to_value(report).map_err(|e| Error::Store(e.to_string()))?
+                }
+            };
+            let clean = value["clean"].as_bool().unwrap_or(false);
+            if json {
+                println!("{value:#}");
+            } else {
+                for (side, v) in [
+                    ("primary", &value["primary"]),
+                    ("replica", &value["replica"]),
+                ] {
+                    if v.is_null() {
+                        continue;
+                    }
+                    println!(
+                        "{side}: {} objects checked, {} corrupt, {} missing, {} repaired",
+                        v["objects_checked"],
+                        v["corrupt"].as_array().map_or(0, Vec::len),
+                        v["missing"].as_array().map_or(0, Vec::len),
+                        v["repaired"]
+                    );
+                    for p in v["corrupt"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .chain(v["missing"].as_array().into_iter().flatten())
+                    {
+                        println!("  {}", p.as_str().unwrap_or(""));
+                    }
+                }
+                println!("{}", if clean { "clean" } else { "NOT clean" });
+            }
+            if clean {
+                Ok(())
+            } else {
+                Err(Error::Store("verify found problems (see above)".into()))
+            }
+        }
+        Cmd::Recover { replica, new_store } => {
+            let bar = progress::bar("copying packs");
+            let got = revfs::replica::import::recover(&replica, &new_store, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })?;
+            bar.finish_and_clear();
+            println!(
+                "recovered {} from {}: {} packs, {} objects, {} commits (head {}), {} files in the live tree",
+                new_store.display(),
+                replica.display(),
+                got.packs,
+                got.objects,
+                got.commits,
+                got.head,
+                got.files
+            );
             Ok(())
         }
         Cmd::Mount {
@@ -118,6 +261,8 @@ fn run(cli: Cli) -> Result<()> {
             mountpoint,
             daemon,
             read_only,
+            replica,
+            replica_sync,
             min_version_interval,
             commit_interval,
             list_minutely,
@@ -131,7 +276,9 @@ fn run(cli: Cli) -> Result<()> {
                         minutely: list_minutely,
                         hourly: list_hourly,
                     },
+                    replica_sync,
                 },
+                replica,
                 commit_interval,
                 ..MountOptions::default()
             };

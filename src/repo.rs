@@ -27,6 +27,9 @@ pub struct Config {
     pub cipher: Option<String>,
     #[serde(default)]
     pub replica: Option<PathBuf>,
+    /// "replica" in a replica's copy of the config; absent in a primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 impl Config {
@@ -118,6 +121,7 @@ pub fn init(store: &Path) -> Result<Config> {
         id_key: None,
         cipher: None,
         replica: None,
+        role: None,
     };
     // The config goes last: a store without it is not a store yet.
     cfg.write(store)?;
@@ -161,12 +165,15 @@ pub struct Repo {
     pub path: PathBuf,
     pub config: Config,
     pub engine: Arc<Engine>,
-    _lock: StoreLock,
+    _lock: Option<StoreLock>,
 }
 
 impl Repo {
     pub fn open(store: &Path, opts: Options) -> Result<Repo> {
         let (_, config) = Config::read(store)?;
+        if config.role.as_deref() == Some(crate::replica::ROLE_REPLICA) {
+            return Repo::open_replica(store, config, opts);
+        }
         let lock = StoreLock::acquire(store)?;
         let db = Arc::new(Db::open(&store.join("meta"), false)?);
         let packs = store.join("packs");
@@ -178,11 +185,72 @@ impl Repo {
         }
         let objects = Arc::new(ObjectStore::open(&packs, db.clone(), opts.read_only)?);
         let engine = Arc::new(Engine::new(db, objects, store.join("staging"), opts)?);
-        Ok(Repo {
+        let mut repo = Repo {
             path: store.to_path_buf(),
             config,
             engine,
-            _lock: lock,
+            _lock: Some(lock),
+        };
+        repo.attach_replica(None)?;
+        Ok(repo)
+    }
+
+    /// Uses `dir` (or the configured replica) as this store's replica:
+    /// records it in the config, makes an empty directory a replica the
+    /// first time, and heals corrupt reads from it. A replica that was set
+    /// up once and lost its marker (an unmounted share) is never
+    /// re-initialized: it is reported missing instead.
+    pub fn attach_replica(&mut self, dir: Option<PathBuf>) -> Result<()> {
+        if let Some(dir) = dir {
+            let dir = std::path::absolute(&dir).map_err(Error::io_at(&dir))?;
+            if self.config.replica.as_ref() != Some(&dir) {
+                self.config.replica = Some(dir);
+                if !self.engine.read_only() {
+                    self.config.write(&self.path)?;
+                }
+            }
+        }
+        let Some(dir) = self.config.replica.clone() else {
+            return Ok(());
+        };
+        let key = format!("replica_init:{}", dir.display());
+        let db = &self.engine.db;
+        if !self.engine.read_only() && db.counter(&key)? == 0 {
+            match crate::replica::init_replica(&dir, &self.config) {
+                Ok(()) => {
+                    let mut b = crate::catalog::db::Batch::default();
+                    b.put_counter(&key, 1);
+                    db.apply(b)?;
+                    db.flush()?;
+                }
+                Err(e) => tracing::warn!("replica not set up: {e}"),
+            }
+        }
+        self.engine.store.set_heal_from(Some(dir.join("packs")));
+        self.engine.set_replica_dir(Some(dir));
+        Ok(())
+    }
+
+    /// A replica, served read-only from a catalog rebuilt in memory; the
+    /// replica directory itself is never written.
+    fn open_replica(dir: &Path, config: Config, opts: Options) -> Result<Repo> {
+        if !opts.read_only {
+            return Err(Error::Store(format!(
+                "{}: is a replica; mount it with --read-only, or make a writable \
+                 store from it with `revfs recover`",
+                dir.display()
+            )));
+        }
+        let db = Arc::new(Db::temporary()?);
+        let packs = dir.join("packs");
+        crate::replica::import::import(dir, &packs, &db)?;
+        let objects = Arc::new(ObjectStore::open(&packs, db.clone(), true)?);
+        let engine = Arc::new(Engine::new(db, objects, dir.join("staging"), opts)?);
+        Ok(Repo {
+            path: dir.to_path_buf(),
+            config,
+            engine,
+            _lock: None,
         })
     }
 }

@@ -27,6 +27,7 @@ pub struct Status {
     pub head_time: Option<String>,
     /// Why the store refuses writes, if it does.
     pub poisoned: Option<String>,
+    pub replica: crate::replica::ReplicaStatus,
 }
 
 pub fn status(engine: &Engine) -> Result<Status> {
@@ -85,6 +86,7 @@ pub fn status(engine: &Engine) -> Result<Status> {
         head,
         head_time,
         poisoned: engine.store.poison_reason(),
+        replica: engine.replica_status(),
     })
 }
 
@@ -130,6 +132,23 @@ impl std::fmt::Display for Status {
                 .map(|t| format!(" at {t}"))
                 .unwrap_or_default()
         )?;
+        let r = &self.replica;
+        match &r.path {
+            None => writeln!(f, "replica:        none")?,
+            Some(p) => {
+                writeln!(f, "replica:        {} ({})", p.display(), r.state)?;
+                writeln!(
+                    f,
+                    "replica lag:    {} commits, {:.1} MiB, {:.1} s",
+                    r.lag_commits,
+                    r.lag_bytes as f64 / (1 << 20) as f64,
+                    r.lag_seconds
+                )?;
+                if let Some(e) = &r.last_error {
+                    writeln!(f, "replica error:  {e}")?;
+                }
+            }
+        }
         if let Some(p) = &self.poisoned {
             writeln!(f, "WRITES REFUSED: {p}")?;
         }

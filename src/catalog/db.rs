@@ -247,6 +247,16 @@ impl Db {
         Ok(Db { db })
     }
 
+    /// A catalog that lives in memory and a temporary file only (for a
+    /// read-only mount of a replica, whose catalog is rebuilt at mount).
+    pub fn temporary() -> Result<Db> {
+        let db = sled::Config::new().temporary(true).open()?;
+        let mut v = META_MAGIC.to_vec();
+        v.extend_from_slice(&CATALOG_VERSION.to_le_bytes());
+        db.insert(key(b'F', &[b"format"]), v)?;
+        Ok(Db { db })
+    }
+
     pub fn apply(&self, b: Batch) -> Result<()> {
         self.db.apply_batch(b.0)?;
         Ok(())

@@ -27,7 +27,20 @@ impl Engine {
             (p.content.clone(), p.versions.clone())
         };
         if dirty.is_empty() && content.is_empty() && versions.is_empty() {
-            if flush {
+            if self.store.has_pending() {
+                // Only new locations of rewritten (healed) objects.
+                let index = self.store.pending();
+                self.store.sync()?;
+                let mut b = Batch::default();
+                for (id, e) in &index {
+                    b.put_index(id, e);
+                }
+                self.db
+                    .apply(b)
+                    .and_then(|()| self.db.flush())
+                    .map_err(|e| self.store.poison(e))?;
+                self.store.published(index.into_iter().map(|(id, _)| id));
+            } else if flush {
                 self.db.flush()?;
             }
             return Ok(None);
@@ -154,7 +167,11 @@ impl Engine {
         let mut p = lock(&self.pending);
         p.content.clear();
         p.versions.clear();
+        drop(p);
         tracing::debug!(seq = seq.0, dirs = trees.len(), "commit");
+        if let Some(r) = self.replicator() {
+            r.kick();
+        }
         Ok(Some(seq))
     }
 

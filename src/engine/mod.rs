@@ -20,6 +20,7 @@ use crate::catalog::db::{Batch, Db, Inode, Version};
 use crate::error::{Error, Result};
 use crate::format::{FileType, Manifest, Node, Time};
 use crate::ids::{CommitSeq, Ino, ObjectId};
+use crate::replica::{ReplicaStatus, Replicator};
 use crate::store::ObjectStore;
 use file::FileState;
 use std::collections::HashMap;
@@ -38,6 +39,8 @@ pub struct Options {
     pub read_only: bool,
     /// Which automatic snapshots `ls .snapshots` lists.
     pub thinning: snapshots::Thinning,
+    /// fsync returns only once the replica holds the data too.
+    pub replica_sync: bool,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             min_version_interval: Duration::from_secs(1),
             read_only: false,
             thinning: snapshots::Thinning::default(),
+            replica_sync: false,
         }
     }
 }
@@ -114,7 +118,21 @@ pub struct Engine {
     next_vseq: AtomicU64,
     views: Mutex<snapshots::Views>,
     trees: Mutex<lru::LruCache<ObjectId, Arc<crate::format::Tree>>>,
+    replica: Mutex<ReplicaLink>,
 }
+
+/// The engine's view of its replica.
+#[derive(Clone, Default)]
+enum ReplicaLink {
+    #[default]
+    None,
+    /// Configured, no replicator running (CLI on an unmounted store).
+    Offline(PathBuf),
+    Running(Arc<Replicator>),
+}
+
+/// How long an fsync with `--replica-sync` waits for the replica before EIO.
+const REPLICA_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Decoded trees kept for snapshot lookups and `revfs log`.
 const TREE_CACHE: usize = 128;
@@ -177,6 +195,7 @@ impl Engine {
             trees: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(TREE_CACHE).expect("non-zero"),
             )),
+            replica: Mutex::new(ReplicaLink::None),
         };
         if !e.opts.read_only {
             e.drop_orphans()?;
@@ -190,6 +209,38 @@ impl Engine {
 
     pub fn options(&self) -> &Options {
         &self.opts
+    }
+
+    /// The configured replica directory, without a replicator.
+    pub fn set_replica_dir(&self, dir: Option<PathBuf>) {
+        *lock(&self.replica) = dir.map_or(ReplicaLink::None, ReplicaLink::Offline);
+    }
+
+    /// The running replicator of a mounted store.
+    pub fn set_replicator(&self, r: Arc<Replicator>) {
+        *lock(&self.replica) = ReplicaLink::Running(r);
+    }
+
+    pub(crate) fn replicator(&self) -> Option<Arc<Replicator>> {
+        match &*lock(&self.replica) {
+            ReplicaLink::Running(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn replica_status(&self) -> ReplicaStatus {
+        let link = lock(&self.replica).clone();
+        match link {
+            ReplicaLink::None => ReplicaStatus::none(),
+            ReplicaLink::Running(r) => r.status(),
+            ReplicaLink::Offline(dir) => crate::replica::lag(&dir, &self.db, &self.store)
+                .unwrap_or_else(|e| ReplicaStatus {
+                    path: Some(dir),
+                    state: "missing".into(),
+                    last_error: Some(e.to_string()),
+                    ..ReplicaStatus::none()
+                }),
+        }
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -399,7 +450,17 @@ impl Engine {
             return Ok(());
         }
         self.record(ino, &f, true)?;
-        self.commit(true).map(|_| ())
+        self.commit(true)?;
+        if self.opts.replica_sync
+            && let Some(r) = self.replicator()
+        {
+            let head = CommitSeq(self.db.counter("head")?);
+            r.wait_for(head, REPLICA_SYNC_TIMEOUT).map_err(|e| {
+                tracing::error!("fsync with --replica-sync: {e}");
+                Error::Io(std::io::Error::from_raw_os_error(libc::EIO))
+            })?;
+        }
+        Ok(())
     }
 
     /// Records a version of `ino` if it changed.

@@ -39,6 +39,8 @@ pub struct ObjectStore {
     cache: Mutex<LruCache<ObjectId, Arc<Vec<u8>>>>,
     poison: Mutex<Option<String>>,
     read_only: bool,
+    /// The replica's packs directory, for healing corrupt reads.
+    heal_from: Mutex<Option<PathBuf>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -60,6 +62,7 @@ impl ObjectStore {
             )),
             poison: Mutex::new(None),
             read_only,
+            heal_from: Mutex::new(None),
         })
     }
 
@@ -93,12 +96,29 @@ impl ObjectStore {
         self.db.index(id)
     }
 
+    /// Reads that fail their check are served from this replica packs
+    /// directory (verified) and the object is written again here.
+    pub fn set_heal_from(&self, replica_packs: Option<PathBuf>) {
+        *lock(&self.heal_from) = replica_packs;
+    }
+
     /// Stores `data` as an object of `kind` unless an identical one exists.
     pub fn put(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId> {
         let id = ObjectId::of(kind, data);
         if self.locate(&id)?.is_some() {
             return Ok(id);
         }
+        self.append(kind, id, data)
+    }
+
+    /// Writes a good copy of an object whose stored copy is damaged; the
+    /// index moves to it at the next commit.
+    pub fn rewrite(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId> {
+        let id = ObjectId::of(kind, data);
+        self.append(kind, id, data)
+    }
+
+    fn append(&self, kind: ObjectKind, id: ObjectId, data: &[u8]) -> Result<ObjectId> {
         self.check_writable()?;
         let raw_len = u32::try_from(data.len()).map_err(|_| Error::TooBig)?;
         let compressed = lz4_flex::block::compress(data);
@@ -138,6 +158,11 @@ impl ObjectStore {
     pub fn sync(&self) -> Result<()> {
         self.check_writable()?;
         lock(&self.writer).sync().map_err(|e| self.poison(e))
+    }
+
+    /// The pack being appended to and its durable length.
+    pub fn open_pack(&self) -> Option<(PackNo, u64)> {
+        lock(&self.writer).open_pack()
     }
 
     /// Seals the open pack (at close).
@@ -181,9 +206,39 @@ impl ObjectStore {
             tracing::error!("{err}");
             err
         })?;
-        let data = Arc::new(self.read_verified(id, &e)?);
+        let data = match self.read_verified(id, &e) {
+            Ok(d) => Arc::new(d),
+            Err(err) => Arc::new(self.heal(id, &e).ok_or(err)?),
+        };
         lock(&self.cache).put(*id, data.clone());
         Ok(data)
+    }
+
+    /// The replica's copy of a damaged object, verified; the primary gets a
+    /// good copy again when it is writable.
+    fn heal(&self, id: &ObjectId, e: &IndexEntry) -> Option<Vec<u8>> {
+        let dir = lock(&self.heal_from).clone()?;
+        let reader = PackReader::open(&dir, e.pack).ok()?;
+        let raw = read_record(&reader, &pack::pack_path(&dir, e.pack), id, e).ok()?;
+        if self.read_only {
+            tracing::warn!("object {id}: served from replica {}", dir.display());
+        } else {
+            match self.rewrite(e.kind, &raw) {
+                Ok(_) => tracing::warn!(
+                    "object {id}: corrupt in the primary, healed from replica {}",
+                    dir.display()
+                ),
+                Err(err) => {
+                    tracing::error!("object {id}: served from replica, repair failed: {err}")
+                }
+            }
+        }
+        Some(raw)
+    }
+
+    /// Whether object locations wait for the next commit.
+    pub fn has_pending(&self) -> bool {
+        !lock(&self.pending).is_empty()
     }
 
     /// Reads, decodes and hash-checks one record.

@@ -1,0 +1,536 @@
+//! Replication to a secondary directory (another disk, NFS, CephFS, a FUSE
+//! mount of object storage), written with plain POSIX calls only: every
+//! file is written under a temporary name, fsynced, renamed into place,
+//! and the directory fsynced; a published file is never changed in place.
+//!
+//! # Replica layout (a store of the same format, see `format`)
+//! ```text
+//! REPLICA/revfs.conf            config with "role": "replica" and the primary's
+//!                               store_id: the marker that the directory is ours
+//! REPLICA/packs/N.pack          sealed packs, byte-identical to the primary's
+//! REPLICA/packs/N-OFFSET.part   durable ranges of the primary's open pack, from
+//!                               OFFSET on (replaced by N.pack once it is sealed)
+//! REPLICA/heads/SEQ.head        "RVFSHEAD" u32 LE version=1, u64 LE seq, Id commit
+//! REPLICA/names/HEX.name        "RVFSNAME" u32 LE version=1, u64 LE seq; HEX is the
+//!                               hex of the snapshot name's bytes
+//! ```
+//! Ordering: each round ships pack bytes first, then head and name files,
+//! so the replica never references what it lacks. Commits, trees and the
+//! index are rebuilt from the packs and the head's parent chain (`import`).
+//!
+//! # Bounded queue
+//! The queue *is* the primary's own packs: the replicator reads shipped
+//! ranges back from the primary's files, so it holds no data in memory and
+//! never blocks the write path; a slow or absent replica only grows the lag
+//! (reported by `status`), bounded by the primary's disk.
+
+pub mod import;
+
+use crate::catalog::db::Db;
+use crate::error::{Error, Result};
+use crate::format::{Dec, Enc, Time};
+use crate::ids::{CommitSeq, ObjectId, PackNo};
+use crate::repo::{CONF_FILE, Config, sync_dir};
+use crate::store::ObjectStore;
+use crate::store::pack::{self, PackReader};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const HEAD_MAGIC: &[u8; 8] = b"RVFSHEAD";
+const NAME_MAGIC: &[u8; 8] = b"RVFSNAME";
+pub const ROLE_REPLICA: &str = "replica";
+/// Head files kept on the replica besides the newest.
+const KEEP_HEADS: usize = 3;
+
+/// What `status` reports about the replica.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub path: Option<PathBuf>,
+    /// "none", "ok", "behind", "missing" or "error".
+    pub state: String,
+    pub lag_commits: u64,
+    pub lag_bytes: u64,
+    pub lag_seconds: f64,
+    pub replica_head: u64,
+    pub last_error: Option<String>,
+}
+
+impl ReplicaStatus {
+    pub fn none() -> Self {
+        ReplicaStatus {
+            state: "none".into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Writes `bytes` as `dir/name` the safe way: temp, fsync, rename, fsync dir.
+pub fn publish_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    publish_with(dir, name, |f| f.write_all(bytes))
+}
+
+fn publish_with(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
+    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+    let dst = dir.join(name);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        fill(&mut f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &dst)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::IoAt {
+            path: dst,
+            source: e,
+        });
+    }
+    sync_dir(dir)
+}
+
+/// Whether `dir` holds the replica marker of store `store_id`.
+pub fn check_marker(dir: &Path, store_id: &str) -> Result<bool> {
+    if !dir.join(CONF_FILE).exists() {
+        return Ok(false);
+    }
+    let (_, cfg) = Config::read(dir)?;
+    if cfg.role.as_deref() != Some(ROLE_REPLICA) || cfg.store_id != store_id {
+        return Err(Error::Store(format!(
+            "{}: holds another store (id {}), not a replica of {store_id}",
+            dir.display(),
+            cfg.store_id
+        )));
+    }
+    Ok(true)
+}
+
+/// Makes an existing, empty directory a replica of `primary`.
+pub fn init_replica(dir: &Path, primary: &Config) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(Error::Store(format!(
+            "{}: replica directory does not exist (create it, or mount the share)",
+            dir.display()
+        )));
+    }
+    if check_marker(dir, &primary.store_id)? {
+        return Ok(());
+    }
+    if std::fs::read_dir(dir)
+        .map_err(Error::io_at(dir))?
+        .next()
+        .is_some()
+    {
+        return Err(Error::Store(format!(
+            "{}: not empty and not a replica of this store; refusing to write there",
+            dir.display()
+        )));
+    }
+    for sub in ["packs", "heads", "names"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(Error::io_at(dir))?;
+    }
+    let cfg = Config {
+        role: Some(ROLE_REPLICA.into()),
+        replica: None,
+        ..primary.clone()
+    };
+    // The marker goes last: without it the directory is not a replica.
+    cfg.write(dir)
+}
+
+fn encode_head(seq: CommitSeq, id: &ObjectId) -> Vec<u8> {
+    let mut e = Enc::default();
+    e.0.extend_from_slice(HEAD_MAGIC);
+    e.u32(1).u64(seq.0).id(id);
+    e.0
+}
+
+/// The newest head file of a replica: (seq, commit id).
+pub fn read_head(dir: &Path) -> Result<Option<(CommitSeq, ObjectId)>> {
+    let heads = dir.join("heads");
+    let mut best: Option<u64> = None;
+    for e in std::fs::read_dir(&heads).map_err(Error::io_at(&heads))? {
+        let name = e.map_err(Error::io_at(&heads))?.file_name();
+        if let Some(hex) = name.to_string_lossy().strip_suffix(".head")
+            && let Ok(n) = u64::from_str_radix(hex, 16)
+        {
+            best = best.max(Some(n));
+        }
+    }
+    let Some(n) = best else { return Ok(None) };
+    let path = heads.join(format!("{n:016x}.head"));
+    let b = std::fs::read(&path).map_err(Error::io_at(&path))?;
+    crate::format::check_magic(&b, HEAD_MAGIC, &path.display().to_string())?;
+    let mut d = Dec::new(&b[12..], "replica head");
+    Ok(Some((CommitSeq(d.u64()?), d.id()?)))
+}
+
+/// Named snapshots recorded on a replica.
+pub fn read_names(dir: &Path) -> Result<Vec<(String, CommitSeq)>> {
+    let names = dir.join("names");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&names).map_err(Error::io_at(&names))? {
+        let e = e.map_err(Error::io_at(&names))?;
+        let fname = e.file_name().to_string_lossy().into_owned();
+        let Some(hex) = fname.strip_suffix(".name") else {
+            continue;
+        };
+        let Some(name) = unhex(hex) else { continue };
+        let b = std::fs::read(e.path()).map_err(Error::io_at(e.path()))?;
+        crate::format::check_magic(&b, NAME_MAGIC, &fname)?;
+        let seq = Dec::new(&b[12..], "replica name").u64()?;
+        out.push((name, CommitSeq(seq)));
+    }
+    Ok(out)
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(h: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..h.len())
+        .step_by(2)
+        .map(|i| h.get(i..i + 2).and_then(|x| u8::from_str_radix(x, 16).ok()))
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// How much of each pack a replica holds: (bytes, whole pack file present).
+pub fn replica_packs(dir: &Path) -> Result<HashMap<PackNo, (u64, bool)>> {
+    let packs = dir.join("packs");
+    let mut out = HashMap::new();
+    for no in pack::list_packs(&packs)? {
+        let r = PackReader::open(&packs, no)?;
+        out.insert(no, (r.len(), r.whole));
+    }
+    Ok(out)
+}
+
+/// The primary's packs and their durable lengths; the open pack counts
+/// only up to its last sync.
+fn primary_packs(store: &ObjectStore) -> Result<Vec<(PackNo, u64, bool)>> {
+    let open = store.open_pack();
+    let mut out = Vec::new();
+    for no in pack::list_packs(store.packs_dir())? {
+        match open {
+            Some((o, synced)) if o == no => out.push((no, synced, false)),
+            _ => {
+                let p = pack::pack_path(store.packs_dir(), no);
+                let len = std::fs::metadata(&p).map_err(Error::io_at(&p))?.len();
+                out.push((no, len, true));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Ships what the replica lacks: pack bytes first, then the head and the
+/// names. Returns the replicated head.
+pub fn ship(dir: &Path, db: &Db, store: &ObjectStore) -> Result<CommitSeq> {
+    // Read the head before the pack lengths: lengths only grow, so every
+    // object of this head is within the lengths read after it.
+    let head = CommitSeq(db.counter("head")?);
+    let head_id = db.commit(head)?.map(|c| c.0);
+    let have = replica_packs(dir)?;
+    let rpacks = dir.join("packs");
+    for (no, len, sealed) in primary_packs(store)? {
+        let (got, whole) = have.get(&no).copied().unwrap_or((0, false));
+        let src = pack::pack_path(store.packs_dir(), no);
+        if sealed {
+            if whole {
+                continue;
+            }
+            let name = format!("{:016x}.pack", no.0);
+            publish_with(&rpacks, &name, |f| {
+                std::io::copy(&mut File::open(&src)?, f).map(|_| ())
+            })?;
+            remove_parts(&rpacks, no)?;
+        } else if got < len {
+            let name = pack::part_path(&rpacks, no, got)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            publish_with(&rpacks, &name, |f| {
+                let mut src = File::open(&src)?;
+                std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(got))?;
+                std::io::copy(&mut src.take(len - got), f).map(|_| ())
+            })?;
+        }
+    }
+    let heads = dir.join("heads");
+    if let Some(id) = head_id {
+        let have_head = read_head(dir)?.map_or(0, |h| h.0.0);
+        if head.0 > have_head {
+            publish_file(
+                &heads,
+                &format!("{:016x}.head", head.0),
+                &encode_head(head, &id),
+            )?;
+            prune_heads(&heads, head)?;
+        }
+    }
+    sync_names(dir, db)?;
+    Ok(head)
+}
+
+fn remove_parts(rpacks: &Path, no: PackNo) -> Result<()> {
+    let prefix = format!("{:016x}-", no.0);
+    for e in std::fs::read_dir(rpacks).map_err(Error::io_at(rpacks))? {
+        let e = e.map_err(Error::io_at(rpacks))?;
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            std::fs::remove_file(e.path()).map_err(Error::io_at(e.path()))?;
+        }
+    }
+    sync_dir(rpacks)
+}
+
+fn prune_heads(heads: &Path, newest: CommitSeq) -> Result<()> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(heads).map_err(Error::io_at(heads))? {
+        let e = e.map_err(Error::io_at(heads))?;
+        if let Some(hex) = e.file_name().to_string_lossy().strip_suffix(".head")
+            && let Ok(n) = u64::from_str_radix(hex, 16)
+            && n < newest.0
+        {
+            all.push((n, e.path()));
+        }
+    }
+    all.sort();
+    let drop = all.len().saturating_sub(KEEP_HEADS);
+    for (_, p) in all.into_iter().take(drop) {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+fn sync_names(dir: &Path, db: &Db) -> Result<()> {
+    let names_dir = dir.join("names");
+    let want: HashMap<String, CommitSeq> = db.names()?.into_iter().collect();
+    let have: HashMap<String, CommitSeq> = read_names(dir)?.into_iter().collect();
+    for (name, seq) in &want {
+        if have.get(name) != Some(seq) {
+            let mut e = Enc::default();
+            e.0.extend_from_slice(NAME_MAGIC);
+            e.u32(1).u64(seq.0);
+            publish_file(&names_dir, &format!("{}.name", hex(name)), &e.0)?;
+        }
+    }
+    for name in have.keys().filter(|n| !want.contains_key(*n)) {
+        let p = names_dir.join(format!("{}.name", hex(name)));
+        std::fs::remove_file(&p).map_err(Error::io_at(&p))?;
+    }
+    if have.keys().any(|n| !want.contains_key(n)) {
+        sync_dir(&names_dir)?;
+    }
+    Ok(())
+}
+
+/// The lag of a replica behind the primary, read from both directories.
+pub fn lag(dir: &Path, db: &Db, store: &ObjectStore) -> Result<ReplicaStatus> {
+    let head = db.counter("head")?;
+    let rhead = read_head(dir)?.map_or(0, |h| h.0.0);
+    let have = replica_packs(dir)?;
+    let mut bytes = 0;
+    for (no, len, _) in primary_packs(store)? {
+        bytes += len.saturating_sub(have.get(&no).map_or(0, |h| h.0));
+    }
+    let lag_commits = head.saturating_sub(rhead);
+    let lag_seconds = if lag_commits > 0 {
+        let t = db
+            .commit(CommitSeq(rhead + 1))?
+            .map_or(Time::now(), |c| c.1);
+        (Time::now().as_nanos() - t.as_nanos()).max(0) as f64 / 1e9
+    } else {
+        0.0
+    };
+    Ok(ReplicaStatus {
+        path: Some(dir.to_path_buf()),
+        state: if lag_commits == 0 && bytes == 0 {
+            "ok"
+        } else {
+            "behind"
+        }
+        .into(),
+        lag_commits,
+        lag_bytes: bytes,
+        lag_seconds,
+        replica_head: rhead,
+        last_error: None,
+    })
+}
+
+/// The background replicator of a mounted store.
+pub struct Replicator {
+    dir: PathBuf,
+    store_id: String,
+    db: Arc<Db>,
+    store: Arc<ObjectStore>,
+    inner: Mutex<Inner>,
+    cv: Condvar,
+}
+
+struct Inner {
+    status: ReplicaStatus,
+    stop: bool,
+    kick: bool,
+}
+
+impl Replicator {
+    pub fn new(dir: PathBuf, store_id: String, db: Arc<Db>, store: Arc<ObjectStore>) -> Arc<Self> {
+        Arc::new(Replicator {
+            inner: Mutex::new(Inner {
+                status: ReplicaStatus {
+                    path: Some(dir.clone()),
+                    state: "behind".into(),
+                    ..Default::default()
+                },
+                stop: false,
+                kick: true,
+            }),
+            dir,
+            store_id,
+            db,
+            store,
+            cv: Condvar::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks for a round now (after a commit).
+    pub fn kick(&self) {
+        self.lock().kick = true;
+        self.cv.notify_all();
+    }
+
+    pub fn stop(&self) {
+        self.lock().stop = true;
+        self.cv.notify_all();
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        let mut s = self.lock().status.clone();
+        // Lag figures are fresh; state and last error come from the last round.
+        if let Ok(l) = lag(&self.dir, &self.db, &self.store)
+            && s.state != "missing"
+            && s.state != "error"
+        {
+            s.lag_commits = l.lag_commits;
+            s.lag_bytes = l.lag_bytes;
+            s.lag_seconds = l.lag_seconds;
+            s.replica_head = l.replica_head;
+            s.state = l.state;
+        }
+        s
+    }
+
+    /// Waits until the replica holds commit `seq` (for `--replica-sync`).
+    pub fn wait_for(&self, seq: CommitSeq, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        self.kick();
+        let mut g = self.lock();
+        while g.status.replica_head < seq.0 {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(Error::Store(format!(
+                    "replica {} did not take commit {} within {timeout:?} ({})",
+                    self.dir.display(),
+                    seq.0,
+                    g.status.last_error.as_deref().unwrap_or(&g.status.state)
+                )));
+            }
+            g = self
+                .cv
+                .wait_timeout(g, left.min(Duration::from_millis(200)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// One replication round; updates the state, logs state changes.
+    fn round(&self) {
+        let result = match check_marker(&self.dir, &self.store_id) {
+            Ok(false) => Err((
+                "missing",
+                format!(
+                    "{}: replica marker missing (unmounted share or removed directory); \
+                 not writing there until it is back",
+                    self.dir.display()
+                ),
+            )),
+            Err(e) => Err(("error", e.to_string())),
+            Ok(true) => {
+                ship(&self.dir, &self.db, &self.store).map_err(|e| ("error", e.to_string()))
+            }
+        };
+        let mut g = self.lock();
+        let before = g.status.state.clone();
+        match result {
+            Ok(head) => {
+                g.status.replica_head = head.0;
+                g.status.state = "ok".into();
+                if before != "ok" && before != "behind" {
+                    tracing::warn!("replica {} is back; catching up", self.dir.display());
+                }
+                g.status.last_error = None;
+            }
+            Err((state, msg)) => {
+                if before != state {
+                    tracing::warn!("replica {}: {msg}", self.dir.display());
+                }
+                g.status.state = state.into();
+                g.status.last_error = Some(msg);
+            }
+        }
+        drop(g);
+        self.cv.notify_all();
+    }
+
+    /// Runs rounds until stopped: at once when kicked, else every second
+    /// (every 5 s while the replica is failing).
+    pub fn run(self: Arc<Self>) {
+        loop {
+            let failing = {
+                let g = self.lock();
+                if g.stop {
+                    return;
+                }
+                g.status.state == "missing" || g.status.state == "error"
+            };
+            self.round();
+            let wait = if failing {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_secs(1)
+            };
+            let mut g = self.lock();
+            if !g.kick {
+                g = self
+                    .cv
+                    .wait_timeout_while(g, wait, |i| !i.kick && !i.stop)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            g.kick = false;
+            if g.stop {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! `revfs verify`: re-hash every object, check that everything referenced
+//! exists, on the primary and on the replica, and with `repair` fix each
+//! side from the other.
+//!
+//! * Primary: every indexed object is read and hash-checked (bypassing the
+//!   cache); every object referenced by a commit (trees, manifests, chunks)
+//!   or by a live inode must be indexed.
+//! * Replica: every record of every replica pack is hash-checked; every
+//!   object referenced by the replica's head must be in the replica.
+//! * Repair: a bad primary object is written again from the replica's
+//!   verified copy (the index moves to it); a bad replica record is
+//!   rewritten from the primary in a corrected copy of its pack file
+//!   (temp, fsync, rename: the replica is never modified in place).
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::format::{Commit, Extent, FileType, Manifest, Tree};
+use crate::ids::{ObjectId, PackNo};
+use crate::replica;
+use crate::store::pack::{self, PackReader};
+use crate::store::read_record;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Side {
+    pub objects_checked: u64,
+    pub corrupt: Vec<String>,
+    pub missing: Vec<String>,
+    pub repaired: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub primary: Side,
+    pub replica: Option<Side>,
+    pub clean: bool,
+}
+
+/// Every object reachable from the commits and the live tree.
+fn referenced(engine: &Engine, heads: &[ObjectId]) -> Result<HashSet<ObjectId>> {
+    let mut seen = HashSet::new();
+    let mut trees: Vec<ObjectId> = Vec::new();
+    let mut manifests: Vec<ObjectId> = Vec::new();
+    let mut commits: Vec<ObjectId> = heads.to_vec();
+    while let Some(c) = commits.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        let Ok(bytes) = engine.store.get(&c) else {
+            continue;
+        };
+        let commit = Commit::decode(&bytes)?;
+        trees.push(commit.root);
+        commits.extend(commit.parent);
+    }
+    while let Some(t) = trees.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        let Ok(bytes) = engine.store.get(&t) else {
+            continue;
+        };
+        for e in Tree::decode(&bytes)?.entries {
+            match (e.node.kind, e.node.content) {
+                (FileType::Directory, Some(id)) => trees.push(id),
+                (FileType::Regular, Some(id)) => manifests.push(id),
+                _ => {}
+            }
+        }
+    }
+    while let Some(m) = manifests.pop() {
+        if !seen.insert(m) {
+            continue;
+        }
+        let Ok(bytes) = engine.store.get(&m) else {
+            continue;
+        };
+        for x in Manifest::decode(&bytes)?.extents {
+            if let Extent::Chunk { id, .. } = x {
+                seen.insert(id);
+            }
+        }
+    }
+    Ok(seen)
+}
+
+fn commit_ids(engine: &Engine) -> Result<Vec<ObjectId>> {
+    Ok(engine
+        .db
+        .commits()?
+        .into_iter()
+        .map(|(_, id, _)| id)
+        .collect())
+}
+
+/// Checks the primary (and the replica, when given).
+pub fn verify(
+    engine: &Engine,
+    replica_dir: Option<&Path>,
+    repair: bool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Report> {
+    let mut report = Report::default();
+    let index: Vec<_> = engine.db.index_all().collect::<Result<_>>()?;
+    let total = index.len() as u64;
+    let rpacks = replica_dir.map(|d| d.join("packs"));
+    let mut bad_primary: Vec<(ObjectId, crate::catalog::db::IndexEntry)> = Vec::new();
+    for (i, (id, e)) in index.iter().enumerate() {
+        if let Err(err) = engine.store.read_verified(id, e) {
+            report.primary.corrupt.push(format!("{id}: {err}"));
+            bad_primary.push((*id, *e));
+        }
+        report.primary.objects_checked += 1;
+        if i % 256 == 0 {
+            progress(i as u64, total);
+        }
+    }
+    progress(total, total);
+    let indexed: HashMap<ObjectId, _> = index.iter().copied().collect();
+    for id in referenced(engine, &commit_ids(engine)?)? {
+        if !indexed.contains_key(&id) {
+            report
+                .primary
+                .missing
+                .push(format!("{id}: referenced but not stored"));
+        }
+    }
+
+    if let (Some(dir), Some(rpacks)) = (replica_dir, rpacks.as_ref()) {
+        let mut side = Side::default();
+        let mut replica_index: HashMap<ObjectId, (PackNo, u64)> = HashMap::new();
+        let mut bad_replica: Vec<(PackNo, ObjectId, crate::catalog::db::IndexEntry)> = Vec::new();
+        for no in pack::list_packs(rpacks)? {
+            let reader = PackReader::open(rpacks, no)?;
+            for (h, offset) in reader.scan()? {
+                let e = crate::catalog::db::IndexEntry {
+                    pack: no,
+                    offset,
+                    stored_len: h.stored_len,
+                    raw_len: h.raw_len,
+                    kind: h.kind,
+                    codec: h.codec,
+                };
+                side.objects_checked += 1;
+                match read_record(&reader, &pack::pack_path(rpacks, no), &h.id, &e) {
+                    Ok(_) => {
+                        replica_index.insert(h.id, (no, offset));
+                    }
+                    Err(err) => {
+                        side.corrupt
+                            .push(format!("{} in pack {:016x}: {err}", h.id, no.0));
+                        bad_replica.push((no, h.id, e));
+                    }
+                }
+            }
+        }
+        if let Some((_, head)) = replica::read_head(dir)? {
+            for id in referenced(engine, &[head])? {
+                if !replica_index.contains_key(&id) && !bad_replica.iter().any(|(_, b, _)| *b == id)
+                {
+                    side.missing.push(format!(
+                        "{id}: referenced by the replica's head but not there"
+                    ));
+                }
+            }
+        }
+        if repair {
+            for (id, e) in &bad_primary {
+                let Some((no, offset)) = replica_index.get(id) else {
+                    continue;
+                };
+                let reader = PackReader::open(rpacks, *no)?;
+                let re = crate::catalog::db::IndexEntry {
+                    pack: *no,
+                    offset: *offset,
+                    ..*e
+                };
+                let raw = read_record(&reader, &pack::pack_path(rpacks, *no), id, &re)?;
+                engine.store.rewrite(e.kind, &raw)?;
+                report.primary.repaired += 1;
+            }
+            if report.primary.repaired > 0 {
+                engine.commit(true)?;
+            }
+            side.repaired = repair_replica(engine, rpacks, &bad_replica)?;
+        }
+        report.replica = Some(side);
+    } else if repair && !bad_primary.is_empty() {
+        return Err(Error::Store(
+            "cannot repair the primary without a replica (give --replica DIR)".into(),
+        ));
+    }
+
+    let side_clean = |s: &Side, repair: bool| {
+        s.missing.is_empty()
+            && (s.corrupt.is_empty() || (repair && s.repaired as usize == s.corrupt.len()))
+    };
+    report.clean = side_clean(&report.primary, repair)
+        && report
+            .replica
+            .as_ref()
+            .is_none_or(|s| side_clean(s, repair));
+    Ok(report)
+}
+
+/// Rewrites damaged replica records from the primary's good copies, one
+/// corrected copy of each affected pack file.
+fn repair_replica(
+    engine: &Engine,
+    rpacks: &Path,
+    bad: &[(PackNo, ObjectId, crate::catalog::db::IndexEntry)],
+) -> Result<u64> {
+    let mut by_pack: HashMap<PackNo, Vec<(ObjectId, crate::catalog::db::IndexEntry)>> =
+        HashMap::new();
+    for (no, id, e) in bad {
+        by_pack.entry(*no).or_default().push((*id, *e));
+    }
+    let mut fixed = 0;
+    for (no, records) in by_pack {
+        let reader = PackReader::open(rpacks, no)?;
+        if !reader.whole {
+            // Parts are rewritten by re-shipping; leave them to the replicator.
+            continue;
+        }
+        let mut bytes = reader.read_at(0, reader.len() as usize)?;
+        for (id, e) in records {
+            let raw = engine.store.get(&id)?;
+            let payload = match e.codec {
+                crate::format::CODEC_LZ4 => lz4_flex::block::compress(&raw),
+                _ => raw.to_vec(),
+            };
+            let at = e.offset as usize;
+            if payload.len() != e.stored_len as usize || at + payload.len() > bytes.len() {
+                tracing::warn!("replica object {id}: cannot rebuild its record in place");
+                continue;
+            }
+            bytes[at..at + payload.len()].copy_from_slice(&payload);
+            // The record header may be damaged too.
+            let hdr = crate::format::RecordHeader {
+                kind: e.kind,
+                codec: e.codec,
+                raw_len: e.raw_len,
+                stored_len: e.stored_len,
+                id,
+            };
+            let h_at = at - crate::format::RECORD_HEADER_LEN;
+            bytes[h_at..at].copy_from_slice(&hdr.encode());
+            fixed += 1;
+        }
+        replica::publish_file(rpacks, &format!("{:016x}.pack", no.0), &bytes)?;
+    }
+    Ok(fixed)
+}
