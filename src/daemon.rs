@@ -95,6 +95,8 @@ fn is_mountpoint(path: &Path) -> bool {
 /// Mounts `store` at `mountpoint` and serves it in the foreground until it
 /// is unmounted or the process gets SIGINT/SIGTERM; then flushes.
 pub fn run(store: &Path, mountpoint: &Path, opts: MountOptions) -> Result<()> {
+    // Absolute, so that the mount source (revfs:STORE) finds the store from anywhere.
+    let store = &std::path::absolute(store).map_err(Error::io_at(store))?;
     if !mountpoint.is_dir() {
         return Err(Error::Store(format!(
             "{}: mountpoint is not a directory",

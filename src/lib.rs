@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod chunker;
 pub mod control;
 pub mod daemon;
+pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod format;

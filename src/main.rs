@@ -73,6 +73,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Disaster-recovery drill: mount the replica read-only, compare versions
+    /// with the primary byte for byte, report RPO and RTO.
+    Drill {
+        store: PathBuf,
+        /// Compare every version, not a sample.
+        #[arg(long)]
+        full: bool,
+        /// How many versions to sample.
+        #[arg(long, default_value_t = 20)]
+        sample: usize,
+        /// Drill against this replica instead of the configured one.
+        #[arg(long)]
+        replica: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Build a complete, writable store from a replica alone.
     Recover {
         replica: PathBuf,
@@ -235,6 +251,56 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             } else {
                 Err(Error::Store("verify found problems (see above)".into()))
+            }
+        }
+        Cmd::Drill {
+            store,
+            full,
+            sample,
+            replica,
+            json,
+        } => {
+            let r = revfs::drill::drill(&store, replica, full, sample)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).map_err(|e| Error::Store(e.to_string()))?
+                );
+            } else {
+                println!("replica:          {}", r.replica.display());
+                println!(
+                    "compared:         {} of {} versions, {:.1} MiB",
+                    r.sampled,
+                    r.versions_in_replica,
+                    r.bytes_compared as f64 / (1 << 20) as f64
+                );
+                println!(
+                    "RPO (lag):        {} commits, {:.1} MiB, {:.1} s ({})",
+                    r.rpo.lag_commits,
+                    r.rpo.lag_bytes as f64 / (1 << 20) as f64,
+                    r.rpo.lag_seconds,
+                    r.rpo.state
+                );
+                println!("RTO first byte:   {:.2} s", r.rto_first_byte_seconds);
+                println!("RTO whole sample: {:.2} s", r.rto_sample_seconds);
+                for m in &r.mismatches {
+                    println!("MISMATCH {m}");
+                }
+                println!(
+                    "{}",
+                    if r.passed {
+                        "drill passed"
+                    } else {
+                        "DRILL FAILED"
+                    }
+                );
+            }
+            if r.passed {
+                Ok(())
+            } else {
+                Err(Error::Store(
+                    "drill failed: the replica does not give back what the primary holds".into(),
+                ))
             }
         }
         Cmd::Recover { replica, new_store } => {

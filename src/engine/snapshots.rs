@@ -77,6 +77,16 @@ pub struct LogEntry {
     pub snapshot_path: String,
 }
 
+/// One version found by [`Engine::history`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub commit: u64,
+    pub time: String,
+    /// Relative to the mount root.
+    pub path: String,
+    pub size: u64,
+}
+
 /// A node of the history view.
 #[derive(Clone)]
 struct VNode {
@@ -491,6 +501,50 @@ impl Engine {
                 });
             }
             last = key;
+        }
+        // A file still being written when a commit ran shows up empty first;
+        // when content follows, that empty state is not a version to offer.
+        if out.len() > 1 && out[0].size == 0 {
+            out.remove(0);
+            for (i, e) in out.iter_mut().enumerate() {
+                e.version = i as u64 + 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every version in history: each (path, content) the first time a
+    /// commit holds it. Unchanged subtrees are skipped by tree id, so the
+    /// walk costs what changed between commits.
+    pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        let mut out = Vec::new();
+        let mut seen_trees: HashMap<String, ObjectId> = HashMap::new();
+        let mut content: HashMap<String, Option<ObjectId>> = HashMap::new();
+        for (seq, id, time) in self.db.commits()? {
+            let c = Commit::decode(&self.store.get(&id)?)?;
+            let mut stack = vec![(String::new(), c.root)];
+            while let Some((dir, tree_id)) = stack.pop() {
+                if seen_trees.get(&dir) == Some(&tree_id) {
+                    continue;
+                }
+                seen_trees.insert(dir.clone(), tree_id);
+                for e in self.cached_tree(&tree_id)?.entries.iter() {
+                    let path = format!("{dir}{}", String::from_utf8_lossy(&e.name));
+                    match (e.node.kind, e.node.content) {
+                        (FileType::Directory, Some(t)) => stack.push((format!("{path}/"), t)),
+                        (FileType::Regular, c) if content.get(&path) != Some(&c) => {
+                            content.insert(path.clone(), c);
+                            out.push(HistoryEntry {
+                                commit: seq.0,
+                                time: crate::timefmt::rfc3339(time),
+                                path,
+                                size: e.node.size,
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            }
         }
         Ok(out)
     }

@@ -208,7 +208,10 @@ impl ObjectStore {
         })?;
         let data = match self.read_verified(id, &e) {
             Ok(d) => Arc::new(d),
-            Err(err) => Arc::new(self.heal(id, &e).ok_or(err)?),
+            Err(err) => {
+                tracing::error!("read failed: {err}");
+                Arc::new(self.heal(id, &e).ok_or(err)?)
+            }
         };
         lock(&self.cache).put(*id, data.clone());
         Ok(data)
@@ -261,7 +264,7 @@ pub fn read_record(f: &PackReader, path: &Path, id: &ObjectId, e: &IndexEntry) -
             f.read_at(at, RECORD_HEADER_LEN + e.stored_len as usize)
                 .map_err(Error::io_at(path))
         })?;
-    let result = RecordHeader::decode(&stored[..RECORD_HEADER_LEN]).and_then(|h| {
+    RecordHeader::decode(&stored[..RECORD_HEADER_LEN]).and_then(|h| {
         if h.id != *id || h.kind != e.kind || h.stored_len != e.stored_len {
             return Err(Error::corrupt(
                 format!("object {id} in {}", path.display()),
@@ -285,9 +288,5 @@ pub fn read_record(f: &PackReader, path: &Path, id: &ObjectId, e: &IndexEntry) -
             ));
         }
         Ok(raw)
-    });
-    if let Err(err) = &result {
-        tracing::error!("read failed: {err}");
-    }
-    result
+    })
 }
