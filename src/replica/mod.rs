@@ -336,9 +336,20 @@ fn sync_names(dir: &Path, db: &Db) -> Result<()> {
 
 /// The lag of a replica behind the primary, read from both directories.
 pub fn lag(dir: &Path, db: &Db, store: &ObjectStore) -> Result<ReplicaStatus> {
-    let head = db.counter("head")?;
     let rhead = read_head(dir)?.map_or(0, |h| h.0.0);
     let have = replica_packs(dir)?;
+    lag_from(dir, rhead, &have, db, store)
+}
+
+/// The lag given what the replica is known to hold.
+fn lag_from(
+    dir: &Path,
+    rhead: u64,
+    have: &HashMap<PackNo, (u64, bool)>,
+    db: &Db,
+    store: &ObjectStore,
+) -> Result<ReplicaStatus> {
+    let head = db.counter("head")?;
     let mut bytes = 0;
     for (no, len, _) in primary_packs(store)? {
         bytes += len.saturating_sub(have.get(&no).map_or(0, |h| h.0));
@@ -380,6 +391,8 @@ pub struct Replicator {
 
 struct Inner {
     status: ReplicaStatus,
+    /// What the replica held after the last successful round.
+    held: HashMap<PackNo, (u64, bool)>,
     stop: bool,
     kick: bool,
 }
@@ -393,6 +406,7 @@ impl Replicator {
                     state: "behind".into(),
                     ..Default::default()
                 },
+                held: HashMap::new(),
                 stop: false,
                 kick: true,
             }),
@@ -423,18 +437,20 @@ impl Replicator {
         self.cv.notify_all();
     }
 
+    /// Lag figures as of now against what the last successful round
+    /// shipped; state and last error as of the last round.
     pub fn status(&self) -> ReplicaStatus {
-        let mut s = self.lock().status.clone();
-        // Lag figures are fresh; state and last error come from the last round.
-        if let Ok(l) = lag(&self.dir, &self.db, &self.store)
-            && s.state != "missing"
-            && s.state != "error"
-        {
+        let (mut s, held) = {
+            let g = self.lock();
+            (g.status.clone(), g.held.clone())
+        };
+        if let Ok(l) = lag_from(&self.dir, s.replica_head, &held, &self.db, &self.store) {
             s.lag_commits = l.lag_commits;
             s.lag_bytes = l.lag_bytes;
             s.lag_seconds = l.lag_seconds;
-            s.replica_head = l.replica_head;
-            s.state = l.state;
+            if s.state == "ok" || s.state == "behind" {
+                s.state = l.state;
+            }
         }
         s
     }
@@ -475,15 +491,16 @@ impl Replicator {
                 ),
             )),
             Err(e) => Err(("error", e.to_string())),
-            Ok(true) => {
-                ship(&self.dir, &self.db, &self.store).map_err(|e| ("error", e.to_string()))
-            }
+            Ok(true) => ship(&self.dir, &self.db, &self.store)
+                .and_then(|head| Ok((head, replica_packs(&self.dir)?)))
+                .map_err(|e| ("error", e.to_string())),
         };
         let mut g = self.lock();
         let before = g.status.state.clone();
         match result {
-            Ok(head) => {
+            Ok((head, held)) => {
                 g.status.replica_head = head.0;
+                g.held = held;
                 g.status.state = "ok".into();
                 if before != "ok" && before != "behind" {
                     tracing::warn!("replica {} is back; catching up", self.dir.display());

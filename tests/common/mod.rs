@@ -55,6 +55,13 @@ pub struct Mount {
 impl Mount {
     /// A fresh store, mounted with `args`; None when mount tests must be skipped.
     pub fn new(args: &[&str]) -> Option<Mount> {
+        let mut m = Mount::init()?;
+        m.start(args);
+        Some(m)
+    }
+
+    /// A fresh store in its own temp dir, not mounted yet.
+    pub fn init() -> Option<Mount> {
         if !fuse_available() {
             return None;
         }
@@ -72,15 +79,17 @@ impl Mount {
             String::from_utf8_lossy(&out.stderr)
         );
         let log = tmp.path().join("daemon.log");
-        let mut m = Mount {
+        Some(Mount {
             tmp,
             store,
             mnt,
             child: None,
             log,
-        };
-        m.start(args);
-        Some(m)
+        })
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn start(&mut self, args: &[&str]) {
@@ -227,4 +236,38 @@ pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
             (x >> 32) as u8
         })
         .collect()
+}
+
+/// `revfs status STORE --json`.
+pub fn status(store: &Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["status", "--json"])
+        .arg(store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits (bounded) until the replica holds every commit and byte.
+pub fn wait_replicated(store: &Path, timeout: Duration) {
+    wait_until("replica lag 0", timeout, || {
+        let s = status(store);
+        s["replica"]["lag_commits"] == 0 && s["replica"]["lag_bytes"] == 0
+    });
+}
+
+/// Runs `revfs ARGS`; returns (success, stdout + stderr).
+pub fn revfs(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
