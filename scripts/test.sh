@@ -13,8 +13,12 @@ status=${PIPESTATUS[0]}
 passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
 failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$log")
 accept=""
-if [ "$status" = 0 ] && [ -f ../shared/acceptance/foundation ]; then
-  if bash ../shared/acceptance/foundation; then passed=$((passed + 1)); else failed=$((failed + 1)); accept=" (acceptance failed)"; fi
-fi
+# The shared acceptance scripts check the issues through a real mount, with the exact CLI.
+for a in foundation snapshots replica; do
+  script=../shared/acceptance/$a
+  [ "$status" = 0 ] && [ -f "$script" ] || continue
+  if bash "$script"; then passed=$((passed + 1)); else failed=$((failed + 1)); accept="$accept $a"; fi
+done
+[ -n "$accept" ] && accept=" (acceptance failed:$accept)"
 echo "tests: $passed passed, $failed failed$accept"
 [ "$status" = 0 ] && [ "$failed" = 0 ]

@@ -105,6 +105,11 @@
 //!                                      "next_vseq" (u64 LE), "head" (u64 LE seq)
 //! ```
 //!
+//! ## Replicas
+//! A replica directory holds the same pack format plus immutable head and
+//! name files instead of a sled catalog; its layout is specified in
+//! `replica` (module docs). Its catalog is rebuilt from the packs.
+//!
 //! # Write ordering (why a crash never leaves a dangling reference)
 //! 1. Objects are appended to the open pack as data arrives (no reference yet).
 //! 2. A group commit (every interval while anything changed, and at once on
