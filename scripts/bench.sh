@@ -3,13 +3,25 @@
 # the same run (absolute times on shared machines are noisy). Prints a
 # Markdown table and writes JSON under bench-results/.
 #
-#   scripts/bench.sh            full size (snapshots: 10 GiB in 100,000 files)
-#   scripts/bench.sh --quick    a tenth of the size, for development
+#   scripts/bench.sh [--quick] [snapshots|replica]...
+#     snapshots  naming, ls -lR and cp from a snapshot vs the live tree (10 GiB in 100,000 files)
+#     replica    write throughput with an async replica vs none, replication lag over a
+#                4 GiB checkpoint sequence, fsync latency with --replica-sync vs without
+#   --quick runs a tenth of the size, for development. Default: every section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SCALE=1
-[ "${1:-}" = "--quick" ] && SCALE=0.1
+SECTIONS=()
+for a in "$@"; do
+  case $a in
+    --quick) SCALE=0.1 ;;
+    snapshots|replica) SECTIONS+=("$a") ;;
+    *) echo "bench: unknown argument $a" >&2; exit 2 ;;
+  esac
+done
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(snapshots replica)
+want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 cargo build --release -q
 BIN=$ROOT/target/release/revfs
 WORK=$(mktemp -d /var/tmp/revfs-bench.XXXXXX)
@@ -39,6 +51,10 @@ print(f"{time.perf_counter() - t:.4f}")
 PY
 }
 
+RESULTS=$WORK/results.jsonl
+: > "$RESULTS"
+
+if want snapshots; then
 "$BIN" init "$WORK/store" >/dev/null
 mount_store
 
@@ -83,29 +99,108 @@ drop_caches
 T_CP_SNAP=$(secs cp "$MNT/.snapshots/at/$T_OLD/big" "$WORK/out-snap")
 rm -f "$WORK/out-live" "$WORK/out-snap" "$WORK/v1"
 
-STATUS=$("$BIN" status "$WORK/store" --json)
-python3 - "$ROOT/bench-results" "$SCALE" "$FILES" "$BYTES" "$T_MKDIR" "$T_LS_LIVE" "$T_LS_SNAP" "$T_CP_LIVE" "$T_CP_SNAP" "$STATUS" <<'PY'
-import json, os, platform, subprocess, sys, time
-out, scale, files, nbytes = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-mkdir, ls_live, ls_snap, cp_live, cp_snap = map(float, sys.argv[5:10])
-status = json.loads(sys.argv[10])
-r = {
-    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    "machine": {"cores": os.cpu_count(), "loadavg": os.getloadavg(), "kernel": platform.release(),
-                "revfs": subprocess.run(["target/release/revfs", "--version"], capture_output=True, text=True).stdout.strip()},
-    "scale": scale, "files": files, "bytes": nbytes,
+python3 - "$SCALE" "$FILES" "$BYTES" "$T_MKDIR" "$T_LS_LIVE" "$T_LS_SNAP" "$T_CP_LIVE" "$T_CP_SNAP" >> "$RESULTS" <<'PY'
+import json, sys
+scale, files, nbytes = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+mkdir, ls_live, ls_snap, cp_live, cp_snap = map(float, sys.argv[4:9])
+print(json.dumps({"section": "snapshots", "files": files, "bytes": nbytes,
     "snapshot_name_seconds": mkdir,
     "ls_lR_snapshot_over_live": ls_snap / ls_live, "ls_lR_live_seconds": ls_live, "ls_lR_snapshot_seconds": ls_snap,
-    "cp_1GiB_snapshot_over_live": cp_snap / cp_live, "cp_live_seconds": cp_live, "cp_snapshot_seconds": cp_snap,
-    "store": {k: status[k] for k in ("logical_bytes", "stored_bytes", "chunks", "commits")},
-}
+    "cp_1GiB_snapshot_over_live": cp_snap / cp_live, "cp_live_seconds": cp_live, "cp_snapshot_seconds": cp_snap}))
+PY
+umount "$MNT"; for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done; PID=""
+fi
+
+if want replica; then
+  CKPT_BYTES=$(python3 -c "print(int(4 * 2**30 * $SCALE))")
+  # write_sequence DIR: a checkpoint sequence of 8 saves (temp file + rename), seconds.
+  write_sequence() { python3 - "$1" "$CKPT_BYTES" <<'PY'
+import os, sys, time
+d, total = sys.argv[1], int(sys.argv[2])
+each = total // 8
+t = time.perf_counter()
+for step in range(8):
+    with open(f"{d}/ckpt.tmp", "wb") as f:
+        left = each
+        while left > 0:
+            n = min(left, 8 << 20); f.write(os.urandom(n)); left -= n  # trained weights: no dedup
+    os.rename(f"{d}/ckpt.tmp", f"{d}/ckpt.safetensors")
+print(f"{time.perf_counter() - t:.4f}")
+PY
+  }
+  # fsync_latency DIR: median and p99 of 200 x (4 KiB write + fsync), milliseconds.
+  fsync_latency() { python3 - "$1" <<'PY'
+import os, sys, time
+fd = os.open(f"{sys.argv[1]}/fsync.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+lat = []
+for i in range(200):
+    os.write(fd, os.urandom(4096)); t = time.perf_counter(); os.fsync(fd); lat.append(time.perf_counter() - t)
+lat.sort()
+print(f"{lat[100] * 1000:.3f} {lat[197] * 1000:.3f}")
+PY
+  }
+  echo "== checkpoint sequence of $((CKPT_BYTES >> 20)) MiB without a replica" >&2
+  rm -rf "$WORK/store"; "$BIN" init "$WORK/store" >/dev/null; mount_store
+  T_NOREP=$(write_sequence "$MNT")
+  FSYNC=$(fsync_latency "$MNT"); read -r F_MED F_P99 <<< "$FSYNC"
+  umount "$MNT"; for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  rm -rf "$WORK/store"
+  echo "== the same with an asynchronous replica in another directory" >&2
+  mkdir -p "$WORK/replica"; "$BIN" init "$WORK/store" --replica "$WORK/replica" >/dev/null; mount_store
+  # Sample the lag while writing.
+  ( while mountpoint -q "$MNT"; do "$BIN" status "$WORK/store" --json 2>/dev/null | python3 -c 'import json,sys; r=json.load(sys.stdin)["replica"]; print(r["lag_bytes"], r["lag_seconds"], r["lag_commits"])' || true; sleep 0.5; done ) > "$WORK/lag.txt" 2>/dev/null &
+  SAMPLER=$!
+  T_REP=$(write_sequence "$MNT")
+  T0=$(date +%s.%N)
+  for _ in $(seq 1 1200); do
+    "$BIN" status "$WORK/store" --json | python3 -c 'import json,sys; r=json.load(sys.stdin)["replica"]; sys.exit(0 if r["lag_commits"]==0 and r["lag_bytes"]==0 else 1)' && break
+    sleep 0.1
+  done
+  T_CATCHUP=$(python3 -c "import time; print(f'{time.time() - $T0:.3f}')")
+  umount "$MNT"; for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true
+  echo "== fsync latency with --replica-sync" >&2
+  "$BIN" mount "$WORK/store" "$MNT" --daemon --replica-sync >/dev/null; PID=$(cat "$WORK/store/lock")
+  FSYNC=$(fsync_latency "$MNT"); read -r S_MED S_P99 <<< "$FSYNC"
+  umount "$MNT"; for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done; PID=""
+  python3 - "$CKPT_BYTES" "$T_NOREP" "$T_REP" "$T_CATCHUP" "$F_MED" "$F_P99" "$S_MED" "$S_P99" "$WORK/lag.txt" >> "$RESULTS" <<'PY'
+import json, sys
+nbytes = int(sys.argv[1]); norep, rep, catchup, fmed, fp99, smed, sp99 = map(float, sys.argv[2:9])
+lags = [tuple(map(float, l.split())) for l in open(sys.argv[9]) if len(l.split()) == 3]
+print(json.dumps({"section": "replica", "checkpoint_bytes": nbytes,
+    "write_seconds_no_replica": norep, "write_seconds_async_replica": rep,
+    "write_throughput_replica_over_none": norep / rep,
+    "max_lag_bytes": max([l[0] for l in lags], default=0), "max_lag_seconds": max([l[1] for l in lags], default=0),
+    "catch_up_seconds_after_last_write": catchup,
+    "fsync_ms_median": fmed, "fsync_ms_p99": fp99, "fsync_ms_median_replica_sync": smed, "fsync_ms_p99_replica_sync": sp99,
+    "fsync_replica_sync_over_none": smed / fmed}))
+PY
+fi
+
+python3 - "$ROOT/bench-results" "$SCALE" "$RESULTS" <<'PY'
+import json, os, platform, subprocess, sys, time
+out, scale = sys.argv[1], float(sys.argv[2])
+sections = {r["section"]: r for r in map(json.loads, open(sys.argv[3]))}
+r = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+     "machine": {"cores": os.cpu_count(), "loadavg": os.getloadavg(), "kernel": platform.release(),
+                 "revfs": subprocess.run(["target/release/revfs", "--version"], capture_output=True, text=True).stdout.strip()},
+     "scale": scale, **sections}
 path = f"{out}/bench-{r['date'].replace(':', '')}.json"
 json.dump(r, open(path, "w"), indent=2)
 print(f"\n## revfs benchmark ({r['date']}, {r['machine']['cores']} cores, load {r['machine']['loadavg'][0]:.2f}, scale {scale})\n")
 print("| figure | value | baseline in the same run |")
 print("|---|---|---|")
-print(f"| name a snapshot (`mkdir .snapshots/NAME`) on {nbytes / 2**30:.1f} GiB in {files} files | {mkdir * 1000:.1f} ms | - |")
-print(f"| `ls -lR` of a snapshot / of the live tree | {ls_snap / ls_live:.2f}x | live {ls_live:.2f} s |")
-print(f"| `cp` of 1 GiB from an old snapshot / from the live tree (cold cache) | {cp_snap / cp_live:.2f}x | live {cp_live:.2f} s |")
+s = sections.get("snapshots")
+if s:
+    print(f"| name a snapshot (`mkdir .snapshots/NAME`) on {s['bytes'] / 2**30:.1f} GiB in {s['files']} files | {s['snapshot_name_seconds'] * 1000:.1f} ms | - |")
+    print(f"| `ls -lR` of a snapshot / of the live tree | {s['ls_lR_snapshot_over_live']:.2f}x | live {s['ls_lR_live_seconds']:.2f} s |")
+    print(f"| `cp` of 1 GiB from an old snapshot / from the live tree (cold cache) | {s['cp_1GiB_snapshot_over_live']:.2f}x | live {s['cp_live_seconds']:.2f} s |")
+s = sections.get("replica")
+if s:
+    gib = s["checkpoint_bytes"] / 2**30
+    print(f"| write throughput, {gib:.1f} GiB checkpoint sequence, async replica / no replica | {s['write_throughput_replica_over_none']:.2f}x | none {s['checkpoint_bytes'] / s['write_seconds_no_replica'] / 2**20:.0f} MiB/s |")
+    print(f"| replication lag while writing (max) | {s['max_lag_bytes'] / 2**20:.0f} MiB, {s['max_lag_seconds']:.1f} s | - |")
+    print(f"| replica caught up after the last write | {s['catch_up_seconds_after_last_write']:.1f} s | - |")
+    print(f"| fsync latency, --replica-sync / none (median) | {s['fsync_replica_sync_over_none']:.2f}x | none {s['fsync_ms_median']:.2f} ms (p99 {s['fsync_ms_p99']:.2f}); sync {s['fsync_ms_median_replica_sync']:.2f} ms (p99 {s['fsync_ms_p99_replica_sync']:.2f}) |")
 print(f"\nJSON: {path}")
 PY
