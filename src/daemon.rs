@@ -97,6 +97,13 @@ fn is_mountpoint(path: &Path) -> bool {
 pub fn run(store: &Path, mountpoint: &Path, opts: MountOptions) -> Result<()> {
     // Absolute, so that the mount source (revfs:STORE) finds the store from anywhere.
     let store = &std::path::absolute(store).map_err(Error::io_at(store))?;
+    if let Err(e) = std::fs::metadata(mountpoint)
+        && e.raw_os_error() == Some(libc::ENOTCONN)
+    {
+        // The mount of a daemon that died (kill -9, OOM): detach it first.
+        tracing::warn!("{}: dead mount left by a crashed daemon; detaching it", mountpoint.display());
+        lazy_unmount(mountpoint);
+    }
     if !mountpoint.is_dir() {
         return Err(Error::Store(format!(
             "{}: mountpoint is not a directory",

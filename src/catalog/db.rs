@@ -239,7 +239,8 @@ impl Db {
             }
             None => {
                 return Err(Error::Store(format!(
-                    "{}: metadata database has no format record",
+                    "{}: metadata database is damaged or not a revfs catalog (no format \
+                     record); run `revfs recover` from a replica",
                     path.display()
                 )));
             }
