@@ -93,11 +93,15 @@ sleep 1
 head -c $((100 << 20)) /dev/urandom | dd of="$MNT/big" conv=notrunc status=none
 sleep 2
 cmp "$WORK/v1" "$MNT/.snapshots/at/$T_OLD/big"
-drop_caches
-T_CP_LIVE=$(secs cp "$MNT/big" "$WORK/out-live")
-drop_caches
-T_CP_SNAP=$(secs cp "$MNT/.snapshots/at/$T_OLD/big" "$WORK/out-snap")
-rm -f "$WORK/out-live" "$WORK/out-snap" "$WORK/v1"
+# Cold cache each time, alternating, best of two: order effects cancel out.
+best=()
+for src in "$MNT/big" "$MNT/.snapshots/at/$T_OLD/big" "$MNT/big" "$MNT/.snapshots/at/$T_OLD/big"; do
+  drop_caches
+  best+=("$(secs cp "$src" "$WORK/out")")
+done
+T_CP_LIVE=$(python3 -c "print(min(${best[0]}, ${best[2]}))")
+T_CP_SNAP=$(python3 -c "print(min(${best[1]}, ${best[3]}))")
+rm -f "$WORK/out" "$WORK/v1"
 
 python3 - "$SCALE" "$FILES" "$BYTES" "$T_MKDIR" "$T_LS_LIVE" "$T_LS_SNAP" "$T_CP_LIVE" "$T_CP_SNAP" >> "$RESULTS" <<'PY'
 import json, sys

@@ -101,7 +101,10 @@ pub fn run(store: &Path, mountpoint: &Path, opts: MountOptions) -> Result<()> {
         && e.raw_os_error() == Some(libc::ENOTCONN)
     {
         // The mount of a daemon that died (kill -9, OOM): detach it first.
-        tracing::warn!("{}: dead mount left by a crashed daemon; detaching it", mountpoint.display());
+        tracing::warn!(
+            "{}: dead mount left by a crashed daemon; detaching it",
+            mountpoint.display()
+        );
         lazy_unmount(mountpoint);
     }
     if !mountpoint.is_dir() {

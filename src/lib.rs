@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod chunker;
 pub mod control;
+pub mod crashpoint;
 pub mod daemon;
 pub mod drill;
 pub mod engine;

@@ -7,6 +7,7 @@
 
 use super::{Engine, lock};
 use crate::catalog::db::Batch;
+use crate::crashpoint::crash_point;
 use crate::error::Result;
 use crate::format::{Commit, FileType, Time, Tree, TreeEntry};
 use crate::ids::{CommitSeq, Ino, ObjectId, ObjectKind};
@@ -123,9 +124,11 @@ impl Engine {
         };
         let commit_id = self.store.put(ObjectKind::Commit, &commit.encode())?;
 
+        crash_point("commit:objects-written");
         // Objects first: everything referenced below is durable after this.
         let index = self.store.pending();
         self.store.sync()?;
+        crash_point("commit:packs-synced");
 
         let mut b = Batch::default();
         for (id, e) in &index {
@@ -158,10 +161,10 @@ impl Engine {
         b.put_commit(seq, &commit_id, time);
         // A catalog that failed to take or persist a commit is in an unknown
         // state: refuse writes until reopened (sled recovers on open).
-        self.db
-            .apply(b)
-            .and_then(|()| self.db.flush())
-            .map_err(|e| self.store.poison(e))?;
+        self.db.apply(b).map_err(|e| self.store.poison(e))?;
+        crash_point("commit:catalog-applied");
+        self.db.flush().map_err(|e| self.store.poison(e))?;
+        crash_point("commit:flushed");
 
         self.store.published(index.into_iter().map(|(id, _)| id));
         let mut p = lock(&self.pending);

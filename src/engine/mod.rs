@@ -484,6 +484,7 @@ impl Engine {
             self.commit(false)?;
         }
         let manifest = st.record(&self.store)?;
+        crate::crashpoint::crash_point("record:chunks-written");
         let id = file::store_manifest(&self.store, &manifest)?;
         let size = manifest.size();
         let _ns = lock(&self.ns);

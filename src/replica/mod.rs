@@ -266,6 +266,7 @@ pub fn ship(dir: &Path, db: &Db, store: &ObjectStore) -> Result<CommitSeq> {
             })?;
         }
     }
+    crate::crashpoint::crash_point("replica:packs-shipped");
     let heads = dir.join("heads");
     if let Some(id) = head_id {
         let have_head = read_head(dir)?.map_or(0, |h| h.0.0);
@@ -278,6 +279,7 @@ pub fn ship(dir: &Path, db: &Db, store: &ObjectStore) -> Result<CommitSeq> {
             prune_heads(&heads, head)?;
         }
     }
+    crate::crashpoint::crash_point("replica:head-written");
     sync_names(dir, db)?;
     Ok(head)
 }
