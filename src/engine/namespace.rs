@@ -393,7 +393,12 @@ impl Engine {
         // Directory times and link counts, read after the batch so that a
         // change made above to the same inode is not lost.
         let mut b = Batch::default();
-        for (dir, delta) in [(parent, -dir_delta), (newparent, dir_delta)] {
+        let changes = if parent == newparent {
+            vec![(parent, 0)]
+        } else {
+            vec![(parent, -dir_delta), (newparent, dir_delta)]
+        };
+        for (dir, delta) in changes {
             let mut d = self.inode(dir)?;
             d.node.mtime = now;
             d.node.ctime = now;
@@ -401,9 +406,6 @@ impl Engine {
             self.put_inode(&mut b, dir, &d);
             b.mark_dirty(dir);
             Engine::touch_parents(&mut b, &d);
-            if parent == newparent {
-                break;
-            }
         }
         self.db.apply(b)
     }
