@@ -48,7 +48,15 @@ impl Config {
                 }
             }
         })?;
-        let version = check_magic(&bytes, CONF_MAGIC, &path.display().to_string())?;
+        let version =
+            check_magic(&bytes, CONF_MAGIC, &path.display().to_string()).map_err(|e| match e {
+                Error::Corrupt { detail, .. } => Error::Store(format!(
+                    "{}: damaged config ({detail}); restore it from the replica's \
+                 revfs.conf or run `revfs recover`",
+                    path.display()
+                )),
+                other => other,
+            })?;
         let cfg: Config = serde_json::from_slice(&bytes[12..]).map_err(|e| {
             Error::Store(format!(
                 "{}: config is not valid ({e}); restore it from the replica or run `revfs recover`",

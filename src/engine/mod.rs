@@ -119,6 +119,9 @@ pub struct Engine {
     views: Mutex<snapshots::Views>,
     trees: Mutex<lru::LruCache<ObjectId, Arc<crate::format::Tree>>>,
     replica: Mutex<ReplicaLink>,
+    /// How many times the kernel holds each inode (lookups not yet
+    /// forgotten). An unlinked inode lives on while the kernel holds it.
+    lookups: Mutex<HashMap<Ino, u64>>,
 }
 
 /// The engine's view of its replica.
@@ -196,6 +199,7 @@ impl Engine {
                 std::num::NonZeroUsize::new(TREE_CACHE).expect("non-zero"),
             )),
             replica: Mutex::new(ReplicaLink::None),
+            lookups: Mutex::new(HashMap::new()),
         };
         if !e.opts.read_only {
             e.drop_orphans()?;
@@ -303,6 +307,39 @@ impl Engine {
             }
         }
         Ok(Attr { ino, node })
+    }
+
+    /// The kernel got a reference to `ino` (an entry reply).
+    pub fn remember(&self, ino: Ino) {
+        if !snapshots::is_virtual(ino) {
+            *lock(&self.lookups).entry(ino).or_default() += 1;
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        let gone = {
+            let mut l = lock(&self.lookups);
+            match l.get_mut(&ino) {
+                Some(c) if *c > n => {
+                    *c -= n;
+                    false
+                }
+                Some(_) => {
+                    l.remove(&ino);
+                    true
+                }
+                None => false,
+            }
+        };
+        if gone && let Err(e) = self.drop_if_unlinked(ino) {
+            tracing::warn!("inode {}: {e}", ino.0);
+        }
+    }
+
+    /// Whether the kernel or an open handle still uses `ino`.
+    fn in_use(&self, ino: Ino) -> bool {
+        lock(&self.files).contains_key(&ino) || lock(&self.lookups).contains_key(&ino)
     }
 
     fn open_file(&self, ino: Ino) -> Option<Arc<RwLock<FileState>>> {
@@ -434,7 +471,15 @@ impl Engine {
         let mut files = lock(&self.files);
         let mut st = f.write().unwrap_or_else(|e| e.into_inner());
         st.open_count = st.open_count.saturating_sub(1);
-        if st.open_count == 0 && !st.dirty {
+        if st.open_count == 0 {
+            if let Err(e) = &result {
+                // close() already returned this error (flush records first);
+                // the unrecorded bytes go, and their staging space with them.
+                tracing::error!(
+                    "inode {}: changes since the last version dropped: {e}",
+                    ino.0
+                );
+            }
             files.remove(&ino);
             drop(st);
             drop(files);

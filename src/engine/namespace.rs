@@ -269,7 +269,7 @@ impl Engine {
         Engine::touch_parents(b, &inode);
         if inode.node.nlink > 0 {
             self.put_inode(b, ino, &inode);
-        } else if lock(&self.files).contains_key(&ino) {
+        } else if self.in_use(ino) {
             self.put_inode(b, ino, &inode);
             b.put_orphan(ino);
         } else {
@@ -283,7 +283,7 @@ impl Engine {
     /// Deletes an inode whose last link went while it was open.
     pub(super) fn drop_if_unlinked(&self, ino: Ino) -> Result<()> {
         let _ns = lock(&self.ns);
-        if lock(&self.files).contains_key(&ino) {
+        if self.in_use(ino) {
             return Ok(());
         }
         match self.db.inode(ino)? {

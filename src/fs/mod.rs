@@ -85,10 +85,16 @@ fn time_of(t: TimeOrNow) -> Time {
     }
 }
 
-fn entry(reply: ReplyEntry, r: crate::Result<Attr>) {
-    match r {
-        Ok(a) => reply.entry(&TTL, &FileAttr::from(&a), Generation(0)),
-        Err(e) => reply.error(errno(e)),
+impl RevFs {
+    /// Replies with an entry; the kernel now holds the inode (see `forget`).
+    fn entry(&self, reply: ReplyEntry, r: crate::Result<Attr>) {
+        match r {
+            Ok(a) => {
+                self.engine.remember(a.ino);
+                reply.entry(&TTL, &FileAttr::from(&a), Generation(0))
+            }
+            Err(e) => reply.error(errno(e)),
+        }
     }
 }
 
@@ -116,7 +122,12 @@ impl Filesystem for RevFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        entry(reply, self.engine.lookup(Ino(parent.0), name.as_bytes()));
+        self.entry(reply, self.engine.lookup(Ino(parent.0), name.as_bytes()));
+    }
+
+    /// (fuser's default `batch_forget` calls this for each inode.)
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.engine.forget(Ino(ino.0), nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -181,7 +192,7 @@ impl Filesystem for RevFs {
         else {
             return reply.error(Errno::from_i32(libc::EINVAL));
         };
-        entry(
+        self.entry(
             reply,
             self.engine.create_node(
                 Ino(parent.0),
@@ -205,7 +216,7 @@ impl Filesystem for RevFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        entry(
+        self.entry(
             reply,
             self.engine.create_node(
                 Ino(parent.0),
@@ -242,7 +253,7 @@ impl Filesystem for RevFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        entry(
+        self.entry(
             reply,
             self.engine.create_node(
                 Ino(parent.0),
@@ -287,7 +298,7 @@ impl Filesystem for RevFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        entry(
+        self.entry(
             reply,
             self.engine
                 .link(Ino(ino.0), Ino(newparent.0), newname.as_bytes()),
@@ -502,13 +513,16 @@ impl Filesystem for RevFs {
                 Ok((self.engine.open(a.ino, write, false)?, a))
             });
         match r {
-            Ok((fh, a)) => reply.created(
-                &TTL,
-                &FileAttr::from(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((fh, a)) => {
+                self.engine.remember(a.ino);
+                reply.created(
+                    &TTL,
+                    &FileAttr::from(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                )
+            }
             Err(e) => reply.error(errno(e)),
         }
     }

@@ -137,9 +137,16 @@ impl ObjectStore {
         // Hold the pending lock across the append so that `pending()` never
         // sees an entry whose bytes are not yet written.
         let mut pending = lock(&self.pending);
-        let (pack, offset) = lock(&self.writer)
-            .append(&header, payload)
-            .map_err(|e| self.poison(e))?;
+        let (pack, offset) = lock(&self.writer).append(&header, payload).map_err(|e| {
+            if e.errno() == libc::ENOSPC || e.errno() == libc::EDQUOT {
+                // Nothing references the partial bytes and the next append
+                // writes over them: a full disk is an error, not a poison.
+                tracing::warn!("pack append: {e}");
+                e
+            } else {
+                self.poison(e)
+            }
+        })?;
         pending.insert(
             id,
             IndexEntry {
@@ -264,7 +271,14 @@ pub fn read_record(f: &PackReader, path: &Path, id: &ObjectId, e: &IndexEntry) -
             f.read_at(at, RECORD_HEADER_LEN + e.stored_len as usize)
                 .map_err(Error::io_at(path))
         })?;
-    RecordHeader::decode(&stored[..RECORD_HEADER_LEN]).and_then(|h| {
+    let where_ = || format!("object {id} in {} at offset {}", path.display(), e.offset);
+    let header = RecordHeader::decode(&stored[..RECORD_HEADER_LEN]).map_err(|err| match err {
+        Error::Corrupt { detail, .. } => {
+            Error::corrupt(where_(), format!("record header: {detail}"))
+        }
+        other => other,
+    });
+    header.and_then(|h| {
         if h.id != *id || h.kind != e.kind || h.stored_len != e.stored_len {
             return Err(Error::corrupt(
                 format!("object {id} in {}", path.display()),
