@@ -646,11 +646,21 @@ impl RecordHeader {
             return Err(d.bad("unknown codec"));
         }
         let _reserved = d.u16()?;
+        let (raw_len, stored_len) = (d.u32()?, d.u32()?);
+        // lz4 expands at most ~255x; a raw record is as long as stored. This
+        // bounds what a damaged header can make a reader allocate.
+        let max_raw = match codec {
+            CODEC_RAW => stored_len as u64,
+            _ => stored_len as u64 * 255 + 16,
+        };
+        if raw_len as u64 > max_raw {
+            return Err(d.bad("raw length impossible for the stored length"));
+        }
         Ok(RecordHeader {
             kind,
             codec,
-            raw_len: d.u32()?,
-            stored_len: d.u32()?,
+            raw_len,
+            stored_len,
             id: d.id()?,
         })
     }
@@ -707,12 +717,12 @@ mod tests {
         let h = RecordHeader {
             kind: ObjectKind::Tree,
             codec: CODEC_LZ4,
-            raw_len: 0x0102_0304,
-            stored_len: 5,
+            raw_len: 0xF0E0,
+            stored_len: 0x100,
             id: ObjectId([7; 32]),
         };
         let b = h.encode();
-        assert_eq!(&b[..12], &[3, 1, 0, 0, 4, 3, 2, 1, 5, 0, 0, 0]);
+        assert_eq!(&b[..12], &[3, 1, 0, 0, 0xE0, 0xF0, 0, 0, 0, 1, 0, 0]);
         assert_eq!(&b[12..], &[7; 32]);
         assert_eq!(RecordHeader::decode(&b).unwrap(), h);
     }
@@ -745,6 +755,13 @@ mod tests {
         }
         // A count that claims more entries than bytes is refused, not allocated.
         assert!(Tree::decode(&[1, 255, 255, 255, 255]).is_err());
+        // So is a raw length no lz4 block of that stored length can have.
+        let mut h = [0u8; RECORD_HEADER_LEN];
+        h[0] = 1;
+        h[1] = CODEC_LZ4;
+        h[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        h[8..12].copy_from_slice(&10u32.to_le_bytes());
+        assert!(RecordHeader::decode(&h).is_err());
     }
 
     #[test]

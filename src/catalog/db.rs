@@ -31,7 +31,7 @@ impl IndexEntry {
             .u8(self.codec);
         e.0
     }
-    fn decode(b: &[u8]) -> Result<IndexEntry> {
+    pub fn decode(b: &[u8]) -> Result<IndexEntry> {
         let mut d = Dec::new(b, "object index entry");
         let e = IndexEntry {
             pack: PackNo(d.u64()?),
@@ -65,7 +65,7 @@ impl Inode {
         }
         e.0
     }
-    fn decode(b: &[u8]) -> Result<Inode> {
+    pub fn decode(b: &[u8]) -> Result<Inode> {
         let mut d = Dec::new(b, "inode record");
         d.version(1)?;
         let node = Node::decode(&mut d)?;
@@ -99,7 +99,7 @@ impl Version {
             .u64(self.commit.0);
         e.0
     }
-    fn decode(b: &[u8]) -> Result<Version> {
+    pub fn decode(b: &[u8]) -> Result<Version> {
         let mut d = Dec::new(b, "version record");
         d.version(1)?;
         let v = Version {
@@ -417,7 +417,7 @@ impl Db {
     }
 }
 
-fn decode_dentry(v: &[u8]) -> Result<Dentry> {
+pub fn decode_dentry(v: &[u8]) -> Result<Dentry> {
     let mut d = Dec::new(v, "directory entry");
     let ino = Ino(d.u64()?);
     let kind = FileType::from_u8(d.u8()?).ok_or_else(|| d.bad("bad file type"))?;

@@ -116,8 +116,13 @@ impl PackReader {
 
     pub fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
         if self.whole {
-            // One file, which may still grow (the primary's open pack).
-            return read_at(&self.segments[0].2, offset, len);
+            // One file, which may still grow (the primary's open pack):
+            // check its length now, before allocating for a damaged length.
+            let f = &self.segments[0].2;
+            if offset.saturating_add(len as u64) > f.metadata()?.len() {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            return read_at(f, offset, len);
         }
         let i = self.segments.partition_point(|(s, _, _)| *s <= offset);
         match i.checked_sub(1).and_then(|i| self.segments.get(i)) {
