@@ -1,6 +1,9 @@
 //! The content of one open regular file: its last recorded version (a
 //! manifest) overlaid with the bytes written since, which sit in an
-//! anonymous staging file at their own offsets.
+//! anonymous staging file at their own offsets, or, while writes arrive in
+//! order at the end of the file, in a [`Stream`] that chunks them at once.
+//! Any other change first folds the stream into the base (its chunks become
+//! base extents), so the staging path never sees streamed bytes.
 //!
 //! Recording a version ([`FileState::record`]) re-chunks only from the
 //! first changed extent to the end: extents wholly before the first change
@@ -8,6 +11,7 @@
 //! about one chunk. Regions never written and beyond the old content are
 //! holes: they read as zeros and are stored as hole extents, taking no space.
 
+use super::stream::Stream;
 use crate::chunker;
 use crate::error::{Error, Result};
 use crate::format::{Extent, Manifest, Time};
@@ -79,6 +83,8 @@ impl RangeSet {
 
 /// What the bytes at a position are.
 enum Piece {
+    /// Up to `end`, from the stream.
+    Streamed(u64),
     /// Up to `end`, from the staging file.
     Staged(u64),
     /// Up to `end`, from base extent `idx`.
@@ -96,6 +102,7 @@ pub struct FileState {
     pub size: u64,
     written: RangeSet,
     staging: Option<File>,
+    stream: Option<Stream>,
     /// Something changed since the last recorded version.
     pub dirty: bool,
     /// Time of the last data change not yet in the inode (mtime and ctime).
@@ -118,6 +125,7 @@ impl FileState {
             size: off,
             written: RangeSet::default(),
             staging: None,
+            stream: None,
             dirty: false,
             mtime: None,
             open_count: 0,
@@ -125,6 +133,12 @@ impl FileState {
     }
 
     fn piece(&self, pos: u64) -> Piece {
+        if let Some(s) = &self.stream
+            && pos >= s.start
+        {
+            // The stream is the end of the file.
+            return Piece::Streamed(s.pos().min(self.size));
+        }
         let next_staged = match self.written.at(pos) {
             Ok((_, e)) => return Piece::Staged(e.min(self.size)),
             Err(next) => next.unwrap_or(u64::MAX).min(self.size),
@@ -148,6 +162,11 @@ impl FileState {
         while pos < end {
             let dst = &mut buf[(pos - off) as usize..];
             let n = match self.piece(pos) {
+                Piece::Streamed(e) => {
+                    let n = (e.min(end) - pos) as usize;
+                    let s = self.stream.as_ref().expect("streamed piece");
+                    s.read(store, pos, &mut dst[..n])?
+                }
                 Piece::Staged(e) => {
                     let n = (e.min(end) - pos) as usize;
                     let f = self.staging.as_ref().ok_or_else(|| {
@@ -180,10 +199,29 @@ impl FileState {
         Ok((end.saturating_sub(off)) as usize)
     }
 
-    pub fn write(&mut self, staging_dir: &Path, off: u64, data: &[u8]) -> Result<()> {
+    pub fn write(
+        &mut self,
+        store: &ObjectStore,
+        staging_dir: &Path,
+        off: u64,
+        data: &[u8],
+    ) -> Result<()> {
         let end = off.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
         if end > i64::MAX as u64 {
             return Err(Error::TooBig);
+        }
+        if self.stream.as_ref().is_some_and(|s| s.pos() != off) {
+            self.fold(store)?;
+        }
+        if self.stream.is_none() && self.can_stream_at(off) {
+            self.stream = Some(Stream::new(off));
+        }
+        if let Some(s) = &mut self.stream {
+            s.feed(store, data)?;
+            self.size = end;
+            self.dirty = true;
+            self.mtime = Some(Time::now());
+            return Ok(());
         }
         if self.staging.is_none() {
             self.staging = Some(anonymous_file(staging_dir)?);
@@ -197,24 +235,70 @@ impl FileState {
         Ok(())
     }
 
+    /// Whether a write at `off` can start a stream: everything before it
+    /// is unchanged base content ending on an extent boundary.
+    fn can_stream_at(&self, off: u64) -> bool {
+        let base_end = self
+            .starts
+            .last()
+            .map_or(0, |s| s + self.base.extents.last().map_or(0, Extent::len));
+        self.written.first().is_none()
+            && off == self.size
+            && off <= self.base_limit
+            && (off == base_end || self.starts.binary_search(&off).is_ok())
+    }
+
+    /// Turns the stream into base extents: chunks its tail and makes the
+    /// base "prefix + stream". Nothing is recorded.
+    fn fold(&mut self, store: &ObjectStore) -> Result<()> {
+        let Some(s) = self.stream.take() else {
+            return Ok(());
+        };
+        let start = s.start;
+        let mut extents: Vec<Extent> = self
+            .base
+            .extents
+            .iter()
+            .zip(&self.starts)
+            .take_while(|(x, at)| **at + x.len() <= start)
+            .map(|(x, _)| *x)
+            .collect();
+        extents.extend(s.finish(store)?);
+        let manifest = Arc::new(Manifest { extents });
+        let size = self.size;
+        *self = FileState {
+            open_count: self.open_count,
+            mtime: self.mtime,
+            dirty: self.dirty,
+            staging: self.staging.take(),
+            written: std::mem::take(&mut self.written),
+            ..FileState::new(manifest)
+        };
+        debug_assert_eq!(self.size, size);
+        Ok(())
+    }
+
     /// Sets the size (and the data-change time); a no-op size keeps the
     /// state clean so that it records no new version.
-    pub fn truncate(&mut self, size: u64) {
+    pub fn truncate(&mut self, store: &ObjectStore, size: u64) -> Result<()> {
         self.mtime = Some(Time::now());
         if size == self.size {
-            return;
+            return Ok(());
         }
+        self.fold(store)?;
         if size < self.size {
             self.written.clip(size);
             self.base_limit = self.base_limit.min(size);
         }
         self.size = size;
         self.dirty = true;
+        Ok(())
     }
 
     /// Chunks what changed into the store and returns the new manifest.
     /// The state then reads from that manifest alone.
     pub fn record(&mut self, store: &ObjectStore) -> Result<Arc<Manifest>> {
+        self.fold(store)?;
         let first_change = self
             .written
             .first()
@@ -241,7 +325,7 @@ impl FileState {
             while run_end < self.size {
                 match self.piece(run_end) {
                     Piece::Zero(_) => break,
-                    Piece::Staged(e) | Piece::Base(e, _) => run_end = e,
+                    Piece::Staged(e) | Piece::Base(e, _) | Piece::Streamed(e) => run_end = e,
                 }
             }
             let reader = RunReader {

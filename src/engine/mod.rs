@@ -15,6 +15,7 @@ mod commit;
 pub mod file;
 mod namespace;
 pub mod snapshots;
+mod stream;
 
 use crate::catalog::db::{Batch, Db, Inode, Version};
 use crate::error::{Error, Result};
@@ -398,7 +399,7 @@ impl Engine {
             let mut st = state.write().unwrap_or_else(|e| e.into_inner());
             st.open_count += 1;
             if truncate {
-                st.truncate(0);
+                st.truncate(&self.store, 0)?;
             }
         }
         Ok(self.new_handle(Handle::File { ino, state }))
@@ -433,7 +434,7 @@ impl Engine {
             return Err(Error::ReadOnly);
         }
         let mut f = f.write().unwrap_or_else(|e| e.into_inner());
-        f.write(&self.staging, off, data)?;
+        f.write(&self.store, &self.staging, off, data)?;
         Ok(data.len() as u32)
     }
 

@@ -497,11 +497,16 @@ impl Engine {
         }
         // Use the open state if any; otherwise a temporary one, recorded now.
         match self.open_file(ino) {
-            Some(f) => f.write().unwrap_or_else(|e| e.into_inner()).truncate(size),
+            Some(f) => f
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .truncate(&self.store, size)?,
             None => {
                 let m = self.load_manifest(inode.node.content)?;
                 let f = RwLock::new(FileState::new(m));
-                f.write().unwrap_or_else(|e| e.into_inner()).truncate(size);
+                f.write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .truncate(&self.store, size)?;
                 self.record(ino, &f, false)?;
             }
         }
@@ -522,7 +527,7 @@ impl Engine {
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
             let mut st = f.write().unwrap_or_else(|e| e.into_inner());
             if end > st.size {
-                st.truncate(end);
+                st.truncate(&self.store, end)?;
             }
         }
         Ok(())
