@@ -3,7 +3,11 @@
 # the same run (absolute times on shared machines are noisy). Prints a
 # Markdown table and writes JSON under bench-results/.
 #
-#   scripts/bench.sh [--quick] [snapshots|replica]...
+#   scripts/bench.sh [--quick] [perf|snapshots|replica]...
+#     perf       sequential write/read vs direct disk and bindfs; the AI workload
+#                (shared/bench/gen_workload.py) ingested into revfs vs direct, bindfs,
+#                direct+restic and direct+borg; stored bytes; close() latency; small
+#                files; commit latency in a 100,000-file tree; peak RSS; old checkpoint reads
 #     snapshots  naming, ls -lR and cp from a snapshot vs the live tree (10 GiB in 100,000 files)
 #     replica    write throughput with an async replica vs none, replication lag over a
 #                4 GiB checkpoint sequence, fsync latency with --replica-sync vs without
@@ -16,11 +20,11 @@ SECTIONS=()
 for a in "$@"; do
   case $a in
     --quick) SCALE=0.1 ;;
-    snapshots|replica) SECTIONS+=("$a") ;;
+    perf|snapshots|replica) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(snapshots replica)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica)
 want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 cargo build --release -q
 BIN=$ROOT/target/release/revfs
@@ -53,6 +57,17 @@ PY
 
 RESULTS=$WORK/results.jsonl
 : > "$RESULTS"
+
+if want perf; then
+  need=()
+  for t in bindfs restic borg; do command -v "$t" >/dev/null || need+=("$t"); done
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq bindfs restic borgbackup >/dev/null
+  fi
+  python3 -c 'import numpy' 2>/dev/null || python3 -m pip install -q numpy
+  python3 scripts/bench_perf.py "$BIN" "$WORK" "$SCALE" "$ROOT/../shared/bench/gen_workload.py" \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); r["section"]="perf"; print(json.dumps(r))' >> "$RESULTS"
+fi
 
 if want snapshots; then
 "$BIN" init "$WORK/store" >/dev/null
@@ -194,6 +209,30 @@ json.dump(r, open(path, "w"), indent=2)
 print(f"\n## revfs benchmark ({r['date']}, {r['machine']['cores']} cores, load {r['machine']['loadavg'][0]:.2f}, scale {scale})\n")
 print("| figure | value | baseline in the same run |")
 print("|---|---|---|")
+s = sections.get("perf")
+if s:
+    q, w = s["seq"], s["workload"]
+    wm, rm = q["write_mbs"], q["read_mbs"]
+    print(f"| (a) sequential write {q['mib']} MiB + fsync, revfs / direct | {wm['revfs'] / wm['direct']:.2f}x (target >= 0.6) | direct {wm['direct']:.0f} MB/s |")
+    print(f"| (a) sequential write, revfs / bindfs | {wm['revfs'] / wm['bindfs']:.2f}x (target >= 3) | bindfs {wm['bindfs']:.0f} MB/s |")
+    print(f"| (a) sequential read (cold), revfs live / direct | {rm['revfs'] / rm['direct']:.2f}x (target >= 0.8) | direct {rm['direct']:.0f} MB/s, bindfs {rm['bindfs']:.0f} MB/s |")
+    print(f"| (a) sequential read (cold), revfs snapshot / direct | {rm['revfs_snapshot'] / rm['direct']:.2f}x (target >= 0.8) | - |")
+    t = w["ingest_seconds"]
+    print(f"| (b) workload ingest time, revfs / direct | {t['revfs'] / t['direct']:.2f}x | direct {t['direct']:.1f} s |")
+    print(f"| (b) workload ingest time, revfs / bindfs | {t['revfs'] / t['bindfs']:.2f}x | bindfs {t['bindfs']:.1f} s |")
+    print(f"| (b) direct+restic / revfs, direct+borg / revfs (time) | {t['direct+restic'] / t['revfs']:.2f}x, {t['direct+borg'] / t['revfs']:.2f}x (target >= 2) | restic {t['direct+restic']:.1f} s, borg {t['direct+borg']:.1f} s |")
+    sb = w["stored_bytes"]
+    print(f"| (c) stored bytes after all steps, revfs / min(restic, borg) | {sb['revfs'] / min(sb['restic'], sb['borg']):.2f}x (target <= 0.9) | revfs {sb['revfs'] / 2**20:.0f} MiB, restic {sb['restic'] / 2**20:.0f} MiB, borg {sb['borg'] / 2**20:.0f} MiB |")
+    per = w["stored_per_step"]
+    for i, kind in enumerate(w["steps"]):
+        print(f"| (c) step {i} ({kind}) stored MiB: revfs / restic / borg | {per['revfs'][i] / 2**20:.1f} / {per['restic'][i] / 2**20:.1f} / {per['borg'][i] / 2**20:.1f} | checkpoint {w['checkpoint_bytes'] / 2**20:.0f} MiB |")
+    print(f"| (d) close() after a {q['close_mib']} MiB sequential write | {q['close_ms_after_1GiB']:.1f} ms (target <= 50) | - |")
+    sf = s["small_files"]["per_second"]
+    print(f"| (e) create+write+close of {s['small_files']['files']} 4-KiB files, revfs / direct, revfs / bindfs | {sf['revfs'] / sf['direct']:.2f}x, {sf['revfs'] / sf['bindfs']:.2f}x | direct {sf['direct']:.0f}/s, bindfs {sf['bindfs']:.0f}/s, revfs {sf['revfs']:.0f}/s |")
+    c = s["commit"]
+    print(f"| (f) commit (fsync) after a one-file change in a {c['tree_files']}-file tree | {c['ms_one_file_change_in_tree']:.1f} ms (target <= 10) | alone {c['ms_one_file_change_alone']:.1f} ms |")
+    print(f"| (g) peak daemon RSS over the workload | {w['peak_rss_mib']:.0f} MiB (target <= 300) | - |")
+    print(f"| (h) read of an old checkpoint from .snapshots / of the live one (cold) | {w['old_checkpoint_read_mbs'] / w['live_checkpoint_read_mbs']:.2f}x | live {w['live_checkpoint_read_mbs']:.0f} MB/s |")
 s = sections.get("snapshots")
 if s:
     print(f"| name a snapshot (`mkdir .snapshots/NAME`) on {s['bytes'] / 2**30:.1f} GiB in {s['files']} files | {s['snapshot_name_seconds'] * 1000:.1f} ms | - |")
