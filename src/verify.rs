@@ -135,14 +135,7 @@ pub fn verify(
         for no in pack::list_packs(rpacks)? {
             let reader = PackReader::open(rpacks, no)?;
             for (h, offset) in reader.scan()? {
-                let e = crate::catalog::db::IndexEntry {
-                    pack: no,
-                    offset,
-                    stored_len: h.stored_len,
-                    raw_len: h.raw_len,
-                    kind: h.kind,
-                    codec: h.codec,
-                };
+                let e = crate::catalog::db::IndexEntry::of_record(no, offset, &h);
                 side.objects_checked += 1;
                 match read_record(&reader, &pack::pack_path(rpacks, no), &h.id, &e) {
                     Ok(_) => {

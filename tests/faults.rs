@@ -4,40 +4,11 @@
 
 mod common;
 
-use common::{Mount, bytes, revfs};
+use common::{Mount, Tmpfs, bytes, revfs};
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// A tmpfs mounted for a test, lazily unmounted when dropped.
-struct Tmpfs(PathBuf);
-impl Tmpfs {
-    fn new(at: &Path, size: &str) -> Tmpfs {
-        fs::create_dir_all(at).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mounting a tmpfs needs root");
-        Tmpfs(at.to_path_buf())
-    }
-    fn resize(&self, size: &str) {
-        let st = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 #[test]
 fn a_full_store_disk_gives_enospc_harms_nothing_and_recovers() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Mount, bytes, revfs, status, wait_replicated, wait_until};
+use common::{Mount, Tmpfs, bytes, revfs, status, wait_replicated, wait_until};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -223,26 +223,11 @@ fn a_removed_replica_is_reported_and_caught_up_when_back() {
     assert_eq!(status(&m.store)["replica"]["state"], "ok");
 }
 
-/// A small tmpfs, unmounted when dropped.
-struct Tmpfs(PathBuf);
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_replica_does_not_harm_the_primary_and_catches_up() {
     let Some(mut m) = Mount::init() else { return };
     let r = m.tmp.path().join("small");
-    fs::create_dir(&r).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&r)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting a tmpfs needs root");
-    let _guard = Tmpfs(r.clone());
+    let small = Tmpfs::new(&r, "4m");
     m.start(&["--replica", r.to_str().unwrap()]);
     let data = bytes(5, 12 << 20);
     fs::write(m.p("big"), &data).unwrap();
@@ -265,12 +250,7 @@ fn a_full_replica_does_not_harm_the_primary_and_catches_up() {
     let leftovers = m.sh(&format!("find {} -name '.tmp-*' | wc -l", r.display()));
     assert_eq!(leftovers.trim(), "0");
     // Room again: it catches up by itself.
-    let st = Command::new("mount")
-        .args(["-o", "remount,size=64m"])
-        .arg(&r)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    small.resize("64m");
     wait_replicated(&m.store, LAG_TIMEOUT);
     m.unmount();
     let (ok, out) = revfs(&[

@@ -14,14 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(reader) = PackReader::open(dir.path(), PackNo(1)) else { return };
     let Ok(records) = reader.scan() else { return };
     for (h, offset) in records {
-        let e = IndexEntry {
-            pack: PackNo(1),
-            offset,
-            stored_len: h.stored_len,
-            raw_len: h.raw_len,
-            kind: h.kind,
-            codec: h.codec,
-        };
+        let e = IndexEntry::of_record(PackNo(1), offset, &h);
         let _ = read_record(&reader, &path, &h.id, &e);
     }
 });

@@ -21,6 +21,18 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
+    /// The entry of a record found in pack `pack` with its payload at `offset`.
+    pub fn of_record(pack: PackNo, offset: u64, h: &crate::format::RecordHeader) -> IndexEntry {
+        IndexEntry {
+            pack,
+            offset,
+            stored_len: h.stored_len,
+            raw_len: h.raw_len,
+            kind: h.kind,
+            codec: h.codec,
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
         e.u64(self.pack.0)

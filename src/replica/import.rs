@@ -29,17 +29,7 @@ fn index_packs(packs_dir: &Path, db: &Db, out: &mut Imported) -> Result<()> {
         let reader = PackReader::open(packs_dir, no)?;
         let mut b = Batch::default();
         for (h, offset) in reader.scan()? {
-            b.put_index(
-                &h.id,
-                &IndexEntry {
-                    pack: no,
-                    offset,
-                    stored_len: h.stored_len,
-                    raw_len: h.raw_len,
-                    kind: h.kind,
-                    codec: h.codec,
-                },
-            );
+            b.put_index(&h.id, &IndexEntry::of_record(no, offset, &h));
             out.objects += 1;
         }
         db.apply(b)?;

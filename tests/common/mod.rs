@@ -271,3 +271,31 @@ pub fn revfs(args: &[&std::ffi::OsStr]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// A tmpfs mounted for a test, lazily unmounted when dropped.
+pub struct Tmpfs(pub PathBuf);
+impl Tmpfs {
+    pub fn new(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a tmpfs needs root");
+        Tmpfs(at.to_path_buf())
+    }
+    pub fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
