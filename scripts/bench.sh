@@ -202,7 +202,10 @@ out, scale = sys.argv[1], float(sys.argv[2])
 sections = {r["section"]: r for r in map(json.loads, open(sys.argv[3]))}
 r = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
      "machine": {"cores": os.cpu_count(), "loadavg": os.getloadavg(), "kernel": platform.release(),
-                 "revfs": subprocess.run(["target/release/revfs", "--version"], capture_output=True, text=True).stdout.strip()},
+                 "tools": {t: (subprocess.run(v, capture_output=True, text=True).stdout.strip().splitlines() or ["absent"])[0]
+                           for t, v in {"revfs": ["target/release/revfs", "--version"], "restic": ["restic", "version"],
+                                        "borg": ["borg", "--version"], "bindfs": ["bindfs", "--version"]}.items()
+                           if __import__("shutil").which(v[0]) or t == "revfs"}},
      "scale": scale, **sections}
 path = f"{out}/bench-{r['date'].replace(':', '')}.json"
 json.dump(r, open(path, "w"), indent=2)
