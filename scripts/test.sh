@@ -3,6 +3,7 @@
 # (real FUSE mounts; need root and /dev/fuse), and the shared acceptance script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -q -- -D warnings
 log=$(mktemp)
