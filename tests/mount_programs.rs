@@ -244,3 +244,16 @@ impl Drop for Unmount<'_> {
         }
     }
 }
+
+#[test]
+fn fsx_random_io_with_mmap_matches_a_model() {
+    let Some(mut m) = Mount::new(&[]) else { return };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/programs/fsx.py");
+    for seed in [1, 2] {
+        m.sh(&format!("python3 {script} fsx{seed} {seed} 1500"));
+    }
+    // The file reads back the same after a remount.
+    let before = fs::read(m.p("fsx1")).unwrap();
+    m.remount(&[]);
+    assert_eq!(fs::read(m.p("fsx1")).unwrap(), before);
+}
