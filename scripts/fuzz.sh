@@ -7,8 +7,14 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 export RUSTC_BOOTSTRAP=1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 for t in $(cargo fuzz list); do
   echo "== fuzzing $t for ${SECONDS_EACH}s"
-  cargo fuzz run "$t" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 2>&1 | grep -E "^(#[0-9]+ +DONE|==|SUMMARY|Done)|panicked|ERROR" || true
-  [ "${PIPESTATUS[0]}" = 0 ] || { echo "fuzz target $t failed"; exit 1; }
+  if ! cargo fuzz run -O "$t" -- -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 >"$log" 2>&1; then
+    grep -E "panicked|ERROR|SUMMARY|Test unit" "$log"
+    echo "fuzz target $t failed"
+    exit 1
+  fi
+  grep -E "^Done" "$log"
 done

@@ -518,9 +518,15 @@ impl Manifest {
         d.version(1)?;
         let n = d.count(9)?;
         let mut extents = Vec::with_capacity(n);
+        let mut total: u64 = 0;
         for _ in 0..n {
             let tag = d.u8()?;
             let len = d.u64()?;
+            // A file is at most i64::MAX bytes; extents are never empty.
+            total = total
+                .checked_add(len)
+                .filter(|t| *t <= i64::MAX as u64 && len > 0)
+                .ok_or_else(|| d.bad("extent lengths out of range"))?;
             extents.push(match tag {
                 0 => Extent::Hole { len },
                 1 => Extent::Chunk { len, id: d.id()? },
@@ -532,7 +538,9 @@ impl Manifest {
     }
 
     pub fn size(&self) -> u64 {
-        self.extents.iter().map(Extent::len).sum()
+        self.extents
+            .iter()
+            .fold(0u64, |a, x| a.saturating_add(x.len()))
     }
 }
 
@@ -755,6 +763,13 @@ mod tests {
         }
         // A count that claims more entries than bytes is refused, not allocated.
         assert!(Tree::decode(&[1, 255, 255, 255, 255]).is_err());
+        // Extent lengths that add up past the largest file (found by fuzzing).
+        let mut m = vec![1, 2, 0, 0, 0, 0];
+        for _ in 0..2 {
+            m.push(0);
+            m.extend_from_slice(&(u64::MAX / 2 + 1).to_le_bytes());
+        }
+        assert!(Manifest::decode(&m).is_err());
         // So is a raw length no lz4 block of that stored length can have.
         let mut h = [0u8; RECORD_HEADER_LEN];
         h[0] = 1;
