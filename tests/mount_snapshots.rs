@@ -9,9 +9,10 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::Duration;
 
-/// Waits past one commit interval so that what was closed is committed.
+/// Waits past one commit interval (with margin for a loaded CI machine)
+/// so that what was closed is committed.
 fn settle() {
-    std::thread::sleep(Duration::from_millis(1600));
+    std::thread::sleep(Duration::from_millis(2200));
 }
 
 fn now_rfc3339() -> String {
