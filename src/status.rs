@@ -45,20 +45,21 @@ pub fn status(engine: &Engine) -> Result<Status> {
         let path = crate::store::pack::pack_path(engine.store.packs_dir(), p);
         stored_bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     }
-    let (mut live_bytes, mut files) = (0, 0);
+    let (mut live_bytes, mut seen) = (0, std::collections::HashSet::new());
     let mut stack = vec![Ino::ROOT];
     while let Some(dir) = stack.pop() {
         for (_, d) in db.list_dir(dir)? {
             match d.kind {
                 FileType::Directory => stack.push(d.ino),
-                FileType::Regular => {
-                    files += 1;
+                // Hard links are one file.
+                FileType::Regular if seen.insert(d.ino) => {
                     live_bytes += engine.getattr(d.ino).map(|a| a.node.size).unwrap_or(0);
                 }
                 _ => {}
             }
         }
     }
+    let files = seen.len() as u64;
     let (mut versions, mut logical_bytes) = (0, 0);
     for v in db.all_versions() {
         versions += 1;
