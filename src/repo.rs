@@ -151,8 +151,17 @@ impl StoreLock {
             .truncate(false)
             .open(&path)
             .map_err(Error::io_at(&path))?;
-        // SAFETY: flock on a valid fd.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        // A lock can outlive its holder for an instant (a child forked
+        // while it was open holds it until exec), so try for up to a second.
+        let mut rc = -1;
+        for _ in 0..10 {
+            // SAFETY: flock on a valid fd.
+            rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         if rc != 0 {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
             return Err(Error::Store(format!(

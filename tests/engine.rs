@@ -65,6 +65,7 @@ fn chunk_count(r: &Repo) -> u64 {
 
 #[test]
 fn identical_content_is_stored_once() {
+    let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     let r = new_store(&tmp.path().join("s"));
     let data = bytes(5, 4 << 20);
@@ -84,6 +85,7 @@ fn identical_content_is_stored_once() {
 
 #[test]
 fn appending_rechunks_only_the_tail() {
+    let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     let r = new_store(&tmp.path().join("s"));
     let e = &r.engine;
@@ -121,6 +123,7 @@ fn flip_a_byte_in_a_pack(store: &Path) {
 
 #[test]
 fn a_flipped_byte_in_a_pack_is_detected_on_read() {
+    let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("s");
     let data = bytes(8, 2 << 20);
@@ -144,6 +147,7 @@ fn a_flipped_byte_in_a_pack_is_detected_on_read() {
 /// no flush: as close to kill -9 as a process can do to itself).
 #[test]
 fn crash_child_writer() {
+    let _serial = common::serial();
     let Ok(dir) = std::env::var("REVFS_CRASH_CHILD_STORE") else {
         return;
     };
@@ -162,6 +166,7 @@ fn crash_child_writer() {
 
 #[test]
 fn reopen_after_crash_keeps_synced_versions() {
+    let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("s");
     drop(new_store(&dir));
@@ -196,6 +201,7 @@ fn reopen_after_crash_keeps_synced_versions() {
 
 #[test]
 fn store_refuses_bad_input_clearly() {
+    let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     // A non-empty directory that is not a store.
     let d = tmp.path().join("full");
@@ -236,6 +242,7 @@ fn store_refuses_bad_input_clearly() {
 
 #[test]
 fn one_process_per_store() {
+    let _serial = common::serial();
     let tmp = tempfile::tempdir().unwrap();
     let s = tmp.path().join("s");
     let _r = new_store(&s);

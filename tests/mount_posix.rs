@@ -504,3 +504,22 @@ fn rename_flags_suid_clearing_and_mtime_on_write() {
     fs::write(m.p("c"), b"").unwrap();
     assert_eq!(fs::metadata(m.p("c")).unwrap().len(), 0);
 }
+
+#[test]
+fn reopen_right_after_close_sees_the_new_content_while_commits_run() {
+    // Regression: an open racing a commit could read the catalog before
+    // the commit published and the pending overlay after it was cleared,
+    // and so see the previous content.
+    let Some(m) = Mount::new(&["--commit-interval", "10ms"]) else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let mut i = 0u64;
+    while std::time::Instant::now() < deadline {
+        let want = bytes(i, 1000 + (i as usize % 3000));
+        fs::write(m.p("f"), &want).unwrap();
+        assert_eq!(fs::read(m.p("f")).unwrap(), want, "iteration {i}");
+        i += 1;
+    }
+    assert!(i > 100, "{i}");
+}

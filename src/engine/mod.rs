@@ -271,9 +271,18 @@ impl Engine {
     }
 
     /// The current inode: catalog record with any pending content applied.
+    ///
+    /// Pending content is read *before* the catalog: a commit publishes to
+    /// the catalog first and clears pending after, so either the overlay or
+    /// the published record holds the newest content. (Reading the catalog
+    /// first could see the old record and then no overlay: stale content.)
     pub(crate) fn inode(&self, ino: Ino) -> Result<Inode> {
+        let overlay = lock(&self.pending)
+            .content
+            .get(&ino)
+            .map(|(c, _)| c.clone());
         let mut i = self.db.inode(ino)?.ok_or(Error::NotFound)?;
-        if let Some((c, _)) = lock(&self.pending).content.get(&ino) {
+        if let Some(c) = overlay {
             c.apply(&mut i.node);
         }
         Ok(i)

@@ -78,13 +78,18 @@ pub struct LogEntry {
 }
 
 /// One version found by [`Engine::history`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct HistoryEntry {
     pub commit: u64,
     pub time: String,
     /// Relative to the mount root.
     pub path: String,
     pub size: u64,
+    /// The file's inode number, mtime and content in that commit.
+    pub ino: u64,
+    pub mtime: Time,
+    pub manifest: Option<ObjectId>,
+    pub commit_time: Time,
 }
 
 /// A node of the history view.
@@ -539,6 +544,10 @@ impl Engine {
                                 time: crate::timefmt::rfc3339(time),
                                 path,
                                 size: e.node.size,
+                                ino: e.ino,
+                                mtime: e.node.mtime,
+                                manifest: c,
+                                commit_time: time,
                             });
                         }
                         _ => {}

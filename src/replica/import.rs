@@ -174,7 +174,7 @@ pub fn recover(replica: &Path, new: &Path, mut progress: impl FnMut(u64, u64)) -
     }
     let db = Arc::new(Db::open(&new.join("meta"), true)?);
     let imported = import(replica, &dst, &db)?;
-    drop(db);
+    rebuild_versions(new, db)?;
     let cfg = crate::repo::Config {
         role: None,
         replica: None,
@@ -182,4 +182,40 @@ pub fn recover(replica: &Path, new: &Path, mut progress: impl FnMut(u64, u64)) -
     };
     cfg.write(new)?;
     Ok(imported)
+}
+
+/// Per-file version records of a recovered store, from its history (so
+/// that `status` counts versions again): one per content a path had.
+fn rebuild_versions(store: &Path, db: Arc<Db>) -> Result<()> {
+    let history = {
+        let objects = Arc::new(ObjectStore::open(&store.join("packs"), db.clone(), true)?);
+        let engine = crate::engine::Engine::new(
+            db.clone(),
+            objects,
+            store.join("staging"),
+            crate::engine::Options {
+                read_only: true,
+                ..Default::default()
+            },
+        )?;
+        engine.history()?
+    };
+    let mut b = Batch::default();
+    for (vseq, h) in history.iter().enumerate() {
+        b.put_version(
+            Ino(h.ino),
+            vseq as u64 + 1,
+            &crate::catalog::db::Version {
+                time: h.commit_time,
+                size: h.size,
+                mtime: h.mtime,
+                manifest: h.manifest,
+                fsynced: false,
+                commit: CommitSeq(h.commit),
+            },
+        );
+    }
+    b.put_counter("next_vseq", history.len() as u64 + 1);
+    db.apply(b)?;
+    db.flush()
 }
