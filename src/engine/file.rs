@@ -107,7 +107,6 @@ pub struct FileState {
     pub dirty: bool,
     /// Time of the last data change not yet in the inode (mtime and ctime).
     pub mtime: Option<Time>,
-    pub open_count: u32,
 }
 
 impl FileState {
@@ -128,7 +127,6 @@ impl FileState {
             stream: None,
             dirty: false,
             mtime: None,
-            open_count: 0,
         }
     }
 
@@ -267,7 +265,6 @@ impl FileState {
         let manifest = Arc::new(Manifest { extents });
         let size = self.size;
         *self = FileState {
-            open_count: self.open_count,
             mtime: self.mtime,
             dirty: self.dirty,
             staging: self.staging.take(),
@@ -346,7 +343,6 @@ impl FileState {
         }
         let manifest = Arc::new(Manifest { extents });
         *self = FileState {
-            open_count: self.open_count,
             mtime: self.mtime,
             staging: self.staging.take(),
             ..FileState::new(manifest.clone())

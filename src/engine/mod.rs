@@ -93,6 +93,12 @@ struct Pending {
     versions: Vec<(Ino, u64, Version)>,
 }
 
+/// The shared state of an open file and its number of open handles.
+struct OpenFile {
+    state: Arc<RwLock<FileState>>,
+    handles: u32,
+}
+
 /// An open file or directory handle.
 enum Handle {
     File {
@@ -112,7 +118,9 @@ pub struct Engine {
     opts: Options,
     ns: Mutex<()>,
     pending: Mutex<Pending>,
-    files: Mutex<HashMap<Ino, Arc<RwLock<FileState>>>>,
+    /// Open regular files and how many handles each has; counted under
+    /// this lock so that an open and a last release cannot interleave.
+    files: Mutex<HashMap<Ino, OpenFile>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     next_ino: AtomicU64,
@@ -353,7 +361,7 @@ impl Engine {
     }
 
     fn open_file(&self, ino: Ino) -> Option<Arc<RwLock<FileState>>> {
-        lock(&self.files).get(&ino).cloned()
+        lock(&self.files).get(&ino).map(|o| o.state.clone())
     }
 
     fn alloc_ino(&self, b: &mut Batch) -> Ino {
@@ -393,25 +401,31 @@ impl Engine {
             FileType::Directory => return Err(Error::IsDir),
             _ => return Err(Error::Invalid),
         }
-        let mut files = lock(&self.files);
-        let state = match files.get(&ino) {
-            Some(s) => s.clone(),
-            None => {
-                let m = self.load_manifest(inode.node.content)?;
-                let s = Arc::new(RwLock::new(FileState::new(m)));
-                files.insert(ino, s.clone());
-                s
-            }
+        let state = {
+            let mut files = lock(&self.files);
+            let open = match files.entry(ino) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(OpenFile {
+                    state: Arc::new(RwLock::new(FileState::new(
+                        self.load_manifest(inode.node.content)?,
+                    ))),
+                    handles: 0,
+                }),
+            };
+            open.handles += 1;
+            open.state.clone()
         };
-        drop(files);
-        {
-            let mut st = state.write().unwrap_or_else(|e| e.into_inner());
-            st.open_count += 1;
-            if truncate {
-                st.truncate(&self.store, 0)?;
-            }
+        let fh = self.new_handle(Handle::File {
+            ino,
+            state: state.clone(),
+        });
+        if truncate {
+            state
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .truncate(&self.store, 0)?;
         }
-        Ok(self.new_handle(Handle::File { ino, state }))
+        Ok(fh)
     }
 
     fn new_handle(&self, h: Handle) -> u64 {
@@ -479,9 +493,11 @@ impl Engine {
         }
         let result = self.record(ino, &f, false);
         let mut files = lock(&self.files);
-        let mut st = f.write().unwrap_or_else(|e| e.into_inner());
-        st.open_count = st.open_count.saturating_sub(1);
-        if st.open_count == 0 {
+        let last = files.get_mut(&ino).is_none_or(|o| {
+            o.handles = o.handles.saturating_sub(1);
+            o.handles == 0
+        });
+        if last {
             if let Err(e) = &result {
                 // close() already returned this error (flush records first);
                 // the unrecorded bytes go, and their staging space with them.
@@ -491,7 +507,6 @@ impl Engine {
                 );
             }
             files.remove(&ino);
-            drop(st);
             drop(files);
             self.drop_if_unlinked(ino)?;
         }
@@ -616,7 +631,7 @@ impl Engine {
     pub fn record_all(&self) -> Result<()> {
         let files: Vec<_> = lock(&self.files)
             .iter()
-            .map(|(i, f)| (*i, f.clone()))
+            .map(|(i, o)| (*i, o.state.clone()))
             .collect();
         for (ino, f) in files {
             self.record(ino, &f, false)?;

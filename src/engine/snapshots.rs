@@ -200,13 +200,10 @@ impl Engine {
 
     /// The newest commit whose time is at or before `t`.
     fn commit_at(&self, t: Time) -> Result<Option<(CommitSeq, Time)>> {
-        Ok(self
-            .db
-            .commits()?
-            .into_iter()
-            .rev()
-            .find(|(_, _, ct)| *ct <= t)
-            .map(|(s, _, ct)| (s, ct)))
+        // Commit times strictly increase with the sequence number.
+        let commits = self.db.commits()?;
+        let n = commits.partition_point(|(_, _, ct)| *ct <= t);
+        Ok(n.checked_sub(1).map(|i| (commits[i].0, commits[i].2)))
     }
 
     fn head_time(&self) -> Result<Time> {
@@ -328,9 +325,12 @@ impl Engine {
                         name: b"latest".to_vec(),
                     });
                 }
+                // The listing knows each entry's commit: no lookup by name
+                // (which would scan the commits once per entry).
                 for s in self.snapshot_list(&self.opts.thinning)? {
-                    let attr = self.snap_lookup(SNAP_ROOT, s.name.as_bytes())?;
-                    out.push(dot(attr.ino, s.name.as_bytes()));
+                    let kind = if s.named { "n" } else { "a" };
+                    let ino = self.view_root(&format!("{kind}/{}", s.name), CommitSeq(s.commit))?;
+                    out.push(dot(ino, s.name.as_bytes()));
                 }
             }
             AT_DIR => out[1].ino = SNAP_ROOT,

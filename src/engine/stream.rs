@@ -22,8 +22,10 @@ pub struct Stream {
     pub extents: Vec<Extent>,
     starts: Vec<u64>,
     cut: u64,
-    /// Bytes after the cut, not yet chunked.
+    /// `buf[head..]` are the bytes after the cut, not yet chunked; the
+    /// consumed front is dropped once per write, not once per chunk.
     buf: Vec<u8>,
+    head: usize,
 }
 
 impl Stream {
@@ -34,40 +36,47 @@ impl Stream {
             starts: Vec::new(),
             cut: 0,
             buf: Vec::with_capacity(MAX_CHUNK * 2),
+            head: 0,
         }
     }
 
     /// The offset the next sequential write must have.
     pub fn pos(&self) -> u64 {
-        self.start + self.cut + self.buf.len() as u64
+        self.start + self.cut + self.pending().len() as u64
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.head..]
     }
 
     /// Takes the bytes of a write at `pos()`; stores every full chunk.
     pub fn feed(&mut self, store: &ObjectStore, data: &[u8]) -> Result<()> {
         self.buf.extend_from_slice(data);
-        while self.buf.len() >= MAX_CHUNK {
-            let len = first_cut(&self.buf[..MAX_CHUNK]);
+        while self.pending().len() >= MAX_CHUNK {
+            let len = first_cut(&self.pending()[..MAX_CHUNK]);
             self.store_chunk(store, len)?;
         }
+        self.buf.drain(..self.head);
+        self.head = 0;
         Ok(())
     }
 
     fn store_chunk(&mut self, store: &ObjectStore, len: usize) -> Result<()> {
-        let id = store.put(ObjectKind::Chunk, &self.buf[..len])?;
+        let id = store.put(ObjectKind::Chunk, &self.pending()[..len])?;
         self.starts.push(self.start + self.cut);
         self.extents.push(Extent::Chunk {
             len: len as u64,
             id,
         });
         self.cut += len as u64;
-        self.buf.drain(..len);
+        self.head += len;
         Ok(())
     }
 
     /// Chunks what is left; the stream's extents then cover all its bytes.
     pub fn finish(mut self, store: &ObjectStore) -> Result<Vec<Extent>> {
-        while !self.buf.is_empty() {
-            let len = first_cut(&self.buf);
+        while !self.pending().is_empty() {
+            let len = first_cut(self.pending());
             self.store_chunk(store, len)?;
         }
         Ok(self.extents)
@@ -78,8 +87,9 @@ impl Stream {
         let cut_end = self.start + self.cut;
         if pos >= cut_end {
             let at = (pos - cut_end) as usize;
-            let n = dst.len().min(self.buf.len().saturating_sub(at));
-            dst[..n].copy_from_slice(&self.buf[at..at + n]);
+            let pending = self.pending();
+            let n = dst.len().min(pending.len().saturating_sub(at));
+            dst[..n].copy_from_slice(&pending[at..at + n]);
             return Ok(n);
         }
         let i = self.starts.partition_point(|s| *s <= pos) - 1;
