@@ -152,7 +152,7 @@ fn serve_one(conn: UnixStream, engine: &Engine) {
 /// Sends one request to the daemon serving `store`; `Ok(None)` when no
 /// daemon is listening.
 pub fn call(store: &Path, req: &Request) -> Result<Option<Value>> {
-    let path = store.join(crate::repo::SOCKET_FILE);
+    let path = crate::repo::runtime_dir(store)?.join(crate::repo::SOCKET_FILE);
     let conn = match UnixStream::connect(&path) {
         Ok(c) => c,
         Err(_) => return Ok(None),

@@ -6,7 +6,8 @@
 //! Points, in the order a commit passes them:
 //! `record:chunks-written`, `commit:objects-written`, `commit:packs-synced`,
 //! `commit:catalog-applied`, `commit:flushed`; and in replication:
-//! `replica:packs-shipped`, `replica:head-written`.
+//! `replica:packs-shipped`, `replica:head-written`; in `recover`:
+//! `recover:pack-copied`, `recover:packs-copied`, `recover:catalog-built`.
 
 use std::sync::OnceLock;
 

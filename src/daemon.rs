@@ -6,7 +6,7 @@ use crate::engine::{Engine, Options};
 use crate::error::{Error, Result};
 use crate::fs::RevFs;
 use crate::replica::Replicator;
-use crate::repo::{Repo, SOCKET_FILE};
+use crate::repo::{Repo, SOCKET_FILE, runtime_dir};
 use fuser::{Config, MountOption, SessionACL};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,17 +84,17 @@ impl Drop for CommitLoop {
     }
 }
 
-fn is_mountpoint(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(m), Ok(p)) = (std::fs::metadata(path), std::fs::metadata(path.join(".."))) else {
-        return false;
-    };
-    m.dev() != p.dev() || m.ino() == p.ino()
-}
-
 /// Mounts `store` at `mountpoint` and serves it in the foreground until it
 /// is unmounted or the process gets SIGINT/SIGTERM; then flushes.
-pub fn run(store: &Path, mountpoint: &Path, opts: MountOptions) -> Result<()> {
+///
+/// `startup` hears of warnings and of the moment the mount serves (the
+/// parent of a `--daemon` child waits for that).
+pub fn run(
+    store: &Path,
+    mountpoint: &Path,
+    opts: MountOptions,
+    startup: &mut Startup,
+) -> Result<()> {
     // Absolute, so that the mount source (revfs:STORE) finds the store from anywhere.
     let store = &std::path::absolute(store).map_err(Error::io_at(store))?;
     if let Err(e) = std::fs::metadata(mountpoint)
@@ -114,13 +114,15 @@ pub fn run(store: &Path, mountpoint: &Path, opts: MountOptions) -> Result<()> {
         )));
     }
     let mut repo = Repo::open(store, opts.engine.clone())?;
-    repo.attach_replica(opts.replica.clone())?;
+    if let Some(w) = repo.attach_replica(opts.replica.clone())? {
+        startup.warn(&w);
+    }
     let engine = repo.engine.clone();
     let replicator = match (&repo.config.replica, engine.read_only()) {
         (Some(dir), false) => {
             let r = Replicator::new(
                 dir.clone(),
-                repo.config.store_id.clone(),
+                repo.config.clone(),
                 engine.db.clone(),
                 engine.store.clone(),
             );
@@ -170,8 +172,9 @@ pub fn run(store: &Path, mountpoint: &Path, opts: MountOptions) -> Result<()> {
         .map_err(Error::Io)?;
 
     let commits = CommitLoop::start(engine.clone(), opts.commit_interval);
-    let control = control::Server::start(&store.join(SOCKET_FILE), engine.clone())?;
+    let control = control::Server::start(&runtime_dir(store)?.join(SOCKET_FILE), engine.clone())?;
     tracing::info!("mounted {} at {}", store.display(), mountpoint.display());
+    startup.ready();
     let served = session.run();
     drop(control);
     drop(commits);
@@ -201,42 +204,133 @@ fn lazy_unmount(mnt: &Path) {
     }
 }
 
+/// How a `--daemon` child tells its parent how its start went, over a
+/// pipe whose fd is in `REVFS_STARTUP_FD`: lines `warn MSG`, then `ready`
+/// or `error MSG`. In the foreground there is no pipe and every method
+/// does nothing (warnings and errors reach the terminal through the log).
+#[derive(Default)]
+pub struct Startup {
+    pipe: Option<std::fs::File>,
+}
+
+const STARTUP_FD: &str = "REVFS_STARTUP_FD";
+
+impl Startup {
+    /// The pipe to the parent, when this process is a `--daemon` child.
+    pub fn from_env() -> Startup {
+        use std::os::fd::FromRawFd;
+        let fd = std::env::var(STARTUP_FD)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok());
+        // SAFETY: the parent passed this fd for us alone to own; fcntl checks it is open.
+        let pipe = fd
+            .filter(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0)
+            .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+        // SAFETY: single-threaded at this point (called first thing in main's mount path).
+        unsafe { std::env::remove_var(STARTUP_FD) };
+        Startup { pipe }
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        if let Some(p) = self.pipe.as_mut() {
+            let _ = writeln!(p, "{}", line.replace('\n', " "));
+        }
+    }
+
+    pub fn warn(&mut self, msg: &str) {
+        self.send(&format!("warn {msg}"));
+    }
+
+    pub fn ready(&mut self) {
+        self.send("ready");
+        self.pipe = None;
+    }
+
+    pub fn error(&mut self, msg: &str) {
+        self.send(&format!("error {msg}"));
+        self.pipe = None;
+    }
+}
+
 /// `--daemon`: starts this binary again in the foreground mode as a
-/// detached child (own session, output to STORE/daemon.log) and returns
-/// once the mount is up, or with the child's error.
-pub fn spawn_detached(store: &Path, mountpoint: &Path, args: &[String]) -> Result<u32> {
+/// detached child (own session, output to the daemon log) and returns
+/// once the child serves the mount, with the child's warnings; or fails
+/// with the child's error.
+pub fn spawn_detached(store: &Path, args: &[String]) -> Result<(u32, Vec<String>)> {
+    use std::io::BufRead;
+    use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let log_path = store.join("daemon.log");
+    let log_path = runtime_dir(store)?.join("daemon.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .map_err(Error::io_at(&log_path))?;
+    let (reader, writer) = std::io::pipe().map_err(Error::Io)?;
+    let wfd = writer.as_raw_fd();
     let exe = std::env::current_exe().map_err(Error::Io)?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(args)
+        .env(STARTUP_FD, wfd.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(Error::Io)?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+    // SAFETY: setsid and fcntl are async-signal-safe, as pre_exec requires.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::setsid();
+            // The child keeps the write end of the pipe across exec.
+            libc::fcntl(wfd, libc::F_SETFD, 0);
             Ok(())
         });
     }
     let mut child = cmd.spawn().map_err(Error::Io)?;
-    for _ in 0..300 {
-        if let Some(status) = child.try_wait().map_err(Error::Io)? {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let last = log.lines().last().unwrap_or("").to_string();
-            return Err(Error::Store(format!("daemon exited ({status}): {last}")));
+    drop(writer);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
         }
-        if is_mountpoint(mountpoint) && store.join(SOCKET_FILE).exists() {
-            return Ok(child.id());
+    });
+    let mut warnings = Vec::new();
+    let start = std::time::Instant::now();
+    let last_log_line = || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        log.lines().last().unwrap_or("").to_string()
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => match line.split_once(' ').unwrap_or((&line, "")) {
+                ("ready", _) => return Ok((child.id(), warnings)),
+                ("warn", w) => warnings.push(w.to_string()),
+                ("error", e) => {
+                    let _ = child.wait();
+                    return Err(Error::Store(e.to_string()));
+                }
+                _ => {}
+            },
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // The child closed the pipe without a word: it died.
+                let status = child.wait().map_err(Error::Io)?;
+                return Err(Error::Store(format!(
+                    "daemon exited ({status}): {}",
+                    last_log_line()
+                )));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if start.elapsed() > Duration::from_secs(600) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::Store(format!(
+                        "daemon did not mount within 600 s: {}",
+                        last_log_line()
+                    )));
+                }
+            }
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = child.kill();
-    Err(Error::Store("daemon did not mount within 30 s".into()))
 }

@@ -1,13 +1,19 @@
-//! `revfs drill STORE`: a disaster-recovery drill. It mounts the replica
-//! read-only in a temporary directory, exactly as one would after losing
-//! the primary, reads a sample of versions (every version with `full`)
-//! through that mount and compares them byte for byte with the primary,
-//! and reports the measured RPO (replica lag) and RTO (time from the start
-//! to the first verified byte, and to the whole sample).
+//! `revfs drill STORE`: a disaster-recovery drill that proves recovery by
+//! doing it. It runs `revfs recover` (the same code) from the replica into
+//! a scratch directory, verifies the recovered store (every object
+//! hash-checked, every reference present), mounts it read-only, and
+//! compares a sample of versions (every version with `full`) byte for byte
+//! with the primary; the same sample is also read through a read-only
+//! mount of the replica itself, the other way back. It reports the RPO
+//! (replica lag) and the measured RTO (the recovery, the first verified
+//! byte, the whole sample), and fails whenever `recover` would fail or
+//! would give back less than the replica's head holds. The scratch
+//! directory needs room for the whole replica and is removed afterwards.
 
 use crate::engine::Options;
 use crate::error::{Error, Result};
 use crate::replica::ReplicaStatus;
+use crate::replica::import::Imported;
 use crate::repo::{Config, Repo, mount_of};
 use serde::Serialize;
 use std::io::Read;
@@ -18,12 +24,23 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Serialize)]
 pub struct DrillReport {
     pub replica: PathBuf,
+    /// Where the drill recovered to (removed afterwards).
+    pub scratch: PathBuf,
+    /// What `recover` rebuilt from the replica.
+    pub recovered: Imported,
+    /// Whether `verify` found the recovered store clean.
+    pub recovered_clean: bool,
     pub versions_in_replica: usize,
     pub sampled: usize,
     pub bytes_compared: u64,
     pub mismatches: Vec<String>,
     pub rpo: ReplicaStatus,
+    /// Time to rebuild the store from the replica.
+    pub rto_recover_seconds: f64,
+    /// From the start of the recovery to the first verified byte read
+    /// through a mount of the recovered store.
     pub rto_first_byte_seconds: f64,
+    /// To the end of the whole sample.
     pub rto_sample_seconds: f64,
     pub passed: bool,
 }
@@ -142,13 +159,67 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// Bytes free for an unprivileged writer in the filesystem of `path`.
+fn free_bytes(path: &Path) -> Result<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Store(format!("{}: bad path", path.display())))?;
+    // SAFETY: an all-zero statvfs is a valid out-value.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `s` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(Error::IoAt {
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// Bytes of every file under `dir`.
+fn size_of_tree(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// The scratch directory of one drill; removed with everything in it.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("{}: not removed: {e}", self.0.display());
+        }
+    }
+}
+
+fn read_only() -> Options {
+    Options {
+        read_only: true,
+        ..Options::default()
+    }
+}
+
+/// Runs the drill: recover into `scratch` (default the temp directory),
+/// verify, mount, compare with the primary.
 pub fn drill(
     store: &Path,
     replica: Option<PathBuf>,
     full: bool,
     sample: usize,
+    scratch: Option<PathBuf>,
 ) -> Result<DrillReport> {
-    let start = Instant::now();
     let (_, cfg) = Config::read(store)?;
     let replica = replica.or(cfg.replica).ok_or_else(|| {
         Error::Store(format!(
@@ -166,33 +237,45 @@ pub fn drill(
             serde_json::from_value(v["replica"].clone()).unwrap_or_default()
         }
         None => {
-            let r = Repo::open(
-                store,
-                Options {
-                    read_only: true,
-                    ..Options::default()
-                },
-            )?;
+            let r = Repo::open(store, read_only())?;
             crate::replica::lag(&replica, &r.engine.db, &r.engine.store)?
         }
     };
 
-    let tmp = std::env::temp_dir().join(format!("revfs-drill-{}", std::process::id()));
-    let rmount = TempMount::new(&replica, tmp.join("replica"))?;
-    let history = Repo::open(
-        &replica,
-        Options {
-            read_only: true,
-            ..Options::default()
-        },
-    )?
-    .engine
-    .history()?;
+    let base = scratch.unwrap_or_else(std::env::temp_dir);
+    let base = std::path::absolute(&base).map_err(Error::io_at(&base))?;
+    let need = size_of_tree(&replica.join("packs")) + (64 << 20);
+    let free = free_bytes(&base)?;
+    if free < need {
+        return Err(Error::Store(format!(
+            "{}: {:.1} GiB free, the drill recovers the whole replica there and needs \
+             {:.1} GiB; give --scratch DIR on a larger disk",
+            base.display(),
+            free as f64 / (1u64 << 30) as f64,
+            need as f64 / (1u64 << 30) as f64
+        )));
+    }
+    let tmp = Scratch(base.join(format!("revfs-drill-{}", std::process::id())));
+    std::fs::create_dir(&tmp.0).map_err(Error::io_at(&tmp.0))?;
+
+    // The recovery itself, by the code of `revfs recover`.
+    let start = Instant::now();
+    let recovered_dir = tmp.0.join("recovered");
+    let recovered = crate::replica::recover::recover(&replica, &recovered_dir, |_, _| {})?;
+    let rto_recover_seconds = start.elapsed().as_secs_f64();
+    let (recovered_clean, history) = {
+        let r = Repo::open(&recovered_dir, read_only())?;
+        let report = crate::verify::verify(&r.engine, None, false, |_, _| {})?;
+        (report.clean, r.engine.history()?)
+    };
+    let rmount = TempMount::new(&recovered_dir, tmp.0.join("recovered-mnt"))?;
+    // The other way back: serving the replica directly, read-only.
+    let replica_mount = TempMount::new(&replica, tmp.0.join("replica-mnt"))?;
     let (pmount, pdir) = match live {
         Some(d) => (None, d),
         None => (
-            Some(TempMount::new(store, tmp.join("primary"))?),
-            tmp.join("primary"),
+            Some(TempMount::new(store, tmp.0.join("primary"))?),
+            tmp.0.join("primary"),
         ),
     };
 
@@ -207,34 +290,54 @@ pub fn drill(
     };
     let mut report = DrillReport {
         replica: replica.clone(),
+        scratch: tmp.0.clone(),
         versions_in_replica: history.len(),
         sampled: picked.len(),
         bytes_compared: 0,
         mismatches: Vec::new(),
         rpo,
+        rto_recover_seconds,
         rto_first_byte_seconds: 0.0,
         rto_sample_seconds: 0.0,
         passed: false,
+        recovered,
+        recovered_clean,
     };
+    if !recovered_clean {
+        report
+            .mismatches
+            .push("the recovered store does not verify clean".into());
+    }
+    let r = &report.recovered;
+    if r.lost_commits + r.damaged_commits + r.corrupt_records > 0 {
+        report.mismatches.push(format!(
+            "the replica is damaged: {} records failed their hash check, {} newest commits \
+             could not be recovered, {} older commits lack objects",
+            r.corrupt_records, r.lost_commits, r.damaged_commits
+        ));
+    }
     for v in picked {
         let rel = format!(".snapshots/at/{}/{}", v.time, v.path);
-        match same_bytes(&rmount.dir.join(&rel), &pdir.join(&rel)) {
-            Ok((true, n)) => report.bytes_compared += n,
-            Ok((false, _)) => report.mismatches.push(format!("{rel}: bytes differ")),
-            Err(e) => report.mismatches.push(format!("{rel}: {e}")),
-        }
-        if report.rto_first_byte_seconds == 0.0 {
-            report.rto_first_byte_seconds = start.elapsed().as_secs_f64();
+        for (what, dir) in [
+            ("recovered", &rmount.dir),
+            ("replica mount", &replica_mount.dir),
+        ] {
+            match same_bytes(&dir.join(&rel), &pdir.join(&rel)) {
+                Ok((true, n)) => report.bytes_compared += n,
+                Ok((false, _)) => report
+                    .mismatches
+                    .push(format!("{rel}: {what} and primary differ")),
+                Err(e) => report.mismatches.push(format!("{rel} ({what}): {e}")),
+            }
+            if report.rto_first_byte_seconds == 0.0 {
+                report.rto_first_byte_seconds = start.elapsed().as_secs_f64();
+            }
         }
     }
     report.rto_sample_seconds = start.elapsed().as_secs_f64();
     report.passed = report.mismatches.is_empty() && report.sampled > 0;
     drop(rmount);
+    drop(replica_mount);
     drop(pmount);
-    // Only our two log files are left; the mountpoints went with the mounts.
-    for f in ["replica.log", "primary.log"] {
-        let _ = std::fs::remove_file(tmp.join(f));
-    }
-    let _ = std::fs::remove_dir(&tmp);
     Ok(report)
 }

@@ -73,8 +73,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Disaster-recovery drill: mount the replica read-only, compare versions
-    /// with the primary byte for byte, report RPO and RTO.
+    /// Disaster-recovery drill: recover from the replica into a scratch store,
+    /// verify it, compare versions with the primary byte for byte, report RPO and RTO.
     Drill {
         store: PathBuf,
         /// Compare every version, not a sample.
@@ -86,6 +86,10 @@ enum Cmd {
         /// Drill against this replica instead of the configured one.
         #[arg(long)]
         replica: Option<PathBuf>,
+        /// Recover into a temporary store here (default: the temp directory);
+        /// needs room for the whole replica.
+        #[arg(long)]
+        scratch: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -93,6 +97,8 @@ enum Cmd {
     Recover {
         replica: PathBuf,
         new_store: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Mount STORE at MOUNTPOINT; stays in the foreground until unmounted.
     Mount {
@@ -170,19 +176,15 @@ fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Init { store, replica } => {
-            repo::init(&store)?;
-            if let Some(dir) = replica {
-                let mut r = repo::Repo::open(&store, Options::default())?;
-                revfs::replica::init_replica(&dir, &r.config)?;
-                r.attach_replica(Some(dir.clone()))?;
-                println!(
+            repo::init_with_replica(&store, replica.as_deref())?;
+            match replica {
+                Some(dir) => println!(
                     "created revfs store {} replicating to {}",
                     store.display(),
                     dir.display()
-                );
-                return Ok(());
+                ),
+                None => println!("created revfs store {}", store.display()),
             }
-            println!("created revfs store {}", store.display());
             Ok(())
         }
         Cmd::Verify {
@@ -258,9 +260,10 @@ fn run(cli: Cli) -> Result<()> {
             full,
             sample,
             replica,
+            scratch,
             json,
         } => {
-            let r = revfs::drill::drill(&store, replica, full, sample)?;
+            let r = revfs::drill::drill(&store, replica, full, sample, scratch)?;
             if json {
                 println!(
                     "{}",
@@ -281,6 +284,18 @@ fn run(cli: Cli) -> Result<()> {
                     r.rpo.lag_seconds,
                     r.rpo.state
                 );
+                println!(
+                    "recovered:        {} commits (head {}), {} objects, verify {}",
+                    r.recovered.commits,
+                    r.recovered.head,
+                    r.recovered.objects,
+                    if r.recovered_clean {
+                        "clean"
+                    } else {
+                        "NOT clean"
+                    }
+                );
+                println!("RTO recover:      {:.2} s", r.rto_recover_seconds);
                 println!("RTO first byte:   {:.2} s", r.rto_first_byte_seconds);
                 println!("RTO whole sample: {:.2} s", r.rto_sample_seconds);
                 for m in &r.mismatches {
@@ -303,23 +318,46 @@ fn run(cli: Cli) -> Result<()> {
                 ))
             }
         }
-        Cmd::Recover { replica, new_store } => {
-            let bar = progress::bar("copying packs");
-            let got = revfs::replica::import::recover(&replica, &new_store, |done, total| {
+        Cmd::Recover {
+            replica,
+            new_store,
+            json,
+        } => {
+            let bar = progress::bar("recovering");
+            let got = revfs::replica::recover::recover(&replica, &new_store, |done, total| {
                 bar.set_length(total);
                 bar.set_position(done);
             })?;
             bar.finish_and_clear();
-            println!(
-                "recovered {} from {}: {} packs, {} objects, {} commits (head {}), {} files in the live tree",
-                new_store.display(),
-                replica.display(),
-                got.packs,
-                got.objects,
-                got.commits,
-                got.head,
-                got.files
-            );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&got).map_err(|e| Error::Store(e.to_string()))?
+                );
+            } else {
+                println!(
+                    "recovered {} from {}: {} packs, {} objects, {} commits (head {}), {} files in the live tree",
+                    new_store.display(),
+                    replica.display(),
+                    got.packs,
+                    got.objects,
+                    got.commits,
+                    got.head,
+                    got.files
+                );
+            }
+            if got.lost_commits + got.damaged_commits + got.corrupt_records > 0 {
+                eprintln!(
+                    "revfs: WARNING: the replica was damaged: {} damaged records left out, \
+                     {} newest commits lost (replica head {}, recovered head {}), \
+                     {} older commits with missing objects",
+                    got.corrupt_records,
+                    got.lost_commits,
+                    got.replica_head,
+                    got.head,
+                    got.damaged_commits
+                );
+            }
             Ok(())
         }
         Cmd::Mount {
@@ -353,7 +391,10 @@ fn run(cli: Cli) -> Result<()> {
                     .skip(1)
                     .filter(|a| a != "--daemon")
                     .collect();
-                let pid = daemon::spawn_detached(&store, &mountpoint, &args)?;
+                let (pid, warnings) = daemon::spawn_detached(&store, &args)?;
+                for w in warnings {
+                    eprintln!("revfs: warning: {w}");
+                }
                 println!(
                     "revfs daemon {pid} serving {} at {}",
                     store.display(),
@@ -361,7 +402,12 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 return Ok(());
             }
-            daemon::run(&store, &mountpoint, opts)
+            let mut startup = daemon::Startup::from_env();
+            let served = daemon::run(&store, &mountpoint, opts, &mut startup);
+            if let Err(e) = &served {
+                startup.error(&e.to_string());
+            }
+            served
         }
         Cmd::Status { store, json } => {
             let value = control::request(&store, Request::Status)?;

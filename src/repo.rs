@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -96,23 +97,53 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(Error::io_at(dir))
 }
 
-/// Creates a new store in `store` (which must be missing or empty).
-pub fn init(store: &Path) -> Result<Config> {
-    if store.join(CONF_FILE).exists() {
-        return Err(Error::Store(format!(
-            "{}: already a revfs store",
-            store.display()
-        )));
+/// Creates a new store in `store` (missing or empty) replicating to
+/// `replica` (an existing, empty directory). A failure at any step leaves
+/// `store` as it was (missing, or empty) and the replica untouched.
+pub fn init_with_replica(store: &Path, replica: Option<&Path>) -> Result<Config> {
+    if let Some(dir) = replica {
+        crate::replica::check_empty_dir(dir)?;
     }
-    if store.exists() {
-        let mut it = std::fs::read_dir(store).map_err(Error::io_at(store))?;
-        if it.next().is_some() {
-            return Err(Error::Store(format!(
-                "{}: directory is not empty and is not a revfs store; refusing to use it",
-                store.display()
-            )));
+    check_new_store(store)?;
+    let existed = store.exists();
+    let made = init(store).and_then(|cfg| {
+        let Some(dir) = replica else { return Ok(cfg) };
+        let mut r = Repo::open(store, Options::default())?;
+        crate::replica::init_replica(dir, &r.config)?;
+        if let Some(w) = r.attach_replica(Some(dir.to_path_buf()))? {
+            return Err(Error::Store(w));
+        }
+        r.engine.shutdown()?;
+        Ok(r.config.clone())
+    });
+    if made.is_err() {
+        remove_new_store(store, existed);
+    }
+    made
+}
+
+/// Removes what `init` made in `store`: the directory itself, or (when it
+/// existed before, empty) everything in it.
+fn remove_new_store(store: &Path, existed: bool) {
+    if !existed {
+        let _ = std::fs::remove_dir_all(store);
+        return;
+    }
+    if let Ok(rd) = std::fs::read_dir(store) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
         }
     }
+}
+
+/// Creates a new store in `store` (which must be missing or empty).
+pub fn init(store: &Path) -> Result<Config> {
+    check_new_store(store)?;
     std::fs::create_dir_all(store.join("packs")).map_err(Error::io_at(store))?;
     let db = Db::open(&store.join("meta"), true)?;
     // SAFETY: getuid/getgid cannot fail.
@@ -134,6 +165,26 @@ pub fn init(store: &Path) -> Result<Config> {
     // The config goes last: a store without it is not a store yet.
     cfg.write(store)?;
     Ok(cfg)
+}
+
+/// Refuses a `store` directory that holds anything (a store or not).
+fn check_new_store(store: &Path) -> Result<()> {
+    if store.join(CONF_FILE).exists() {
+        return Err(Error::Store(format!(
+            "{}: already a revfs store",
+            store.display()
+        )));
+    }
+    if store.exists() {
+        let mut it = std::fs::read_dir(store).map_err(Error::io_at(store))?;
+        if it.next().is_some() {
+            return Err(Error::Store(format!(
+                "{}: directory is not empty and is not a revfs store; refusing to use it",
+                store.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The exclusive lock of a store: one process at a time opens it.
@@ -192,6 +243,12 @@ impl Repo {
             return Repo::open_replica(store, config, opts);
         }
         let lock = StoreLock::acquire(store)?;
+        let leftover = store.join(crate::replica::recover::MARKER);
+        if !opts.read_only && leftover.exists() {
+            // A recover that was killed after writing the config (its last
+            // step) and before removing its marker: the store is complete.
+            let _ = std::fs::remove_file(&leftover);
+        }
         let db = Arc::new(Db::open(&store.join("meta"), false)?);
         let packs = store.join("packs");
         if !packs.is_dir() {
@@ -217,7 +274,9 @@ impl Repo {
     /// first time, and heals corrupt reads from it. A replica that was set
     /// up once and lost its marker (an unmounted share) is never
     /// re-initialized: it is reported missing instead.
-    pub fn attach_replica(&mut self, dir: Option<PathBuf>) -> Result<()> {
+    /// Returns a warning for the user when the replica could not be set up
+    /// (the replicator sets it up once the directory is there).
+    pub fn attach_replica(&mut self, dir: Option<PathBuf>) -> Result<Option<String>> {
         if let Some(dir) = dir {
             let dir = std::path::absolute(&dir).map_err(Error::io_at(&dir))?;
             if self.config.replica.as_ref() != Some(&dir) {
@@ -228,24 +287,20 @@ impl Repo {
             }
         }
         let Some(dir) = self.config.replica.clone() else {
-            return Ok(());
+            return Ok(None);
         };
-        let key = format!("replica_init:{}", dir.display());
-        let db = &self.engine.db;
-        if !self.engine.read_only() && db.counter(&key)? == 0 {
-            match crate::replica::init_replica(&dir, &self.config) {
-                Ok(()) => {
-                    let mut b = crate::catalog::db::Batch::default();
-                    b.put_counter(&key, 1);
-                    db.apply(b)?;
-                    db.flush()?;
-                }
-                Err(e) => tracing::warn!("replica not set up: {e}"),
-            }
+        let mut warning = None;
+        if !self.engine.read_only()
+            && let Err(e) = crate::replica::set_up(&dir, &self.config, &self.engine.db)
+        {
+            let msg =
+                format!("replica not set up yet: {e}; replication starts once it can be set up");
+            tracing::warn!("{msg}");
+            warning = Some(msg);
         }
         self.engine.store.set_heal_from(Some(dir.join("packs")));
         self.engine.set_replica_dir(Some(dir));
-        Ok(())
+        Ok(warning)
     }
 
     /// A replica, served read-only from a catalog rebuilt in memory; the
@@ -260,7 +315,15 @@ impl Repo {
         }
         let db = Arc::new(Db::temporary()?);
         let packs = dir.join("packs");
-        crate::replica::import::import(dir, &packs, &db)?;
+        let mut found = crate::replica::import::Imported::default();
+        crate::replica::import::index_packs(&packs, &db, &mut found)?;
+        crate::replica::import::import(
+            dir,
+            &packs,
+            &db,
+            crate::replica::import::Check::Head,
+            &mut found,
+        )?;
         let objects = Arc::new(ObjectStore::open(&packs, db.clone(), true)?);
         let engine = Arc::new(Engine::new(db, objects, dir.join("staging"), opts)?);
         Ok(Repo {
@@ -270,6 +333,35 @@ impl Repo {
             _lock: None,
         })
     }
+}
+
+/// Where the daemon serving `store` keeps its control socket and log: the
+/// store itself, except for a replica, which a read-only mount never
+/// writes (it may be a read-only share): there a private directory under
+/// the runtime directory (`$XDG_RUNTIME_DIR`, else `/run` for root, else
+/// the temp directory), named by the hash of the replica's path.
+pub fn runtime_dir(store: &Path) -> Result<PathBuf> {
+    let is_replica = Config::read(store)
+        .is_ok_and(|(_, c)| c.role.as_deref() == Some(crate::replica::ROLE_REPLICA));
+    if !is_replica {
+        return Ok(store.to_path_buf());
+    }
+    let abs = std::path::absolute(store).map_err(Error::io_at(store))?;
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let base = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ if root && Path::new("/run").is_dir() => PathBuf::from("/run"),
+        _ => std::env::temp_dir(),
+    };
+    let hash = blake3::hash(abs.as_os_str().as_encoded_bytes()).to_hex();
+    let dir = base.join(format!("revfs-{}", &hash[..16]));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(Error::io_at(&dir))?;
+    Ok(dir)
 }
 
 /// The revfs mount that holds `path`: (mount root, store directory),

@@ -103,6 +103,10 @@ pub fn verify(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report> {
     let mut report = Report::default();
+    // Commits first, then the index: a commit publishes its objects' index
+    // entries with it, so every object a commit read here references is in
+    // the index read after it, even while the mount goes on committing.
+    let commits = commit_ids(engine)?;
     let index: Vec<_> = engine.db.index_all().collect::<Result<_>>()?;
     let total = index.len() as u64;
     let rpacks = replica_dir.map(|d| d.join("packs"));
@@ -119,8 +123,8 @@ pub fn verify(
     }
     progress(total, total);
     let indexed: HashMap<ObjectId, _> = index.iter().copied().collect();
-    for id in referenced(engine, &commit_ids(engine)?)? {
-        if !indexed.contains_key(&id) {
+    for id in referenced(engine, &commits)? {
+        if !indexed.contains_key(&id) && engine.store.locate(&id)?.is_none() {
             report
                 .primary
                 .missing

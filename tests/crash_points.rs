@@ -158,7 +158,7 @@ fn every_replication_crash_point_leaves_a_consistent_replica() {
         run_child(&s, point, Some(&rep));
         // The replica alone is a consistent store at this instant.
         let rec = tmp.path().join("rec");
-        revfs::replica::import::recover(&rep, &rec, |_, _| {})
+        revfs::replica::recover::recover(&rep, &rec, |_, _| {})
             .unwrap_or_else(|e| panic!("{point}: recover: {e}"));
         let r = Repo::open(&rec, Options::default()).unwrap();
         assert_eq!(

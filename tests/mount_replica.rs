@@ -12,16 +12,8 @@ use std::time::Duration;
 
 const LAG_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A store mounted with a replica in its temp dir.
 fn with_replica(extra: &[&str]) -> Option<(Mount, PathBuf)> {
-    let mut m = Mount::init()?;
-    let r = m.tmp.path().join("replica");
-    fs::create_dir(&r).unwrap();
-    let mut args = vec!["--replica", r.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let args: Vec<String> = args.into_iter().map(String::from).collect();
-    m.start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    Some((m, r))
+    Mount::with_replica(extra)
 }
 
 fn log_paths(file: &Path) -> Vec<String> {

@@ -1,12 +1,18 @@
-//! Rebuilding a catalog from packs alone (plus a replica's head and names):
+//! Rebuilding a catalog from packs alone (plus a replica's heads and names):
 //! what `revfs recover` and a read-only mount of a replica do. The object
-//! index comes from scanning pack records, the commit list from the head's
-//! parent chain, and the live tree from the head commit's trees.
+//! index comes from the pack records, the commit list from a head's parent
+//! chain, and the live tree from the head commit's trees.
+//!
+//! Which head: the newest head file whose commit is there. With
+//! [`Check::Complete`] (recover, drill) every commit of the chain is also
+//! checked for completeness (all its trees, manifests and chunks indexed),
+//! and the live tree comes from the newest complete commit, so a damaged
+//! replica still recovers everything that is intact and says what is not.
 
-use crate::catalog::db::{Batch, Db, Dentry, IndexEntry, Inode};
+use crate::catalog::db::{Batch, Db, Dentry, IndexEntry, Inode, Version};
 use crate::error::{Error, Result};
-use crate::format::{Commit, FileType, Tree};
-use crate::ids::{CommitSeq, Ino, ObjectId};
+use crate::format::{Commit, Extent, FileType, Manifest, Tree};
+use crate::ids::{CommitSeq, Ino, ObjectId, ObjectKind};
 use crate::store::ObjectStore;
 use crate::store::pack::{self, PackReader};
 use std::collections::HashMap;
@@ -20,11 +26,30 @@ pub struct Imported {
     pub objects: u64,
     pub commits: u64,
     pub files: u64,
+    /// The commit the live tree is rebuilt from.
     pub head: u64,
+    /// The newest commit the replica's head files name.
+    pub replica_head: u64,
+    /// Commits newer than `head` that could not be recovered (objects missing).
+    pub lost_commits: u64,
+    /// Older commits kept in history with some objects missing.
+    pub damaged_commits: u64,
+    /// Records that failed their hash check (not indexed).
+    pub corrupt_records: u64,
 }
 
-/// Indexes every record of every pack in `packs_dir` into `db`.
-fn index_packs(packs_dir: &Path, db: &Db, out: &mut Imported) -> Result<()> {
+/// How far an import checks the commits it rebuilds from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Trust the head commit (fast: a read-only mount of the replica).
+    Head,
+    /// Walk every commit's objects; the head is the newest complete one.
+    Complete,
+}
+
+/// Indexes every record of every pack in `packs_dir` into `db`, trusting
+/// the record headers (reads check hashes later).
+pub fn index_packs(packs_dir: &Path, db: &Db, out: &mut Imported) -> Result<()> {
     for no in pack::list_packs(packs_dir)? {
         let reader = PackReader::open(packs_dir, no)?;
         let mut b = Batch::default();
@@ -38,40 +63,161 @@ fn index_packs(packs_dir: &Path, db: &Db, out: &mut Imported) -> Result<()> {
     Ok(())
 }
 
-/// Builds the catalog in `db` (a fresh one) from the packs in `packs_dir`
-/// and the head and names of `replica`.
-pub fn import(replica: &Path, packs_dir: &Path, db: &Arc<Db>) -> Result<Imported> {
-    let mut out = Imported::default();
-    index_packs(packs_dir, db, &mut out)?;
-    let store = ObjectStore::open(packs_dir, db.clone(), true)?;
-    let Some((head, head_id)) = super::read_head(replica)? else {
+/// Every readable head file of a replica, newest first.
+fn heads(replica: &Path) -> Result<Vec<(CommitSeq, ObjectId)>> {
+    let mut out = super::read_heads(replica)?;
+    out.sort_by_key(|h| std::cmp::Reverse(h.0));
+    Ok(out)
+}
+
+/// Whether every object under trees and manifests is indexed; memoized
+/// by object id, so a history costs what it holds once.
+struct Completeness<'a> {
+    store: &'a ObjectStore,
+    memo: HashMap<ObjectId, bool>,
+}
+
+impl Completeness<'_> {
+    fn tree(&mut self, id: ObjectId) -> bool {
+        if let Some(v) = self.memo.get(&id) {
+            return *v;
+        }
+        let ok = match self.store.get(&id).and_then(|b| Tree::decode(&b)) {
+            Err(_) => false,
+            Ok(t) => t
+                .entries
+                .iter()
+                .all(|e| match (e.node.kind, e.node.content) {
+                    (FileType::Directory, Some(t)) => self.tree(t),
+                    (FileType::Regular, Some(m)) => self.manifest(m),
+                    _ => true,
+                }),
+        };
+        self.memo.insert(id, ok);
+        ok
+    }
+
+    fn manifest(&mut self, id: ObjectId) -> bool {
+        if let Some(v) = self.memo.get(&id) {
+            return *v;
+        }
+        let ok = match self.store.get(&id).and_then(|b| Manifest::decode(&b)) {
+            Err(_) => false,
+            Ok(m) => m.extents.iter().all(|x| match x {
+                Extent::Chunk { id, .. } => self
+                    .store
+                    .locate(id)
+                    .is_ok_and(|e| e.is_some_and(|e| e.kind == ObjectKind::Chunk)),
+                Extent::Hole { .. } => true,
+            }),
+        };
+        self.memo.insert(id, ok);
+        ok
+    }
+}
+
+/// The commits to rebuild from, newest first: the chain of the newest head
+/// whose commit is readable, cut (with `Check::Complete`) to start at its
+/// newest complete commit.
+fn chain(
+    replica: &Path,
+    store: &ObjectStore,
+    check: Check,
+    out: &mut Imported,
+) -> Result<Vec<(ObjectId, Commit)>> {
+    let heads = heads(replica)?;
+    out.replica_head = heads.first().map_or(0, |h| h.0.0);
+    let Some(head_id) = heads.iter().find_map(|(seq, id)| {
+        let c = store.get(id).and_then(|b| Commit::decode(&b)).ok()?;
+        if c.seq != seq.0 {
+            tracing::warn!("head {} names commit {} (seq {})", seq.0, id, c.seq);
+        }
+        Some(*id)
+    }) else {
         return Err(Error::Store(format!(
-            "{}: the replica holds no commit yet",
-            replica.display()
+            "{}: the replica holds no usable commit yet{}",
+            replica.display(),
+            if heads.is_empty() {
+                " (no head file)"
+            } else {
+                " (the commits its heads name are missing or damaged)"
+            }
         )));
     };
+    let mut commits = Vec::new();
+    let mut next = Some(head_id);
+    while let Some(id) = next {
+        let Ok(c) = store.get(&id).and_then(|b| Commit::decode(&b)) else {
+            tracing::warn!("commit {id} is missing: history before it is lost");
+            out.damaged_commits += 1;
+            break;
+        };
+        next = c.parent;
+        commits.push((id, c));
+    }
+    if check == Check::Complete {
+        let mut complete = Completeness {
+            store,
+            memo: HashMap::new(),
+        };
+        let ok: Vec<bool> = commits.iter().map(|(_, c)| complete.tree(c.root)).collect();
+        let Some(first) = ok.iter().position(|x| *x) else {
+            return Err(Error::Store(format!(
+                "{}: no commit of the replica has all its objects ({} commits checked)",
+                replica.display(),
+                commits.len()
+            )));
+        };
+        out.lost_commits = out.replica_head.saturating_sub(commits[first].1.seq);
+        out.damaged_commits += ok[first..].iter().filter(|x| !**x).count() as u64;
+        commits.drain(..first);
+    }
+    Ok(commits)
+}
+
+/// Builds the catalog in `db` (a fresh one whose object index is already
+/// filled) from the head and names of `replica`.
+pub fn import(
+    replica: &Path,
+    packs_dir: &Path,
+    db: &Arc<Db>,
+    check: Check,
+    out: &mut Imported,
+) -> Result<()> {
+    let store = ObjectStore::open(packs_dir, db.clone(), true)?;
+    let commits = chain(replica, &store, check, out)?;
+    let Some((_, head_commit)) = commits.first() else {
+        return Err(Error::corrupt("replica head", "no commit"));
+    };
+    let head = CommitSeq(head_commit.seq);
     out.head = head.0;
 
-    // Commits: the head's parent chain.
     let mut b = Batch::default();
-    let mut next = Some(head_id);
-    let mut head_commit = None;
-    while let Some(id) = next {
-        let c = Commit::decode(&store.get(&id)?)?;
-        b.put_commit(CommitSeq(c.seq), &id, c.time);
+    for (id, c) in &commits {
+        b.put_commit(CommitSeq(c.seq), id, c.time);
         out.commits += 1;
-        next = c.parent;
-        head_commit.get_or_insert(c);
     }
-    // put_commit moved "head" along the way; the newest one wins.
+    // put_commit moves "head" along; the newest one wins.
     b.put_counter("head", head.0);
     for (name, seq) in super::read_names(replica)? {
-        b.put_name(&name, seq);
+        if seq <= head {
+            b.put_name(&name, seq);
+        } else {
+            tracing::warn!(
+                "snapshot name {name}: its commit {} was not recovered",
+                seq.0
+            );
+        }
     }
     db.apply(b)?;
 
-    // The live tree is the head commit's tree.
-    let c = head_commit.ok_or_else(|| Error::corrupt("replica head", "no commit"))?;
+    live_tree(&store, db, head_commit, out)?;
+    rebuild_versions(db, Arc::new(store))?;
+    db.flush()
+}
+
+/// The live tree of the catalog: the head commit's trees.
+fn live_tree(store: &ObjectStore, db: &Db, c: &Commit, out: &mut Imported) -> Result<()> {
     let mut inodes: HashMap<u64, Inode> = HashMap::new();
     let mut root = c.root_node.clone();
     root.content = Some(c.root);
@@ -119,93 +265,29 @@ pub fn import(replica: &Path, packs_dir: &Path, db: &Arc<Db>) -> Result<Imported
         b.put_inode(Ino(*ino), inode);
     }
     b.put_counter("next_ino", max_ino + 1);
-    b.put_counter("next_vseq", 1);
-    db.apply(b)?;
-    db.flush()?;
-    Ok(out)
+    db.apply(b)
 }
 
-/// `revfs recover REPLICA NEWSTORE`: a complete, writable store built from
-/// the replica alone. Packs are copied (parts joined into whole packs),
-/// then the catalog is rebuilt; the config goes last.
-pub fn recover(replica: &Path, new: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Imported> {
-    let (_, cfg) = crate::repo::Config::read(replica)?;
-    if cfg.role.as_deref() != Some(super::ROLE_REPLICA) {
-        return Err(Error::Store(format!(
-            "{}: not a replica (no replica marker); a store can be mounted as it is",
-            replica.display()
-        )));
-    }
-    if new.exists()
-        && std::fs::read_dir(new)
-            .map_err(Error::io_at(new))?
-            .next()
-            .is_some()
-    {
-        return Err(Error::Store(format!(
-            "{}: exists and is not empty; recover into a new directory",
-            new.display()
-        )));
-    }
-    let src = replica.join("packs");
-    let dst = new.join("packs");
-    std::fs::create_dir_all(&dst).map_err(Error::io_at(&dst))?;
-    let packs = pack::list_packs(&src)?;
-    let total: u64 = packs
-        .iter()
-        .map(|no| PackReader::open(&src, *no).map(|r| r.len()))
-        .sum::<Result<u64>>()?;
-    let mut done = 0;
-    for no in packs {
-        let r = PackReader::open(&src, no)?;
-        let len = r.len();
-        let name = format!("{:016x}.pack", no.0);
-        super::publish_with(&dst, &name, |f| {
-            let mut at = 0;
-            while at < len {
-                let n = (len - at).min(8 << 20) as usize;
-                std::io::Write::write_all(f, &r.read_at(at, n)?)?;
-                at += n as u64;
-            }
-            Ok(())
-        })?;
-        done += len;
-        progress(done, total);
-    }
-    let db = Arc::new(Db::open(&new.join("meta"), true)?);
-    let imported = import(replica, &dst, &db)?;
-    rebuild_versions(new, db)?;
-    let cfg = crate::repo::Config {
-        role: None,
-        replica: None,
-        ..cfg
-    };
-    cfg.write(new)?;
-    Ok(imported)
-}
-
-/// Per-file version records of a recovered store, from its history (so
-/// that `status` counts versions again): one per content a path had.
-fn rebuild_versions(store: &Path, db: Arc<Db>) -> Result<()> {
-    let history = {
-        let objects = Arc::new(ObjectStore::open(&store.join("packs"), db.clone(), true)?);
-        let engine = crate::engine::Engine::new(
-            db.clone(),
-            objects,
-            store.join("staging"),
-            crate::engine::Options {
-                read_only: true,
-                ..Default::default()
-            },
-        )?;
-        engine.history()?
-    };
+/// Per-file version records, from the history of the commits (so that
+/// `status` counts versions): one per content a path had at a commit.
+fn rebuild_versions(db: &Arc<Db>, store: Arc<ObjectStore>) -> Result<()> {
+    // A read-only engine writes nothing; its staging path is never used.
+    let engine = crate::engine::Engine::new(
+        db.clone(),
+        store,
+        std::path::PathBuf::from("/nonexistent"),
+        crate::engine::Options {
+            read_only: true,
+            ..Default::default()
+        },
+    )?;
+    let history = engine.history()?;
     let mut b = Batch::default();
     for (vseq, h) in history.iter().enumerate() {
         b.put_version(
             Ino(h.ino),
             vseq as u64 + 1,
-            &crate::catalog::db::Version {
+            &Version {
                 time: h.commit_time,
                 size: h.size,
                 mtime: h.mtime,
@@ -216,6 +298,5 @@ fn rebuild_versions(store: &Path, db: Arc<Db>) -> Result<()> {
         );
     }
     b.put_counter("next_vseq", history.len() as u64 + 1);
-    db.apply(b)?;
-    db.flush()
+    db.apply(b)
 }

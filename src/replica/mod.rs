@@ -25,6 +25,7 @@
 //! (reported by `status`), bounded by the primary's disk.
 
 pub mod import;
+pub mod recover;
 
 use crate::catalog::db::Db;
 use crate::error::{Error, Result};
@@ -113,16 +114,13 @@ pub fn check_marker(dir: &Path, store_id: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// Makes an existing, empty directory a replica of `primary`.
-pub fn init_replica(dir: &Path, primary: &Config) -> Result<()> {
+/// Refuses anything but an existing, empty directory as a new replica.
+pub fn check_empty_dir(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
         return Err(Error::Store(format!(
             "{}: replica directory does not exist (create it, or mount the share)",
             dir.display()
         )));
-    }
-    if check_marker(dir, &primary.store_id)? {
-        return Ok(());
     }
     if std::fs::read_dir(dir)
         .map_err(Error::io_at(dir))?
@@ -134,16 +132,52 @@ pub fn init_replica(dir: &Path, primary: &Config) -> Result<()> {
             dir.display()
         )));
     }
-    for sub in ["packs", "heads", "names"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(Error::io_at(dir))?;
+    Ok(())
+}
+
+/// Makes an existing, empty directory a replica of `primary`.
+pub fn init_replica(dir: &Path, primary: &Config) -> Result<()> {
+    if dir.is_dir() && check_marker(dir, &primary.store_id)? {
+        return Ok(());
     }
+    check_empty_dir(dir)?;
     let cfg = Config {
         role: Some(ROLE_REPLICA.into()),
         replica: None,
         ..primary.clone()
     };
-    // The marker goes last: without it the directory is not a replica.
-    cfg.write(dir)
+    let subs = ["packs", "heads", "names"];
+    let made = subs
+        .iter()
+        .try_for_each(|sub| std::fs::create_dir(dir.join(sub)).map_err(Error::io_at(dir)))
+        // The marker goes last: without it the directory is not a replica.
+        .and_then(|()| cfg.write(dir));
+    if made.is_err() {
+        // Leave the directory empty, as it was.
+        for sub in subs {
+            let _ = std::fs::remove_dir(dir.join(sub));
+        }
+        let _ = std::fs::remove_file(dir.join(format!("{CONF_FILE}.tmp")));
+    }
+    made
+}
+
+/// Makes `dir` the replica of the store with config `primary` and catalog
+/// `db`, once: the catalog remembers that it was set up, so that a replica
+/// that loses its marker later (an unmounted share) is reported missing
+/// and never set up again over whatever is mounted there instead.
+pub fn set_up(dir: &Path, primary: &Config, db: &Db) -> Result<()> {
+    let key = format!("replica_init:{}", dir.display());
+    if db.counter(&key)? != 0 {
+        return Ok(());
+    }
+    init_replica(dir, primary)?;
+    let mut b = crate::catalog::db::Batch::default();
+    b.put_counter(&key, 1);
+    db.apply(b)?;
+    db.flush()?;
+    tracing::debug!("{}: set up as the replica", dir.display());
+    Ok(())
 }
 
 fn encode_head(seq: CommitSeq, id: &ObjectId) -> Vec<u8> {
@@ -153,24 +187,44 @@ fn encode_head(seq: CommitSeq, id: &ObjectId) -> Vec<u8> {
     e.0
 }
 
-/// The newest head file of a replica: (seq, commit id).
+/// The newest readable head file of a replica: (seq, commit id).
 pub fn read_head(dir: &Path) -> Result<Option<(CommitSeq, ObjectId)>> {
+    Ok(read_heads(dir)?.into_iter().max_by_key(|h| h.0))
+}
+
+/// Every readable head file of a replica (the newest and the few kept
+/// before it); a damaged one is skipped with a log line.
+pub fn read_heads(dir: &Path) -> Result<Vec<(CommitSeq, ObjectId)>> {
     let heads = dir.join("heads");
-    let mut best: Option<u64> = None;
+    let mut out = Vec::new();
     for e in std::fs::read_dir(&heads).map_err(Error::io_at(&heads))? {
-        let name = e.map_err(Error::io_at(&heads))?.file_name();
-        if let Some(hex) = name.to_string_lossy().strip_suffix(".head")
-            && let Ok(n) = u64::from_str_radix(hex, 16)
-        {
-            best = best.max(Some(n));
+        let e = e.map_err(Error::io_at(&heads))?;
+        let name = e.file_name();
+        let Some(n) = name
+            .to_string_lossy()
+            .strip_suffix(".head")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        else {
+            continue;
+        };
+        let path = e.path();
+        let decoded = std::fs::read(&path)
+            .map_err(Error::io_at(&path))
+            .and_then(|b| {
+                crate::format::check_magic(&b, HEAD_MAGIC, &path.display().to_string())?;
+                let mut d = Dec::new(b.get(12..).unwrap_or_default(), "replica head");
+                Ok((CommitSeq(d.u64()?), d.id()?))
+            });
+        match decoded {
+            Ok(h) if h.0.0 == n => out.push(h),
+            Ok(_) => tracing::warn!(
+                "{}: names another commit than its file name",
+                path.display()
+            ),
+            Err(err) => tracing::warn!("skipping a damaged head file: {err}"),
         }
     }
-    let Some(n) = best else { return Ok(None) };
-    let path = heads.join(format!("{n:016x}.head"));
-    let b = std::fs::read(&path).map_err(Error::io_at(&path))?;
-    crate::format::check_magic(&b, HEAD_MAGIC, &path.display().to_string())?;
-    let mut d = Dec::new(&b[12..], "replica head");
-    Ok(Some((CommitSeq(d.u64()?), d.id()?)))
+    Ok(out)
 }
 
 /// Named snapshots recorded on a replica.
@@ -284,6 +338,24 @@ pub fn ship(dir: &Path, db: &Db, store: &ObjectStore) -> Result<CommitSeq> {
     Ok(head)
 }
 
+/// Removes the temporary files a replicator killed mid-write left behind
+/// (only this store's replicator writes here, and only one runs).
+fn remove_temporaries(dir: &Path) {
+    for sub in ["packs", "heads", "names"] {
+        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                match std::fs::remove_file(e.path()) {
+                    Ok(()) => tracing::info!("removed {}", e.path().display()),
+                    Err(err) => tracing::warn!("{}: {err}", e.path().display()),
+                }
+            }
+        }
+    }
+}
+
 fn remove_parts(rpacks: &Path, no: PackNo) -> Result<()> {
     let prefix = format!("{:016x}-", no.0);
     for e in std::fs::read_dir(rpacks).map_err(Error::io_at(rpacks))? {
@@ -384,7 +456,7 @@ fn lag_from(
 /// The background replicator of a mounted store.
 pub struct Replicator {
     dir: PathBuf,
-    store_id: String,
+    config: Config,
     db: Arc<Db>,
     store: Arc<ObjectStore>,
     inner: Mutex<Inner>,
@@ -397,10 +469,12 @@ struct Inner {
     held: HashMap<PackNo, (u64, bool)>,
     stop: bool,
     kick: bool,
+    /// Temporary files of earlier rounds have been removed.
+    cleaned: bool,
 }
 
 impl Replicator {
-    pub fn new(dir: PathBuf, store_id: String, db: Arc<Db>, store: Arc<ObjectStore>) -> Arc<Self> {
+    pub fn new(dir: PathBuf, config: Config, db: Arc<Db>, store: Arc<ObjectStore>) -> Arc<Self> {
         Arc::new(Replicator {
             inner: Mutex::new(Inner {
                 status: ReplicaStatus {
@@ -411,9 +485,10 @@ impl Replicator {
                 held: HashMap::new(),
                 stop: false,
                 kick: true,
+                cleaned: false,
             }),
             dir,
-            store_id,
+            config,
             db,
             store,
             cv: Condvar::new(),
@@ -481,9 +556,25 @@ impl Replicator {
         Ok(())
     }
 
-    /// One replication round; updates the state, logs state changes.
-    fn round(&self) {
-        let result = match check_marker(&self.dir, &self.store_id) {
+    /// Whether the replica can be written now: its marker is there, or it
+    /// was never set up and can be now (the directory appeared). The first
+    /// time, temporary files of an interrupted round are removed.
+    fn writable(&self) -> std::result::Result<(), (&'static str, String)> {
+        if let Err(e) = set_up(&self.dir, &self.config, &self.db) {
+            let state = if self.dir.is_dir() {
+                "error"
+            } else {
+                "missing"
+            };
+            return Err((state, e.to_string()));
+        }
+        match check_marker(&self.dir, &self.config.store_id) {
+            Ok(true) => {
+                if !std::mem::replace(&mut self.lock().cleaned, true) {
+                    remove_temporaries(&self.dir);
+                }
+                Ok(())
+            }
             Ok(false) => Err((
                 "missing",
                 format!(
@@ -493,10 +584,16 @@ impl Replicator {
                 ),
             )),
             Err(e) => Err(("error", e.to_string())),
-            Ok(true) => ship(&self.dir, &self.db, &self.store)
+        }
+    }
+
+    /// One replication round; updates the state, logs state changes.
+    fn round(&self) {
+        let result = self.writable().and_then(|()| {
+            ship(&self.dir, &self.db, &self.store)
                 .and_then(|head| Ok((head, replica_packs(&self.dir)?)))
-                .map_err(|e| ("error", e.to_string())),
-        };
+                .map_err(|e| ("error", e.to_string()))
+        });
         let mut g = self.lock();
         let before = g.status.state.clone();
         match result {

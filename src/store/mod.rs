@@ -271,6 +271,18 @@ pub fn read_record(f: &PackReader, path: &Path, id: &ObjectId, e: &IndexEntry) -
             f.read_at(at, RECORD_HEADER_LEN + e.stored_len as usize)
                 .map_err(Error::io_at(path))
         })?;
+    check_record(&stored, path, id, e)
+}
+
+/// Decodes and hash-checks `stored` (a record header and its payload),
+/// the record of `id` at `e` in the pack at `path`; the raw bytes.
+pub fn check_record(stored: &[u8], path: &Path, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
+    if stored.len() < RECORD_HEADER_LEN {
+        return Err(Error::corrupt(
+            format!("object {id} in {}", path.display()),
+            "record cut short",
+        ));
+    }
     let where_ = || format!("object {id} in {} at offset {}", path.display(), e.offset);
     let header = RecordHeader::decode(&stored[..RECORD_HEADER_LEN]).map_err(|err| match err {
         Error::Corrupt { detail, .. } => {

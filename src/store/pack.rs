@@ -42,9 +42,11 @@ pub fn list_packs(dir: &Path) -> Result<Vec<PackNo>> {
 }
 
 /// A pack as a reader sees it: its file, or (a replica's unsealed pack)
-/// its consecutive part files. A record never spans two parts, because a
-/// part ends where a sync ended, at a record boundary.
+/// its part files. Each part starts where one sync of the primary ended,
+/// which is a record boundary, so even after a gap (a part lost or cut
+/// short) the records of the later parts are found and read.
 pub struct PackReader {
+    /// (start, length, file), sorted by start; parts may leave gaps.
     segments: Vec<(u64, u64, File)>,
     pub whole: bool,
 }
@@ -69,7 +71,7 @@ impl PackReader {
             }
         }
         let prefix = format!("{:016x}-", no.0);
-        let mut parts = Vec::new();
+        let mut segments = Vec::new();
         for e in std::fs::read_dir(dir).map_err(Error::io_at(dir))? {
             let name = e.map_err(Error::io_at(dir))?.file_name();
             let name = name.to_string_lossy();
@@ -77,21 +79,18 @@ impl PackReader {
                 && let Some(hex) = rest.strip_suffix(".part")
                 && let Ok(start) = u64::from_str_radix(hex, 16)
             {
-                parts.push(start);
+                let path = part_path(dir, no, start);
+                let f = match File::open(&path) {
+                    Ok(f) => f,
+                    // Replaced by the sealed pack since the listing.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return PackReader::open_whole_after_race(dir, no);
+                    }
+                    Err(e) => return Err(Error::IoAt { path, source: e }),
+                };
+                let len = f.metadata().map_err(Error::io_at(&path))?.len();
+                segments.push((start, len, f));
             }
-        }
-        parts.sort();
-        let mut segments = Vec::new();
-        let mut expect = 0;
-        for start in parts {
-            if start != expect {
-                break; // a gap: only the contiguous prefix is usable
-            }
-            let path = part_path(dir, no, start);
-            let f = File::open(&path).map_err(Error::io_at(&path))?;
-            let len = f.metadata().map_err(Error::io_at(&path))?.len();
-            segments.push((start, len, f));
-            expect = start + len;
         }
         if segments.is_empty() {
             return Err(Error::IoAt {
@@ -99,64 +98,118 @@ impl PackReader {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
+        segments.sort_by_key(|s| s.0);
         Ok(PackReader {
             segments,
             whole: false,
         })
     }
 
-    /// Bytes of the pack readable here.
+    /// The sealed pack that replaced the parts while they were listed.
+    fn open_whole_after_race(dir: &Path, no: PackNo) -> Result<PackReader> {
+        let whole = pack_path(dir, no);
+        let f = File::open(&whole).map_err(Error::io_at(&whole))?;
+        let len = f.metadata().map_err(Error::io_at(&whole))?.len();
+        Ok(PackReader {
+            segments: vec![(0, len, f)],
+            whole: true,
+        })
+    }
+
+    /// Bytes of the pack held without a gap from its start: what a
+    /// replicator counts as shipped.
     pub fn len(&self) -> u64 {
-        self.segments.last().map_or(0, |(s, l, _)| s + l)
+        self.runs().first().filter(|r| r.0 == 0).map_or(0, |r| r.1)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The byte ranges held, as (start, end), merged where parts touch or
+    /// overlap, in order.
+    pub fn runs(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (s, l, _) in &self.segments {
+            match out.last_mut() {
+                Some(last) if *s <= last.1 => last.1 = last.1.max(s + l),
+                _ => out.push((*s, s + l)),
+            }
+        }
+        out
+    }
+
+    /// `len` bytes at `offset`, from as many parts as they span.
     pub fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let eof = || std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        let end = offset.checked_add(len as u64).ok_or_else(eof)?;
         if self.whole {
             // One file, which may still grow (the primary's open pack):
             // check its length now, before allocating for a damaged length.
             let f = &self.segments[0].2;
-            if offset.saturating_add(len as u64) > f.metadata()?.len() {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            if end > f.metadata()?.len() {
+                return Err(eof());
             }
             return read_at(f, offset, len);
         }
-        let i = self.segments.partition_point(|(s, _, _)| *s <= offset);
-        match i.checked_sub(1).and_then(|i| self.segments.get(i)) {
-            Some((start, seg_len, f)) if offset + len as u64 <= start + seg_len => {
-                read_at(f, offset - start, len)
-            }
-            _ => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+        if !self.runs().iter().any(|r| r.0 <= offset && end <= r.1) {
+            return Err(eof());
         }
+        let mut buf = vec![0u8; len];
+        let mut at = offset;
+        while at < end {
+            // The part that holds `at` and reaches furthest.
+            let (s, l, f) = self
+                .segments
+                .iter()
+                .filter(|(s, l, _)| *s <= at && at < s + l)
+                .max_by_key(|(s, l, _)| s + l)
+                .ok_or_else(eof)?;
+            let n = (s + l).min(end) - at;
+            let dst = (at - offset) as usize;
+            f.read_exact_at(&mut buf[dst..dst + n as usize], at - s)?;
+            at += n;
+        }
+        Ok(buf)
     }
 
-    /// Every well-formed record, in order, up to the end or a torn tail.
-    /// Payloads are not hash-checked here.
+    /// Every well-formed record, in order: (header, payload offset). Each
+    /// held run is scanned up to its end or a torn record. Payloads are
+    /// not hash-checked here.
     pub fn scan(&self) -> Result<Vec<(RecordHeader, u64)>> {
-        let head = self
-            .read_at(0, PACK_HEADER_LEN as usize)
-            .map_err(Error::Io)?;
-        format::check_magic(&head, format::PACK_MAGIC, "pack")?;
         let mut out = Vec::new();
-        let mut at = PACK_HEADER_LEN;
-        let end = self.len();
-        while at + RECORD_HEADER_LEN as u64 <= end {
-            let Ok(h) = self
-                .read_at(at, RECORD_HEADER_LEN)
-                .map_err(Error::Io)
-                .and_then(|b| RecordHeader::decode(&b))
-            else {
-                break;
-            };
-            let payload = at + RECORD_HEADER_LEN as u64;
-            if payload + h.stored_len as u64 > end {
-                break;
+        for (start, end) in self.runs() {
+            let mut at = start;
+            if start == 0 {
+                let head = self
+                    .read_at(0, PACK_HEADER_LEN as usize)
+                    .map_err(Error::Io)?;
+                format::check_magic(&head, format::PACK_MAGIC, "pack")?;
+                at = PACK_HEADER_LEN;
             }
-            out.push((h, payload));
-            at = payload + h.stored_len as u64;
+            while at + RECORD_HEADER_LEN as u64 <= end {
+                let header = self
+                    .read_at(at, RECORD_HEADER_LEN)
+                    .map_err(Error::Io)
+                    .and_then(|b| RecordHeader::decode(&b));
+                let next = header.ok().and_then(|h| {
+                    let payload = at + RECORD_HEADER_LEN as u64;
+                    let after = payload + h.stored_len as u64;
+                    (after <= end).then_some((h, payload, after))
+                });
+                match next {
+                    Some((h, payload, after)) => {
+                        out.push((h, payload));
+                        at = after;
+                    }
+                    // A torn or damaged record: go on at the next part
+                    // that starts after it (a record boundary), if any.
+                    None => match self.segments.iter().map(|s| s.0).find(|s| *s > at) {
+                        Some(s) if s < end => at = s,
+                        _ => break,
+                    },
+                }
+            }
         }
         Ok(out)
     }

@@ -88,6 +88,30 @@ impl Mount {
         })
     }
 
+    /// A fresh store mounted with a replica (`TMP/replica`) and `extra` args.
+    pub fn with_replica(extra: &[&str]) -> Option<(Mount, PathBuf)> {
+        let mut m = Mount::init()?;
+        let r = m.tmp.path().join("replica");
+        std::fs::create_dir(&r).unwrap();
+        let mut args = vec!["--replica", r.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        m.start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        Some((m, r))
+    }
+
+    /// An existing store, not mounted yet, to mount at `mnt` (an existing
+    /// directory) with its daemon's output in `log`.
+    pub fn attach(store: PathBuf, mnt: PathBuf, log: PathBuf) -> Mount {
+        Mount {
+            tmp: tempfile::tempdir().unwrap(),
+            store,
+            mnt,
+            child: None,
+            log,
+        }
+    }
+
     pub fn is_mounted(&self) -> bool {
         self.child.is_some()
     }
@@ -253,11 +277,29 @@ pub fn status(store: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Waits (bounded) until the replica holds every commit and byte.
+/// Asks the daemon serving `store` for a commit now (through its control
+/// socket) and returns once it is made.
+pub fn commit(store: &Path) {
+    use std::io::{BufRead, Write};
+    let mut conn = std::os::unix::net::UnixStream::connect(store.join("daemon.sock"))
+        .expect("the daemon's control socket");
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(b"{\"cmd\":\"commit\"}\n").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(&conn).read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\""), "commit: {line}");
+}
+
+/// Commits what was written so far, then waits (bounded) until the
+/// replica holds every commit and byte.
 pub fn wait_replicated(store: &Path, timeout: Duration) {
+    commit(store);
     wait_until("replica lag 0", timeout, || {
         let s = status(store);
-        s["replica"]["lag_commits"] == 0 && s["replica"]["lag_bytes"] == 0
+        s["replica"]["state"] == "ok"
+            && s["replica"]["lag_commits"] == 0
+            && s["replica"]["lag_bytes"] == 0
     });
 }
 
