@@ -233,7 +233,7 @@ fn verify_while_commits_land_is_never_a_false_alarm() {
                 let mut f = fs::File::create(m.p(&format!("w{}", i % 50))).unwrap();
                 f.write_all(&bytes(i, 100_000 + (i as usize % 7) * 50_000))
                     .unwrap();
-                if i % 3 == 0 {
+                if i.is_multiple_of(3) {
                     f.sync_all().unwrap();
                 }
                 i += 1;
