@@ -14,6 +14,10 @@ status=${PIPESTATUS[0]}
 passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
 failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$log")
 accept=""
+# A short run of the disaster soak (scripts/dr-soak.sh N runs more by hand).
+if [ "$status" = 0 ]; then
+  if python3 scripts/dr_soak.py 20; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+fi
 # The shared acceptance scripts check the issues through a real mount, with the exact CLI.
 for a in foundation snapshots replica; do
   script=../shared/acceptance/$a
