@@ -5,7 +5,9 @@
 //!
 //! Requests: `{"cmd": "status"}`, `{"cmd": "commit"}`,
 //! `{"cmd": "snapshot_create", "name": N}`, `{"cmd": "snapshot_delete", "name": N}`,
-//! `{"cmd": "snapshot_list"}`, `{"cmd": "log", "path": "relative/path"}`.
+//! `{"cmd": "snapshot_list"}`, `{"cmd": "log", "path": "relative/path"}`,
+//! `{"cmd": "verify", "replica": P, "repair": B}`,
+//! `{"cmd": "restore", "path": P, "at": TIME_OR_NAME, "to": P}`.
 //! Response: `{"ok": <value>}` or `{"error": "<one line>"}`.
 //!
 //! [`request`] sends a request to the daemon when one serves the store and
@@ -40,6 +42,12 @@ pub enum Request {
         replica: Option<std::path::PathBuf>,
         repair: bool,
     },
+    Restore {
+        path: String,
+        /// RFC 3339 instant, or a snapshot name.
+        at: String,
+        to: Option<String>,
+    },
 }
 
 impl Request {
@@ -51,6 +59,7 @@ impl Request {
                 | Request::SnapshotCreate { .. }
                 | Request::SnapshotDelete { .. }
                 | Request::Verify { repair: true, .. }
+                | Request::Restore { .. }
         )
     }
 }
@@ -73,7 +82,16 @@ fn handle(engine: &Engine, req: Request) -> Result<Value> {
         Request::SnapshotCreate { name } => json(engine.snapshot_create(&name)?.0),
         Request::SnapshotDelete { name } => json(engine.snapshot_delete(&name)?),
         Request::SnapshotList => json(engine.snapshot_list(&engine.options().thinning)?),
-        Request::Log { path } => json(engine.log(&path)?),
+        Request::Log { path } => {
+            // Versions recorded since the last commit are listed too: commit
+            // them now so that their snapshot paths exist.
+            engine.commit(false)?;
+            json(engine.log(&path)?)
+        }
+        Request::Restore { path, at, to } => {
+            let t = engine.instant_of(&at)?;
+            json(engine.restore(&path, t, to.as_deref())?)
+        }
         Request::Verify { replica, repair } => json(crate::verify::verify(
             engine,
             replica.as_deref(),

@@ -2,7 +2,7 @@
 //! socket, and a clean flush on `umount`, SIGINT or SIGTERM.
 
 use crate::control;
-use crate::engine::{Engine, Options};
+use crate::engine::{Engine, Inval, Options};
 use crate::error::{Error, Result};
 use crate::fs::RevFs;
 use crate::replica::Replicator;
@@ -152,6 +152,17 @@ pub fn run(
     config.clone_fd = true;
     let mut session = fuser::Session::new(RevFs::new(engine.clone()), mountpoint, &config)
         .map_err(|e| Error::Store(format!("cannot mount at {}: {e}", mountpoint.display())))?;
+    let notifier = session.notifier();
+    engine.set_invalidator(Box::new(move |what| {
+        use std::os::unix::ffi::OsStrExt;
+        // The kernel may not hold the name or inode at all: nothing to drop.
+        let _ = match what {
+            Inval::Entry(parent, name) => {
+                notifier.inval_entry(fuser::INodeNo(parent.0), std::ffi::OsStr::from_bytes(&name))
+            }
+            Inval::Inode(ino) => notifier.inval_inode(fuser::INodeNo(ino.0), 0, 0),
+        };
+    }));
     let mut unmounter = session.unmount_callable();
     let mnt: PathBuf = mountpoint.to_path_buf();
 

@@ -8,7 +8,7 @@
 //! 1 = some) followed, when 1, by a 32-byte [`ObjectId`]. `Bytes16`/`Bytes32`
 //! are a u16/u32 length followed by that many bytes.
 //!
-//! # Store layout (format version 1)
+//! # Store layout (format version 2)
 //! ```text
 //! STORE/revfs.conf          config: magic, version, JSON body (below)
 //! STORE/packs/NNNNNNNNNNNNNNNN.pack   append-only packs of objects (hex pack number)
@@ -24,7 +24,7 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic  "RVFSCONF"
-//! 8      4     format version (u32 LE) = 1
+//! 8      4     format version (u32 LE) = 2 (1 is read too)
 //! 12     ..    UTF-8 JSON object: {"store_id": hex string,
 //!              "created": RFC 3339, "id_key": null, "cipher": null,
 //!              "replica": null | path}
@@ -36,7 +36,7 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic "RVFSPACK"
-//! 8      4     format version (u32 LE) = 1
+//! 8      4     format version (u32 LE) = 2 (1 is read too)
 //! 12     4     reserved, 0
 //! 16     ..    object records, back to back
 //! ```
@@ -89,7 +89,7 @@
 //! One sled tree; the first key byte says what a key is:
 //! ```text
 //! key                                  value
-//! "F" "format"                         "RVFSMETA" u32 LE catalog version = 1
+//! "F" "format"                         "RVFSMETA" u32 LE catalog layout = 2
 //! "i" ino:u64BE                        u8 version=1, Node, u32 n, n × u64 parent ino
 //! "d" parent:u64BE name                u64 LE child ino, u8 file type
 //! "v" ino:u64BE vseq:u64BE             Version: u8 version=1, Time time, u64 size,
@@ -101,8 +101,15 @@
 //! "y" dir:u64BE                        empty: directory changed since the last commit
 //! "z" ino:u64BE                        empty: nlink 0 but still open (orphan)
 //! "n" name (UTF-8)                     u64 LE commit seq of a named snapshot
+//! "h" blake3(path)[32] seq:u64BE       PathVersion (layout 2): u8 version=1, Time
+//!                                      commit time, u64 size, Opt<Id> manifest: the
+//!                                      content commit `seq` holds at that path, when
+//!                                      it differs from the commit before (path is
+//!                                      relative to the root, `/`-separated)
 //! "m" name                             counters: "next_ino", "next_pack",
-//!                                      "next_vseq" (u64 LE), "head" (u64 LE seq)
+//!                                      "next_vseq" (u64 LE), "head" (u64 LE seq);
+//!                                      layout 2: "commits", "versions",
+//!                                      "logical_bytes", "chunks", "chunk_bytes"
 //! ```
 //!
 //! ## Replicas
@@ -140,13 +147,19 @@
 //!
 //! # Version history
 //! * 1 (revfs 0.1): first format.
+//! * 2: the catalog (layout 2) adds the path-version index ("h" keys) and
+//!   the status counters. Packs, records, the config and replica files are
+//!   unchanged; a version-1 store opens as it is and its catalog is
+//!   upgraded in place on first open (`engine::history::upgrade`; the
+//!   fixture `tests/fixtures/v1-store` proves it). A revfs that reads only
+//!   version 1 refuses a version-2 store.
 
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectKind};
 use std::collections::BTreeMap;
 
 /// The store format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const CONF_MAGIC: &[u8; 8] = b"RVFSCONF";
 pub const PACK_MAGIC: &[u8; 8] = b"RVFSPACK";
 pub const META_MAGIC: &[u8; 8] = b"RVFSMETA";
@@ -715,7 +728,7 @@ mod tests {
         assert_eq!(
             pack_header(),
             [
-                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 1, 0, 0, 0, 0, 0, 0, 0
+                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 2, 0, 0, 0, 0, 0, 0, 0
             ]
         );
     }
@@ -782,7 +795,7 @@ mod tests {
     #[test]
     fn newer_format_is_refused_with_a_message() {
         let mut b = CONF_MAGIC.to_vec();
-        b.extend_from_slice(&2u32.to_le_bytes());
+        b.extend_from_slice(&3u32.to_le_bytes());
         let e = check_magic(&b, CONF_MAGIC, "config")
             .unwrap_err()
             .to_string();

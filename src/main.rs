@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use revfs::control::Request;
 use revfs::daemon::{self, MountOptions};
 use revfs::engine::Options;
-use revfs::engine::snapshots::{LogEntry, SnapshotInfo, Thinning};
+use revfs::engine::history::{LogEntry, SnapshotInfo, Thinning};
 use revfs::{Error, Result, control, repo};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,6 +137,20 @@ enum Cmd {
     /// List every version of a file in a mount, with the path to restore each from.
     Log {
         path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a file, a directory or the whole mount back to its state at a time,
+    /// in place or at --to (metadata only: no data is copied; undo with another restore).
+    Restore {
+        /// A path in a mounted revfs (the mount itself: the whole tree).
+        path: PathBuf,
+        /// RFC 3339 instant (e.g. 2026-11-24T07:30:00Z) or a snapshot name.
+        #[arg(long)]
+        at: String,
+        /// Restore there instead (a path in the same mount).
+        #[arg(long)]
+        to: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -452,11 +466,12 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Cmd::Log { path, json } => log(&path, json),
+        Cmd::Restore { path, at, to, json } => restore(&path, &at, to.as_deref(), json),
     }
 }
 
-/// `revfs log PATH`: every version of a live file, with a restorable path.
-fn log(path: &std::path::Path, json: bool) -> Result<()> {
+/// A path in a mounted revfs: (mount root, store, path relative to the root).
+fn in_mount(path: &std::path::Path) -> Result<(PathBuf, PathBuf, String)> {
     let (root, store) = repo::mount_of(path)?;
     let abs = std::path::absolute(path).map_err(Error::Io)?;
     let rel = abs
@@ -467,9 +482,67 @@ fn log(path: &std::path::Path, json: bool) -> Result<()> {
             "give a path in the live tree, not under .snapshots".into(),
         ));
     }
-    let req = Request::Log {
-        path: rel.to_string_lossy().into_owned(),
+    Ok((root, store, rel.to_string_lossy().into_owned()))
+}
+
+/// `revfs restore PATH --at TIME [--to DEST]`.
+fn restore(
+    path: &std::path::Path,
+    at: &str,
+    to: Option<&std::path::Path>,
+    json: bool,
+) -> Result<()> {
+    let (root, store, rel) = in_mount(path)?;
+    let to = match to {
+        None => None,
+        Some(dest) => {
+            let abs = std::path::absolute(dest).map_err(Error::Io)?;
+            let rel = abs.strip_prefix(&root).map_err(|_| {
+                Error::Store(format!(
+                    "{}: --to must be inside the same mount ({})",
+                    dest.display(),
+                    root.display()
+                ))
+            })?;
+            Some(rel.to_string_lossy().into_owned())
+        }
     };
+    let req = Request::Restore {
+        path: rel,
+        at: at.to_string(),
+        to,
+    };
+    let value = control::call(&store, &req)?.ok_or_else(|| {
+        Error::Store(format!(
+            "{}: no daemon answers for this mount",
+            store.display()
+        ))
+    })?;
+    if json {
+        println!("{value:#}");
+        return Ok(());
+    }
+    let r: revfs::engine::restore::Restored = decode(value)?;
+    println!(
+        "restored {} as of {} (commit {}): {} files ({:.1} MiB), {} directories, {} other, \
+         {} removed; now commit {}",
+        path.display(),
+        r.from_time,
+        r.from_commit,
+        r.files,
+        r.bytes as f64 / (1 << 20) as f64,
+        r.dirs,
+        r.others,
+        r.removed,
+        r.commit
+    );
+    Ok(())
+}
+
+/// `revfs log PATH`: every version of a live file, with a restorable path.
+fn log(path: &std::path::Path, json: bool) -> Result<()> {
+    let (root, store, rel) = in_mount(path)?;
+    let req = Request::Log { path: rel };
     let entries: Vec<LogEntry> = decode(control::request(&store, req)?)?;
     if entries.is_empty() {
         return Err(Error::Store(format!(

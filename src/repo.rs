@@ -259,6 +259,9 @@ impl Repo {
         }
         let objects = Arc::new(ObjectStore::open(&packs, db.clone(), opts.read_only)?);
         let engine = Arc::new(Engine::new(db, objects, store.join("staging"), opts)?);
+        // A catalog of an earlier layout gets the newer indexes once (even
+        // for a read-only mount: only the catalog changes, never the data).
+        crate::engine::history::upgrade(&engine)?;
         let mut repo = Repo {
             path: store.to_path_buf(),
             config,

@@ -1,5 +1,6 @@
 //! Figures about a store: what it holds and what that costs on disk.
 
+use crate::catalog::db::{Batch, Db};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::format::{FORMAT_VERSION, FileType};
@@ -30,8 +31,10 @@ pub struct Status {
     pub replica: crate::replica::ReplicaStatus,
 }
 
-pub fn status(engine: &Engine) -> Result<Status> {
-    let db = &engine.db;
+/// Sets the counters that `status` reads (kept up to date by every
+/// commit) from a scan of the catalog: for a catalog rebuilt from a
+/// replica or upgraded from an older layout.
+pub fn recount(db: &Db) -> Result<()> {
     let (mut chunks, mut chunk_bytes) = (0u64, 0u64);
     for e in db.index_all() {
         let (_, e) = e?;
@@ -40,6 +43,32 @@ pub fn status(engine: &Engine) -> Result<Status> {
             chunk_bytes += e.raw_len as u64;
         }
     }
+    let (mut versions, mut logical) = (0u64, 0u64);
+    for v in db.all_versions() {
+        versions += 1;
+        logical += v?.size;
+    }
+    let commits = db.commits()?.len() as u64;
+    let mut b = Batch::default();
+    b.put_counter(CHUNKS, chunks);
+    b.put_counter(CHUNK_BYTES, chunk_bytes);
+    b.put_counter(VERSIONS, versions);
+    b.put_counter(LOGICAL_BYTES, logical);
+    b.put_counter(COMMITS, commits);
+    db.apply(b)
+}
+
+/// Counter names (in the catalog's "m" keys).
+pub const CHUNKS: &str = "chunks";
+pub const CHUNK_BYTES: &str = "chunk_bytes";
+pub const VERSIONS: &str = "versions";
+pub const LOGICAL_BYTES: &str = "logical_bytes";
+pub const COMMITS: &str = "commits";
+
+pub fn status(engine: &Engine) -> Result<Status> {
+    let db = &engine.db;
+    let chunks = db.counter(CHUNKS)?;
+    let chunk_bytes = db.counter(CHUNK_BYTES)?;
     // Whole packs, and the parts of a replica's unsealed pack.
     let mut stored_bytes = 0;
     let dir = engine.store.packs_dir();
@@ -66,11 +95,8 @@ pub fn status(engine: &Engine) -> Result<Status> {
         }
     }
     let files = seen.len() as u64;
-    let (mut versions, mut logical_bytes) = (0, 0);
-    for v in db.all_versions() {
-        versions += 1;
-        logical_bytes += v?.size;
-    }
+    let versions = db.counter(VERSIONS)?;
+    let logical_bytes = db.counter(LOGICAL_BYTES)?;
     let head = db.counter("head")?;
     let head_time = db
         .commit(CommitSeq(head))?
@@ -89,7 +115,7 @@ pub fn status(engine: &Engine) -> Result<Status> {
         },
         files,
         versions,
-        commits: db.commit_count() as u64,
+        commits: db.counter(COMMITS)?,
         head,
         head_time,
         poisoned: engine.store.poison_reason(),

@@ -240,22 +240,22 @@ fn verify_while_commits_land_is_never_a_false_alarm() {
             }
         });
         let before = status(&m.store)["commits"].as_u64().unwrap();
-        let mut runs = 0;
-        for _ in 0..30 {
+        let start = std::time::Instant::now();
+        let (mut runs, mut landed) = (0, 0);
+        // At least 30 runs, with at least 10 commits landing meanwhile.
+        let mut failure = None;
+        while (runs < 30 || landed < 10) && start.elapsed() < Duration::from_secs(120) {
             let (ok, out) = revfs(&[os("verify"), m.store.as_os_str()]);
             if !ok {
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                panic!("verify during commits reported problems: {out}");
+                failure = Some(out);
+                break;
             }
             runs += 1;
+            landed = status(&m.store)["commits"].as_u64().unwrap() - before;
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(runs, 30);
-        let after = status(&m.store)["commits"].as_u64().unwrap();
-        assert!(
-            after >= before + 5,
-            "commits landed while verifying: {before} -> {after}"
-        );
+        assert!(failure.is_none(), "verify during commits: {failure:?}");
+        assert!(runs >= 30 && landed >= 10, "{runs} runs, {landed} commits");
     });
 }
 

@@ -171,7 +171,7 @@ fn damaged_catalog_pack_and_config_are_reported_clearly() {
 
     // A store of a newer format.
     let mut c = fs::read(&conf).unwrap();
-    c[8] = 2;
+    c[8] = 3;
     fs::write(&conf, c).unwrap();
     mount_fails_clearly(&m, "newer", "upgrade");
 }

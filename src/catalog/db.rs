@@ -7,7 +7,10 @@ use crate::format::{Dec, Enc, FileType, META_MAGIC, Node, Time};
 use crate::ids::{CommitSeq, Ino, ObjectId, ObjectKind, PackNo};
 use std::path::Path;
 
-const CATALOG_VERSION: u32 = 1;
+/// The catalog layout this build writes: 2 adds the path-version index
+/// ("h") and the status counters; a version-1 catalog is upgraded in place
+/// when a store is opened (`engine::history::upgrade`).
+pub const CATALOG_VERSION: u32 = 2;
 
 /// Where an object lives in the packs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +130,47 @@ impl Version {
     }
 }
 
+/// One state of one path in history: the content a commit holds there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathVersion {
+    /// Commit time.
+    pub time: Time,
+    pub size: u64,
+    pub content: Option<ObjectId>,
+}
+
+impl PathVersion {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u8(1).time(self.time).u64(self.size).opt_id(&self.content);
+        e.0
+    }
+    fn decode(b: &[u8]) -> Result<PathVersion> {
+        let mut d = Dec::new(b, "path version");
+        if d.u8()? != 1 {
+            return Err(d.bad("unknown path version record"));
+        }
+        let v = PathVersion {
+            time: d.time()?,
+            size: d.u64()?,
+            content: d.opt_id()?,
+        };
+        d.end()?;
+        Ok(v)
+    }
+}
+
+/// The key of a path in the path-version index: BLAKE3 of its bytes
+/// (relative to the root, `/`-separated), so keys are bounded.
+fn path_key(path: &str, seq: Option<CommitSeq>) -> Vec<u8> {
+    let h = blake3::hash(path.as_bytes());
+    let mut k = key(b'h', &[h.as_bytes()]);
+    if let Some(s) = seq {
+        k.extend_from_slice(&s.0.to_be_bytes());
+    }
+    k
+}
+
 /// A directory entry as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dentry {
@@ -205,6 +249,14 @@ impl Batch {
     }
     pub fn del_name(&mut self, name: &str) {
         self.0.remove(key(b'n', &[name.as_bytes()]));
+    }
+    pub fn put_path_version(&mut self, path: &str, seq: CommitSeq, v: &PathVersion) {
+        self.0.insert(path_key(path, Some(seq)), v.encode());
+    }
+    pub fn put_catalog_version(&mut self, version: u32) {
+        let mut v = META_MAGIC.to_vec();
+        v.extend_from_slice(&version.to_le_bytes());
+        self.0.insert(key(b'F', &[b"format"]), v);
     }
     pub fn put_counter(&mut self, name: &str, v: u64) {
         self.0
@@ -335,8 +387,39 @@ impl Db {
         }
     }
 
-    pub fn commit_count(&self) -> usize {
-        self.db.scan_prefix([b'c']).count()
+    /// The first commit at or after `seq`: (seq, commit object id, time).
+    pub fn commit_from(&self, seq: CommitSeq) -> Result<Option<(CommitSeq, ObjectId, Time)>> {
+        let start = ino_key(b'c', Ino(seq.0));
+        match self.db.range(start..ino_key(b'd', Ino(0))).next() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv?;
+                let mut d = Dec::new(&v, "commit record");
+                Ok(Some((CommitSeq(be_u64(&k[1..])?), d.id()?, d.time()?)))
+            }
+        }
+    }
+
+    /// Every recorded state of `path`, oldest first.
+    pub fn path_versions(&self, path: &str) -> Result<Vec<(CommitSeq, PathVersion)>> {
+        let prefix = path_key(path, None);
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            out.push((
+                CommitSeq(be_u64(&k[prefix.len()..])?),
+                PathVersion::decode(&v)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The catalog layout version of this catalog.
+    pub fn catalog_version(&self) -> Result<u32> {
+        match self.db.get(key(b'F', &[b"format"]))? {
+            None => Ok(0),
+            Some(v) => crate::format::check_magic(&v, META_MAGIC, "metadata database"),
+        }
     }
 
     /// Every commit, oldest first: (seq, commit object id, time).

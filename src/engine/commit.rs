@@ -5,12 +5,14 @@
 //! Cost: one tree per changed directory and per ancestor of one, each in
 //! proportion to that directory's entries; nothing else of the tree is read.
 
+use super::history::Rebuilt;
 use super::{Engine, lock};
-use crate::catalog::db::Batch;
+use crate::catalog::db::{Batch, PathVersion};
 use crate::crashpoint::crash_point;
 use crate::error::Result;
 use crate::format::{Commit, FileType, Time, Tree, TreeEntry};
 use crate::ids::{CommitSeq, Ino, ObjectId, ObjectKind};
+use crate::status;
 use std::collections::HashMap;
 
 impl Engine {
@@ -78,6 +80,7 @@ impl Engine {
         order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
 
         let mut trees: HashMap<Ino, ObjectId> = HashMap::new();
+        let mut rebuilt: HashMap<Ino, Rebuilt> = HashMap::new();
         for (dir, _) in &order {
             let mut tree = Tree::default();
             for (name, d) in self.db.list_dir(*dir)? {
@@ -92,6 +95,8 @@ impl Engine {
                 });
             }
             trees.insert(*dir, self.store.put(ObjectKind::Tree, &tree.encode())?);
+            let old = self.db.inode(*dir)?.and_then(|i| i.node.content);
+            rebuilt.insert(*dir, Rebuilt { tree, old });
         }
         let root = match trees.get(&Ino::ROOT) {
             Some(r) => *r,
@@ -131,9 +136,32 @@ impl Engine {
         crash_point("commit:packs-synced");
 
         let mut b = Batch::default();
+        let (mut chunks, mut chunk_bytes) = (0, 0);
         for (id, e) in &index {
+            if e.kind == ObjectKind::Chunk && self.db.index(id)?.is_none() {
+                chunks += 1;
+                chunk_bytes += e.raw_len as u64;
+            }
             b.put_index(id, e);
         }
+        for (path, node) in self.changed_paths(&rebuilt)? {
+            let v = PathVersion {
+                time,
+                size: node.size,
+                content: node.content,
+            };
+            b.put_path_version(&path, seq, &v);
+        }
+        let add = |b: &mut Batch, name: &str, n: u64| -> Result<()> {
+            b.put_counter(name, self.db.counter(name)? + n);
+            Ok(())
+        };
+        add(&mut b, status::CHUNKS, chunks)?;
+        add(&mut b, status::CHUNK_BYTES, chunk_bytes)?;
+        add(&mut b, status::VERSIONS, versions.len() as u64)?;
+        let logical: u64 = versions.iter().map(|(_, _, v)| v.size).sum();
+        add(&mut b, status::LOGICAL_BYTES, logical)?;
+        add(&mut b, status::COMMITS, 1)?;
         for (ino, (c, _)) in &content {
             if let Some(mut rec) = self.db.inode(*ino)? {
                 c.apply(&mut rec.node);
@@ -170,6 +198,7 @@ impl Engine {
         let mut p = lock(&self.pending);
         p.content.clear();
         p.versions.clear();
+        p.placed.clear();
         drop(p);
         tracing::debug!(seq = seq.0, dirs = trees.len(), "commit");
         if let Some(r) = self.replicator() {

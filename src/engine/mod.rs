@@ -13,7 +13,9 @@
 
 mod commit;
 pub mod file;
+pub mod history;
 mod namespace;
+pub mod restore;
 pub mod snapshots;
 mod stream;
 
@@ -39,7 +41,7 @@ pub struct Options {
     pub min_version_interval: Duration,
     pub read_only: bool,
     /// Which automatic snapshots `ls .snapshots` lists.
-    pub thinning: snapshots::Thinning,
+    pub thinning: history::Thinning,
     /// fsync returns only once the replica holds the data too.
     pub replica_sync: bool,
 }
@@ -49,7 +51,7 @@ impl Default for Options {
         Options {
             min_version_interval: Duration::from_secs(1),
             read_only: false,
-            thinning: snapshots::Thinning::default(),
+            thinning: history::Thinning::default(),
             replica_sync: false,
         }
     }
@@ -91,6 +93,9 @@ struct Pending {
     content: HashMap<Ino, (ContentOverlay, ContentOverlay)>,
     /// Versions waiting for their commit, in order.
     versions: Vec<(Ino, u64, Version)>,
+    /// Paths (parent, name) a file was renamed to since the last commit,
+    /// and when: replacing such a path again forces a commit first.
+    placed: HashMap<(Ino, Vec<u8>), Time>,
 }
 
 /// The shared state of an open file and its number of open handles.
@@ -98,6 +103,16 @@ struct OpenFile {
     state: Arc<RwLock<FileState>>,
     handles: u32,
 }
+
+/// What the kernel must forget after a change it did not see made (a
+/// restore): a name in a directory, or an inode's attributes and pages.
+pub enum Inval {
+    Entry(Ino, Vec<u8>),
+    Inode(Ino),
+}
+
+/// Sends [`Inval`]s to the kernel (set by the mount).
+pub type Invalidator = Box<dyn Fn(Inval) + Send + Sync>;
 
 /// An open file or directory handle.
 enum Handle {
@@ -131,6 +146,7 @@ pub struct Engine {
     /// How many times the kernel holds each inode (lookups not yet
     /// forgotten). An unlinked inode lives on while the kernel holds it.
     lookups: Mutex<HashMap<Ino, u64>>,
+    invalidator: Mutex<Option<Invalidator>>,
 }
 
 /// The engine's view of its replica.
@@ -209,11 +225,25 @@ impl Engine {
             )),
             replica: Mutex::new(ReplicaLink::None),
             lookups: Mutex::new(HashMap::new()),
+            invalidator: Mutex::new(None),
         };
         if !e.opts.read_only {
             e.drop_orphans()?;
         }
         Ok(e)
+    }
+
+    /// How to tell the kernel about changes it did not make.
+    pub fn set_invalidator(&self, f: Invalidator) {
+        *lock(&self.invalidator) = Some(f);
+    }
+
+    fn invalidate(&self, what: Vec<Inval>) {
+        if let Some(f) = lock(&self.invalidator).as_ref() {
+            for w in what {
+                f(w);
+            }
+        }
     }
 
     pub fn read_only(&self) -> bool {

@@ -227,6 +227,7 @@ impl Engine {
         if name.len() > NAME_MAX {
             return Err(Error::NameTooLong);
         }
+        self.commit_before_replacing(parent, name)?;
         let _ns = lock(&self.ns);
         let mut pdir = self.dir_inode(parent)?;
         let d = self.db.dentry(parent, name)?.ok_or(Error::NotFound)?;
@@ -251,6 +252,46 @@ impl Engine {
         b.mark_dirty(parent);
         Engine::touch_parents(&mut b, &pdir);
         self.db.apply(b)
+    }
+
+    /// Makes a commit first when the file at `parent/name` is about to
+    /// lose that path (unlink, rename over it) while it holds a recorded
+    /// version that no commit has yet and that may not be merged away:
+    /// otherwise no commit would ever show that version at its path.
+    fn commit_before_replacing(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        let Some(d) = self.db.dentry(parent, name)? else {
+            return Ok(());
+        };
+        if d.kind != FileType::Regular {
+            return Ok(());
+        }
+        let now = Time::now();
+        let must = {
+            let p = lock(&self.pending);
+            let placed = p.placed.get(&(parent, name.to_vec())).map(|t| (*t, false));
+            let recorded = p
+                .versions
+                .iter()
+                .rev()
+                .find(|(i, _, _)| *i == d.ino)
+                .map(|(_, _, v)| (v.time, v.fsynced));
+            // The path's state since the last commit: placed there, or
+            // recorded, whichever is newer; fsynced is never merged.
+            match (placed, recorded) {
+                (None, None) => false,
+                (a, b) => {
+                    let fsynced = b.is_some_and(|v| v.1);
+                    let since = a.into_iter().chain(b).map(|v| v.0).max().unwrap_or(now);
+                    fsynced
+                        || (now.as_nanos() - since.as_nanos())
+                            >= self.opts.min_version_interval.as_nanos() as i128
+                }
+            }
+        };
+        if must {
+            self.commit(false)?;
+        }
+        Ok(())
     }
 
     /// Drops one link of `ino` from `parent`; deletes the inode when no
@@ -327,6 +368,12 @@ impl Engine {
         {
             return Err(Error::Invalid);
         }
+        if !noreplace {
+            self.commit_before_replacing(newparent, newname)?;
+        }
+        if exchange {
+            self.commit_before_replacing(parent, name)?;
+        }
         let _ns = lock(&self.ns);
         self.dir_inode(parent)?;
         self.dir_inode(newparent)?;
@@ -390,6 +437,13 @@ impl Engine {
         self.reparent(&mut b, src.ino, parent, newparent, now)?;
         dir_delta += (src.kind == FileType::Directory) as i64;
         self.db.apply(std::mem::take(&mut b))?;
+        {
+            let mut p = lock(&self.pending);
+            p.placed.insert((newparent, newname.to_vec()), now);
+            if exchange {
+                p.placed.insert((parent, name.to_vec()), now);
+            }
+        }
         // Directory times and link counts, read after the batch so that a
         // change made above to the same inode is not lost.
         let mut b = Batch::default();

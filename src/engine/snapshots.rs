@@ -18,15 +18,14 @@
 //! snapshot directory costs in proportion to that directory.
 
 use super::file::FileState;
+use super::history::{auto_name, parse_auto_name, parse_instant};
 use super::{Attr, DirEntry, Engine, Handle, lock};
 use crate::catalog::db::Batch;
 use crate::error::{Error, Result};
 use crate::format::{Commit, FileType, Node, Time, Tree};
 use crate::ids::{CommitSeq, Ino, ObjectId};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 pub const SNAPSHOTS_NAME: &[u8] = b".snapshots";
 const VIRTUAL: u64 = 1 << 63;
@@ -37,59 +36,6 @@ const FIRST_DYNAMIC: u64 = VIRTUAL | 16;
 
 pub fn is_virtual(ino: Ino) -> bool {
     ino.0 & VIRTUAL != 0
-}
-
-/// Which automatic snapshots `ls .snapshots` shows: the newest commit per
-/// minute within `minutely`, per hour within `hourly`, per day beyond.
-/// Thinning only hides entries; every commit stays reachable via `at/`.
-#[derive(Clone, Debug)]
-pub struct Thinning {
-    pub minutely: Duration,
-    pub hourly: Duration,
-}
-
-impl Default for Thinning {
-    fn default() -> Self {
-        Thinning {
-            minutely: Duration::from_secs(24 * 3600),
-            hourly: Duration::from_secs(30 * 24 * 3600),
-        }
-    }
-}
-
-/// One snapshot as `revfs snapshot list` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SnapshotInfo {
-    pub name: String,
-    pub commit: u64,
-    pub time: String,
-    pub named: bool,
-}
-
-/// One version of a path, as `revfs log` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LogEntry {
-    pub version: u64,
-    pub time: String,
-    pub size: u64,
-    pub commit: u64,
-    /// The path under `.snapshots/` (relative to the mount) holding it.
-    pub snapshot_path: String,
-}
-
-/// One version found by [`Engine::history`].
-#[derive(Clone, Debug)]
-pub struct HistoryEntry {
-    pub commit: u64,
-    pub time: String,
-    /// Relative to the mount root.
-    pub path: String,
-    pub size: u64,
-    /// The file's inode number, mtime and content in that commit.
-    pub ino: u64,
-    pub mtime: Time,
-    pub manifest: Option<ObjectId>,
-    pub commit_time: Time,
 }
 
 /// A node of the history view.
@@ -123,30 +69,6 @@ impl Views {
         let n = self.view_ids.len() as u32;
         *self.view_ids.entry(key.to_string()).or_insert(n)
     }
-}
-
-/// The name of an automatic snapshot: its commit time to the second, UTC.
-pub fn auto_name(t: Time) -> String {
-    chrono::DateTime::from_timestamp(t.secs, 0)
-        .map(|d| d.format("%Y-%m-%dT%H%M%SZ").to_string())
-        .unwrap_or_else(|| t.secs.to_string())
-}
-
-fn parse_auto_name(s: &str) -> Option<Time> {
-    let d = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H%M%SZ").ok()?;
-    Some(Time {
-        secs: d.and_utc().timestamp(),
-        nanos: 0,
-    })
-}
-
-/// Parses an RFC 3339 instant (offset or Z, optional fraction).
-pub fn parse_instant(s: &str) -> Option<Time> {
-    let d = chrono::DateTime::parse_from_rfc3339(s).ok()?;
-    Some(Time {
-        secs: d.timestamp(),
-        nanos: d.timestamp_subsec_nanos(),
-    })
 }
 
 fn virtual_dir(mtime: Time) -> Node {
@@ -190,20 +112,12 @@ impl Engine {
     }
 
     /// The root directory node of a commit (content = its root tree).
-    fn commit_root(&self, seq: CommitSeq) -> Result<Node> {
+    pub(super) fn commit_root(&self, seq: CommitSeq) -> Result<Node> {
         let (id, _) = self.db.commit(seq)?.ok_or(Error::NotFound)?;
         let c = Commit::decode(&self.store.get(&id)?)?;
         let mut node = c.root_node;
         node.content = Some(c.root);
         Ok(node)
-    }
-
-    /// The newest commit whose time is at or before `t`.
-    fn commit_at(&self, t: Time) -> Result<Option<(CommitSeq, Time)>> {
-        // Commit times strictly increase with the sequence number.
-        let commits = self.db.commits()?;
-        let n = commits.partition_point(|(_, _, ct)| *ct <= t);
-        Ok(n.checked_sub(1).map(|i| (commits[i].0, commits[i].2)))
     }
 
     fn head_time(&self) -> Result<Time> {
@@ -377,44 +291,6 @@ impl Engine {
         }))
     }
 
-    /// Named snapshots and thinned automatic ones, newest first.
-    pub fn snapshot_list(&self, thin: &Thinning) -> Result<Vec<SnapshotInfo>> {
-        let commits = self.db.commits()?;
-        let times: HashMap<u64, Time> = commits.iter().map(|(s, _, t)| (s.0, *t)).collect();
-        let mut out: Vec<SnapshotInfo> = self
-            .db
-            .names()?
-            .into_iter()
-            .map(|(name, seq)| SnapshotInfo {
-                name,
-                commit: seq.0,
-                time: crate::timefmt::rfc3339(times.get(&seq.0).copied().unwrap_or_default()),
-                named: true,
-            })
-            .collect();
-        let now = Time::now();
-        let mut buckets = std::collections::HashSet::new();
-        for (seq, _, t) in commits.iter().rev() {
-            let age = (now.as_nanos() - t.as_nanos()).max(0) as u128;
-            let bucket = if age < thin.minutely.as_nanos() {
-                (0, t.secs.div_euclid(60))
-            } else if age < thin.hourly.as_nanos() {
-                (1, t.secs.div_euclid(3600))
-            } else {
-                (2, t.secs.div_euclid(86400))
-            };
-            if buckets.insert(bucket) {
-                out.push(SnapshotInfo {
-                    name: auto_name(*t),
-                    commit: seq.0,
-                    time: crate::timefmt::rfc3339(*t),
-                    named: false,
-                });
-            }
-        }
-        Ok(out)
-    }
-
     /// Names the current state (after recording open files and committing).
     pub fn snapshot_create(&self, name: &str) -> Result<CommitSeq> {
         self.check_writable()?;
@@ -455,109 +331,6 @@ impl Engine {
         self.db.flush()
     }
 
-    /// The node at `path` (components relative to the root) in a tree.
-    fn resolve_in(&self, root: ObjectId, path: &[&[u8]]) -> Result<Option<Node>> {
-        let mut tree = root;
-        for (i, comp) in path.iter().enumerate() {
-            let t = self.cached_tree(&tree)?;
-            let Ok(at) = t.entries.binary_search_by(|e| e.name.as_slice().cmp(comp)) else {
-                return Ok(None);
-            };
-            let node = &t.entries[at].node;
-            if i + 1 == path.len() {
-                return Ok(Some(node.clone()));
-            }
-            match (node.kind, node.content) {
-                (FileType::Directory, Some(id)) => tree = id,
-                _ => return Ok(None),
-            }
-        }
-        Ok(None)
-    }
-
-    /// Every distinct content `path` had across commits, oldest first.
-    /// `path` is relative to the mount root, `/`-separated.
-    pub fn log(&self, path: &str) -> Result<Vec<LogEntry>> {
-        let comps: Vec<&[u8]> = path
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .map(str::as_bytes)
-            .collect();
-        if comps.is_empty() {
-            return Err(Error::IsDir);
-        }
-        let mut out: Vec<LogEntry> = Vec::new();
-        let mut last = None;
-        for (seq, id, time) in self.db.commits()? {
-            let c = Commit::decode(&self.store.get(&id)?)?;
-            let node = self.resolve_in(c.root, &comps)?;
-            let key = match &node {
-                Some(n) if n.kind == FileType::Regular => Some((n.content, n.size)),
-                _ => None,
-            };
-            if key.is_some() && key != last {
-                let instant = crate::timefmt::rfc3339(time);
-                out.push(LogEntry {
-                    version: out.len() as u64 + 1,
-                    time: instant.clone(),
-                    size: node.as_ref().map_or(0, |n| n.size),
-                    commit: seq.0,
-                    snapshot_path: format!(".snapshots/at/{instant}/{}", comps_join(&comps)),
-                });
-            }
-            last = key;
-        }
-        // A file still being written when a commit ran shows up empty first;
-        // when content follows, that empty state is not a version to offer.
-        if out.len() > 1 && out[0].size == 0 {
-            out.remove(0);
-            for (i, e) in out.iter_mut().enumerate() {
-                e.version = i as u64 + 1;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every version in history: each (path, content) the first time a
-    /// commit holds it. Unchanged subtrees are skipped by tree id, so the
-    /// walk costs what changed between commits.
-    pub fn history(&self) -> Result<Vec<HistoryEntry>> {
-        let mut out = Vec::new();
-        let mut seen_trees: HashMap<String, ObjectId> = HashMap::new();
-        let mut content: HashMap<String, Option<ObjectId>> = HashMap::new();
-        for (seq, id, time) in self.db.commits()? {
-            let c = Commit::decode(&self.store.get(&id)?)?;
-            let mut stack = vec![(String::new(), c.root)];
-            while let Some((dir, tree_id)) = stack.pop() {
-                if seen_trees.get(&dir) == Some(&tree_id) {
-                    continue;
-                }
-                seen_trees.insert(dir.clone(), tree_id);
-                for e in self.cached_tree(&tree_id)?.entries.iter() {
-                    let path = format!("{dir}{}", String::from_utf8_lossy(&e.name));
-                    match (e.node.kind, e.node.content) {
-                        (FileType::Directory, Some(t)) => stack.push((format!("{path}/"), t)),
-                        (FileType::Regular, c) if content.get(&path) != Some(&c) => {
-                            content.insert(path.clone(), c);
-                            out.push(HistoryEntry {
-                                commit: seq.0,
-                                time: crate::timefmt::rfc3339(time),
-                                path,
-                                size: e.node.size,
-                                ino: e.ino,
-                                mtime: e.node.mtime,
-                                manifest: c,
-                                commit_time: time,
-                            });
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// `mkdir .snapshots/NAME`.
     pub(super) fn snap_mkdir(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
         if parent != SNAP_ROOT {
@@ -579,11 +352,4 @@ impl Engine {
         }
         self.snapshot_delete(name)
     }
-}
-
-fn comps_join(c: &[&[u8]]) -> String {
-    c.iter()
-        .map(|p| String::from_utf8_lossy(p))
-        .collect::<Vec<_>>()
-        .join("/")
 }

@@ -282,6 +282,7 @@ fn rebuild_versions(db: &Arc<Db>, store: Arc<ObjectStore>) -> Result<()> {
         },
     )?;
     let history = engine.history()?;
+    engine.index_history(&history)?;
     let mut b = Batch::default();
     for (vseq, h) in history.iter().enumerate() {
         b.put_version(
@@ -298,5 +299,6 @@ fn rebuild_versions(db: &Arc<Db>, store: Arc<ObjectStore>) -> Result<()> {
         );
     }
     b.put_counter("next_vseq", history.len() as u64 + 1);
-    db.apply(b)
+    db.apply(b)?;
+    crate::status::recount(db)
 }
