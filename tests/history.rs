@@ -1,0 +1,255 @@
+//! History through real mounts: every saved version is listed by
+//! `revfs log` and its path gives back exactly its bytes (rename-over
+//! saves, rsync steps), and `revfs restore` rolls files, directories and
+//! the whole tree back as metadata, undoably, even while a writer runs.
+
+mod common;
+
+use common::{Mount, bytes, revfs};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+/// The bytes behind every entry of `revfs log FILE`.
+fn logged(file: &Path) -> Vec<Vec<u8>> {
+    let (ok, out) = revfs(&[os("log"), file.as_os_str(), os("--json")]);
+    assert!(ok, "{out}");
+    let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    v.iter()
+        .map(|e| fs::read(e["path"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+/// Saves `n` versions of `name` by temp file + rename, `gap` apart.
+fn save_by_rename(m: &Mount, name: &str, n: u64, size: usize, gap: Duration) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|k| {
+            let data = bytes(k + 1000, size);
+            let tmp = m.p(&format!(".{name}.tmp"));
+            fs::write(&tmp, &data).unwrap();
+            fs::rename(&tmp, m.p(name)).unwrap();
+            std::thread::sleep(gap);
+            data
+        })
+        .collect()
+}
+
+#[test]
+fn rapid_rename_over_saves_are_each_a_version() {
+    let Some(m) = Mount::new(&["--min-version-interval", "0s"]) else {
+        return;
+    };
+    let want = save_by_rename(&m, "fast.bin", 100, 4096, Duration::from_millis(50));
+    assert_eq!(logged(&m.p("fast.bin")), want);
+}
+
+#[test]
+fn saves_seconds_apart_are_each_a_version_with_the_defaults() {
+    let Some(m) = Mount::new(&[]) else { return };
+    let want = save_by_rename(&m, "ckpt.bin", 20, 200_000, Duration::from_millis(1300));
+    assert_eq!(logged(&m.p("ckpt.bin")), want);
+}
+
+#[test]
+fn rsync_steps_into_the_mount_are_each_a_version() {
+    let Some(m) = Mount::new(&["--min-version-interval", "0s"]) else {
+        return;
+    };
+    let src = m.tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let mut want = Vec::new();
+    for step in 0..8u64 {
+        let data = bytes(step + 77, 150_000 + step as usize);
+        fs::write(src.join("model.bin"), &data).unwrap();
+        want.push(data);
+        let st = Command::new("rsync")
+            .arg("-a")
+            .arg(format!("{}/", src.display()))
+            .arg(m.p("dst/"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    assert_eq!(logged(&m.p("dst/model.bin")), want);
+}
+
+/// (path, mode, size, mtime ns, nlink, symlink target, content) of a tree.
+fn describe(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let what = if md.is_symlink() {
+                format!("-> {}", fs::read_link(&p).unwrap().display())
+            } else if md.is_dir() {
+                stack.push(p.clone());
+                "dir".into()
+            } else {
+                format!("{:x}", md5ish(&fs::read(&p).unwrap()))
+            };
+            let mtime = if md.is_symlink() {
+                0
+            } else {
+                md.mtime() * 1_000_000_000 + md.mtime_nsec()
+            };
+            out.push(format!(
+                "{rel} {:o} {} {mtime} {} {what}",
+                md.mode(),
+                if md.is_dir() { 0 } else { md.size() },
+                md.nlink()
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn md5ish(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+        (h ^ *x as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn now_rfc3339() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%NZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn restore_a_file_a_directory_and_the_whole_tree_and_undo() {
+    let Some(m) = Mount::new(&[]) else { return };
+    m.sh(
+        "mkdir -p run/sub run/empty && echo v1 > run/a.txt && chmod 640 run/a.txt \
+         && head -c 3000000 /dev/urandom > run/w.bin && ln run/w.bin run/sub/hard \
+         && ln -s a.txt run/link && touch -d 2020-01-01 run/a.txt && echo top > top.txt",
+    );
+    common::commit(&m.store);
+    let t1 = now_rfc3339();
+    let before = describe(&m.p("run"));
+    let before_all = describe(&m.mnt);
+    std::thread::sleep(Duration::from_millis(20));
+    m.sh(
+        "echo v2 > run/a.txt && rm run/link && rm -r run/sub && echo junk > run/new \
+         && head -c 100 /dev/urandom > run/w.bin && chmod 600 run/w.bin && echo changed > top.txt",
+    );
+    common::commit(&m.store);
+    let t2 = now_rfc3339();
+    let after = describe(&m.p("run"));
+
+    // A single file, in place: its old bytes, mode and mtime.
+    let (ok, out) = revfs(&[
+        os("restore"),
+        m.p("run/a.txt").as_os_str(),
+        os("--at"),
+        os(&t1),
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(fs::read(m.p("run/a.txt")).unwrap(), b"v1\n");
+    assert_eq!(
+        fs::metadata(m.p("run/a.txt")).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    // The restore is a version of its own.
+    assert_eq!(logged(&m.p("run/a.txt")), [&b"v1\n"[..], b"v2\n", b"v1\n"]);
+
+    // A directory: everything as it was (links, symlinks, modes, mtimes).
+    let (ok, out) = revfs(&[
+        os("restore"),
+        m.p("run").as_os_str(),
+        os("--at"),
+        os(&t1),
+        os("--json"),
+    ]);
+    assert!(ok, "{out}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(r["removed"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(describe(&m.p("run")), before);
+    assert_eq!(
+        fs::metadata(m.p("run/w.bin")).unwrap().ino(),
+        fs::metadata(m.p("run/sub/hard")).unwrap().ino()
+    );
+    // Elsewhere in the mount: --to.
+    let (ok, out) = revfs(&[
+        os("restore"),
+        m.p("run").as_os_str(),
+        os("--at"),
+        os(&t2),
+        os("--to"),
+        m.p("run-at-t2").as_os_str(),
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(describe(&m.p("run-at-t2")), after);
+    assert_eq!(describe(&m.p("run")), before, "the source stays as it is");
+
+    // The whole tree, then undo that restore with another.
+    common::commit(&m.store);
+    let t3 = now_rfc3339();
+    let state3 = describe(&m.mnt);
+    let (ok, out) = revfs(&[os("restore"), m.mnt.as_os_str(), os("--at"), os(&t1)]);
+    assert!(ok, "{out}");
+    assert_eq!(describe(&m.mnt), before_all);
+    let (ok, out) = revfs(&[os("restore"), m.mnt.as_os_str(), os("--at"), os(&t3)]);
+    assert!(ok, "{out}");
+    assert_eq!(describe(&m.mnt), state3);
+
+    // It survives a remount, and the store verifies clean.
+    let mut m = m;
+    m.remount(&[]);
+    assert_eq!(describe(&m.mnt), state3);
+    m.unmount();
+    let (ok, out) = revfs(&[os("verify"), m.store.as_os_str()]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn a_restore_racing_a_writer_leaves_a_consistent_tree() {
+    let Some(m) = Mount::new(&[]) else { return };
+    fs::create_dir(m.p("d")).unwrap();
+    let versions: Vec<Vec<u8>> = (0..4).map(|i| bytes(i + 300, 300_000)).collect();
+    for i in 0..10 {
+        fs::write(m.p(&format!("d/f{i}")), &versions[0]).unwrap();
+    }
+    common::commit(&m.store);
+    let t0 = now_rfc3339();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut k = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = &versions[1 + k % 3];
+                // Errors are allowed (a file may vanish under the writer);
+                // wrong bytes are not.
+                let _ = fs::write(m.p(&format!("d/f{}", k % 10)), v);
+                k += 1;
+            }
+        });
+        for _ in 0..10 {
+            let (ok, out) = revfs(&[os("restore"), m.p("d").as_os_str(), os("--at"), os(&t0)]);
+            if !ok {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("{out}");
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    for i in 0..10 {
+        let got = fs::read(m.p(&format!("d/f{i}"))).unwrap();
+        assert!(versions.contains(&got), "d/f{i}: torn or wrong bytes");
+    }
+    let mut m = m;
+    m.unmount();
+    let (ok, out) = revfs(&[os("verify"), m.store.as_os_str()]);
+    assert!(ok, "{out}");
+}
