@@ -28,6 +28,10 @@ pub struct Status {
     pub head_time: Option<String>,
     /// Why the store refuses writes, if it does.
     pub poisoned: Option<String>,
+    /// Inodes of the `.snapshots` view the mount holds now (what browsing
+    /// history costs in memory; freed as the kernel forgets them).
+    #[serde(default)]
+    pub history_inodes: u64,
     pub replica: crate::replica::ReplicaStatus,
 }
 
@@ -119,6 +123,7 @@ pub fn status(engine: &Engine) -> Result<Status> {
         head,
         head_time,
         poisoned: engine.store.poison_reason(),
+        history_inodes: engine.history_inodes() as u64,
         replica: engine.replica_status(),
     })
 }

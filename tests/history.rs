@@ -253,3 +253,41 @@ fn a_restore_racing_a_writer_leaves_a_consistent_tree() {
     let (ok, out) = revfs(&[os("verify"), m.store.as_os_str()]);
     assert!(ok, "{out}");
 }
+
+/// The daemon's resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn browsing_history_frees_the_view_inodes_the_kernel_forgets() {
+    let Some(m) = Mount::new(&[]) else { return };
+    m.sh("mkdir big && cd big && for d in $(seq 1 10); do mkdir d$d; (cd d$d && seq 1 1000 | xargs touch); done");
+    common::commit(&m.store);
+    let t = now_rfc3339();
+    let held = || common::status(&m.store)["history_inodes"].as_u64().unwrap();
+    let drop_caches = || fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let mut rss = Vec::new();
+    // 10 passes over 10,000 entries, each through another view (at/ with
+    // another spelling of the instant), stat-ing every entry.
+    for pass in 0..10 {
+        let at = format!("{}{}Z", t.trim_end_matches('Z'), "0".repeat(pass));
+        let n = m.sh(&format!(
+            "find '.snapshots/at/{at}/big' -type f -printf '%s\\n' | wc -l"
+        ));
+        assert_eq!(n.trim(), "10000");
+        drop_caches();
+        common::wait_until("view inodes forgotten", Duration::from_secs(20), || {
+            held() < 100
+        });
+        rss.push(rss_kib(m.pid()));
+    }
+    // Memory stays flat: the last passes cost no more than the first.
+    let first = rss[1];
+    let last = *rss.last().unwrap();
+    assert!(last <= first + first / 5 + 4096, "RSS grew: {rss:?} KiB");
+}

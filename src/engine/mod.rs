@@ -26,6 +26,7 @@ use crate::ids::{CommitSeq, Ino, ObjectId};
 use crate::replica::{ReplicaStatus, Replicator};
 use crate::store::ObjectStore;
 use file::FileState;
+pub use snapshots::Space;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -342,7 +343,7 @@ impl Engine {
 
     /// Attributes as seen right now, including unrecorded writes.
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        if snapshots::is_virtual(ino) {
+        if Space::of(ino) == Space::History {
             return self.snap_getattr(ino);
         }
         let mut node = self.inode(ino)?.node;
@@ -359,13 +360,24 @@ impl Engine {
 
     /// The kernel got a reference to `ino` (an entry reply).
     pub fn remember(&self, ino: Ino) {
-        if !snapshots::is_virtual(ino) {
-            *lock(&self.lookups).entry(ino).or_default() += 1;
+        match Space::of(ino) {
+            Space::History => lock(&self.views).remember(ino),
+            Space::Live => *lock(&self.lookups).entry(ino).or_default() += 1,
         }
+    }
+
+    /// Inodes of the history view alive now (`status`: what browsing
+    /// history holds in memory).
+    pub fn history_inodes(&self) -> usize {
+        lock(&self.views).len()
     }
 
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: Ino, n: u64) {
+        if Space::of(ino) == Space::History {
+            lock(&self.views).forget(ino, n);
+            return;
+        }
         let gone = {
             let mut l = lock(&self.lookups);
             match l.get_mut(&ino) {
@@ -419,7 +431,7 @@ impl Engine {
     /// Opens a regular file (emptying it with `truncate`, as O_TRUNC);
     /// returns a handle number.
     pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<u64> {
-        if snapshots::is_virtual(ino) {
+        if Space::of(ino) == Space::History {
             return self.snap_open(ino, write || truncate);
         }
         if write || truncate {
@@ -481,11 +493,11 @@ impl Engine {
     }
 
     pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<u32> {
-        self.check_writable()?;
         let (ino, f) = self.handle_file(fh)?;
-        if snapshots::is_virtual(ino) {
+        if Space::of(ino) == Space::History {
             return Err(Error::ReadOnly);
         }
+        self.check_writable()?;
         let mut f = f.write().unwrap_or_else(|e| e.into_inner());
         f.write(&self.store, &self.staging, off, data)?;
         Ok(data.len() as u32)
@@ -506,7 +518,7 @@ impl Engine {
     /// Called at every close(2): records a version if the file changed.
     pub fn flush(&self, fh: u64) -> Result<()> {
         let (ino, f) = self.handle_file(fh)?;
-        if snapshots::is_virtual(ino) {
+        if Space::of(ino) == Space::History {
             return Ok(());
         }
         self.record(ino, &f, false)
@@ -518,7 +530,7 @@ impl Engine {
         let Some(Handle::File { ino, state: f }) = h else {
             return Ok(());
         };
-        if snapshots::is_virtual(ino) {
+        if Space::of(ino) == Space::History {
             return Ok(());
         }
         let result = self.record(ino, &f, false);
@@ -546,7 +558,7 @@ impl Engine {
     /// fsync(2): the file's data and metadata are durable when this returns.
     pub fn fsync(&self, fh: u64) -> Result<()> {
         let (ino, f) = self.handle_file(fh)?;
-        if snapshots::is_virtual(ino) {
+        if Space::of(ino) == Space::History {
             return Ok(());
         }
         self.record(ino, &f, true)?;

@@ -4,7 +4,7 @@
 //! next tree changes.
 
 use super::file::FileState;
-use super::snapshots::{SNAP_ROOT, SNAPSHOTS_NAME, is_virtual};
+use super::snapshots::{SNAP_ROOT, SNAPSHOTS_NAME, Space};
 use super::{Attr, Engine, Handle, lock};
 use crate::catalog::db::{Batch, Dentry, Inode};
 use crate::error::{Error, Result};
@@ -64,7 +64,7 @@ impl Engine {
         if name.len() > NAME_MAX {
             return Err(Error::NameTooLong);
         }
-        if is_virtual(parent) {
+        if Space::of(parent) == Space::History {
             return self.snap_lookup(parent, name);
         }
         if parent == Ino::ROOT && name == SNAPSHOTS_NAME {
@@ -103,7 +103,7 @@ impl Engine {
         gid: u32,
         target: &[u8],
     ) -> Result<Attr> {
-        if is_virtual(parent) {
+        if Space::of(parent) == Space::History {
             return match kind {
                 FileType::Directory => self.snap_mkdir(parent, name),
                 _ => Err(Error::ReadOnly),
@@ -169,7 +169,7 @@ impl Engine {
     }
 
     pub fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
-        if is_virtual(ino) || is_virtual(parent) {
+        if Space::of(ino) == Space::History || Space::of(parent) == Space::History {
             return Err(Error::ReadOnly);
         }
         self.check_writable()?;
@@ -213,7 +213,7 @@ impl Engine {
 
     /// unlink(2) (`dir` false) or rmdir(2) (`dir` true).
     pub fn remove(&self, parent: Ino, name: &[u8], dir: bool) -> Result<()> {
-        if is_virtual(parent) {
+        if Space::of(parent) == Space::History {
             return if dir {
                 self.snap_rmdir(parent, name)
             } else {
@@ -349,7 +349,7 @@ impl Engine {
         newname: &[u8],
         flags: u32,
     ) -> Result<()> {
-        if is_virtual(parent) || is_virtual(newparent) {
+        if Space::of(parent) == Space::History || Space::of(newparent) == Space::History {
             return Err(Error::ReadOnly);
         }
         if (parent == Ino::ROOT && name == SNAPSHOTS_NAME)
@@ -492,7 +492,7 @@ impl Engine {
     }
 
     pub fn setattr(&self, ino: Ino, s: &SetAttr) -> Result<Attr> {
-        if is_virtual(ino) {
+        if Space::of(ino) == Space::History {
             return Err(Error::ReadOnly);
         }
         self.check_writable()?;
@@ -575,7 +575,7 @@ impl Engine {
         }
         let end = offset.checked_add(len).ok_or(Error::TooBig)?;
         let (ino, f) = self.handle_file(fh)?;
-        if is_virtual(ino) {
+        if Space::of(ino) == Space::History {
             return Err(Error::ReadOnly);
         }
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
@@ -609,7 +609,7 @@ impl Engine {
     }
 
     pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
-        if is_virtual(ino) {
+        if Space::of(ino) == Space::History {
             return Err(Error::ReadOnly);
         }
         self.check_writable()?;
@@ -631,7 +631,7 @@ impl Engine {
     }
 
     pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
-        if is_virtual(ino) {
+        if Space::of(ino) == Space::History {
             return Err(Error::ReadOnly);
         }
         self.check_writable()?;
@@ -670,7 +670,7 @@ impl Engine {
     }
 
     fn list_entries(&self, ino: Ino) -> Result<Vec<DirEntry>> {
-        if is_virtual(ino) {
+        if Space::of(ino) == Space::History {
             return self.snap_list(ino);
         }
         let inode = self.inode(ino)?;
@@ -716,7 +716,12 @@ impl Engine {
     }
 
     pub fn releasedir(&self, fh: u64) {
-        lock(&self.handles).remove(&fh);
+        let h = lock(&self.handles).remove(&fh);
+        if let Some(Handle::Dir { ino, entries }) = h
+            && Space::of(ino) == Space::History
+        {
+            lock(&self.views).listed(&entries);
+        }
     }
 
     pub fn statfs(&self) -> Result<StatFs> {

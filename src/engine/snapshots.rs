@@ -34,23 +34,50 @@ pub const AT_DIR: Ino = Ino(VIRTUAL | 2);
 pub const LATEST: Ino = Ino(VIRTUAL | 3);
 const FIRST_DYNAMIC: u64 = VIRTUAL | 16;
 
-pub fn is_virtual(ino: Ino) -> bool {
-    ino.0 & VIRTUAL != 0
+/// The two inode spaces of the engine: every entry point dispatches on it
+/// first, so the history view answers the same (EROFS for writes, even on
+/// a store that refuses writes) whatever else the call would check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Space {
+    /// The live tree: inode numbers from the catalog.
+    Live,
+    /// The read-only history view: bit 63 set, numbers of this mount only.
+    History,
 }
 
-/// A node of the history view.
+impl Space {
+    pub fn of(ino: Ino) -> Space {
+        if ino.0 & VIRTUAL != 0 {
+            Space::History
+        } else {
+            Space::Live
+        }
+    }
+}
+
+/// A node of the history view, and how many references the kernel holds.
 #[derive(Clone)]
 struct VNode {
     view: u32,
+    orig: u64,
     node: Node,
+    lookups: u64,
 }
 
+/// The inodes of the history view this mount has handed out. An inode
+/// lives while the kernel holds it (lookups not yet forgotten); one only
+/// listed by readdir lives until that listing's handle is released. A
+/// view (one snapshot name or instant) lives while any inode of it does,
+/// so browsing history costs memory only for what the kernel holds.
 #[derive(Default)]
 pub(super) struct Views {
     by_key: HashMap<(u32, u64), Ino>,
     nodes: HashMap<Ino, VNode>,
     view_ids: HashMap<String, u32>,
+    /// View id -> (its key, number of its inodes alive).
+    views: HashMap<u32, (String, usize)>,
     next: u64,
+    next_view: u32,
 }
 
 impl Views {
@@ -61,13 +88,75 @@ impl Views {
         let ino = Ino(FIRST_DYNAMIC + self.next);
         self.next += 1;
         self.by_key.insert((view, orig), ino);
-        self.nodes.insert(ino, VNode { view, node });
+        self.nodes.insert(
+            ino,
+            VNode {
+                view,
+                orig,
+                node,
+                lookups: 0,
+            },
+        );
+        if let Some(v) = self.views.get_mut(&view) {
+            v.1 += 1;
+        }
         ino
     }
 
     fn view_id(&mut self, key: &str) -> u32 {
-        let n = self.view_ids.len() as u32;
-        *self.view_ids.entry(key.to_string()).or_insert(n)
+        if let Some(id) = self.view_ids.get(key) {
+            return *id;
+        }
+        let id = self.next_view;
+        self.next_view = self.next_view.wrapping_add(1);
+        self.view_ids.insert(key.to_string(), id);
+        self.views.insert(id, (key.to_string(), 0));
+        id
+    }
+
+    /// The kernel got a reference (an entry reply).
+    pub(super) fn remember(&mut self, ino: Ino) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.lookups += 1;
+        }
+    }
+
+    /// The kernel dropped `n` references.
+    pub(super) fn forget(&mut self, ino: Ino, n: u64) {
+        if let Some(v) = self.nodes.get_mut(&ino) {
+            v.lookups = v.lookups.saturating_sub(n);
+            if v.lookups == 0 {
+                self.drop_node(ino);
+            }
+        }
+    }
+
+    /// A listing is done: its entries that nothing looked up go.
+    pub(super) fn listed(&mut self, entries: &[DirEntry]) {
+        for e in entries {
+            if self.nodes.get(&e.ino).is_some_and(|n| n.lookups == 0) {
+                self.drop_node(e.ino);
+            }
+        }
+    }
+
+    fn drop_node(&mut self, ino: Ino) {
+        let Some(n) = self.nodes.remove(&ino) else {
+            return;
+        };
+        self.by_key.remove(&(n.view, n.orig));
+        let gone = self.views.get_mut(&n.view).is_some_and(|v| {
+            v.1 = v.1.saturating_sub(1);
+            v.1 == 0
+        });
+        if gone && let Some((key, _)) = self.views.remove(&n.view) {
+            self.view_ids.remove(&key);
+        }
+    }
+
+    /// Inodes of the view alive now.
+    pub(super) fn len(&self) -> usize {
+        self.nodes.len()
     }
 }
 
