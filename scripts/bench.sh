@@ -3,7 +3,7 @@
 # the same run (absolute times on shared machines are noisy). Prints a
 # Markdown table and writes JSON under bench-results/.
 #
-#   scripts/bench.sh [--quick] [perf|snapshots|replica]...
+#   scripts/bench.sh [--quick] [perf|snapshots|replica|history]...
 #     perf       sequential write/read vs direct disk and bindfs; the AI workload
 #                (shared/bench/gen_workload.py) ingested into revfs vs direct, bindfs,
 #                direct+restic and direct+borg; stored bytes; close() latency; small
@@ -11,6 +11,8 @@
 #     snapshots  naming, ls -lR and cp from a snapshot vs the live tree (10 GiB in 100,000 files)
 #     replica    write throughput with an async replica vs none, replication lag over a
 #                4 GiB checkpoint sequence, fsync latency with --replica-sync vs without
+#     history    revfs log, an .snapshots/at/<t> lookup and revfs status against the number
+#                of commits (10^4, 10^5, 10^6), and revfs restore of 1 GiB against cp -a
 #   --quick runs a tenth of the size, for development. Default: every section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +22,11 @@ SECTIONS=()
 for a in "$@"; do
   case $a in
     --quick) SCALE=0.1 ;;
-    perf|snapshots|replica) SECTIONS+=("$a") ;;
+    perf|snapshots|replica|history) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history)
 want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 cargo build --release -q
 BIN=$ROOT/target/release/revfs
@@ -196,6 +198,11 @@ print(json.dumps({"section": "replica", "checkpoint_bytes": nbytes,
 PY
 fi
 
+if want history; then
+  echo "== history: log, at/ lookup and status against the number of commits; restore vs cp -a" >&2
+  python3 scripts/bench_history.py "$BIN" "$WORK" "$SCALE" >> "$RESULTS"
+fi
+
 python3 - "$ROOT/bench-results" "$SCALE" "$RESULTS" <<'PY'
 import json, os, platform, subprocess, sys, time
 out, scale = sys.argv[1], float(sys.argv[2])
@@ -248,5 +255,11 @@ if s:
     print(f"| replication lag while writing (max) | {s['max_lag_bytes'] / 2**20:.0f} MiB, {s['max_lag_seconds']:.1f} s | - |")
     print(f"| replica caught up after the last write | {s['catch_up_seconds_after_last_write']:.1f} s | - |")
     print(f"| fsync latency, --replica-sync / none (median) | {s['fsync_replica_sync_over_none']:.2f}x | none {s['fsync_ms_median']:.2f} ms (p99 {s['fsync_ms_p99']:.2f}); sync {s['fsync_ms_median_replica_sync']:.2f} ms (p99 {s['fsync_ms_p99_replica_sync']:.2f}) |")
+s = sections.get("history")
+if s:
+    for l in s["levels"]:
+        print(f"| {l['commits']:,} commits: `revfs log`, `at/` lookup, `revfs status` | {l['log_ms']:.1f} ms, {l['at_lookup_ms']:.2f} ms, {l['status_ms']:.1f} ms (log goal <= 50) | {l['commits_per_second']:.0f} commits/s made |")
+    r = s["restore"]
+    print(f"| `revfs restore` of a {r['bytes'] / 2**30:.1f} GiB directory / `cp -a` of it | {r['cp_over_restore']:.0f}x faster | restore {r['restore_seconds'] * 1000:.0f} ms, cp -a {r['cp_a_seconds']:.2f} s |")
 print(f"\nJSON: {path}")
 PY
