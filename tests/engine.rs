@@ -252,3 +252,40 @@ fn one_process_per_store() {
         .to_string();
     assert!(e.contains("in use"), "{e}");
 }
+
+#[test]
+fn the_history_view_is_read_only_first_even_on_a_store_that_refuses_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = new_store(&tmp.path().join("s"));
+    let e = &r.engine;
+    write_file(e, "f", b"data", true);
+    let latest = e
+        .lookup(Ino::ROOT, b".snapshots")
+        .and_then(|s| e.lookup(s.ino, b"latest"))
+        .unwrap();
+    let snap = e.lookup(Ino::ROOT, b".snapshots").unwrap();
+    let name = e.readlink(latest.ino).unwrap();
+    let dir = e.lookup(snap.ino, &name).unwrap();
+    let f = e.lookup(dir.ino, b"f").unwrap();
+    e.store
+        .poison(revfs::Error::Store("test: a failed sync".into()));
+    let ro = |r: revfs::Result<()>| assert_eq!(r.unwrap_err().errno(), libc::EROFS);
+    ro(e.open(f.ino, true, false).map(|_| ()));
+    let fh = e.open(f.ino, false, false).unwrap();
+    ro(e.write(fh, 0, b"x").map(|_| ()));
+    ro(e.setattr(f.ino, &revfs::engine::SetAttr::default())
+        .map(|_| ()));
+    ro(e.remove(dir.ino, b"f", false));
+    ro(
+        e.create_node(dir.ino, b"new", FileType::Regular, 0o644, 0, 0, 0, b"")
+            .map(|_| ()),
+    );
+    ro(e.rename(dir.ino, b"f", Ino::ROOT, b"g", 0));
+    ro(e.setxattr(f.ino, b"user.x", b"1", 0));
+    // The live tree refuses with the poison (EIO).
+    let live = e.lookup(Ino::ROOT, b"f").unwrap();
+    assert_eq!(
+        e.open(live.ino, true, false).unwrap_err().errno(),
+        libc::EIO
+    );
+}

@@ -158,7 +158,7 @@ fn second_mount_of_a_store_fails_clearly() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["format"], 1);
+    assert_eq!(v["format"], revfs::format::FORMAT_VERSION);
 }
 
 #[test]

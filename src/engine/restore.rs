@@ -100,6 +100,10 @@ impl Txn<'_> {
         self.dirty.push(parent);
     }
 
+    fn add_name(&mut self, parent: Ino, name: &[u8], ino: Ino, kind: FileType) {
+        self.set_dentry(parent, name, Some(Dentry { ino, kind }));
+    }
+
     /// Makes `parent/name` what the snapshot entry (`src_ino`, `src`) is.
     fn restore_at(&mut self, parent: Ino, name: &[u8], src_ino: u64, src: &Node) -> Result<()> {
         let live = self.dentry(parent, name)?;
@@ -196,14 +200,7 @@ impl Txn<'_> {
             inode.node.nlink += 1;
             inode.parents.push(parent);
             self.put(ino, inode);
-            self.set_dentry(
-                parent,
-                name,
-                Some(Dentry {
-                    ino,
-                    kind: src.kind,
-                }),
-            );
+            self.add_name(parent, name, ino, src.kind);
             return Ok(());
         }
         let ino = self.engine.alloc_ino(&mut self.batch);
@@ -213,14 +210,7 @@ impl Txn<'_> {
         if src.kind == FileType::Directory {
             node.content = None; // no tree committed yet
         }
-        self.set_dentry(
-            parent,
-            name,
-            Some(Dentry {
-                ino,
-                kind: src.kind,
-            }),
-        );
+        self.add_name(parent, name, ino, src.kind);
         self.put(
             ino,
             Inode {
