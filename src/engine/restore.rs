@@ -335,15 +335,25 @@ impl Engine {
     /// as it was at instant `at` to `to` (default: in place).
     pub fn restore(&self, path: &str, at: Time, to: Option<&str>) -> Result<Restored> {
         self.check_writable()?;
-        let (seq, time) = self.commit_at(at)?.ok_or(Error::NotFound)?;
+        let instant = crate::timefmt::rfc3339(at);
+        let (seq, time) = self.commit_at(at)?.ok_or_else(|| {
+            Error::Store(format!(
+                "no commit at or before {instant}: history starts later"
+            ))
+        })?;
         let comps = super::history::components(path);
         let root = self.commit_root(seq)?;
+        let missing = || {
+            Error::Store(format!(
+                "/{path}: not in the tree at {instant} (commit {})",
+                seq.0
+            ))
+        };
         let (src_ino, src) = if comps.is_empty() {
             (Ino::ROOT.0, root)
         } else {
-            let root_tree = root.content.ok_or(Error::NotFound)?;
-            self.resolve_entry(root_tree, &comps)?
-                .ok_or(Error::NotFound)?
+            let root_tree = root.content.ok_or_else(missing)?;
+            self.resolve_entry(root_tree, &comps)?.ok_or_else(missing)?
         };
         let dest = to.map(super::history::components).unwrap_or(comps);
         if dest.first() == Some(&super::snapshots::SNAPSHOTS_NAME) {
