@@ -29,12 +29,23 @@ pub fn chunk_stream<R: Read>(
     source: R,
     mut sink: impl FnMut(&[u8]) -> crate::Result<()>,
 ) -> crate::Result<()> {
+    chunk_until(source, |c| sink(c).map(|()| true))
+}
+
+/// Like [`chunk_stream`], but stops as soon as `sink` returns `false` (the
+/// rest of the source is not chunked; some of it may have been read).
+pub fn chunk_until<R: Read>(
+    source: R,
+    mut sink: impl FnMut(&[u8]) -> crate::Result<bool>,
+) -> crate::Result<()> {
     for chunk in fastcdc::v2020::StreamCDC::new(source, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
         let chunk = chunk.map_err(|e| match e {
             fastcdc::v2020::Error::IoError(io) => crate::Error::Io(io),
             other => crate::Error::Io(std::io::Error::other(other.to_string())),
         })?;
-        sink(&chunk.data)?;
+        if !sink(&chunk.data)? {
+            break;
+        }
     }
     Ok(())
 }

@@ -291,3 +291,36 @@ fn browsing_history_frees_the_view_inodes_the_kernel_forgets() {
     let last = *rss.last().unwrap();
     assert!(last <= first + first / 5 + 4096, "RSS grew: {rss:?} KiB");
 }
+
+#[test]
+fn in_place_edits_of_a_large_file_are_each_a_byte_exact_version() {
+    let Some(m) = Mount::new(&["--min-version-interval", "0s"]) else {
+        return;
+    };
+    use std::io::{Seek, SeekFrom, Write};
+    let mut content = bytes(5, 48 << 20);
+    fs::write(m.p("db.bin"), &content).unwrap();
+    let mut want = vec![content.clone()];
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(m.p("db.bin"))
+        .unwrap();
+    let mut x = 12345u64;
+    for round in 0..8u64 {
+        for k in 0..3 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Some edits straddle where a chunk boundary may be.
+            let off = (x >> 20) as usize % (content.len() - 70_000);
+            let data = bytes(round * 10 + k, 4096 + (x as usize % 65_536));
+            f.seek(SeekFrom::Start(off as u64)).unwrap();
+            f.write_all(&data).unwrap();
+            content[off..off + data.len()].copy_from_slice(&data);
+        }
+        f.sync_all().unwrap();
+        want.push(content.clone());
+    }
+    drop(f);
+    assert_eq!(logged(&m.p("db.bin")), want);
+}

@@ -5,10 +5,11 @@
 //! Any other change first folds the stream into the base (its chunks become
 //! base extents), so the staging path never sees streamed bytes.
 //!
-//! Recording a version ([`FileState::record`]) re-chunks only from the
-//! first changed extent to the end: extents wholly before the first change
-//! are reused, so an append to a large file costs the appended bytes plus
-//! about one chunk. Regions never written and beyond the old content are
+//! Recording a version ([`FileState::record`]) reuses every unchanged base
+//! extent and re-chunks only around the changes, stopping where the
+//! chunker's cuts meet the old extent boundaries again, so an append to a
+//! large file costs the appended bytes plus about one chunk, and an edit
+//! in the middle the chunks around it. Regions never written and beyond the old content are
 //! holes: they read as zeros and are stored as hole extents, taking no space.
 
 use super::stream::Stream;
@@ -107,6 +108,8 @@ pub struct FileState {
     pub dirty: bool,
     /// Time of the last data change not yet in the inode (mtime and ctime).
     pub mtime: Option<Time>,
+    /// Bytes the last `record` fed to the chunker (what a version cost).
+    pub last_chunked: u64,
 }
 
 impl FileState {
@@ -127,6 +130,7 @@ impl FileState {
             stream: None,
             dirty: false,
             mtime: None,
+            last_chunked: 0,
         }
     }
 
@@ -292,26 +296,49 @@ impl FileState {
         Ok(())
     }
 
+    /// Where the next byte at or after `pos` that differs from the base
+    /// is (`size` when none): a written byte, or the end of the base.
+    fn next_change(&self, pos: u64) -> u64 {
+        let written = match self.written.at(pos) {
+            Ok(_) => pos,
+            Err(next) => next.unwrap_or(u64::MAX),
+        };
+        written.min(self.base_limit).min(self.size)
+    }
+
+    /// The index of the base extent starting at `pos` when that whole
+    /// extent is unchanged (its bytes can be reused as they are).
+    fn reusable_at(&self, pos: u64) -> Option<usize> {
+        let idx = self.starts.binary_search(&pos).ok()?;
+        let end = pos + self.base.extents[idx].len();
+        (end <= self.next_change(pos)).then_some(idx)
+    }
+
     /// Chunks what changed into the store and returns the new manifest.
     /// The state then reads from that manifest alone.
+    ///
+    /// Unchanged base extents are reused as they are; the chunker starts at
+    /// the extent holding a changed byte and stops at the first cut that
+    /// falls on an old extent boundary followed by an unchanged extent
+    /// (content-defined chunking resynchronizes there: going on would cut
+    /// exactly the old extents again). So a small edit anywhere in a large
+    /// file costs the chunks around it, and scattered edits the chunks
+    /// around each.
     pub fn record(&mut self, store: &ObjectStore) -> Result<Arc<Manifest>> {
         self.fold(store)?;
-        let first_change = self
-            .written
-            .first()
-            .unwrap_or(u64::MAX)
-            .min(self.base_limit)
-            .min(self.size);
         let mut extents = Vec::new();
         let mut pos = 0;
-        for x in &self.base.extents {
-            if pos + x.len() > first_change {
-                break;
-            }
-            extents.push(*x);
-            pos += x.len();
-        }
+        let mut chunked = 0;
         while pos < self.size {
+            if let Some(idx) = self.reusable_at(pos) {
+                let x = self.base.extents[idx];
+                match x {
+                    Extent::Hole { len } => push_hole(&mut extents, len),
+                    Extent::Chunk { .. } => extents.push(x),
+                }
+                pos += x.len();
+                continue;
+            }
             if let Piece::Zero(e) = self.piece(pos) {
                 push_hole(&mut extents, e - pos);
                 pos = e;
@@ -331,20 +358,31 @@ impl FileState {
                 pos,
                 end: run_end,
             };
-            chunker::chunk_stream(reader, |chunk| {
+            let mut cut = pos;
+            chunker::chunk_until(reader, |chunk| {
                 let id = store.put(ObjectKind::Chunk, chunk)?;
                 extents.push(Extent::Chunk {
                     len: chunk.len() as u64,
                     id,
                 });
-                Ok(())
+                cut += chunk.len() as u64;
+                // Resynchronized: the old extents from here on are reused.
+                Ok(self.reusable_at(cut).is_none())
             })?;
-            pos = run_end;
+            if cut == pos {
+                return Err(Error::corrupt(
+                    "file content",
+                    "no bytes to chunk in a data run",
+                ));
+            }
+            chunked += cut - pos;
+            pos = cut;
         }
         let manifest = Arc::new(Manifest { extents });
         *self = FileState {
             mtime: self.mtime,
             staging: self.staging.take(),
+            last_chunked: chunked,
             ..FileState::new(manifest.clone())
         };
         if let Some(f) = &self.staging {
@@ -418,6 +456,79 @@ impl Read for RunReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deterministic pseudo-random bytes.
+    fn bytes(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    fn lengths(m: &Manifest) -> Vec<usize> {
+        m.extents.iter().map(|x| x.len() as usize).collect()
+    }
+
+    /// Scattered edits re-chunk only around each edit, and the result is
+    /// exactly what chunking the whole new content from scratch gives.
+    #[test]
+    fn record_resynchronizes_after_each_edit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Arc::new(crate::catalog::db::Db::temporary().unwrap());
+        let packs = tmp.path().join("packs");
+        std::fs::create_dir(&packs).unwrap();
+        let store = ObjectStore::open(&packs, db, false).unwrap();
+        let mut content = bytes(1, 24 << 20);
+        let mut st = FileState::new(Arc::new(Manifest::default()));
+        st.write(&store, tmp.path(), 0, &content).unwrap();
+        let base = st.record(&store).unwrap();
+        assert_eq!(lengths(&base), chunker::chunk_lengths(&content));
+        let puts_before = store.pending().len();
+        // Three 4 KiB edits far apart, one straddling an old boundary.
+        let b1 = lengths(&base).iter().take(40).sum::<usize>() as u64;
+        for (i, off) in [100u64, b1 - 2000, 20 << 20].into_iter().enumerate() {
+            let data = bytes(10 + i as u64, 4096);
+            st.write(&store, tmp.path(), off, &data).unwrap();
+            content[off as usize..off as usize + 4096].copy_from_slice(&data);
+        }
+        let m = st.record(&store).unwrap();
+        assert_eq!(lengths(&m), chunker::chunk_lengths(&content));
+        let new_chunks = store.pending().len() - puts_before;
+        assert!(
+            new_chunks <= 3 * 4,
+            "{new_chunks} new chunks for 3 small edits"
+        );
+        // Each edit cost the chunks around it, not the rest of the file.
+        assert!(
+            st.last_chunked <= 3 * 4 * chunker::MAX_CHUNK as u64,
+            "{} bytes chunked for 3 small edits",
+            st.last_chunked
+        );
+        let mut back = vec![0u8; content.len()];
+        st.read_into(&store, 0, &mut back).unwrap();
+        assert!(back == content);
+        // An edit right at the end, and a truncate + extend (a hole).
+        st.write(&store, tmp.path(), content.len() as u64 - 10, b"0123456789")
+            .unwrap();
+        let n = content.len();
+        content[n - 10..].copy_from_slice(b"0123456789");
+        st.truncate(&store, (n - 100_000) as u64).unwrap();
+        st.truncate(&store, n as u64 + 50_000).unwrap();
+        let m = st.record(&store).unwrap();
+        content.truncate(n - 100_000);
+        let data_lens = chunker::chunk_lengths(&content);
+        let got = lengths(&m);
+        assert_eq!(&got[..got.len() - 1], &data_lens[..]);
+        assert!(matches!(
+            m.extents.last(),
+            Some(Extent::Hole { len: 150_000 })
+        ));
+    }
 
     #[test]
     fn rangeset_merges_and_clips() {
