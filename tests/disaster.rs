@@ -136,6 +136,32 @@ fn kill_9_with_an_open_pack_in_parts_then_recover_and_drill() {
         cut.as_os_str(),
     ]);
     assert!(!ok, "drill must fail when recovery loses commits: {out}");
+
+    // The crashed primary comes back: its old open pack (a torn tail past
+    // the last sync) is now sealed and shipped whole over the parts; new
+    // writes follow in new packs. The replica still recovers everything.
+    let old_parts = parts(&r);
+    assert!(!old_parts.is_empty());
+    m.start(&["--replica", r.to_str().unwrap()]);
+    let c = bytes(3, 2_000_000);
+    fs::write(m.p("c.bin"), &c).unwrap();
+    wait_replicated(&m.store, LAG_TIMEOUT);
+    for p in &old_parts {
+        assert!(!p.exists(), "{} replaced by its sealed pack", p.display());
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let pack = r.join("packs").join(format!("{}.pack", &name[..16]));
+        assert!(pack.exists(), "{}", pack.display());
+    }
+    m.unmount();
+    let new3 = m.tmp.path().join("new3");
+    let (ok, rep, out) = recover(&r, &new3);
+    assert!(ok, "{out}");
+    assert_eq!(rep.unwrap()["lost_commits"], 0);
+    check_recovered(
+        m.tmp.path(),
+        &new3,
+        &[("a.bin", &a), ("b.txt", b"small\n"), ("c.bin", &c)],
+    );
 }
 
 #[test]
