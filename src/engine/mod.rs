@@ -148,7 +148,14 @@ pub struct Engine {
     /// forgotten). An unlinked inode lives on while the kernel holds it.
     lookups: Mutex<HashMap<Ino, u64>>,
     invalidator: Mutex<Option<Invalidator>>,
+    /// The number of inodes, and when it was counted: statfs (df, and the
+    /// free-space checks of training frameworks) reuses it for a while
+    /// rather than scanning every inode record at every call.
+    inode_count: Mutex<Option<(std::time::Instant, u64)>>,
 }
+
+/// How long statfs reuses a count of the inodes.
+const INODE_COUNT_TTL: Duration = Duration::from_secs(10);
 
 /// The engine's view of its replica.
 #[derive(Clone, Default)]
@@ -227,11 +234,25 @@ impl Engine {
             replica: Mutex::new(ReplicaLink::None),
             lookups: Mutex::new(HashMap::new()),
             invalidator: Mutex::new(None),
+            inode_count: Mutex::new(None),
         };
         if !e.opts.read_only {
             e.drop_orphans()?;
         }
         Ok(e)
+    }
+
+    /// The number of inodes, counted at most every [`INODE_COUNT_TTL`].
+    fn inode_count(&self) -> u64 {
+        let mut c = lock(&self.inode_count);
+        match *c {
+            Some((at, n)) if at.elapsed() < INODE_COUNT_TTL => n,
+            _ => {
+                let n = self.db.inode_count() as u64;
+                *c = Some((std::time::Instant::now(), n));
+                n
+            }
+        }
     }
 
     /// How to tell the kernel about changes it did not make.

@@ -733,7 +733,7 @@ impl Engine {
         if rc != 0 {
             return Err(Error::Io(std::io::Error::last_os_error()));
         }
-        let files = self.db.inode_count() as u64;
+        let files = self.inode_count();
         Ok(StatFs {
             blocks: s.f_blocks as u64 * s.f_frsize as u64 / 4096,
             bfree: s.f_bfree as u64 * s.f_frsize as u64 / 4096,
