@@ -6,6 +6,8 @@
 //!
 //! For each parameter set it prints, per step, the new (not yet seen) chunk
 //! bytes, and in total the stored bytes and the chunk count.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -105,7 +105,7 @@ pub fn run(
             "{}: dead mount left by a crashed daemon; detaching it",
             mountpoint.display()
         );
-        lazy_unmount(mountpoint);
+        crate::sys::lazy_unmount(mountpoint);
     }
     if !mountpoint.is_dir() {
         return Err(Error::Store(format!(
@@ -176,7 +176,7 @@ pub fn run(
                 tracing::info!("signal {sig}: unmounting {}", mnt.display());
                 if let Err(e) = unmounter.unmount() {
                     tracing::warn!("unmount failed ({e}); detaching");
-                    lazy_unmount(&mnt);
+                    crate::sys::lazy_unmount(&mnt);
                 }
             }
         })
@@ -206,15 +206,6 @@ pub fn run(
     Ok(())
 }
 
-fn lazy_unmount(mnt: &Path) {
-    if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
-        // SAFETY: valid C string; umount2 has no memory effects on us.
-        unsafe {
-            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-        }
-    }
-}
-
 /// How a `--daemon` child tells its parent how its start went, over a
 /// pipe whose fd is in `REVFS_STARTUP_FD`: lines `warn MSG`, then `ready`
 /// or `error MSG`. In the foreground there is no pipe and every method
@@ -229,16 +220,13 @@ const STARTUP_FD: &str = "REVFS_STARTUP_FD";
 impl Startup {
     /// The pipe to the parent, when this process is a `--daemon` child.
     pub fn from_env() -> Startup {
-        use std::os::fd::FromRawFd;
         let fd = std::env::var(STARTUP_FD)
             .ok()
             .and_then(|v| v.parse::<i32>().ok());
-        // SAFETY: the parent passed this fd for us alone to own; fcntl checks it is open.
-        let pipe = fd
-            .filter(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0)
-            .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
-        // SAFETY: single-threaded at this point (called first thing in main's mount path).
-        unsafe { std::env::remove_var(STARTUP_FD) };
+        // The parent passed this descriptor for this process alone.
+        let pipe = fd.and_then(crate::sys::own_fd);
+        // Called first thing on the mount path, before any thread starts.
+        crate::sys::remove_env_single_threaded(STARTUP_FD);
         Startup { pipe }
     }
 
@@ -271,7 +259,6 @@ impl Startup {
 pub fn spawn_detached(store: &Path, args: &[String]) -> Result<(u32, Vec<String>)> {
     use std::io::BufRead;
     use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     let log_path = runtime_dir(store)?.join("daemon.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -287,15 +274,8 @@ pub fn spawn_detached(store: &Path, args: &[String]) -> Result<(u32, Vec<String>
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(Error::Io)?)
         .stderr(log);
-    // SAFETY: setsid and fcntl are async-signal-safe, as pre_exec requires.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            // The child keeps the write end of the pipe across exec.
-            libc::fcntl(wfd, libc::F_SETFD, 0);
-            Ok(())
-        });
-    }
+    // Its own session; the write end of the pipe stays open across exec.
+    crate::sys::detach_keeping(&mut cmd, wfd);
     let mut child = cmd.spawn().map_err(Error::Io)?;
     drop(writer);
     let (tx, rx) = std::sync::mpsc::channel();

@@ -161,17 +161,7 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Bytes free for an unprivileged writer in the filesystem of `path`.
 fn free_bytes(path: &Path) -> Result<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| Error::Store(format!("{}: bad path", path.display())))?;
-    // SAFETY: an all-zero statvfs is a valid out-value.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string and `s` a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(Error::IoAt {
-            path: path.to_path_buf(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    let s = crate::sys::statvfs(path).map_err(Error::io_at(path))?;
     Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }
 

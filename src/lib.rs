@@ -22,6 +22,7 @@ pub mod replica;
 pub mod repo;
 pub mod status;
 pub mod store;
+pub mod sys;
 pub mod timefmt;
 pub mod verify;
 

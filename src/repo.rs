@@ -9,7 +9,6 @@ use crate::store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,8 +145,7 @@ pub fn init(store: &Path) -> Result<Config> {
     check_new_store(store)?;
     std::fs::create_dir_all(store.join("packs")).map_err(Error::io_at(store))?;
     let db = Db::open(&store.join("meta"), true)?;
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = crate::sys::uid_gid();
     Engine::init_catalog(&db, uid, gid)?;
     drop(db);
     let cfg = Config {
@@ -204,16 +202,15 @@ impl StoreLock {
             .map_err(Error::io_at(&path))?;
         // A lock can outlive its holder for an instant (a child forked
         // while it was open holds it until exec), so try for up to a second.
-        let mut rc = -1;
+        let mut locked = false;
         for _ in 0..10 {
-            // SAFETY: flock on a valid fd.
-            rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
+            locked = crate::sys::try_lock(&f);
+            if locked {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        if rc != 0 {
+        if !locked {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
             return Err(Error::Store(format!(
                 "{}: store is in use by another revfs process (pid {}); \
@@ -350,8 +347,7 @@ pub fn runtime_dir(store: &Path) -> Result<PathBuf> {
         return Ok(store.to_path_buf());
     }
     let abs = std::path::absolute(store).map_err(Error::io_at(store))?;
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = crate::sys::is_root();
     let base = match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ if root && Path::new("/run").is_dir() => PathBuf::from("/run"),

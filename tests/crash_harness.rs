@@ -9,6 +9,8 @@
 //! `CRASH_ITERATIONS` (default 30) and `SEED` (default: from the clock,
 //! printed) control it; `scripts/crash-loop.sh N` runs N iterations, and a
 //! failure prints the seed that replays it: `SEED=<seed> CRASH_ITERATIONS=1`.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

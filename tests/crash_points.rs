@@ -2,6 +2,8 @@
 //! replication (a child process that aborts there), then reopens: the
 //! store opens without repair, what was durable before is intact, the
 //! interrupted change is either whole or absent, and verify is clean.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

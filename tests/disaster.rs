@@ -2,6 +2,8 @@
 //! states a crash leaves (kill -9 with an open pack in several parts, a
 //! part cut short, a recover killed half-way), a drill that fails when
 //! recovery would, and the start-up and bad-input paths around them.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

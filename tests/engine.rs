@@ -1,5 +1,7 @@
 //! The storage engine without any mount: dedup, corruption detection, and
 //! reopening after a real crash of a writer process.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

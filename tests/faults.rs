@@ -1,6 +1,8 @@
 //! Fault injection: a store whose disk fills up, a pack that cannot be read,
 //! damaged catalog/pack/config files, a store of a newer format, and many
 //! concurrent readers and writers while commits run.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! `revfs log` and its path gives back exactly its bytes (rename-over
 //! saves, rsync steps), and `revfs restore` rolls files, directories and
 //! the whole tree back as metadata, undoably, even while a writer runs.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

@@ -4,6 +4,8 @@
 //! contents, symlink targets) must agree after every step and after
 //! remounts. A failure is shrunk to a minimal sequence and printed.
 //! `MODEL_SEEDS` and `MODEL_STEPS` bound the run (CI: 3 x 150).
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! POSIX behaviour through a real mount, with std::fs and libc: what an AI
 //! job and its tools rely on, errno for errno as ext4 answers.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Real programs through a real mount, and what survives an unmount and a
 //! kill -9 of the daemon.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Replication through real mounts: recovery from the replica alone, crash
 //! consistency, self-healing reads, replica faults (gone, full), drills.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

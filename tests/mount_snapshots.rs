@@ -1,5 +1,7 @@
 //! History through a real mount: `.snapshots/`, `at/`, `latest`, named
 //! snapshots, `revfs log`, read-only enforcement and restore with cp.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! written by revfs 0.1: a.txt saved as "one", "two", "three"; d/b.bin with
 //! a hard link d/hard; a symlink; the named snapshot "first") still opens:
 //! its catalog is upgraded once, and everything it held is there.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
 
 mod common;
 

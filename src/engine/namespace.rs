@@ -725,14 +725,7 @@ impl Engine {
     }
 
     pub fn statfs(&self) -> Result<StatFs> {
-        let path = std::ffi::CString::new(self.store.packs_dir().as_os_str().as_encoded_bytes())
-            .map_err(|_| Error::Invalid)?;
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `path` is a valid C string and `s` a valid out-pointer.
-        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut s) };
-        if rc != 0 {
-            return Err(Error::Io(std::io::Error::last_os_error()));
-        }
+        let s = crate::sys::statvfs(self.store.packs_dir()).map_err(Error::Io)?;
         let files = self.inode_count();
         Ok(StatFs {
             blocks: s.f_blocks as u64 * s.f_frsize as u64 / 4096,

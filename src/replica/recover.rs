@@ -27,7 +27,6 @@ use crate::store::check_record;
 use crate::store::pack::{self, PackReader};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -218,7 +217,7 @@ impl Target {
                     .write(true)
                     .open(&marker_path)
                     .map_err(Error::io_at(&marker_path))?;
-                if !try_lock(&f) {
+                if !crate::sys::try_lock(&f) {
                     // Not ours to clean: leave everything as it is.
                     t.created = false;
                     return Err(Error::Store(format!(
@@ -243,7 +242,7 @@ impl Target {
                 });
             }
         };
-        if !try_lock(&marker) {
+        if !crate::sys::try_lock(&marker) {
             return Err(Error::Store(format!(
                 "{}: another revfs recover is writing there",
                 t.dir.display()
@@ -303,9 +302,4 @@ fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
         .map_err(Error::io_at(dir))?
         .map(|e| e.map(|e| e.path()).map_err(Error::io_at(dir)))
         .collect()
-}
-
-fn try_lock(f: &File) -> bool {
-    // SAFETY: flock on a valid fd.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }

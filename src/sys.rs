@@ -1,0 +1,86 @@
+//! The few libc calls revfs needs, behind safe functions: this is the one
+//! module allowed `unsafe` (see `[lints]` in Cargo.toml). Each block says
+//! why it is sound.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::path::Path;
+
+/// The real user and group of this process.
+pub fn uid_gid() -> (u32, u32) {
+    // SAFETY: getuid/getgid take no arguments and cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Takes an exclusive flock on `f` without waiting; false when another
+/// open file description holds it.
+pub fn try_lock(f: &File) -> bool {
+    // SAFETY: flock on a file descriptor that `f` keeps open.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// `statvfs(2)` of the filesystem holding `path`.
+pub fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated string and `s` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
+/// Detaches the mount at `mnt` (`umount -l`); errors are ignored (there
+/// may be nothing mounted).
+pub fn lazy_unmount(mnt: &Path) {
+    if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
+        // SAFETY: `c` is a NUL-terminated string; umount2 touches no memory of ours.
+        unsafe {
+            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+        }
+    }
+}
+
+/// The file behind descriptor `fd`, when it is open; the caller hands
+/// over its ownership (a descriptor its parent passed to it alone).
+pub fn own_fd(fd: RawFd) -> Option<File> {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is open (checked above) and, by the caller's contract,
+    // owned by nothing else in this process.
+    Some(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Makes `cmd`'s child start a new session (no controlling terminal) and
+/// keep descriptor `keep` open across exec.
+pub fn detach_keeping(cmd: &mut std::process::Command, keep: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the child between fork and exec and calls
+    // only setsid and fcntl, which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::fcntl(keep, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+}
+
+/// Removes an environment variable of this process. Call it only while
+/// the process has one thread (the environment is not thread-safe).
+pub fn remove_env_single_threaded(name: &str) {
+    // SAFETY: by this function's contract no other thread reads or writes
+    // the environment meanwhile.
+    unsafe { std::env::remove_var(name) }
+}
