@@ -58,7 +58,7 @@ pub fn chunk_lengths(data: &[u8]) -> Vec<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Deterministic pseudo-random bytes (xorshift), so the test needs no RNG crate.

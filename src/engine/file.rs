@@ -457,18 +457,7 @@ impl Read for RunReader<'_> {
 mod tests {
     use super::*;
 
-    /// Deterministic pseudo-random bytes.
-    fn bytes(seed: u64, n: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect()
-    }
+    use crate::chunker::tests::bytes;
 
     fn lengths(m: &Manifest) -> Vec<usize> {
         m.extents.iter().map(|x| x.len() as usize).collect()
