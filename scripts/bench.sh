@@ -3,7 +3,7 @@
 # the same run (absolute times on shared machines are noisy). Prints a
 # Markdown table and writes JSON under bench-results/.
 #
-#   scripts/bench.sh [--quick] [perf|snapshots|replica|history]...
+#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile]...
 #     perf       sequential write/read vs direct disk and bindfs; the AI workload
 #                (shared/bench/gen_workload.py) ingested into revfs vs direct, bindfs,
 #                direct+restic and direct+borg; stored bytes; close() latency; small
@@ -13,6 +13,9 @@
 #                4 GiB checkpoint sequence, fsync latency with --replica-sync vs without
 #     history    revfs log, an .snapshots/at/<t> lookup and revfs status against the number
 #                of commits (10^4, 10^5, 10^6), and revfs restore of 1 GiB against cp -a
+#     bigfile    4 KiB pwrite + fsync at random offsets of a 16 GiB file (p50/p99, stored
+#                bytes per version), 1,000 fsync'd SQLite updates of a 2 GiB database vs
+#                the direct disk, daemon RSS after writing the big file
 #   --quick runs a tenth of the size, for development. Default: every section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,11 +25,11 @@ SECTIONS=()
 for a in "$@"; do
   case $a in
     --quick) SCALE=0.1 ;;
-    perf|snapshots|replica|history) SECTIONS+=("$a") ;;
+    perf|snapshots|replica|history|bigfile) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile)
 want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 cargo build --release -q
 BIN=$ROOT/target/release/revfs
@@ -203,6 +206,11 @@ if want history; then
   python3 scripts/bench_history.py "$BIN" "$WORK" "$SCALE" >> "$RESULTS"
 fi
 
+if want bigfile; then
+  echo "== big file: pwrite + fsync at random offsets, SQLite transactions, RSS" >&2
+  python3 scripts/bench_bigfile.py "$BIN" "$WORK" "$SCALE" >> "$RESULTS"
+fi
+
 python3 - "$ROOT/bench-results" "$SCALE" "$RESULTS" <<'PY'
 import json, os, platform, subprocess, sys, time
 out, scale = sys.argv[1], float(sys.argv[2])
@@ -261,5 +269,11 @@ if s:
         print(f"| {l['commits']:,} commits: `revfs log`, `at/` lookup, `revfs status` | {l['log_ms']:.1f} ms, {l['at_lookup_ms']:.2f} ms, {l['status_ms']:.1f} ms (log goal <= 50) | {l['commits_per_second']:.0f} commits/s made |")
     r = s["restore"]
     print(f"| `revfs restore` of a {r['bytes'] / 2**30:.1f} GiB directory / `cp -a` of it | {r['cp_over_restore']:.0f}x faster | restore {r['restore_seconds'] * 1000:.0f} ms, cp -a {r['cp_a_seconds']:.2f} s |")
+s = sections.get("bigfile")
+if s:
+    e, q = s["pwrite_fsync"], s["sqlite_commit_ms_median"]
+    print(f"| 4 KiB pwrite + fsync at random offsets of a {s['file_bytes'] / 2**30:.0f} GiB file, p50 / p99 | {e['p50_ms']:.1f} / {e['p99_ms']:.1f} ms (target p99 <= 20) | stored {e['stored_bytes_per_version'] / 1024:.0f} KiB per version (target metadata <= 64 KiB) |")
+    print(f"| 1,000 fsync'd SQLite updates of a {s['db_bytes'] / 2**30:.1f} GiB database, median commit revfs / direct | {q['revfs'] / q['direct']:.2f}x (target <= 3) | direct {q['direct']:.2f} ms, revfs {q['revfs']:.2f} ms; stored {s['sqlite_stored_bytes_per_transaction'] / 1024:.0f} KiB per transaction |")
+    print(f"| daemon RSS after writing the {s['file_bytes'] / 2**30:.0f} GiB file | {s['rss_kib_after_big_write'] / 1024:.0f} MiB | before {s['rss_kib_before'] / 1024:.0f} MiB |")
 print(f"\nJSON: {path}")
 PY
