@@ -16,15 +16,12 @@ import subprocess
 import sys
 import time
 
+from mounts import Daemon
+
 BIN, WORK, SCALE = sys.argv[1], sys.argv[2], float(sys.argv[3])
 STORE, MNT = os.path.join(WORK, "bstore"), os.path.join(WORK, "bmnt")
 FILE_BYTES = int((16 << 30) * SCALE)
 DB_BYTES = int((2 << 30) * SCALE)
-
-
-def is_mounted(p):
-    with open("/proc/self/mounts") as f:
-        return any(l.split(" ")[1] == p for l in f)
 
 
 def stored(store):
@@ -96,17 +93,13 @@ def sqlite_latency(path, store=None):
 
 os.makedirs(MNT, exist_ok=True)
 subprocess.run([BIN, "init", STORE], check=True, stdout=subprocess.DEVNULL)
-p = subprocess.Popen([BIN, "mount", STORE, MNT], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+d = Daemon(BIN, STORE, MNT)
 try:
-    while not is_mounted(MNT):
-        if p.poll() is not None:
-            sys.exit("mount failed")
-        time.sleep(0.02)
-    rss0 = rss_kib(p.pid)
+    rss0 = rss_kib(d.p.pid)
     big = os.path.join(MNT, "big.bin")
     print(f"  writing {FILE_BYTES >> 20} MiB", file=sys.stderr, flush=True)
     write_big(big, FILE_BYTES)
-    rss_big = rss_kib(p.pid)
+    rss_big = rss_kib(d.p.pid)
     edits = pwrite_latency(big, STORE)
     print(f"  pwrite+fsync: {edits}", file=sys.stderr, flush=True)
     os.unlink(big)
@@ -115,12 +108,7 @@ try:
     sq_revfs, sq_growth = sqlite_latency(os.path.join(MNT, "db.sqlite"), STORE)
     sq_direct, _ = sqlite_latency(os.path.join(direct_dir, "db.sqlite"))
 finally:
-    if is_mounted(MNT):
-        subprocess.run(["umount", MNT])
-    try:
-        p.wait(timeout=300)
-    except subprocess.TimeoutExpired:
-        p.kill()
+    d.stop()
 print(json.dumps({"section": "bigfile", "file_bytes": FILE_BYTES, "db_bytes": DB_BYTES,
                   "rss_kib_before": rss0, "rss_kib_after_big_write": rss_big, "pwrite_fsync": edits,
                   "sqlite_commit_ms_median": {"revfs": sq_revfs, "direct": sq_direct},

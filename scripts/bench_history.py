@@ -14,13 +14,10 @@ import subprocess
 import sys
 import time
 
+from mounts import Daemon
+
 BIN, WORK, SCALE = sys.argv[1], sys.argv[2], float(sys.argv[3])
 STORE, MNT = os.path.join(WORK, "hstore"), os.path.join(WORK, "hmnt")
-
-
-def is_mounted(p):
-    with open("/proc/self/mounts") as f:
-        return any(l.split(" ")[1] == p for l in f)
 
 
 def best(fn, n=5):
@@ -42,12 +39,8 @@ def rfc3339(t):
 
 os.makedirs(MNT, exist_ok=True)
 subprocess.run([BIN, "init", STORE], check=True, stdout=subprocess.DEVNULL)
-p = subprocess.Popen([BIN, "mount", STORE, MNT], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+d = Daemon(BIN, STORE, MNT)
 try:
-    while not is_mounted(MNT):
-        if p.poll() is not None:
-            sys.exit("mount failed")
-        time.sleep(0.02)
     with open(os.path.join(MNT, "once.txt"), "w") as f:
         f.write("saved once\n")
         f.flush()
@@ -103,10 +96,5 @@ try:
     restore = {"bytes": files * each, "restore_seconds": min(t_restore), "cp_a_seconds": min(t_cp),
                "cp_over_restore": min(t_cp) / min(t_restore)}
 finally:
-    if is_mounted(MNT):
-        subprocess.run(["umount", MNT])
-    try:
-        p.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        p.kill()
+    d.stop()
 print(json.dumps({"section": "history", "levels": rows, "restore": restore}))

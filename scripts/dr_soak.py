@@ -21,6 +21,8 @@ import tempfile
 import threading
 import time
 
+from mounts import Daemon, is_mounted
+
 BIN = os.environ.get("REVFS_BIN") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "revfs")
 
@@ -30,47 +32,6 @@ def run(*args, check=True, timeout=300):
     if check and p.returncode != 0:
         raise RuntimeError(f"revfs {' '.join(map(str, args))}: {p.stdout}{p.stderr}")
     return p
-
-
-def is_mounted(path):
-    with open("/proc/self/mounts") as f:
-        return any(l.split(" ")[1] == path for l in f)
-
-
-class Daemon:
-    """`revfs mount` in the foreground as our child; crash() or stop()."""
-
-    def __init__(self, store, mnt, *extra):
-        os.makedirs(mnt, exist_ok=True)
-        self.mnt = mnt
-        self.log = open(mnt + ".log", "ab")
-        self.p = subprocess.Popen([BIN, "mount", store, mnt, *extra],
-                                  stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        deadline = time.time() + 30
-        while not is_mounted(mnt):
-            if self.p.poll() is not None:
-                raise RuntimeError(f"mount exited {self.p.returncode}: {open(mnt + '.log').read()[-500:]}")
-            if time.time() > deadline:
-                raise RuntimeError("no mount after 30 s")
-            time.sleep(0.02)
-
-    def crash(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGKILL)
-        self.p.wait(timeout=30)
-        subprocess.run(["umount", "-l", self.mnt], capture_output=True)
-
-    def stop(self):
-        if self.p.poll() is None:
-            subprocess.run(["umount", self.mnt], capture_output=True)
-            try:
-                self.p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.crash()
-        if is_mounted(self.mnt):
-            subprocess.run(["umount", "-l", self.mnt], capture_output=True)
-        if self.p.returncode not in (0, -9):
-            raise RuntimeError(f"daemon exited {self.p.returncode}")
 
 
 def lag_zero(store):
@@ -146,7 +107,7 @@ def one_round(seed, tmp):
     os.makedirs(replica)
     run("init", store, "--replica", replica)
     fsynced, marks, errors = [], [], []
-    d = Daemon(store, mnt)
+    d = Daemon(BIN, store, mnt)
     stop = threading.Event()
     t = threading.Thread(target=writer, args=(rng, mnt, store, stop, fsynced, marks, errors))
     try:
@@ -165,7 +126,7 @@ def one_round(seed, tmp):
     new = os.path.join(tmp, "new")
     killed = recover(rng, replica, new, kill_first=seed % 3 == 0)
     m2 = os.path.join(tmp, "mnt2")
-    d2 = Daemon(new, m2, "--read-only")
+    d2 = Daemon(BIN, new, m2, "--read-only")
     try:
         want = {}
         for name, h in guaranteed:

@@ -138,7 +138,9 @@ impl Engine {
         let mut b = Batch::default();
         let (mut chunks, mut chunk_bytes) = (0, 0);
         for (id, e) in &index {
-            if e.kind == ObjectKind::Chunk && self.db.index(id)?.is_none() {
+            // `put` appends only objects not yet stored: every pending chunk
+            // but a healed copy is a new one.
+            if e.kind == ObjectKind::Chunk && !self.store.is_rewrite(id) {
                 chunks += 1;
                 chunk_bytes += e.raw_len as u64;
             }

@@ -88,7 +88,7 @@ fn copy_packs(
     let total: u64 = readers
         .iter()
         .flat_map(|(_, r)| r.runs())
-        .map(|(s, e)| e - s)
+        .map(|&(s, e)| e - s)
         .sum();
     let mut done = 0;
     for (no, r) in readers {
@@ -197,7 +197,7 @@ impl Target {
             .write(true)
             .create_new(true)
             .open(&marker_path);
-        let marker = match fresh {
+        let mut marker = match fresh {
             Ok(f) => {
                 // The marker must be the only entry: refuse a directory
                 // that held anything else (it is left as it was).
@@ -229,11 +229,8 @@ impl Target {
                     "{}: removing what an interrupted recover left there; starting over",
                     t.dir.display()
                 );
-                t.marker = Some(f);
                 t.clear(false)?;
-                t.marker
-                    .take()
-                    .ok_or_else(|| Error::Store("marker lost".into()))?
+                f
             }
             Err(e) => {
                 return Err(Error::IoAt {
@@ -248,7 +245,6 @@ impl Target {
                 t.dir.display()
             )));
         }
-        let mut marker = marker;
         let _ = writeln!(marker, "revfs recover, pid {}", std::process::id());
         marker.sync_all().map_err(Error::io_at(&marker_path))?;
         sync_dir(&t.dir)?;

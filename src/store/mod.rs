@@ -35,6 +35,9 @@ pub struct ObjectStore {
     db: Arc<Db>,
     writer: Mutex<PackWriter>,
     pending: Mutex<HashMap<ObjectId, IndexEntry>>,
+    /// Pending ids that are new copies of objects already indexed (heals),
+    /// not new objects.
+    rewritten: Mutex<std::collections::HashSet<ObjectId>>,
     readers: Mutex<HashMap<PackNo, Arc<PackReader>>>,
     cache: Mutex<LruCache<ObjectId, Arc<Vec<u8>>>>,
     poison: Mutex<Option<String>>,
@@ -56,6 +59,7 @@ impl ObjectStore {
             writer: Mutex::new(PackWriter::new(packs_dir)?),
             db,
             pending: Mutex::new(HashMap::new()),
+            rewritten: Mutex::new(Default::default()),
             readers: Mutex::new(HashMap::new()),
             cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CACHE_ENTRIES).expect("non-zero"),
@@ -115,7 +119,14 @@ impl ObjectStore {
     /// index moves to it at the next commit.
     pub fn rewrite(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId> {
         let id = ObjectId::of(kind, data);
-        self.append(kind, id, data)
+        self.append(kind, id, data)?;
+        lock(&self.rewritten).insert(id);
+        Ok(id)
+    }
+
+    /// Whether a pending id is a new copy of an indexed object (a heal).
+    pub fn is_rewrite(&self, id: &ObjectId) -> bool {
+        lock(&self.rewritten).contains(id)
     }
 
     fn append(&self, kind: ObjectKind, id: ObjectId, data: &[u8]) -> Result<ObjectId> {
@@ -188,8 +199,10 @@ impl ObjectStore {
     /// Drops pending locations now present in the catalog.
     pub fn published(&self, ids: impl Iterator<Item = ObjectId>) {
         let mut p = lock(&self.pending);
+        let mut r = lock(&self.rewritten);
         for id in ids {
             p.remove(&id);
+            r.remove(&id);
         }
     }
 

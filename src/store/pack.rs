@@ -48,19 +48,34 @@ pub fn list_packs(dir: &Path) -> Result<Vec<PackNo>> {
 pub struct PackReader {
     /// (start, length, file), sorted by start; parts may leave gaps.
     segments: Vec<(u64, u64, File)>,
+    /// The byte ranges held, (start, end), merged where parts touch or
+    /// overlap, in order (derived from `segments` once, at open).
+    runs: Vec<(u64, u64)>,
     pub whole: bool,
 }
 
 impl PackReader {
+    fn new(segments: Vec<(u64, u64, File)>, whole: bool) -> PackReader {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (s, l, _) in &segments {
+            match runs.last_mut() {
+                Some(last) if *s <= last.1 => last.1 = last.1.max(s + l),
+                _ => runs.push((*s, s + l)),
+            }
+        }
+        PackReader {
+            segments,
+            runs,
+            whole,
+        }
+    }
+
     pub fn open(dir: &Path, no: PackNo) -> Result<PackReader> {
         let whole = pack_path(dir, no);
         match File::open(&whole) {
             Ok(f) => {
                 let len = f.metadata().map_err(Error::io_at(&whole))?.len();
-                return Ok(PackReader {
-                    segments: vec![(0, len, f)],
-                    whole: true,
-                });
+                return Ok(PackReader::new(vec![(0, len, f)], true));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -99,10 +114,7 @@ impl PackReader {
             });
         }
         segments.sort_by_key(|s| s.0);
-        Ok(PackReader {
-            segments,
-            whole: false,
-        })
+        Ok(PackReader::new(segments, false))
     }
 
     /// The sealed pack that replaced the parts while they were listed.
@@ -110,10 +122,7 @@ impl PackReader {
         let whole = pack_path(dir, no);
         let f = File::open(&whole).map_err(Error::io_at(&whole))?;
         let len = f.metadata().map_err(Error::io_at(&whole))?.len();
-        Ok(PackReader {
-            segments: vec![(0, len, f)],
-            whole: true,
-        })
+        Ok(PackReader::new(vec![(0, len, f)], true))
     }
 
     /// Bytes of the pack held without a gap from its start: what a
@@ -128,15 +137,8 @@ impl PackReader {
 
     /// The byte ranges held, as (start, end), merged where parts touch or
     /// overlap, in order.
-    pub fn runs(&self) -> Vec<(u64, u64)> {
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        for (s, l, _) in &self.segments {
-            match out.last_mut() {
-                Some(last) if *s <= last.1 => last.1 = last.1.max(s + l),
-                _ => out.push((*s, s + l)),
-            }
-        }
-        out
+    pub fn runs(&self) -> &[(u64, u64)] {
+        &self.runs
     }
 
     /// `len` bytes at `offset`, from as many parts as they span.
@@ -178,7 +180,7 @@ impl PackReader {
     /// not hash-checked here.
     pub fn scan(&self) -> Result<Vec<(RecordHeader, u64)>> {
         let mut out = Vec::new();
-        for (start, end) in self.runs() {
+        for &(start, end) in self.runs() {
             let mut at = start;
             if start == 0 {
                 let head = self
