@@ -13,9 +13,11 @@
 #                4 GiB checkpoint sequence, fsync latency with --replica-sync vs without
 #     history    revfs log, an .snapshots/at/<t> lookup and revfs status against the number
 #                of commits (10^4, 10^5, 10^6), and revfs restore of 1 GiB against cp -a
-#     bigfile    4 KiB pwrite + fsync at random offsets of a 16 GiB file (p50/p99, stored
-#                bytes per version), 1,000 fsync'd SQLite updates of a 2 GiB database vs
-#                the direct disk, daemon RSS after writing the big file
+#     bigfile    daemon RSS after writing a 32 GiB file; 4 KiB pwrite + fsync at random
+#                offsets of a 16 GiB file (p50/p99, metadata and chunks stored per version);
+#                1,000 fsync'd SQLite updates of a 2 GiB database vs the direct disk;
+#                sequential write/read of 4 GiB vs the release before manifest trees
+#                (BENCH_BASE_REV, built from this repository's history)
 #   --quick runs a tenth of the size, for development. Default: every section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -208,7 +210,18 @@ fi
 
 if want bigfile; then
   echo "== big file: pwrite + fsync at random offsets, SQLite transactions, RSS" >&2
-  python3 scripts/bench_bigfile.py "$BIN" "$WORK" "$SCALE" >> "$RESULTS"
+  python3 -c 'import numpy' 2>/dev/null || python3 -m pip install -q numpy
+  # The baseline for "sequential speed unchanged": the last release whose
+  # files were one flat manifest (format 2).
+  base_rev=${BENCH_BASE_REV:-de77a6c}
+  base_bin=()
+  if git cat-file -e "$base_rev^{commit}" 2>/dev/null; then
+    git worktree add -q --detach "$WORK/base-src" "$base_rev"
+    (cd "$WORK/base-src" && CARGO_TARGET_DIR="$WORK/base-target" cargo build --release -q)
+    base_bin=("$WORK/base-target/release/revfs")
+  fi
+  python3 scripts/bench_bigfile.py "$BIN" "$WORK" "$SCALE" "${base_bin[@]}" >> "$RESULTS"
+  if [ -d "$WORK/base-src" ]; then git worktree remove --force "$WORK/base-src"; fi
 fi
 
 python3 - "$ROOT/bench-results" "$SCALE" "$RESULTS" <<'PY'
@@ -271,9 +284,12 @@ if s:
     print(f"| `revfs restore` of a {r['bytes'] / 2**30:.1f} GiB directory / `cp -a` of it | {r['cp_over_restore']:.0f}x faster | restore {r['restore_seconds'] * 1000:.0f} ms, cp -a {r['cp_a_seconds']:.2f} s |")
 s = sections.get("bigfile")
 if s:
-    e, q = s["pwrite_fsync"], s["sqlite_commit_ms_median"]
-    print(f"| 4 KiB pwrite + fsync at random offsets of a {s['file_bytes'] / 2**30:.0f} GiB file, p50 / p99 | {e['p50_ms']:.1f} / {e['p99_ms']:.1f} ms (target p99 <= 20) | stored {e['stored_bytes_per_version'] / 1024:.0f} KiB per version (target metadata <= 64 KiB) |")
-    print(f"| 1,000 fsync'd SQLite updates of a {s['db_bytes'] / 2**30:.1f} GiB database, median commit revfs / direct | {q['revfs'] / q['direct']:.2f}x (target <= 3) | direct {q['direct']:.2f} ms, revfs {q['revfs']:.2f} ms; stored {s['sqlite_stored_bytes_per_transaction'] / 1024:.0f} KiB per transaction |")
-    print(f"| daemon RSS after writing the {s['file_bytes'] / 2**30:.0f} GiB file | {s['rss_kib_after_big_write'] / 1024:.0f} MiB | before {s['rss_kib_before'] / 1024:.0f} MiB |")
+    e, q, t = s["pwrite_fsync"], s["sqlite_commit_ms_median"], s["sqlite_per_transaction"]
+    print(f"| 4 KiB pwrite + fsync at random offsets of a {s['file_bytes'] / 2**30:.0f} GiB file, p50 / p99 | {e['p50_ms']:.1f} / {e['p99_ms']:.1f} ms (target p99 <= 20) | metadata {e['metadata_bytes_per_version'] / 1024:.1f} KiB per version (target <= 64), {e['chunks_per_version']:.1f} chunks |")
+    print(f"| 1,000 fsync'd SQLite updates of a {s['db_bytes'] / 2**30:.1f} GiB database, median commit revfs / direct | {q['revfs'] / q['direct']:.2f}x (target <= 3) | direct {q['direct']:.2f} ms, revfs {q['revfs']:.2f} ms; {t['chunks']:.2f} chunks (target <= 3), {t['stored_bytes'] / 1024:.0f} KiB stored per transaction |")
+    print(f"| daemon RSS after writing a {s['big_bytes'] / 2**30:.0f} GiB file | {s['rss_kib_after_big_write'] / 1024:.0f} MiB (target <= 150) | before {s['rss_kib_before'] / 1024:.0f} MiB |")
+    if "seq_mbs" in s:
+        n, b = s["seq_mbs"]["revfs"], s["seq_mbs"]["base"]
+        print(f"| sequential {s['seq_bytes'] / 2**30:.1f} GiB write + fsync / cold read, this build / release before trees | {n['write'] / b['write']:.2f}x / {n['read'] / b['read']:.2f}x (target 1) | before {b['write']:.0f} / {b['read']:.0f} MB/s |")
 print(f"\nJSON: {path}")
 PY

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Big-file benchmark (the figures issue 11 sets targets for): 4 KiB
-pwrite + fsync at random offsets of a large file (p50/p99 over 200 offsets,
-and the stored bytes each such version adds), 1,000 fsync'd single-row
-SQLite transactions on a large database against the same on the direct
-disk, and the daemon's RSS after writing the large file.
+"""Big-file benchmark (issue 11's targets): the daemon's RSS after writing a
+large file; 4 KiB pwrite + fsync at random offsets of a large file (p50/p99
+over 200 offsets, and the metadata and chunks each such version stores);
+1,000 fsync'd single-row SQLite transactions on a large database against the
+same on the direct disk (median commit latency, chunks stored per
+transaction); and, when BASE_BIN (an earlier revfs) is given, sequential write
+and read speed of this build against it, best of three alternating runs.
 
-Usage: bench_bigfile.py BIN WORK SCALE  -> one JSON line on stdout.
-Sizes at scale 1: a 16 GiB file, a 2 GiB SQLite database.
+Usage: bench_bigfile.py BIN WORK SCALE [BASE_BIN]  -> one JSON line on stdout.
+Sizes at scale 1: a 32 GiB file (RSS), cut to 16 GiB for the edits, a 2 GiB
+SQLite database, 4 GiB sequential.
 """
 import json
 import os
@@ -16,17 +19,32 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 from mounts import Daemon
 
 BIN, WORK, SCALE = sys.argv[1], sys.argv[2], float(sys.argv[3])
+BASE_BIN = sys.argv[4] if len(sys.argv) > 4 else None
 STORE, MNT = os.path.join(WORK, "bstore"), os.path.join(WORK, "bmnt")
-FILE_BYTES = int((16 << 30) * SCALE)
+BIG_BYTES = int((32 << 30) * SCALE) & ~4095
+EDIT_BYTES = BIG_BYTES // 2
 DB_BYTES = int((2 << 30) * SCALE)
+SEQ_BYTES = int((4 << 30) * SCALE) & ~((8 << 20) - 1)
 
 
-def stored(store):
+def log(*a):
+    print(" ", *a, file=sys.stderr, flush=True)
+
+
+def status(store):
     out = subprocess.run([BIN, "status", store, "--json"], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)["stored_bytes"]
+    return json.loads(out.stdout)
+
+
+def meta_and_chunks(store):
+    """(stored bytes that are not chunk data, chunk count)."""
+    s = status(store)
+    return s["stored_bytes"] - s["chunk_bytes"], s["chunks"]
 
 
 def rss_kib(pid):
@@ -36,37 +54,41 @@ def rss_kib(pid):
     return 0
 
 
-def write_big(path, nbytes):
+def write_big(path, nbytes, seed=1):
     """Incompressible, never-repeating bytes (trained weights do not dedup)."""
+    rng = np.random.default_rng(seed)
     with open(path, "wb") as f:
         left = nbytes
         while left > 0:
             n = min(left, 8 << 20)
-            f.write(os.urandom(n))
+            f.write(rng.bytes(n))
             left -= n
         f.flush()
         os.fsync(f.fileno())
 
 
-def pwrite_latency(path, store):
+def pwrite_latency(path, store, size):
     rng = random.Random(11)
     fd = os.open(path, os.O_RDWR)
-    lat, before = [], stored(store)
+    lat = []
+    meta0, chunks0 = meta_and_chunks(store)
     for _ in range(200):
-        off = rng.randrange(0, FILE_BYTES - 4096) & ~4095
+        off = rng.randrange(0, size - 4096) & ~4095
         os.pwrite(fd, os.urandom(4096), off)
         t = time.perf_counter()
         os.fsync(fd)
         lat.append(time.perf_counter() - t)
     os.close(fd)
+    meta1, chunks1 = meta_and_chunks(store)
     lat.sort()
     return {"p50_ms": lat[100] * 1000, "p99_ms": lat[197] * 1000,
-            "stored_bytes_per_version": (stored(store) - before) / 200}
+            "metadata_bytes_per_version": (meta1 - meta0) / 200,
+            "chunks_per_version": (chunks1 - chunks0) / 200}
 
 
 def sqlite_latency(path, store=None):
-    """Median commit latency (ms) of 1,000 single-row updates, and the stored
-    bytes each one added (with `store`)."""
+    """Median commit latency (ms) of 1,000 single-row updates, and the
+    chunks and bytes each one stored (with `store`)."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -80,36 +102,82 @@ def sqlite_latency(path, store=None):
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     rng = random.Random(5)
     lat = []
-    before = stored(store) if store else 0
+    before = status(store) if store else None
     for _ in range(1000):
         t = time.perf_counter()
         db.execute("UPDATE t SET v = ? WHERE id = ?", (os.urandom(100), rng.randrange(1, n)))
         lat.append(time.perf_counter() - t)
     db.close()
     lat.sort()
-    growth = (stored(store) - before) / 1000 if store else None
+    growth = None
+    if store:
+        after = status(store)
+        growth = {"chunks": (after["chunks"] - before["chunks"]) / 1000,
+                  "stored_bytes": (after["stored_bytes"] - before["stored_bytes"]) / 1000}
     return lat[500] * 1000, growth
 
 
+def seq_speed(binary, tag):
+    """(write MB/s with fsync, cold read MB/s) of one SEQ_BYTES file."""
+    store, mnt = os.path.join(WORK, f"seq-{tag}"), os.path.join(WORK, f"seqmnt-{tag}")
+    os.makedirs(mnt, exist_ok=True)
+    subprocess.run([binary, "init", store], check=True, stdout=subprocess.DEVNULL)
+    d = Daemon(binary, store, mnt)
+    try:
+        src = os.path.join(WORK, "seq-src")
+        p = os.path.join(mnt, "f")
+        t = time.perf_counter()
+        with open(src, "rb") as fi, open(p, "wb") as fo:
+            while b := fi.read(8 << 20):
+                fo.write(b)
+            fo.flush()
+            os.fsync(fo.fileno())
+        w = SEQ_BYTES / (time.perf_counter() - t) / 1e6
+        subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], check=False)
+        t = time.perf_counter()
+        with open(p, "rb") as f:
+            while f.read(8 << 20):
+                pass
+        r = SEQ_BYTES / (time.perf_counter() - t) / 1e6
+    finally:
+        d.stop()
+        subprocess.run(["rm", "-rf", store, mnt], check=True)
+    return w, r
+
+
+result = {"section": "bigfile", "big_bytes": BIG_BYTES, "file_bytes": EDIT_BYTES, "db_bytes": DB_BYTES}
 os.makedirs(MNT, exist_ok=True)
 subprocess.run([BIN, "init", STORE], check=True, stdout=subprocess.DEVNULL)
 d = Daemon(BIN, STORE, MNT)
 try:
-    rss0 = rss_kib(d.p.pid)
+    result["rss_kib_before"] = rss_kib(d.p.pid)
     big = os.path.join(MNT, "big.bin")
-    print(f"  writing {FILE_BYTES >> 20} MiB", file=sys.stderr, flush=True)
-    write_big(big, FILE_BYTES)
-    rss_big = rss_kib(d.p.pid)
-    edits = pwrite_latency(big, STORE)
-    print(f"  pwrite+fsync: {edits}", file=sys.stderr, flush=True)
+    log(f"writing {BIG_BYTES >> 20} MiB")
+    write_big(big, BIG_BYTES)
+    result["rss_kib_after_big_write"] = rss_kib(d.p.pid)
+    os.truncate(big, EDIT_BYTES)
+    result["pwrite_fsync"] = pwrite_latency(big, STORE, EDIT_BYTES)
+    log(f"pwrite+fsync: {result['pwrite_fsync']}")
     os.unlink(big)
     direct_dir = os.path.join(WORK, "direct")
     os.makedirs(direct_dir, exist_ok=True)
     sq_revfs, sq_growth = sqlite_latency(os.path.join(MNT, "db.sqlite"), STORE)
     sq_direct, _ = sqlite_latency(os.path.join(direct_dir, "db.sqlite"))
+    result["sqlite_commit_ms_median"] = {"revfs": sq_revfs, "direct": sq_direct}
+    result["sqlite_per_transaction"] = sq_growth
+    log(f"sqlite: {result['sqlite_commit_ms_median']} {sq_growth}")
 finally:
     d.stop()
-print(json.dumps({"section": "bigfile", "file_bytes": FILE_BYTES, "db_bytes": DB_BYTES,
-                  "rss_kib_before": rss0, "rss_kib_after_big_write": rss_big, "pwrite_fsync": edits,
-                  "sqlite_commit_ms_median": {"revfs": sq_revfs, "direct": sq_direct},
-                  "sqlite_stored_bytes_per_transaction": sq_growth}))
+subprocess.run(["rm", "-rf", STORE, os.path.join(WORK, "direct")], check=True)
+if BASE_BIN:
+    write_big(os.path.join(WORK, "seq-src"), SEQ_BYTES, seed=2)
+    runs = {"revfs": [], "base": []}
+    for _ in range(3):
+        for tag, b in (("base", BASE_BIN), ("revfs", BIN)):
+            runs[tag].append(seq_speed(b, tag))
+    result["seq_mbs"] = {tag: {"write": max(w for w, _ in v), "read": max(r for _, r in v)}
+                         for tag, v in runs.items()}
+    result["seq_bytes"] = SEQ_BYTES
+    log(f"sequential: {result['seq_mbs']}")
+    os.unlink(os.path.join(WORK, "seq-src"))
+print(json.dumps(result))

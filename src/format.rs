@@ -8,7 +8,7 @@
 //! 1 = some) followed, when 1, by a 32-byte [`ObjectId`]. `Bytes16`/`Bytes32`
 //! are a u16/u32 length followed by that many bytes.
 //!
-//! # Store layout (format version 2)
+//! # Store layout (format version 3)
 //! ```text
 //! STORE/revfs.conf          config: magic, version, JSON body (below)
 //! STORE/packs/NNNNNNNNNNNNNNNN.pack   append-only packs of objects (hex pack number)
@@ -24,7 +24,7 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic  "RVFSCONF"
-//! 8      4     format version (u32 LE) = 2 (1 is read too)
+//! 8      4     format version (u32 LE) = 3 (1 and 2 are read too)
 //! 12     ..    UTF-8 JSON object: {"store_id": hex string,
 //!              "created": RFC 3339, "id_key": null, "cipher": null,
 //!              "replica": null | path}
@@ -36,7 +36,8 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic "RVFSPACK"
-//! 8      4     format version (u32 LE) = 2 (1 is read too)
+//! 8      4     format version (u32 LE) = 3 (1 and 2 are read too; the
+//!              pack layout is the same in all three)
 //! 12     4     reserved, 0
 //! 16     ..    object records, back to back
 //! ```
@@ -59,11 +60,22 @@
 //! a sealed pack never changes, which is what lets a replica copy it once.
 //!
 //! ## Object payloads (the raw bytes of each kind)
-//! Manifest (the content of one file version), extents cover the file in order:
+//! Manifest nodes (kind 2): the content of one file version is a tree of
+//! them, its root the inode's content (`manifest` module docs: how nodes are
+//! cut, so that one content always makes the same tree). A leaf lists
+//! extents that cover its part of the file in order:
 //! ```text
 //! u8 version = 1, u32 count, count × extent:
 //!   u8 tag (0 hole, 1 chunk), u64 length, [32-byte chunk id if tag = 1]
 //! ```
+//! An inner node (format 3) lists its subtrees in order, each a node one
+//! level down (a leaf is level 0):
+//! ```text
+//! u8 version = 2, u8 level (>= 1), u32 count (>= 1), count × child:
+//!   u64 length (file bytes under it), u64 data (of those, bytes in chunk
+//!   extents), 32-byte node id
+//! ```
+//! A small file is one leaf, as in formats 1 and 2.
 //! Tree (one directory), entries sorted by name bytes:
 //! ```text
 //! u8 version = 1, u32 count, count × entry:
@@ -153,13 +165,21 @@
 //!   upgraded in place on first open (`engine::history::upgrade`; the
 //!   fixture `tests/fixtures/v1-store` proves it). A revfs that reads only
 //!   version 1 refuses a version-2 store.
+//! * 3: large files get a tree of manifest nodes (inner nodes, version-2
+//!   manifest records), so that a small edit writes the changed leaf and
+//!   its path to the root, not the file's whole extent list. A leaf is the
+//!   old manifest record unchanged, so a version-2 store reads as it is;
+//!   its config version is raised at first writable open (nothing else
+//!   changes), and its old single-leaf manifests become trees when their
+//!   file is next written (`tests/fixtures/v2-store`). A revfs that reads
+//!   only version 2 refuses a version-3 store.
 
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectKind};
 use std::collections::BTreeMap;
 
 /// The store format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const CONF_MAGIC: &[u8; 8] = b"RVFSCONF";
 pub const PACK_MAGIC: &[u8; 8] = b"RVFSPACK";
 pub const META_MAGIC: &[u8; 8] = b"RVFSMETA";
@@ -507,53 +527,124 @@ impl Extent {
     }
 }
 
-/// The content of one file version: its extents in order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Manifest {
-    pub extents: Vec<Extent>,
+/// One subtree of an inner manifest node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Child {
+    /// File bytes it covers (never 0).
+    pub len: u64,
+    /// Of those, bytes in chunk extents (for st_blocks).
+    pub data: u64,
+    pub id: ObjectId,
 }
 
-impl Manifest {
+/// One node of a file version's manifest tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManifestNode {
+    /// Extents in order: the whole content of a small file.
+    Leaf(Vec<Extent>),
+    /// Subtrees in order, each a node of `level - 1` (a leaf is level 0).
+    Inner { level: u8, children: Vec<Child> },
+}
+
+impl ManifestNode {
+    pub fn level(&self) -> u8 {
+        match self {
+            ManifestNode::Leaf(_) => 0,
+            ManifestNode::Inner { level, .. } => *level,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
-        e.u8(1).u32(self.extents.len() as u32);
-        for x in &self.extents {
-            match x {
-                Extent::Hole { len } => e.u8(0).u64(*len),
-                Extent::Chunk { len, id } => e.u8(1).u64(*len).id(id),
-            };
+        match self {
+            ManifestNode::Leaf(extents) => {
+                e.u8(1).u32(extents.len() as u32);
+                for x in extents {
+                    match x {
+                        Extent::Hole { len } => e.u8(0).u64(*len),
+                        Extent::Chunk { len, id } => e.u8(1).u64(*len).id(id),
+                    };
+                }
+            }
+            ManifestNode::Inner { level, children } => {
+                e.u8(2).u8(*level).u32(children.len() as u32);
+                for c in children {
+                    e.u64(c.len).u64(c.data).id(&c.id);
+                }
+            }
         }
         e.0
     }
 
-    pub fn decode(buf: &[u8]) -> Result<Manifest> {
+    pub fn decode(buf: &[u8]) -> Result<ManifestNode> {
         let mut d = Dec::new(buf, "manifest");
-        d.version(1)?;
-        let n = d.count(9)?;
-        let mut extents = Vec::with_capacity(n);
+        // A file is at most i64::MAX bytes; extents and subtrees are never empty.
         let mut total: u64 = 0;
-        for _ in 0..n {
-            let tag = d.u8()?;
-            let len = d.u64()?;
-            // A file is at most i64::MAX bytes; extents are never empty.
+        let mut add = |d: &Dec, len: u64| {
             total = total
                 .checked_add(len)
                 .filter(|t| *t <= i64::MAX as u64 && len > 0)
-                .ok_or_else(|| d.bad("extent lengths out of range"))?;
-            extents.push(match tag {
-                0 => Extent::Hole { len },
-                1 => Extent::Chunk { len, id: d.id()? },
-                _ => return Err(d.bad("bad extent tag")),
-            });
-        }
+                .ok_or_else(|| d.bad("lengths out of range"))?;
+            Ok::<(), Error>(())
+        };
+        let node = match d.u8()? {
+            1 => {
+                let n = d.count(9)?;
+                let mut extents = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let tag = d.u8()?;
+                    let len = d.u64()?;
+                    add(&d, len)?;
+                    extents.push(match tag {
+                        0 => Extent::Hole { len },
+                        1 => Extent::Chunk { len, id: d.id()? },
+                        _ => return Err(d.bad("bad extent tag")),
+                    });
+                }
+                ManifestNode::Leaf(extents)
+            }
+            2 => {
+                let level = d.u8()?;
+                let n = d.count(48)?;
+                if level == 0 || n == 0 {
+                    return Err(d.bad("inner node without level or children"));
+                }
+                let mut children = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (len, data, id) = (d.u64()?, d.u64()?, d.id()?);
+                    add(&d, len)?;
+                    if data > len {
+                        return Err(d.bad("more data than length"));
+                    }
+                    children.push(Child { len, data, id });
+                }
+                ManifestNode::Inner { level, children }
+            }
+            v => return Err(d.bad(&format!("record version {v}, expected 1 or 2"))),
+        };
         d.end()?;
-        Ok(Manifest { extents })
+        Ok(node)
     }
 
-    pub fn size(&self) -> u64 {
-        self.extents
-            .iter()
-            .fold(0u64, |a, x| a.saturating_add(x.len()))
+    /// File bytes the node covers.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> u64 {
+        match self {
+            ManifestNode::Leaf(x) => x.iter().map(Extent::len).sum(),
+            ManifestNode::Inner { children, .. } => children.iter().map(|c| c.len).sum(),
+        }
+    }
+
+    /// Of those, bytes in chunk extents.
+    pub fn data(&self) -> u64 {
+        match self {
+            ManifestNode::Leaf(x) => x
+                .iter()
+                .filter(|x| matches!(x, Extent::Chunk { .. }))
+                .map(Extent::len)
+                .sum(),
+            ManifestNode::Inner { children, .. } => children.iter().map(|c| c.data).sum(),
+        }
     }
 }
 
@@ -728,7 +819,7 @@ mod tests {
         assert_eq!(
             pack_header(),
             [
-                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 2, 0, 0, 0, 0, 0, 0, 0
+                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 3, 0, 0, 0, 0, 0, 0, 0
             ]
         );
     }
@@ -750,26 +841,37 @@ mod tests {
 
     #[test]
     fn manifest_bytes_are_exact_and_round_trip() {
-        let m = Manifest {
-            extents: vec![
-                Extent::Hole { len: 2 },
-                Extent::Chunk {
-                    len: 3,
-                    id: ObjectId([9; 32]),
-                },
-            ],
-        };
+        let m = ManifestNode::Leaf(vec![
+            Extent::Hole { len: 2 },
+            Extent::Chunk {
+                len: 3,
+                id: ObjectId([9; 32]),
+            },
+        ]);
         let b = m.encode();
         assert_eq!(&b[..15], &[1, 2, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(b.len(), 1 + 4 + 9 + 9 + 32);
-        assert_eq!(Manifest::decode(&b).unwrap(), m);
+        assert_eq!(ManifestNode::decode(&b).unwrap(), m);
+        let inner = ManifestNode::Inner {
+            level: 1,
+            children: vec![Child {
+                len: 5,
+                data: 3,
+                id: ObjectId([4; 32]),
+            }],
+        };
+        let b = inner.encode();
+        assert_eq!(&b[..6], &[2, 1, 1, 0, 0, 0]);
+        assert_eq!(b.len(), 6 + 48);
+        assert_eq!(ManifestNode::decode(&b).unwrap(), inner);
+        assert_eq!((inner.len(), inner.data()), (5, 3));
     }
 
     #[test]
     fn decoders_reject_garbage_without_panicking() {
         for len in 0..64 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 1) as u8).collect();
-            let _ = Manifest::decode(&junk);
+            let _ = ManifestNode::decode(&junk);
             let _ = Tree::decode(&junk);
             let _ = Commit::decode(&junk);
             let _ = RecordHeader::decode(&junk);
@@ -782,7 +884,10 @@ mod tests {
             m.push(0);
             m.extend_from_slice(&(u64::MAX / 2 + 1).to_le_bytes());
         }
-        assert!(Manifest::decode(&m).is_err());
+        assert!(ManifestNode::decode(&m).is_err());
+        // An inner node without children, or of level 0.
+        assert!(ManifestNode::decode(&[2, 1, 0, 0, 0, 0]).is_err());
+        assert!(ManifestNode::decode(&[2, 0, 1, 0, 0, 0]).is_err());
         // So is a raw length no lz4 block of that stored length can have.
         let mut h = [0u8; RECORD_HEADER_LEN];
         h[0] = 1;
@@ -795,7 +900,7 @@ mod tests {
     #[test]
     fn newer_format_is_refused_with_a_message() {
         let mut b = CONF_MAGIC.to_vec();
-        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let e = check_magic(&b, CONF_MAGIC, "config")
             .unwrap_err()
             .to_string();

@@ -2,6 +2,7 @@
 //! deduplicated, compressed, content-addressed chunks.
 //!
 //! Layers, bottom up: `format` (bytes on disk), `store` (objects in packs),
+//! `manifest` (a file's content as a tree of extents),
 //! `catalog` (sled: live tree, versions, commits, object index), `engine`
 //! (POSIX semantics and the commit protocol), `fs` (the FUSE adapter),
 //! `daemon` + `control` (a mounted store and its control socket).
@@ -18,6 +19,7 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod ids;
+pub mod manifest;
 pub mod replica;
 pub mod repo;
 pub mod status;

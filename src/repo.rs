@@ -235,7 +235,7 @@ pub struct Repo {
 
 impl Repo {
     pub fn open(store: &Path, opts: Options) -> Result<Repo> {
-        let (_, config) = Config::read(store)?;
+        let (version, config) = Config::read(store)?;
         if config.role.as_deref() == Some(crate::replica::ROLE_REPLICA) {
             return Repo::open_replica(store, config, opts);
         }
@@ -259,6 +259,13 @@ impl Repo {
         // A catalog of an earlier layout gets the newer indexes once (even
         // for a read-only mount: only the catalog changes, never the data).
         crate::engine::history::upgrade(&engine)?;
+        if version < FORMAT_VERSION && !engine.read_only() {
+            // Format 3 only adds what older stores never hold (inner
+            // manifest nodes): raising the number keeps an older revfs from
+            // opening a store it could no longer read.
+            config.write(store)?;
+            tracing::info!("store format {version} upgraded to {FORMAT_VERSION}");
+        }
         let mut repo = Repo {
             path: store.to_path_buf(),
             config,

@@ -14,8 +14,9 @@
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::format::{Commit, Extent, FileType, Manifest, Tree};
+use crate::format::{Commit, Extent, FileType, Tree};
 use crate::ids::{ObjectId, PackNo};
+use crate::manifest::{self, Visit};
 use crate::replica;
 use crate::store::pack::{self, PackReader};
 use crate::store::read_record;
@@ -70,17 +71,16 @@ fn referenced(engine: &Engine, heads: &[ObjectId]) -> Result<HashSet<ObjectId>> 
             }
         }
     }
-    while let Some(m) = manifests.pop() {
-        if !seen.insert(m) {
-            continue;
-        }
-        let Ok(bytes) = engine.store.get(&m) else {
-            continue;
-        };
-        for x in Manifest::decode(&bytes)?.extents {
-            if let Extent::Chunk { id, .. } = x {
-                seen.insert(id);
-            }
+    for m in manifests {
+        // A node that is not stored is reported as missing; the walk goes
+        // on below every node that is.
+        let walked = manifest::walk(&engine.store, m, |v| match v {
+            Visit::Node(id) => Ok(seen.insert(*id) && engine.store.locate(id)?.is_some()),
+            Visit::Extent(Extent::Chunk { id, .. }) => Ok(seen.insert(*id)),
+            Visit::Extent(Extent::Hole { .. }) => Ok(true),
+        });
+        if let Err(e) = walked {
+            tracing::warn!("manifest {m}: {e}");
         }
     }
     Ok(seen)

@@ -84,12 +84,26 @@ fn an_unreadable_pack_region_fails_only_the_reads_that_need_it() {
 /// Runs `revfs mount` on a damaged store: it must fail with one clear
 /// line naming the damaged file and what to do, never a panic.
 fn mount_fails_clearly(m: &Mount, names: &str, advice: &str) {
-    let out = Command::new(common::BIN)
+    let mut child = Command::new(common::BIN)
         .arg("mount")
         .arg(&m.store)
         .arg(&m.mnt)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // A mount that succeeds serves until unmounted: end it, then fail.
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) || common::is_mountpoint(&m.mnt) {
+            let _ = Command::new("umount").arg(&m.mnt).status();
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("revfs mount of a damaged store did not fail");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let line = err
@@ -173,7 +187,7 @@ fn damaged_catalog_pack_and_config_are_reported_clearly() {
 
     // A store of a newer format.
     let mut c = fs::read(&conf).unwrap();
-    c[8] = 3;
+    c[8] = revfs::format::FORMAT_VERSION as u8 + 1;
     fs::write(&conf, c).unwrap();
     mount_fails_clearly(&m, "newer", "upgrade");
 }

@@ -1,7 +1,11 @@
-//! A store made by the previous release (format 1, `tests/fixtures/v1-store`,
-//! written by revfs 0.1: a.txt saved as "one", "two", "three"; d/b.bin with
-//! a hard link d/hard; a symlink; the named snapshot "first") still opens:
-//! its catalog is upgraded once, and everything it held is there.
+//! Stores made by earlier releases still open, with everything they held.
+//! Format 1 (`tests/fixtures/v1-store`, written by revfs 0.1: a.txt saved
+//! as "one", "two", "three"; d/b.bin with a hard link d/hard; a symlink;
+//! the named snapshot "first"): its catalog is upgraded once. Format 2
+//! (`tests/fixtures/v2-store`, written by the release before manifest
+//! trees: weights.bin, 1 MiB, saved, named "before-edit", then 100 bytes
+//! at 500,000 overwritten with "E"; notes.txt): its flat manifests read as
+//! they are and become trees when their file grows.
 // Tests and examples may unwrap, and kill/signal their own children with libc.
 #![allow(clippy::unwrap_used, unsafe_code)]
 
@@ -56,7 +60,7 @@ fn a_format_1_store_opens_upgraded_with_all_its_history() {
     );
     // Counters came from the old records.
     let s = status(&store);
-    assert_eq!(s["format"], 2, "{s}");
+    assert_eq!(s["format"], revfs::format::FORMAT_VERSION, "{s}");
     assert!(s["versions"].as_u64().unwrap() >= 4, "{s}");
     assert!(s["commits"].as_u64().unwrap() >= 3, "{s}");
     assert!(s["chunks"].as_u64().unwrap() >= 4, "{s}");
@@ -79,6 +83,87 @@ fn a_format_1_store_opens_upgraded_with_all_its_history() {
         "{}",
         m.log_text()
     );
+    let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
+    assert!(ok, "{out}");
+}
+
+/// The bytes `tests/fixtures/v2-store` was written with (xorshift64, the
+/// byte at bits 24..32).
+fn v2_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn conf_version(store: &Path) -> u32 {
+    let c = fs::read(store.join("revfs.conf")).unwrap();
+    u32::from_le_bytes(c[8..12].try_into().unwrap())
+}
+
+#[test]
+fn a_format_2_store_opens_and_its_flat_manifests_grow_into_trees() {
+    if !common::fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("v2-store");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-store");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&fixture)
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(conf_version(&store), 2);
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mut m = Mount::attach(store.clone(), mnt, tmp.path().join("daemon.log"));
+    m.start(&[]);
+    assert_eq!(conf_version(&store), revfs::format::FORMAT_VERSION);
+    let original = v2_bytes(7, 1 << 20);
+    let mut edited = original.clone();
+    edited[500_000..500_100].fill(b'E');
+    assert!(fs::read(m.p("weights.bin")).unwrap() == edited);
+    assert!(fs::read(m.p(".snapshots/before-edit/weights.bin")).unwrap() == original);
+    assert_eq!(fs::read(m.p("notes.txt")).unwrap(), b"v2 store\n");
+    // Grow it to ~2,000 chunks (a tree of several leaves) and edit the
+    // old part: the old versions stay as they were.
+    let more = common::bytes(3, 100 << 20);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(m.p("weights.bin"))
+            .unwrap();
+        f.write_all(&more).unwrap();
+        f.sync_all().unwrap();
+        f.write_all_at(b"after", 10).unwrap();
+        f.sync_all().unwrap();
+    }
+    edited.extend_from_slice(&more);
+    edited[10..15].copy_from_slice(b"after");
+    m.remount(&[]);
+    assert!(fs::read(m.p("weights.bin")).unwrap() == edited);
+    assert!(fs::read(m.p(".snapshots/before-edit/weights.bin")).unwrap() == original);
+    let (ok, out) = revfs(&[
+        "log".as_ref(),
+        m.p("weights.bin").as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{out}");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(log.len(), 4, "{out}");
+    let sizes: Vec<u64> = log.iter().map(|e| e["size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes[..2], [1 << 20, 1 << 20]);
+    m.unmount();
     let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
     assert!(ok, "{out}");
 }

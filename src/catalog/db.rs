@@ -283,6 +283,9 @@ impl Db {
             // revfs flushes explicitly at every commit; the background flush
             // only bounds how much metadata-only change a crash can lose.
             .flush_every_ms(Some(500))
+            // sled caches 1 GiB by default: the daemon's memory would grow
+            // with the store (an index entry per chunk) up to that.
+            .cache_capacity(64 << 20)
             .open()
             .map_err(|e| {
                 Error::Store(format!(

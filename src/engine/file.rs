@@ -6,24 +6,26 @@
 //! base extents), so the staging path never sees streamed bytes.
 //!
 //! Recording a version ([`FileState::record`]) reuses every unchanged base
-//! extent and re-chunks only around the changes, stopping where the
-//! chunker's cuts meet the old extent boundaries again, so an append to a
-//! large file costs the appended bytes plus about one chunk, and an edit
-//! in the middle the chunks around it. Regions never written and beyond the old content are
-//! holes: they read as zeros and are stored as hole extents, taking no space.
+//! extent, and every unchanged subtree of the base's manifest tree, and
+//! re-chunks only around the changes, stopping where the chunker's cuts
+//! meet the old extent boundaries again, so an append to a large file
+//! costs the appended bytes plus about one chunk, and an edit in the middle
+//! the chunks around it and one manifest node per tree level. Regions
+//! never written and beyond the old content are holes: they read as zeros
+//! and are stored as hole extents, taking no space.
 
 use super::stream::Stream;
 use crate::chunker;
 use crate::error::{Error, Result};
-use crate::format::{Extent, Manifest, Time};
+use crate::format::{Extent, Time};
 use crate::ids::{ObjectId, ObjectKind};
+use crate::manifest::{Builder, Content};
 use crate::store::ObjectStore;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
 
 /// Disjoint, non-adjacent half-open ranges.
 #[derive(Default, Debug, Clone)]
@@ -88,16 +90,14 @@ enum Piece {
     Streamed(u64),
     /// Up to `end`, from the staging file.
     Staged(u64),
-    /// Up to `end`, from base extent `idx`.
-    Base(u64, usize),
+    /// Up to `end`, from the base's chunk `id`, which starts at `start`.
+    Base { end: u64, start: u64, id: ObjectId },
     /// Up to `end`, zeros.
     Zero(u64),
 }
 
 pub struct FileState {
-    base: Arc<Manifest>,
-    /// Start offset of each base extent.
-    starts: Vec<u64>,
+    base: Content,
     /// Base bytes at or beyond this offset read as zeros (after a truncate).
     base_limit: u64,
     pub size: u64,
@@ -113,18 +113,12 @@ pub struct FileState {
 }
 
 impl FileState {
-    pub fn new(base: Arc<Manifest>) -> FileState {
-        let mut starts = Vec::with_capacity(base.extents.len());
-        let mut off = 0;
-        for x in &base.extents {
-            starts.push(off);
-            off += x.len();
-        }
+    pub fn new(base: Content) -> FileState {
+        let size = base.size();
         FileState {
             base,
-            starts,
-            base_limit: off,
-            size: off,
+            base_limit: size,
+            size,
             written: RangeSet::default(),
             staging: None,
             stream: None,
@@ -134,27 +128,32 @@ impl FileState {
         }
     }
 
-    fn piece(&self, pos: u64) -> Piece {
+    /// Bytes in chunk extents of the last recorded version (for st_blocks).
+    pub fn allocated(&self) -> u64 {
+        self.base.allocated()
+    }
+
+    fn piece(&self, store: &ObjectStore, pos: u64) -> Result<Piece> {
         if let Some(s) = &self.stream
             && pos >= s.start
         {
             // The stream is the end of the file.
-            return Piece::Streamed(s.pos().min(self.size));
+            return Ok(Piece::Streamed(s.pos().min(self.size)));
         }
         let next_staged = match self.written.at(pos) {
-            Ok((_, e)) => return Piece::Staged(e.min(self.size)),
+            Ok((_, e)) => return Ok(Piece::Staged(e.min(self.size))),
             Err(next) => next.unwrap_or(u64::MAX).min(self.size),
         };
-        if pos < self.base_limit {
-            let idx = self.starts.partition_point(|s| *s <= pos) - 1;
-            let ext_end = self.starts[idx] + self.base.extents[idx].len();
-            let end = ext_end.min(self.base_limit).min(next_staged);
-            return match self.base.extents[idx] {
+        if pos < self.base_limit
+            && let Some((start, x)) = self.base.extent_at(store, pos)?
+        {
+            let end = (start + x.len()).min(self.base_limit).min(next_staged);
+            return Ok(match x {
                 Extent::Hole { .. } => Piece::Zero(end),
-                Extent::Chunk { .. } => Piece::Base(end, idx),
-            };
+                Extent::Chunk { id, .. } => Piece::Base { end, start, id },
+            });
         }
-        Piece::Zero(next_staged)
+        Ok(Piece::Zero(next_staged))
     }
 
     /// Reads up to `buf.len()` bytes at `off`; returns how many (0 at EOF).
@@ -163,7 +162,7 @@ impl FileState {
         let mut pos = off;
         while pos < end {
             let dst = &mut buf[(pos - off) as usize..];
-            let n = match self.piece(pos) {
+            let n = match self.piece(store, pos)? {
                 Piece::Streamed(e) => {
                     let n = (e.min(end) - pos) as usize;
                     let s = self.stream.as_ref().expect("streamed piece");
@@ -177,13 +176,10 @@ impl FileState {
                     f.read_exact_at(&mut dst[..n], pos)?;
                     n
                 }
-                Piece::Base(e, idx) => {
+                Piece::Base { end: e, start, id } => {
                     let n = (e.min(end) - pos) as usize;
-                    let Extent::Chunk { id, .. } = self.base.extents[idx] else {
-                        unreachable!("Base pieces are chunks")
-                    };
                     let data = store.get(&id)?;
-                    let at = (pos - self.starts[idx]) as usize;
+                    let at = (pos - start) as usize;
                     let src = data.get(at..at + n).ok_or_else(|| {
                         Error::corrupt(format!("chunk {id}"), "shorter than its extent")
                     })?;
@@ -215,8 +211,14 @@ impl FileState {
         if self.stream.as_ref().is_some_and(|s| s.pos() != off) {
             self.fold(store)?;
         }
-        if self.stream.is_none() && self.can_stream_at(off) {
-            self.stream = Some(Stream::new(off));
+        if self.stream.is_none()
+            && self.written.first().is_none()
+            && off == self.size
+            && off <= self.base_limit
+        {
+            // Everything before is unchanged base content: stream from
+            // here when it ends on an extent boundary.
+            self.stream = Stream::new(store, &self.base, off)?;
         }
         if let Some(s) = &mut self.stream {
             s.feed(store, data)?;
@@ -237,43 +239,20 @@ impl FileState {
         Ok(())
     }
 
-    /// Whether a write at `off` can start a stream: everything before it
-    /// is unchanged base content ending on an extent boundary.
-    fn can_stream_at(&self, off: u64) -> bool {
-        let base_end = self
-            .starts
-            .last()
-            .map_or(0, |s| s + self.base.extents.last().map_or(0, Extent::len));
-        self.written.first().is_none()
-            && off == self.size
-            && off <= self.base_limit
-            && (off == base_end || self.starts.binary_search(&off).is_ok())
-    }
-
-    /// Turns the stream into base extents: chunks its tail and makes the
-    /// base "prefix + stream". Nothing is recorded.
+    /// Turns the stream into the base (its tree is the file's content
+    /// now). Nothing is recorded.
     fn fold(&mut self, store: &ObjectStore) -> Result<()> {
         let Some(s) = self.stream.take() else {
             return Ok(());
         };
-        let start = s.start;
-        let mut extents: Vec<Extent> = self
-            .base
-            .extents
-            .iter()
-            .zip(&self.starts)
-            .take_while(|(x, at)| **at + x.len() <= start)
-            .map(|(x, _)| *x)
-            .collect();
-        extents.extend(s.finish(store)?);
-        let manifest = Arc::new(Manifest { extents });
+        let base = s.finish(store)?;
         let size = self.size;
         *self = FileState {
             mtime: self.mtime,
             dirty: self.dirty,
             staging: self.staging.take(),
             written: std::mem::take(&mut self.written),
-            ..FileState::new(manifest)
+            ..FileState::new(base)
         };
         debug_assert_eq!(self.size, size);
         Ok(())
@@ -306,68 +285,59 @@ impl FileState {
         written.min(self.base_limit).min(self.size)
     }
 
-    /// The index of the base extent starting at `pos` when that whole
-    /// extent is unchanged (its bytes can be reused as they are).
-    fn reusable_at(&self, pos: u64) -> Option<usize> {
-        let idx = self.starts.binary_search(&pos).ok()?;
-        let end = pos + self.base.extents[idx].len();
-        (end <= self.next_change(pos)).then_some(idx)
+    /// Whether a base extent starts at `pos` and is unchanged as a whole
+    /// (its bytes can be reused as they are).
+    fn reusable_at(&self, store: &ObjectStore, pos: u64) -> Result<bool> {
+        Ok(match self.base.extent_at(store, pos)? {
+            Some((start, x)) => start == pos && pos + x.len() <= self.next_change(pos),
+            None => false,
+        })
     }
 
-    /// Chunks what changed into the store and returns the new manifest.
-    /// The state then reads from that manifest alone.
+    /// Chunks what changed into the store and builds the new manifest tree;
+    /// returns its root. The state then reads from that version alone.
     ///
-    /// Unchanged base extents are reused as they are; the chunker starts at
-    /// the extent holding a changed byte and stops at the first cut that
-    /// falls on an old extent boundary followed by an unchanged extent
-    /// (content-defined chunking resynchronizes there: going on would cut
-    /// exactly the old extents again). So a small edit anywhere in a large
-    /// file costs the chunks around it, and scattered edits the chunks
-    /// around each.
-    pub fn record(&mut self, store: &ObjectStore) -> Result<Arc<Manifest>> {
+    /// Unchanged base content is reused as it is, whole subtrees at a time;
+    /// the chunker starts at the extent holding a changed byte and stops at
+    /// the first cut that falls on an old extent boundary followed by an
+    /// unchanged extent (content-defined chunking resynchronizes there:
+    /// going on would cut exactly the old extents again). So a small edit
+    /// anywhere in a large file costs the chunks around it and a path of
+    /// manifest nodes, and scattered edits that around each.
+    pub fn record(&mut self, store: &ObjectStore) -> Result<Option<ObjectId>> {
         self.fold(store)?;
-        let mut extents = Vec::new();
+        let mut tree = Builder::default();
         let mut pos = 0;
         let mut chunked = 0;
         while pos < self.size {
-            if let Some(idx) = self.reusable_at(pos) {
-                let x = self.base.extents[idx];
-                match x {
-                    Extent::Hole { len } => push_hole(&mut extents, len),
-                    Extent::Chunk { .. } => extents.push(x),
+            let change = self.next_change(pos);
+            if change > pos {
+                let to_is_end = change == self.size && self.size == self.base.size();
+                let reached = tree.push_old(store, &self.base, pos, change, to_is_end)?;
+                if reached > pos {
+                    pos = reached;
+                    continue;
                 }
-                pos += x.len();
-                continue;
             }
-            if let Piece::Zero(e) = self.piece(pos) {
-                push_hole(&mut extents, e - pos);
+            if let Piece::Zero(e) = self.piece(store, pos)? {
+                tree.push(store, Extent::Hole { len: e - pos })?;
                 pos = e;
                 continue;
             }
-            // A run of data up to the next zero region.
-            let mut run_end = pos;
-            while run_end < self.size {
-                match self.piece(run_end) {
-                    Piece::Zero(_) => break,
-                    Piece::Staged(e) | Piece::Base(e, _) | Piece::Streamed(e) => run_end = e,
-                }
-            }
+            // A run of data up to the next zero region, chunked until the
+            // cuts meet the old extents again.
             let reader = RunReader {
                 state: self,
                 store,
                 pos,
-                end: run_end,
             };
             let mut cut = pos;
             chunker::chunk_until(reader, |chunk| {
                 let id = store.put(ObjectKind::Chunk, chunk)?;
-                extents.push(Extent::Chunk {
-                    len: chunk.len() as u64,
-                    id,
-                });
-                cut += chunk.len() as u64;
-                // Resynchronized: the old extents from here on are reused.
-                Ok(self.reusable_at(cut).is_none())
+                let len = chunk.len() as u64;
+                tree.push(store, Extent::Chunk { len, id })?;
+                cut += len;
+                Ok(!self.reusable_at(store, cut)?)
             })?;
             if cut == pos {
                 return Err(Error::corrupt(
@@ -378,43 +348,19 @@ impl FileState {
             chunked += cut - pos;
             pos = cut;
         }
-        let manifest = Arc::new(Manifest { extents });
+        let content = tree.finish(store)?;
+        let id = content.id();
         *self = FileState {
             mtime: self.mtime,
             staging: self.staging.take(),
             last_chunked: chunked,
-            ..FileState::new(manifest.clone())
+            ..FileState::new(content)
         };
         if let Some(f) = &self.staging {
             // Frees the staged bytes; the file is reused for the next writes.
             f.set_len(0)?;
         }
-        Ok(manifest)
-    }
-}
-
-/// Stores a manifest; an empty file has none.
-pub fn store_manifest(store: &ObjectStore, m: &Manifest) -> Result<Option<ObjectId>> {
-    if m.extents.is_empty() {
-        return Ok(None);
-    }
-    store.put(ObjectKind::Manifest, &m.encode()).map(Some)
-}
-
-/// Bytes held in data extents (for st_blocks).
-pub fn allocated(m: &Manifest) -> u64 {
-    m.extents
-        .iter()
-        .filter(|x| matches!(x, Extent::Chunk { .. }))
-        .map(Extent::len)
-        .sum()
-}
-
-fn push_hole(extents: &mut Vec<Extent>, len: u64) {
-    if let Some(Extent::Hole { len: l }) = extents.last_mut() {
-        *l += len;
-    } else {
-        extents.push(Extent::Hole { len });
+        Ok(id)
     }
 }
 
@@ -433,23 +379,34 @@ fn anonymous_file(dir: &Path) -> Result<File> {
     Ok(f)
 }
 
-/// Reads the merged view over [pos, end) in large blocks, for the chunker.
+/// Reads the merged view from `pos` in large blocks, for the chunker, up
+/// to the next region of zeros (which becomes a hole) or the end.
 struct RunReader<'a> {
     state: &'a FileState,
     store: &'a ObjectStore,
     pos: u64,
-    end: u64,
+}
+
+impl RunReader<'_> {
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if self.pos >= self.state.size {
+            return Ok(0);
+        }
+        let end = match self.state.piece(self.store, self.pos)? {
+            Piece::Zero(_) => return Ok(0),
+            Piece::Staged(e) | Piece::Streamed(e) | Piece::Base { end: e, .. } => e,
+        };
+        let n = buf.len().min((end - self.pos) as usize);
+        let got = self.state.read_into(self.store, self.pos, &mut buf[..n])?;
+        self.pos += got as u64;
+        Ok(got)
+    }
 }
 
 impl Read for RunReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf.len().min((self.end - self.pos) as usize);
-        let got = self
-            .state
-            .read_into(self.store, self.pos, &mut buf[..n])
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        self.pos += got as u64;
-        Ok(got)
+        self.read_some(buf)
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 }
 
@@ -458,9 +415,27 @@ mod tests {
     use super::*;
 
     use crate::chunker::tests::bytes;
+    use std::sync::Arc;
 
-    fn lengths(m: &Manifest) -> Vec<usize> {
-        m.extents.iter().map(|x| x.len() as usize).collect()
+    fn extents(store: &ObjectStore, st: &FileState) -> Vec<Extent> {
+        let mut out = Vec::new();
+        if let Some(id) = st.base.id() {
+            crate::manifest::walk(store, id, |v| {
+                if let crate::manifest::Visit::Extent(x) = v {
+                    out.push(*x);
+                }
+                Ok(true)
+            })
+            .unwrap();
+        }
+        out
+    }
+
+    fn lengths(store: &ObjectStore, st: &FileState) -> Vec<usize> {
+        extents(store, st)
+            .iter()
+            .map(|x| x.len() as usize)
+            .collect()
     }
 
     /// Scattered edits re-chunk only around each edit, and the result is
@@ -473,20 +448,21 @@ mod tests {
         std::fs::create_dir(&packs).unwrap();
         let store = ObjectStore::open(&packs, db, false).unwrap();
         let mut content = bytes(1, 24 << 20);
-        let mut st = FileState::new(Arc::new(Manifest::default()));
+        let mut st = FileState::new(Content::default());
         st.write(&store, tmp.path(), 0, &content).unwrap();
-        let base = st.record(&store).unwrap();
-        assert_eq!(lengths(&base), chunker::chunk_lengths(&content));
+        st.record(&store).unwrap();
+        let base = lengths(&store, &st);
+        assert_eq!(base, chunker::chunk_lengths(&content));
         let puts_before = store.pending().len();
         // Three 4 KiB edits far apart, one straddling an old boundary.
-        let b1 = lengths(&base).iter().take(40).sum::<usize>() as u64;
+        let b1 = base.iter().take(40).sum::<usize>() as u64;
         for (i, off) in [100u64, b1 - 2000, 20 << 20].into_iter().enumerate() {
             let data = bytes(10 + i as u64, 4096);
             st.write(&store, tmp.path(), off, &data).unwrap();
             content[off as usize..off as usize + 4096].copy_from_slice(&data);
         }
-        let m = st.record(&store).unwrap();
-        assert_eq!(lengths(&m), chunker::chunk_lengths(&content));
+        st.record(&store).unwrap();
+        assert_eq!(lengths(&store, &st), chunker::chunk_lengths(&content));
         let new_chunks = store.pending().len() - puts_before;
         assert!(
             new_chunks <= 3 * 4,
@@ -508,13 +484,13 @@ mod tests {
         content[n - 10..].copy_from_slice(b"0123456789");
         st.truncate(&store, (n - 100_000) as u64).unwrap();
         st.truncate(&store, n as u64 + 50_000).unwrap();
-        let m = st.record(&store).unwrap();
+        st.record(&store).unwrap();
         content.truncate(n - 100_000);
         let data_lens = chunker::chunk_lengths(&content);
-        let got = lengths(&m);
+        let got = lengths(&store, &st);
         assert_eq!(&got[..got.len() - 1], &data_lens[..]);
         assert!(matches!(
-            m.extents.last(),
+            extents(&store, &st).last(),
             Some(Extent::Hole { len: 150_000 })
         ));
     }

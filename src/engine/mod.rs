@@ -21,8 +21,9 @@ mod stream;
 
 use crate::catalog::db::{Batch, Db, Inode, Version};
 use crate::error::{Error, Result};
-use crate::format::{FileType, Manifest, Node, Time};
+use crate::format::{FileType, Node, Time};
 use crate::ids::{CommitSeq, Ino, ObjectId};
+use crate::manifest::Content;
 use crate::replica::{ReplicaStatus, Replicator};
 use crate::store::ObjectStore;
 use file::FileState;
@@ -440,11 +441,9 @@ impl Engine {
         }
     }
 
-    pub fn load_manifest(&self, id: Option<ObjectId>) -> Result<Arc<Manifest>> {
-        match id {
-            None => Ok(Arc::new(Manifest::default())),
-            Some(id) => Ok(Arc::new(Manifest::decode(&self.store.get(&id)?)?)),
-        }
+    /// A file version's content (reads only its root now).
+    pub fn load_manifest(&self, id: Option<ObjectId>) -> Result<Content> {
+        Content::open(&self.store, id)
     }
 
     // ----------------------------------------------------------- files ---
@@ -616,10 +615,9 @@ impl Engine {
             // is reachable in history; publish the earlier one first.
             self.commit(false)?;
         }
-        let manifest = st.record(&self.store)?;
+        let id = st.record(&self.store)?;
         crate::crashpoint::crash_point("record:chunks-written");
-        let id = file::store_manifest(&self.store, &manifest)?;
-        let size = manifest.size();
+        let size = st.size;
         let _ns = lock(&self.ns);
         let mut inode = match self.inode(ino) {
             Ok(i) => i,
@@ -638,7 +636,7 @@ impl Engine {
         }
         inode.node.content = id;
         inode.node.size = size;
-        inode.node.allocated = file::allocated(&manifest);
+        inode.node.allocated = st.allocated();
         p.content
             .insert(ino, (ContentOverlay::of(&inode.node), published));
         let now = Time::now();

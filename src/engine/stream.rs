@@ -13,15 +13,16 @@ use crate::chunker::{AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
 use crate::error::{Error, Result};
 use crate::format::Extent;
 use crate::ids::ObjectKind;
+use crate::manifest::{Builder, Content};
 use crate::store::ObjectStore;
 
 pub struct Stream {
     /// File offset where the stream began (an extent boundary of the base).
     pub start: u64,
-    /// Chunks cut so far, covering `[start, start + cut)`.
-    pub extents: Vec<Extent>,
-    starts: Vec<u64>,
-    cut: u64,
+    /// The base before `start`, then the chunks cut so far: the file's
+    /// manifest tree, built as the bytes arrive (memory stays one node a
+    /// level however long the file grows).
+    tree: Builder,
     /// `buf[head..]` are the bytes after the cut, not yet chunked; the
     /// consumed front is dropped once per write, not once per chunk.
     buf: Vec<u8>,
@@ -29,20 +30,24 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(start: u64) -> Stream {
-        Stream {
+    /// A stream that goes on from `base`'s content before `start`; `None`
+    /// when `start` is not where an extent of `base` ends.
+    pub fn new(store: &ObjectStore, base: &Content, start: u64) -> Result<Option<Stream>> {
+        let mut tree = Builder::default();
+        if tree.push_old(store, base, 0, start, false)? != start {
+            return Ok(None);
+        }
+        Ok(Some(Stream {
             start,
-            extents: Vec::new(),
-            starts: Vec::new(),
-            cut: 0,
+            tree,
             buf: Vec::with_capacity(MAX_CHUNK * 2),
             head: 0,
-        }
+        }))
     }
 
     /// The offset the next sequential write must have.
     pub fn pos(&self) -> u64 {
-        self.start + self.cut + self.pending().len() as u64
+        self.tree.pos() + self.pending().len() as u64
     }
 
     fn pending(&self) -> &[u8] {
@@ -63,28 +68,29 @@ impl Stream {
 
     fn store_chunk(&mut self, store: &ObjectStore, len: usize) -> Result<()> {
         let id = store.put(ObjectKind::Chunk, &self.pending()[..len])?;
-        self.starts.push(self.start + self.cut);
-        self.extents.push(Extent::Chunk {
-            len: len as u64,
-            id,
-        });
-        self.cut += len as u64;
+        self.tree.push(
+            store,
+            Extent::Chunk {
+                len: len as u64,
+                id,
+            },
+        )?;
         self.head += len;
         Ok(())
     }
 
-    /// Chunks what is left; the stream's extents then cover all its bytes.
-    pub fn finish(mut self, store: &ObjectStore) -> Result<Vec<Extent>> {
+    /// Chunks what is left; returns the whole file's content.
+    pub fn finish(mut self, store: &ObjectStore) -> Result<Content> {
         while !self.pending().is_empty() {
             let len = first_cut(self.pending());
             self.store_chunk(store, len)?;
         }
-        Ok(self.extents)
+        self.tree.finish(store)
     }
 
     /// Copies stream bytes at file offset `pos` into `dst`; returns how many.
     pub fn read(&self, store: &ObjectStore, pos: u64, dst: &mut [u8]) -> Result<usize> {
-        let cut_end = self.start + self.cut;
+        let cut_end = self.tree.pos();
         if pos >= cut_end {
             let at = (pos - cut_end) as usize;
             let pending = self.pending();
@@ -92,14 +98,16 @@ impl Stream {
             dst[..n].copy_from_slice(&pending[at..at + n]);
             return Ok(n);
         }
-        let i = self.starts.partition_point(|s| *s <= pos) - 1;
-        let Extent::Chunk { id, len } = self.extents[i] else {
+        let Some((start, Extent::Chunk { id, len })) = self.tree.extent_at(store, pos)? else {
             return Err(Error::corrupt("stream", "hole in a stream"));
         };
         let data = store.get(&id)?;
-        let at = (pos - self.starts[i]) as usize;
+        let at = (pos - start) as usize;
         let n = dst.len().min(len as usize - at);
-        dst[..n].copy_from_slice(&data[at..at + n]);
+        let src = data
+            .get(at..at + n)
+            .ok_or_else(|| Error::corrupt(format!("chunk {id}"), "shorter than its extent"))?;
+        dst[..n].copy_from_slice(src);
         Ok(n)
     }
 }

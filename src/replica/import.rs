@@ -11,8 +11,9 @@
 
 use crate::catalog::db::{Batch, Db, Dentry, IndexEntry, Inode, Version};
 use crate::error::{Error, Result};
-use crate::format::{Commit, Extent, FileType, Manifest, Tree};
+use crate::format::{Commit, Extent, FileType, Tree};
 use crate::ids::{CommitSeq, Ino, ObjectId, ObjectKind};
+use crate::manifest::{self, Visit};
 use crate::store::ObjectStore;
 use crate::store::pack::{self, PackReader};
 use std::collections::HashMap;
@@ -97,21 +98,34 @@ impl Completeness<'_> {
         ok
     }
 
+    /// Whether every node and chunk of a manifest tree is there; subtrees
+    /// shared with versions checked before are not walked again.
     fn manifest(&mut self, id: ObjectId) -> bool {
         if let Some(v) = self.memo.get(&id) {
             return *v;
         }
-        let ok = match self.store.get(&id).and_then(|b| Manifest::decode(&b)) {
-            Err(_) => false,
-            Ok(m) => m.extents.iter().all(|x| match x {
-                Extent::Chunk { id, .. } => self
-                    .store
-                    .locate(id)
-                    .is_ok_and(|e| e.is_some_and(|e| e.kind == ObjectKind::Chunk)),
-                Extent::Hole { .. } => true,
-            }),
-        };
-        self.memo.insert(id, ok);
+        let (store, memo) = (self.store, &self.memo);
+        let mut walked = Vec::new();
+        let ok = manifest::walk(store, id, |v| match v {
+            Visit::Node(n) => {
+                if memo.get(n) == Some(&true) {
+                    return Ok(false);
+                }
+                walked.push(*n);
+                Ok(true)
+            }
+            Visit::Extent(Extent::Chunk { id, .. }) => match store.locate(id)? {
+                Some(e) if e.kind == ObjectKind::Chunk => Ok(true),
+                _ => Err(Error::corrupt(format!("chunk {id}"), "not in the replica")),
+            },
+            Visit::Extent(Extent::Hole { .. }) => Ok(true),
+        })
+        .is_ok();
+        if ok {
+            self.memo.extend(walked.into_iter().map(|n| (n, true)));
+        } else {
+            self.memo.insert(id, false);
+        }
         ok
     }
 }
