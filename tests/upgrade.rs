@@ -145,6 +145,11 @@ fn a_format_2_store_opens_and_its_flat_manifests_grow_into_trees() {
             .unwrap();
         f.write_all(&more).unwrap();
         f.sync_all().unwrap();
+        // (pwrite on an O_APPEND descriptor appends, as on Linux.)
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(m.p("weights.bin"))
+            .unwrap();
         f.write_all_at(b"after", 10).unwrap();
         f.sync_all().unwrap();
     }
