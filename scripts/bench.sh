@@ -290,6 +290,6 @@ if s:
     print(f"| daemon RSS after writing a {s['big_bytes'] / 2**30:.0f} GiB file | {s['rss_kib_after_big_write'] / 1024:.0f} MiB (target <= 150) | before {s['rss_kib_before'] / 1024:.0f} MiB |")
     if "seq_mbs" in s:
         n, b = s["seq_mbs"]["revfs"], s["seq_mbs"]["base"]
-        print(f"| sequential {s['seq_bytes'] / 2**30:.1f} GiB write + fsync / cold read, this build / release before trees | {n['write'] / b['write']:.2f}x / {n['read'] / b['read']:.2f}x (target 1) | before {b['write']:.0f} / {b['read']:.0f} MB/s |")
+        print(f"| sequential {s['seq_bytes'] / 2**30:.1f} GiB write + fsync / cold read, this build / release before trees | {n['write'] / b['write']:.2f}x / {n['read'] / b['read']:.2f}x (target 1) | before {b['write']:.0f} / {b['read']:.0f} MB/s; daemon CPU per GiB written {n['cpu_s_per_gib']:.2f} s, before {b['cpu_s_per_gib']:.2f} s |")
 print(f"\nJSON: {path}")
 PY

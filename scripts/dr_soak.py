@@ -46,14 +46,33 @@ def writer(rng, mnt, store, stop, fsynced, marks, errors):
     """Writes versions of a few paths; records every fsync'ed version and,
     when the replica reports lag 0, how many were fsync'ed before."""
     names = [f"small{i}.txt" for i in range(4)] + [f"ckpt/model{i}.bin" for i in range(3)]
+    names.append("ckpt/large.bin")
     os.makedirs(os.path.join(mnt, "ckpt"), exist_ok=True)
+    # A 40 MiB file edited in place: its content is a manifest tree of
+    # several leaves, and each version rewrites only some of them.
+    large = None
     n = 0
     try:
         while not stop.is_set():
             name = rng.choice(names)
-            size = rng.randint(1, 64 << 10) if name.startswith("small") else rng.randint(1 << 20, 6 << 20)
-            data = rng.randbytes(size)
             path = os.path.join(mnt, name)
+            if name == "ckpt/large.bin" and large is not None and os.path.exists(path):
+                with open(path, "rb+") as f:
+                    for _ in range(rng.randint(1, 3)):
+                        edit = rng.randbytes(rng.randint(1, 200 << 10))
+                        off = rng.randrange(0, len(large) - len(edit))
+                        os.pwrite(f.fileno(), edit, off)
+                        large[off:off + len(edit)] = edit
+                    os.fsync(f.fileno())
+                fsynced.append((name, hashlib.sha256(large).hexdigest()))
+                n += 1
+                continue
+            if name == "ckpt/large.bin":
+                large = bytearray(rng.randbytes(40 << 20))
+                data = bytes(large)
+            else:
+                size = rng.randint(1, 64 << 10) if name.startswith("small") else rng.randint(1 << 20, 6 << 20)
+                data = rng.randbytes(size)
             if rng.random() < 0.5:
                 tmp = path + ".tmp"
                 with open(tmp, "wb") as f:

@@ -155,7 +155,17 @@ impl Nodes {
             let (i, at) = node.find(pos - start);
             start += at;
             let next = match &node.node {
-                ManifestNode::Leaf(x) => return Ok((start, x[i])),
+                ManifestNode::Leaf(x) => {
+                    // Lengths that do not add up (a damaged tree) must not
+                    // send a read outside its extent.
+                    if pos < start || pos >= start + x[i].len() {
+                        return Err(Error::corrupt(
+                            "manifest tree",
+                            "subtree lengths do not match their nodes",
+                        ));
+                    }
+                    return Ok((start, x[i]));
+                }
                 ManifestNode::Inner { level, children } => {
                     self.get(store, &children[i].id, level - 1)?
                 }
