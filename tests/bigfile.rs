@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Mount, bytes, revfs, status};
+use common::{Mount, Rng, bytes, revfs, status};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -19,20 +19,6 @@ use std::time::Duration;
 
 /// (offset, bytes) of one pwrite.
 type Edit = (u64, Vec<u8>);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn hash_file(path: &Path) -> blake3::Hash {
     let mut f = File::open(path).unwrap();
@@ -92,7 +78,7 @@ fn random_edits_truncates_and_holes_of_a_2_gib_file_match_the_model_in_every_ver
             Some(*at)
         })
         .collect();
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     let f = OpenOptions::new().write(true).open(&path).unwrap();
     for i in 0..8u64 {
         let len = [1u64, 4096, 100_000, 700_000][i as usize % 4];
@@ -193,7 +179,7 @@ fn kill_9_during_large_file_versions_loses_nothing_fsynced() {
                 let Ok(f) = OpenOptions::new().write(true).open(&path) else {
                     return;
                 };
-                let mut rng = Rng(1000 + cycle);
+                let mut rng = Rng::new(1000 + cycle);
                 for i in 0.. {
                     let n = 1 + rng.below(600_000);
                     let off = rng.below(len - n);

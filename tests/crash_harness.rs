@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::Mount;
+use common::{Mount, Rng};
 use revfs::engine::snapshots::AT_DIR;
 use revfs::engine::{Engine, Options};
 use revfs::ids::Ino;
@@ -25,29 +25,6 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-struct Rng(u64);
-impl Rng {
-    /// A well-mixed start state for any seed (nearby seeds diverge at once).
-    fn new(seed: u64) -> Rng {
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| (self.next() >> 24) as u8).collect()
-    }
-}
 
 fn hash(b: &[u8]) -> [u8; 32] {
     *blake3::hash(b).as_bytes()

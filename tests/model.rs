@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::Mount;
+use common::{Mount, Rng};
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -59,19 +59,6 @@ enum Op {
         mode: u32,
     },
     Remount,
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, xs: &'a [&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
 }
 
 const DIRS: &[&str] = &["", "d0/", "d1/", "d0/e/"];

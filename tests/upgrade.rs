@@ -13,28 +13,41 @@ mod common;
 
 use common::{Mount, revfs, status};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A copy of fixture `name` in a new temporary directory.
+fn fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join(name);
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&from)
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    (tmp, store)
+}
+
+fn mount(tmp: &tempfile::TempDir, store: &Path) -> Mount {
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mut m = Mount::attach(store.to_path_buf(), mnt, tmp.path().join("daemon.log"));
+    m.start(&[]);
+    m
+}
 
 #[test]
 fn a_format_1_store_opens_upgraded_with_all_its_history() {
     if !common::fuse_available() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("v1-store");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-store");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(&fixture)
-        .arg(&store)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let mnt = tmp.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let mut m = Mount::attach(store.clone(), mnt, tmp.path().join("daemon.log"));
-    m.start(&[]);
+    let (tmp, store) = fixture("v1-store");
+    let mut m = mount(&tmp, &store);
     assert_eq!(fs::read(m.p("a.txt")).unwrap(), b"three\n");
     assert_eq!(fs::read_link(m.p("link")).unwrap().to_str(), Some("a.txt"));
     assert_eq!(fs::read(m.p("d/b.bin")).unwrap(), vec![b'x'; 100]);
@@ -87,20 +100,6 @@ fn a_format_1_store_opens_upgraded_with_all_its_history() {
     assert!(ok, "{out}");
 }
 
-/// The bytes `tests/fixtures/v2-store` was written with (xorshift64, the
-/// byte at bits 24..32).
-fn v2_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn conf_version(store: &Path) -> u32 {
     let c = fs::read(store.join("revfs.conf")).unwrap();
     u32::from_le_bytes(c[8..12].try_into().unwrap())
@@ -111,23 +110,12 @@ fn a_format_2_store_opens_and_its_flat_manifests_grow_into_trees() {
     if !common::fuse_available() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("v2-store");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-store");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(&fixture)
-        .arg(&store)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let (tmp, store) = fixture("v2-store");
     assert_eq!(conf_version(&store), 2);
-    let mnt = tmp.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let mut m = Mount::attach(store.clone(), mnt, tmp.path().join("daemon.log"));
-    m.start(&[]);
+    let mut m = mount(&tmp, &store);
     assert_eq!(conf_version(&store), revfs::format::FORMAT_VERSION);
-    let original = v2_bytes(7, 1 << 20);
+    // The fixture was written with these bytes (xorshift64 from 7, bits 24..32).
+    let original = common::Rng(7).bytes(1 << 20);
     let mut edited = original.clone();
     edited[500_000..500_100].fill(b'E');
     assert!(fs::read(m.p("weights.bin")).unwrap() == edited);
