@@ -758,7 +758,7 @@ mod tests {
             let at = |i: usize| starts.get(i).copied().unwrap_or(old.size());
             let index_of = |off: u64| starts.binary_search(&off).unwrap();
             let leaves = leaf_starts(&store, &old);
-            let mut pick = |next: &mut dyn FnMut() -> u64| -> usize {
+            let pick = |next: &mut dyn FnMut() -> u64| -> usize {
                 if next() % 2 == 0 && !leaves.is_empty() {
                     index_of(leaves[(next() % leaves.len() as u64) as usize])
                 } else {
