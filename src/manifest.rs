@@ -759,7 +759,7 @@ mod tests {
             let index_of = |off: u64| starts.binary_search(&off).unwrap();
             let leaves = leaf_starts(&store, &old);
             let pick = |next: &mut dyn FnMut() -> u64| -> usize {
-                if next() % 2 == 0 && !leaves.is_empty() {
+                if next().is_multiple_of(2) && !leaves.is_empty() {
                     index_of(leaves[(next() % leaves.len() as u64) as usize])
                 } else {
                     (next() % list.len() as u64) as usize
