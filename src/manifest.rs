@@ -67,44 +67,31 @@ fn ends_node(hash: u64, count: usize, mask: u64, max: usize) -> bool {
     count >= max || (count >= MIN_ITEMS && hash & mask == 0)
 }
 
+/// Where each of a run of items starts, given their lengths.
+fn offsets(lens: impl Iterator<Item = u64>) -> Vec<u64> {
+    lens.scan(0, |at, l| {
+        let s = *at;
+        *at += l;
+        Some(s)
+    })
+    .collect()
+}
+
 /// A decoded node with the offset of each item inside it.
 pub struct Node {
     pub node: ManifestNode,
     starts: Vec<u64>,
+    len: u64,
 }
 
 impl Node {
     fn new(node: ManifestNode) -> Node {
-        let mut off = 0;
         let starts = match &node {
-            ManifestNode::Leaf(x) => x
-                .iter()
-                .map(|x| {
-                    let s = off;
-                    off += x.len();
-                    s
-                })
-                .collect(),
-            ManifestNode::Inner { children, .. } => children
-                .iter()
-                .map(|c| {
-                    let s = off;
-                    off += c.len;
-                    s
-                })
-                .collect(),
+            ManifestNode::Leaf(x) => offsets(x.iter().map(Extent::len)),
+            ManifestNode::Inner { children, .. } => offsets(children.iter().map(|c| c.len)),
         };
-        Node { node, starts }
-    }
-
-    fn len(&self) -> u64 {
-        match &self.node {
-            ManifestNode::Leaf(x) => self.starts.last().map_or(0, |s| s + x[x.len() - 1].len()),
-            ManifestNode::Inner { children, .. } => self
-                .starts
-                .last()
-                .map_or(0, |s| s + children[children.len() - 1].len),
-        }
+        let len = node.len();
+        Node { node, starts, len }
     }
 
     /// The item holding `pos` (relative to the node's start, < len) and its start.
@@ -201,7 +188,7 @@ impl Content {
     }
 
     pub fn size(&self) -> u64 {
-        self.root.as_ref().map_or(0, |r| r.1.len())
+        self.root.as_ref().map_or(0, |r| r.1.len)
     }
 
     /// Bytes in chunk extents (for st_blocks).
@@ -212,7 +199,7 @@ impl Content {
     /// The extent holding `pos` and where it starts; `None` at or past the end.
     pub fn extent_at(&self, store: &ObjectStore, pos: u64) -> Result<Option<(u64, Extent)>> {
         match &self.root {
-            Some((_, root)) if pos < root.len() => {
+            Some((_, root)) if pos < root.len => {
                 self.nodes.extent_at(store, root.clone(), 0, pos).map(Some)
             }
             _ => Ok(None),
@@ -272,7 +259,7 @@ impl Builder {
 
     fn emit_leaf(&mut self, store: &ObjectStore) -> Result<()> {
         let start = self.leaf_start;
-        let child = put_node(store, ManifestNode::Leaf(std::mem::take(&mut self.leaf)))?.0;
+        let child = put_node(store, &ManifestNode::Leaf(std::mem::take(&mut self.leaf)))?;
         self.push_child(store, 1, child, start)
     }
 
@@ -304,7 +291,7 @@ impl Builder {
             level: u8::try_from(level).map_err(|_| Error::TooBig)?,
             children: items,
         };
-        let child = put_node(store, node)?.0;
+        let child = put_node(store, &node)?;
         self.push_child(store, level + 1, child, start)
     }
 
@@ -335,7 +322,7 @@ impl Builder {
             return Ok(from);
         };
         let mut pos = from;
-        'next: while pos < to && pos < root.len() {
+        'next: while pos < to && pos < root.len {
             let (mut node, mut start) = (root.clone(), 0u64);
             loop {
                 let (i, at) = node.find(pos - start);
@@ -384,8 +371,7 @@ impl Builder {
             if self.leaf.is_empty() {
                 return Ok(Content::default());
             }
-            let (_, id, node) = put_node(store, ManifestNode::Leaf(self.leaf))?;
-            return Ok(root(id, node));
+            return stored_root(store, ManifestNode::Leaf(self.leaf));
         }
         if !self.leaf.is_empty() {
             self.emit_leaf(store)?;
@@ -402,8 +388,7 @@ impl Builder {
                     level: u8::try_from(level).map_err(|_| Error::TooBig)?,
                     children: std::mem::take(&mut self.inner[level - 1].0),
                 };
-                let (_, id, node) = put_node(store, node)?;
-                return Ok(root(id, node));
+                return stored_root(store, node);
             }
             if pending > 0 {
                 self.emit_inner(store, level)?;
@@ -451,21 +436,22 @@ impl Builder {
     }
 }
 
-fn root(id: ObjectId, node: ManifestNode) -> Content {
-    Content {
+/// Stores `node` as the root of a content.
+fn stored_root(store: &ObjectStore, node: ManifestNode) -> Result<Content> {
+    let id = put_node(store, &node)?.id;
+    Ok(Content {
         root: Some((id, Arc::new(Node::new(node)))),
         nodes: Nodes::default(),
-    }
+    })
 }
 
-fn put_node(store: &ObjectStore, node: ManifestNode) -> Result<(Child, ObjectId, ManifestNode)> {
-    let id = store.put(ObjectKind::Manifest, &node.encode())?;
-    let child = Child {
+/// Stores `node`; returns the reference its parent holds.
+fn put_node(store: &ObjectStore, node: &ManifestNode) -> Result<Child> {
+    Ok(Child {
         len: node.len(),
         data: node.data(),
-        id,
-    };
-    Ok((child, id, node))
+        id: store.put(ObjectKind::Manifest, &node.encode())?,
+    })
 }
 
 /// What [`walk`] shows its visitor.
@@ -636,14 +622,7 @@ mod tests {
         let (_t, store) = store();
         let x = extents(2, 100_000);
         let old = build(&store, &x);
-        let starts: Vec<u64> = x
-            .iter()
-            .scan(0, |at, e| {
-                let s = *at;
-                *at += e.len();
-                Some(s)
-            })
-            .collect();
+        let starts = offsets(x.iter().map(Extent::len));
         let end = old.size();
         let at = |i: usize| starts.get(i).copied().unwrap_or(end);
         for (a, b, hole, max_nodes) in [
@@ -747,14 +726,7 @@ mod tests {
             }
             let old = build(&store, &list);
             let list = merged(&list);
-            let starts: Vec<u64> = list
-                .iter()
-                .scan(0, |at, e| {
-                    let s = *at;
-                    *at += e.len();
-                    Some(s)
-                })
-                .collect();
+            let starts = offsets(list.iter().map(Extent::len));
             let at = |i: usize| starts.get(i).copied().unwrap_or(old.size());
             let index_of = |off: u64| starts.binary_search(&off).unwrap();
             let leaves = leaf_starts(&store, &old);

@@ -161,40 +161,47 @@ impl FileState {
         let end = self.size.min(off.saturating_add(buf.len() as u64));
         let mut pos = off;
         while pos < end {
-            let dst = &mut buf[(pos - off) as usize..];
-            let n = match self.piece(store, pos)? {
-                Piece::Streamed(e) => {
-                    let n = (e.min(end) - pos) as usize;
-                    let s = self.stream.as_ref().expect("streamed piece");
-                    s.read(store, pos, &mut dst[..n])?
-                }
-                Piece::Staged(e) => {
-                    let n = (e.min(end) - pos) as usize;
-                    let f = self.staging.as_ref().ok_or_else(|| {
-                        Error::corrupt("staging file", "written range without staging file")
-                    })?;
-                    f.read_exact_at(&mut dst[..n], pos)?;
-                    n
-                }
-                Piece::Base { end: e, start, id } => {
-                    let n = (e.min(end) - pos) as usize;
-                    let data = store.get(&id)?;
-                    let at = (pos - start) as usize;
-                    let src = data.get(at..at + n).ok_or_else(|| {
-                        Error::corrupt(format!("chunk {id}"), "shorter than its extent")
-                    })?;
-                    dst[..n].copy_from_slice(src);
-                    n
-                }
-                Piece::Zero(e) => {
-                    let n = (e.min(end) - pos) as usize;
-                    dst[..n].fill(0);
-                    n
-                }
-            };
-            pos += n as u64;
+            let dst = &mut buf[(pos - off) as usize..(end - off) as usize];
+            pos += self.read_piece(store, self.piece(store, pos)?, pos, dst)? as u64;
         }
         Ok((end.saturating_sub(off)) as usize)
+    }
+
+    /// Copies bytes of `piece` (what is at `pos`) into `dst`, at most to
+    /// the piece's end; returns how many.
+    fn read_piece(
+        &self,
+        store: &ObjectStore,
+        piece: Piece,
+        pos: u64,
+        dst: &mut [u8],
+    ) -> Result<usize> {
+        let upto = |e: u64| dst.len().min((e - pos) as usize);
+        Ok(match piece {
+            Piece::Streamed(e) => {
+                let n = upto(e);
+                let s = self.stream.as_ref().expect("streamed piece");
+                s.read(store, pos, &mut dst[..n])?
+            }
+            Piece::Staged(e) => {
+                let n = upto(e);
+                let f = self.staging.as_ref().ok_or_else(|| {
+                    Error::corrupt("staging file", "written range without staging file")
+                })?;
+                f.read_exact_at(&mut dst[..n], pos)?;
+                n
+            }
+            Piece::Base { end: e, start, id } => {
+                let n = upto(e);
+                store.copy_out(&id, (pos - start) as usize, &mut dst[..n])?;
+                n
+            }
+            Piece::Zero(e) => {
+                let n = upto(e);
+                dst[..n].fill(0);
+                n
+            }
+        })
     }
 
     pub fn write(
@@ -392,12 +399,11 @@ impl RunReader<'_> {
         if self.pos >= self.state.size {
             return Ok(0);
         }
-        let end = match self.state.piece(self.store, self.pos)? {
-            Piece::Zero(_) => return Ok(0),
-            Piece::Staged(e) | Piece::Streamed(e) | Piece::Base { end: e, .. } => e,
-        };
-        let n = buf.len().min((end - self.pos) as usize);
-        let got = self.state.read_into(self.store, self.pos, &mut buf[..n])?;
+        let piece = self.state.piece(self.store, self.pos)?;
+        if let Piece::Zero(_) = piece {
+            return Ok(0);
+        }
+        let got = self.state.read_piece(self.store, piece, self.pos, buf)?;
         self.pos += got as u64;
         Ok(got)
     }

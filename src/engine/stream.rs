@@ -101,13 +101,9 @@ impl Stream {
         let Some((start, Extent::Chunk { id, len })) = self.tree.extent_at(store, pos)? else {
             return Err(Error::corrupt("stream", "hole in a stream"));
         };
-        let data = store.get(&id)?;
         let at = (pos - start) as usize;
         let n = dst.len().min(len as usize - at);
-        let src = data
-            .get(at..at + n)
-            .ok_or_else(|| Error::corrupt(format!("chunk {id}"), "shorter than its extent"))?;
-        dst[..n].copy_from_slice(src);
+        store.copy_out(&id, at, &mut dst[..n])?;
         Ok(n)
     }
 }

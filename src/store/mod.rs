@@ -216,6 +216,17 @@ impl ObjectStore {
         Ok(f)
     }
 
+    /// Copies the object's bytes from offset `at` into all of `dst` (a
+    /// chunk read through an extent that covers part of it).
+    pub fn copy_out(&self, id: &ObjectId, at: usize, dst: &mut [u8]) -> Result<()> {
+        let data = self.get(id)?;
+        let src = data
+            .get(at..at + dst.len())
+            .ok_or_else(|| Error::corrupt(format!("chunk {id}"), "shorter than its extent"))?;
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+
     /// The verified bytes of an object.
     pub fn get(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
         if let Some(v) = lock(&self.cache).get(id) {
