@@ -7,7 +7,8 @@
 //! `{"cmd": "snapshot_create", "name": N}`, `{"cmd": "snapshot_delete", "name": N}`,
 //! `{"cmd": "snapshot_list"}`, `{"cmd": "log", "path": "relative/path"}`,
 //! `{"cmd": "verify", "replica": P, "repair": B}`,
-//! `{"cmd": "restore", "path": P, "at": TIME_OR_NAME, "to": P}`.
+//! `{"cmd": "restore", "path": P, "at": TIME_OR_NAME, "to": P}`,
+//! `{"cmd": "prune", "policy": {...}, "dry_run": B}`.
 //! Response: `{"ok": <value>}` or `{"error": "<one line>"}`.
 //!
 //! [`request`] sends a request to the daemon when one serves the store and
@@ -48,6 +49,10 @@ pub enum Request {
         at: String,
         to: Option<String>,
     },
+    Prune {
+        policy: crate::retention::Policy,
+        dry_run: bool,
+    },
 }
 
 impl Request {
@@ -60,6 +65,7 @@ impl Request {
                 | Request::SnapshotDelete { .. }
                 | Request::Verify { repair: true, .. }
                 | Request::Restore { .. }
+                | Request::Prune { dry_run: false, .. }
         )
     }
 }
@@ -92,6 +98,11 @@ fn handle(engine: &Engine, req: Request) -> Result<Value> {
             let t = engine.instant_of(&at)?;
             json(engine.restore(&path, t, to.as_deref())?)
         }
+        Request::Prune { policy, dry_run } => json(crate::retention::prune(
+            engine,
+            &crate::retention::PruneOptions { policy, dry_run },
+            &mut |_, _| {},
+        )?),
         Request::Verify { replica, repair } => json(crate::verify::verify(
             engine,
             replica.as_deref(),
@@ -175,7 +186,12 @@ pub fn call(store: &Path, req: &Request) -> Result<Option<Value>> {
         Ok(c) => c,
         Err(_) => return Ok(None),
     };
-    conn.set_read_timeout(Some(Duration::from_secs(120)))?;
+    // Prune and verify walk the whole store; the rest answer at once.
+    let wait = match req {
+        Request::Prune { .. } | Request::Verify { .. } => 24 * 3600,
+        _ => 120,
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(wait)))?;
     let mut out = serde_json::to_vec(req).map_err(|e| Error::Store(e.to_string()))?;
     out.push(b'\n');
     (&conn).write_all(&out)?;

@@ -84,6 +84,96 @@ impl Drop for CommitLoop {
     }
 }
 
+/// Prunes under the store's policy (re-read from its config each round,
+/// so `revfs policy` takes effect without a remount) every interval.
+struct PruneLoop {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PruneLoop {
+    fn start(engine: Arc<Engine>, store: PathBuf) -> PruneLoop {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("revfs-prune".into())
+            .spawn(move || {
+                let (lock, cv) = &*s;
+                let mut over = false;
+                let mut failed = false;
+                loop {
+                    let cfg = crate::repo::Config::read(&store).map(|c| c.1);
+                    let interval = cfg
+                        .as_ref()
+                        .map_or(crate::repo::DEFAULT_PRUNE_INTERVAL, |c| c.prune_interval());
+                    let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    let stopped = cv
+                        .wait_timeout_while(stopped, interval, |st| !*st)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    if *stopped {
+                        break;
+                    }
+                    drop(stopped);
+                    let Ok(cfg) = cfg else { continue };
+                    let policy = cfg.policy();
+                    engine.set_policy(policy.clone());
+                    if !policy.drops_anything() {
+                        continue;
+                    }
+                    let opts = crate::retention::PruneOptions {
+                        policy,
+                        dry_run: false,
+                    };
+                    match crate::retention::prune(&engine, &opts, &mut |_, _| {}) {
+                        Ok(r) => {
+                            failed = false;
+                            if r.commits_dropped + r.packs_deleted + r.packs_repacked > 0 {
+                                tracing::info!(
+                                    "prune: dropped {} commits, freed {} bytes ({} packs deleted, {} repacked) in {:.2} s",
+                                    r.commits_dropped,
+                                    r.bytes_freed,
+                                    r.packs_deleted,
+                                    r.packs_repacked,
+                                    r.seconds
+                                );
+                            }
+                            if r.over_max_size != over {
+                                over = r.over_max_size;
+                                if over {
+                                    tracing::warn!(
+                                        "the protected history alone is over --max-size ({} bytes): it is kept;                                          loosen --keep-within/--keep-versions or raise --max-size",
+                                        r.max_size.unwrap_or(0)
+                                    );
+                                } else {
+                                    tracing::info!("the store fits --max-size again");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            if !std::mem::replace(&mut failed, true) {
+                                tracing::error!("prune failed: {e}");
+                            }
+                        }
+                    }
+                }
+            })
+            .ok();
+        PruneLoop { stop, thread }
+    }
+}
+
+impl Drop for PruneLoop {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Mounts `store` at `mountpoint` and serves it in the foreground until it
 /// is unmounted or the process gets SIGINT/SIGTERM; then flushes.
 ///
@@ -183,11 +273,13 @@ pub fn run(
         .map_err(Error::Io)?;
 
     let commits = CommitLoop::start(engine.clone(), opts.commit_interval);
+    let pruner = (!engine.read_only()).then(|| PruneLoop::start(engine.clone(), store.clone()));
     let control = control::Server::start(&runtime_dir(store)?.join(SOCKET_FILE), engine.clone())?;
     tracing::info!("mounted {} at {}", store.display(), mountpoint.display());
     startup.ready();
     let served = session.run();
     drop(control);
+    drop(pruner);
     drop(commits);
     sig_handle.close();
     // `destroy` flushed already when the kernel said goodbye; this covers

@@ -73,5 +73,5 @@ impl Ino {
 pub struct CommitSeq(pub u64);
 
 /// The number of a pack file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PackNo(pub u64);

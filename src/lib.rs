@@ -4,7 +4,8 @@
 //! Layers, bottom up: `format` (bytes on disk), `store` (objects in packs),
 //! `manifest` (a file's content as a tree of extents),
 //! `catalog` (sled: live tree, versions, commits, object index), `engine`
-//! (POSIX semantics and the commit protocol), `fs` (the FUSE adapter),
+//! (POSIX semantics and the commit protocol), `reach` (what references
+//! what) and `retention` (policies, prune), `fs` (the FUSE adapter),
 //! `daemon` + `control` (a mounted store and its control socket).
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -20,8 +21,10 @@ pub mod format;
 pub mod fs;
 pub mod ids;
 pub mod manifest;
+pub mod reach;
 pub mod replica;
 pub mod repo;
+pub mod retention;
 pub mod status;
 pub mod store;
 pub mod sys;

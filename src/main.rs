@@ -9,22 +9,9 @@ use revfs::{Error, Result, control, repo};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod progress {
-    /// A progress bar on a terminal, hidden otherwise (scripts, logs).
-    pub fn bar(msg: &'static str) -> indicatif::ProgressBar {
-        let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            indicatif::ProgressBar::new(0)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message(msg);
-        bar
-    }
-}
+mod cli;
+
+use cli::{PolicyArgs, parse_duration};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -60,6 +47,39 @@ enum Cmd {
         /// Replicate to this existing directory (another disk, NFS, CephFS...).
         #[arg(long)]
         replica: Option<PathBuf>,
+        /// The retention policy the store keeps (see `revfs policy`).
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Drop the history outside a retention policy and give its space back
+    /// (TARGET: a store, or a path in its mount: then the daemon does it while serving).
+    Prune {
+        target: PathBuf,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Say what would go; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or set the retention policy a store keeps (a mounted store prunes
+    /// itself under it every --prune-interval).
+    Policy {
+        target: PathBuf,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// How often a mounted store prunes itself (default 10m).
+        #[arg(long, value_parser = parse_duration)]
+        prune_interval: Option<Duration>,
+        /// How long the replica keeps what a prune deleted (default 24h).
+        #[arg(long, value_parser = parse_duration)]
+        replica_delete_after: Option<Duration>,
+        /// Forget the policy (keep everything) before applying the flags.
+        #[arg(long)]
+        clear: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Re-hash every object and check references; exit 0 only when clean.
     Verify {
@@ -128,6 +148,15 @@ enum Cmd {
         /// ...one per hour this far back, and one per day beyond.
         #[arg(long, default_value = "30d", value_parser = parse_duration)]
         list_hourly: Duration,
+        /// Retention policy (kept in the store's config: set once).
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Prune under the policy this often (default 10m; kept in the config).
+        #[arg(long, value_parser = parse_duration)]
+        prune_interval: Option<Duration>,
+        /// The replica keeps what a prune deleted this long (default 24h).
+        #[arg(long, value_parser = parse_duration)]
+        replica_delete_after: Option<Duration>,
     },
     /// Make, list or drop named snapshots (on a store or a mounted path).
     Snapshot {
@@ -162,35 +191,25 @@ enum Cmd {
     },
 }
 
-fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => return Err(format!("unknown unit in {s} (use ms, s, m, h)")),
-    };
-    if !(0.0..=1e9).contains(&secs) {
-        return Err(format!("duration out of range: {s}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
     serde_json::from_value(v).map_err(|e| Error::Store(format!("unexpected answer: {e}")))
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Init { store, replica } => {
+        Cmd::Init {
+            store,
+            replica,
+            policy,
+        } => {
             repo::init_with_replica(&store, replica.as_deref())?;
+            let change = cli::policy::Change {
+                flags: &policy,
+                prune_interval: None,
+                replica_delete_after: None,
+                clear: false,
+            };
+            cli::policy::apply(&store, &change)?;
             match replica {
                 Some(dir) => println!(
                     "created revfs store {} replicating to {}",
@@ -223,7 +242,7 @@ fn run(cli: Cli) -> Result<()> {
                             ..Options::default()
                         },
                     )?;
-                    let bar = progress::bar("verifying");
+                    let bar = cli::byte_bar("verifying");
                     let report =
                         revfs::verify::verify(&r.engine, replica.as_deref(), repair, |d, t| {
                             bar.set_length(t);
@@ -337,7 +356,7 @@ fn run(cli: Cli) -> Result<()> {
             new_store,
             json,
         } => {
-            let bar = progress::bar("recovering");
+            let bar = cli::byte_bar("recovering");
             let got = revfs::replica::recover::recover(&replica, &new_store, |done, total| {
                 bar.set_length(total);
                 bar.set_position(done);
@@ -385,7 +404,20 @@ fn run(cli: Cli) -> Result<()> {
             commit_interval,
             list_minutely,
             list_hourly,
+            policy,
+            prune_interval,
+            replica_delete_after,
         } => {
+            if !read_only {
+                // Set once: what the mount is told to keep, the store keeps.
+                let change = cli::policy::Change {
+                    flags: &policy,
+                    prune_interval,
+                    replica_delete_after,
+                    clear: false,
+                };
+                cli::policy::apply(&store, &change)?;
+            }
             let opts = MountOptions {
                 engine: Options {
                     min_version_interval,
@@ -395,6 +427,7 @@ fn run(cli: Cli) -> Result<()> {
                         hourly: list_hourly,
                     },
                     replica_sync,
+                    policy: Default::default(),
                 },
                 replica,
                 commit_interval,
@@ -466,6 +499,29 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Cmd::Log { path, json } => log(&path, json),
+        Cmd::Prune {
+            target,
+            policy,
+            dry_run,
+            json,
+        } => cli::prune::run(&target, &policy, dry_run, json),
+        Cmd::Policy {
+            target,
+            policy,
+            prune_interval,
+            replica_delete_after,
+            clear,
+            json,
+        } => cli::policy::run(
+            &target,
+            &cli::policy::Change {
+                flags: &policy,
+                prune_interval,
+                replica_delete_after,
+                clear,
+            },
+            json,
+        ),
         Cmd::Restore { path, at, to, json } => restore(&path, &at, to.as_deref(), json),
     }
 }

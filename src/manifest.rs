@@ -224,6 +224,20 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// Every object the tree being built refers to so far (chunks of the
+    /// open leaf, subtrees of the open inner nodes): references that are
+    /// in memory only until `finish` writes them.
+    pub fn refs(&self, out: &mut Vec<(ObjectId, ObjectKind)>) {
+        for x in &self.leaf {
+            if let Extent::Chunk { id, .. } = x {
+                out.push((*id, ObjectKind::Chunk));
+            }
+        }
+        for (children, _) in &self.inner {
+            out.extend(children.iter().map(|c| (c.id, ObjectKind::Manifest)));
+        }
+    }
+
     /// The file offset the next extent covers from.
     pub fn pos(&self) -> u64 {
         self.placed + self.held.map_or(0, |h| h.len())

@@ -30,6 +30,40 @@ pub struct Config {
     /// "replica" in a replica's copy of the config; absent in a primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// The retention policy, set once (`init`, `mount`, `policy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::retention::Policy>,
+    /// How often a mounted store prunes itself under its policy (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_interval_secs: Option<f64>,
+    /// How long what a prune deletes stays on the replica (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_delete_after_secs: Option<f64>,
+}
+
+/// A mounted store prunes itself this often by default.
+pub const DEFAULT_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+/// What a prune deletes reaches the replica this much later by default.
+pub const DEFAULT_REPLICA_DELETE_AFTER: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
+
+impl Config {
+    /// The policy, or the empty one (keep everything).
+    pub fn policy(&self) -> crate::retention::Policy {
+        self.retention.clone().unwrap_or_default()
+    }
+
+    pub fn prune_interval(&self) -> std::time::Duration {
+        self.prune_interval_secs
+            .map_or(DEFAULT_PRUNE_INTERVAL, std::time::Duration::from_secs_f64)
+    }
+
+    pub fn replica_delete_after(&self) -> std::time::Duration {
+        self.replica_delete_after_secs.map_or(
+            DEFAULT_REPLICA_DELETE_AFTER,
+            std::time::Duration::from_secs_f64,
+        )
+    }
 }
 
 impl Config {
@@ -159,6 +193,9 @@ pub fn init(store: &Path) -> Result<Config> {
         cipher: None,
         replica: None,
         role: None,
+        retention: None,
+        prune_interval_secs: None,
+        replica_delete_after_secs: None,
     };
     // The config goes last: a store without it is not a store yet.
     cfg.write(store)?;
@@ -234,8 +271,9 @@ pub struct Repo {
 }
 
 impl Repo {
-    pub fn open(store: &Path, opts: Options) -> Result<Repo> {
+    pub fn open(store: &Path, mut opts: Options) -> Result<Repo> {
         let (version, config) = Config::read(store)?;
+        opts.policy = config.policy().merged(&opts.policy);
         if config.role.as_deref() == Some(crate::replica::ROLE_REPLICA) {
             return Repo::open_replica(store, config, opts);
         }

@@ -33,6 +33,9 @@ pub struct Status {
     #[serde(default)]
     pub history_inodes: u64,
     pub replica: crate::replica::ReplicaStatus,
+    /// The capacity plan under the store's retention policy.
+    #[serde(default)]
+    pub plan: crate::retention::plan::Plan,
 }
 
 /// Sets the counters that `status` reads (kept up to date by every
@@ -105,7 +108,9 @@ pub fn status(engine: &Engine) -> Result<Status> {
     let head_time = db
         .commit(CommitSeq(head))?
         .map(|(_, t)| crate::timefmt::rfc3339(t));
+    let plan = plan(engine, stored_bytes, live_bytes)?;
     Ok(Status {
+        plan,
         format: FORMAT_VERSION,
         live_bytes,
         logical_bytes,
@@ -125,6 +130,59 @@ pub fn status(engine: &Engine) -> Result<Status> {
         poisoned: engine.store.poison_reason(),
         history_inodes: engine.history_inodes() as u64,
         replica: engine.replica_status(),
+    })
+}
+
+/// The capacity plan of `engine`'s store under the policy it runs with.
+fn plan(
+    engine: &Engine,
+    stored_bytes: u64,
+    live_bytes: u64,
+) -> Result<crate::retention::plan::Plan> {
+    use crate::retention::plan::{self, Inputs, Plan};
+    let db = &engine.db;
+    let now = crate::format::Time::now();
+    let policy = engine.policy();
+    let (hour, hour_span) = plan::added_within(db, now, 3600)?;
+    let (day, day_span) = plan::added_within(db, now, 86400)?;
+    let per_day = |bytes: u64, span: u64| bytes as f64 * 86400.0 / span.max(1) as f64;
+    let growth = if day_span >= 3600 {
+        per_day(day, day_span)
+    } else {
+        per_day(hour, hour_span.max(60))
+    };
+    let kept = crate::retention::prune::kept_set(engine, &policy)?;
+    let commits = db.commits()?;
+    let oldest = commits.iter().find(|c| kept.contains(&c.0)).map(|c| c.2);
+    let age_days = oldest.map(|t| (now.as_nanos() - t.as_nanos()).max(0) as f64 / 86400e9);
+    let horizon_days = match policy.horizon_secs() {
+        Some(s) => Some(s as f64 / 86400.0),
+        None if policy.has_rules() => age_days,
+        None => None,
+    };
+    let (fs_total, fs_free) = crate::sys::fs_space(engine.store.packs_dir()).unwrap_or((0, 0));
+    let fs_room = fs_free + stored_bytes;
+    let max_size = policy.max_size.map(|m| m.bytes(fs_total));
+    let (projected_bytes, capacity_bytes, days_until_full) = plan::project(&Inputs {
+        stored_bytes,
+        live_bytes: live_bytes.min(stored_bytes),
+        growth_bytes_per_day: growth,
+        horizon_days,
+        max_size,
+        fs_room,
+    });
+    Ok(Plan {
+        policy: policy.describe(),
+        growth_last_hour_bytes: hour,
+        growth_last_day_bytes: day,
+        growth_bytes_per_day: growth,
+        kept_snapshots: kept.len() as u64,
+        horizon: oldest.map(crate::timefmt::rfc3339),
+        horizon_days,
+        projected_bytes,
+        capacity_bytes,
+        days_until_full,
+        over_max_size: engine.last_prune().is_some_and(|r| r.over_max_size),
     })
 }
 
@@ -186,6 +244,40 @@ impl std::fmt::Display for Status {
                     writeln!(f, "replica error:  {e}")?;
                 }
             }
+        }
+        let p = &self.plan;
+        writeln!(f, "policy:         {}", p.policy)?;
+        writeln!(
+            f,
+            "growth:         {:.1} MiB/day ({:.1} MiB last hour, {:.1} MiB last day)",
+            mib(p.growth_bytes_per_day as u64),
+            mib(p.growth_last_hour_bytes),
+            mib(p.growth_last_day_bytes)
+        )?;
+        writeln!(
+            f,
+            "kept:           {} snapshots{}",
+            p.kept_snapshots,
+            p.horizon
+                .as_ref()
+                .map(|t| format!(" back to {t}"))
+                .unwrap_or_default()
+        )?;
+        writeln!(
+            f,
+            "projected:      {:.1} MiB of {:.1} MiB; {}",
+            mib(p.projected_bytes),
+            mib(p.capacity_bytes),
+            match p.days_until_full {
+                Some(d) => format!("full in {d:.1} days"),
+                None => "settles below it".into(),
+            }
+        )?;
+        if p.over_max_size {
+            writeln!(
+                f,
+                "OVER MAX SIZE:  the protected history alone is over --max-size"
+            )?;
         }
         if let Some(p) = &self.poisoned {
             writeln!(f, "WRITES REFUSED: {p}")?;

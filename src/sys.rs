@@ -39,6 +39,14 @@ pub fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     Ok(s)
 }
 
+/// (total, available to unprivileged users) bytes of the filesystem
+/// holding `path`.
+pub fn fs_space(path: &Path) -> Option<(u64, u64)> {
+    let s = statvfs(path).ok()?;
+    let frsize = s.f_frsize;
+    Some((s.f_blocks * frsize, s.f_bavail * frsize))
+}
+
 /// Detaches the mount at `mnt` (`umount -l`); errors are ignored (there
 /// may be nothing mounted).
 pub fn lazy_unmount(mnt: &Path) {

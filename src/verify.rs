@@ -3,8 +3,9 @@
 //! side from the other.
 //!
 //! * Primary: every indexed object is read and hash-checked (bypassing the
-//!   cache); every object referenced by a commit (trees, manifests, chunks)
-//!   or by a live inode must be indexed.
+//!   cache); every object referenced by a kept commit (trees, manifests,
+//!   chunks; not its parent, which prune may have dropped) or by a live
+//!   inode must be indexed.
 //! * Replica: every record of every replica pack is hash-checked; every
 //!   object referenced by the replica's head must be in the replica.
 //! * Repair: a bad primary object is written again from the replica's
@@ -14,14 +15,13 @@
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::format::{Commit, Extent, FileType, Tree};
 use crate::ids::{ObjectId, PackNo};
-use crate::manifest::{self, Visit};
+use crate::reach::{Missing, Reach};
 use crate::replica;
 use crate::store::pack::{self, PackReader};
 use crate::store::read_record;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 #[derive(Debug, Default, Serialize)]
@@ -39,51 +39,23 @@ pub struct Report {
     pub clean: bool,
 }
 
-/// Every object reachable from the commits and the live tree.
-fn referenced(engine: &Engine, heads: &[ObjectId]) -> Result<HashSet<ObjectId>> {
-    let mut seen = HashSet::new();
-    let mut trees: Vec<ObjectId> = Vec::new();
-    let mut manifests: Vec<ObjectId> = Vec::new();
-    let mut commits: Vec<ObjectId> = heads.to_vec();
-    while let Some(c) = commits.pop() {
-        if !seen.insert(c) {
-            continue;
-        }
-        let Ok(bytes) = engine.store.get(&c) else {
-            continue;
-        };
-        let commit = Commit::decode(&bytes)?;
-        trees.push(commit.root);
-        commits.extend(commit.parent);
+/// Every object reachable from `commits` (and, with `live`, from the
+/// live tree), missing ones included: the shared walker, going on past
+/// what it cannot read.
+fn referenced(engine: &Engine, commits: &[ObjectId], live: bool) -> Result<Vec<ObjectId>> {
+    let mut reach = Reach::new(&engine.store, Missing::Note);
+    for c in commits {
+        reach.commit(*c)?;
     }
-    while let Some(t) = trees.pop() {
-        if !seen.insert(t) {
-            continue;
-        }
-        let Ok(bytes) = engine.store.get(&t) else {
-            continue;
-        };
-        for e in Tree::decode(&bytes)?.entries {
-            match (e.node.kind, e.node.content) {
-                (FileType::Directory, Some(id)) => trees.push(id),
-                (FileType::Regular, Some(id)) => manifests.push(id),
-                _ => {}
-            }
+    if live {
+        for inode in engine.db.inodes() {
+            reach.node(&inode?.node)?;
         }
     }
-    for m in manifests {
-        // A node that is not stored is reported as missing; the walk goes
-        // on below every node that is.
-        let walked = manifest::walk(&engine.store, m, |v| match v {
-            Visit::Node(id) => Ok(seen.insert(*id) && engine.store.locate(id)?.is_some()),
-            Visit::Extent(Extent::Chunk { id, .. }) => Ok(seen.insert(*id)),
-            Visit::Extent(Extent::Hole { .. }) => Ok(true),
-        });
-        if let Err(e) = walked {
-            tracing::warn!("manifest {m}: {e}");
-        }
+    for (id, why) in &reach.unreadable {
+        tracing::warn!("{id}: {why}");
     }
-    Ok(seen)
+    Ok(reach.ids().copied().collect())
 }
 
 fn commit_ids(engine: &Engine) -> Result<Vec<ObjectId>> {
@@ -103,6 +75,8 @@ pub fn verify(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report> {
     let mut report = Report::default();
+    // A prune deletes what it swept: not while this reads the index.
+    let _no_prune = engine.prune_guard();
     // Commits first, then the index: a commit publishes its objects' index
     // entries with it, so every object a commit read here references is in
     // the index read after it, even while the mount goes on committing.
@@ -123,7 +97,7 @@ pub fn verify(
     }
     progress(total, total);
     let indexed: HashMap<ObjectId, _> = index.iter().copied().collect();
-    for id in referenced(engine, &commits)? {
+    for id in referenced(engine, &commits, true)? {
         if !indexed.contains_key(&id) && engine.store.locate(&id)?.is_none() {
             report
                 .primary
@@ -154,7 +128,7 @@ pub fn verify(
             }
         }
         if let Some((_, head)) = replica::read_head(dir)? {
-            for id in referenced(engine, &[head])? {
+            for id in referenced(engine, &[head], false)? {
                 if !replica_index.contains_key(&id) && !bad_replica.iter().any(|(_, b, _)| *b == id)
                 {
                     side.missing.push(format!(

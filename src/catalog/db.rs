@@ -171,6 +171,14 @@ fn path_key(path: &str, seq: Option<CommitSeq>) -> Vec<u8> {
     k
 }
 
+/// The path-version entries of one path (by its hash), oldest first.
+pub type PathGroup = ([u8; 32], Vec<(CommitSeq, PathVersion)>);
+
+/// The hash a path's entries are grouped under in the path-version index.
+pub fn path_hash(path: &str) -> [u8; 32] {
+    *blake3::hash(path.as_bytes()).as_bytes()
+}
+
 /// A directory entry as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dentry {
@@ -261,6 +269,89 @@ impl Batch {
     pub fn put_counter(&mut self, name: &str, v: u64) {
         self.0
             .insert(key(b'm', &[name.as_bytes()]), v.to_le_bytes().to_vec());
+    }
+    pub fn del_commit(&mut self, seq: CommitSeq) {
+        self.0.remove(ino_key(b'c', Ino(seq.0)));
+    }
+    pub fn del_index(&mut self, id: &ObjectId) {
+        self.0.remove(key(b'o', &[&id.0]));
+    }
+    pub fn del_version(&mut self, ino: Ino, vseq: u64) {
+        self.0.remove(version_key(ino, vseq));
+    }
+    /// Removes the path-version entry with the raw key `k` (from
+    /// [`Db::path_version_keys`]).
+    pub fn del_path_version_key(&mut self, k: &[u8]) {
+        self.0.remove(k);
+    }
+    /// Cumulative stored bytes as of time bucket `bucket` (growth samples).
+    pub fn put_growth(&mut self, bucket: u64, total: u64) {
+        self.0
+            .insert(ino_key(b'g', Ino(bucket)), total.to_le_bytes().to_vec());
+    }
+    pub fn del_growth(&mut self, bucket: u64) {
+        self.0.remove(ino_key(b'g', Ino(bucket)));
+    }
+    /// A prune whose deletions wait to reach the replica.
+    pub fn put_replica_deletion(&mut self, no: u64, d: &ReplicaDeletion) {
+        self.0.insert(ino_key(b'r', Ino(no)), d.encode());
+    }
+    pub fn del_replica_deletion(&mut self, no: u64) {
+        self.0.remove(ino_key(b'r', Ino(no)));
+    }
+}
+
+/// What one prune took away, kept until the replica may lose it too
+/// (`--replica-delete-after`): the commits it dropped and the packs it
+/// deleted, and how much of the primary's packs the replica must hold
+/// first (the repacked copies).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaDeletion {
+    pub time: Time,
+    pub commits: Vec<CommitSeq>,
+    pub packs: Vec<PackNo>,
+    /// The replica must hold every pack before this one whole, and this
+    /// one up to `ship_len` bytes, before the packs above go.
+    pub ship_pack: PackNo,
+    pub ship_len: u64,
+}
+
+impl ReplicaDeletion {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.u8(1)
+            .time(self.time)
+            .u64(self.ship_pack.0)
+            .u64(self.ship_len);
+        e.u32(self.commits.len() as u32);
+        for c in &self.commits {
+            e.u64(c.0);
+        }
+        e.u32(self.packs.len() as u32);
+        for p in &self.packs {
+            e.u64(p.0);
+        }
+        e.0
+    }
+    fn decode(b: &[u8]) -> Result<ReplicaDeletion> {
+        let mut d = Dec::new(b, "replica deletion");
+        d.version(1)?;
+        let time = d.time()?;
+        let (ship_pack, ship_len) = (PackNo(d.u64()?), d.u64()?);
+        let n = d.count(8)?;
+        let commits = (0..n)
+            .map(|_| d.u64().map(CommitSeq))
+            .collect::<Result<_>>()?;
+        let n = d.count(8)?;
+        let packs = (0..n).map(|_| d.u64().map(PackNo)).collect::<Result<_>>()?;
+        d.end()?;
+        Ok(ReplicaDeletion {
+            time,
+            commits,
+            packs,
+            ship_pack,
+            ship_len,
+        })
     }
 }
 
@@ -483,6 +574,14 @@ impl Db {
         self.inos_with_prefix(b'z')
     }
 
+    /// Every inode record.
+    pub fn inodes(&self) -> impl Iterator<Item = Result<Inode>> + '_ {
+        self.db
+            .scan_prefix([b'i'])
+            .values()
+            .map(|v| Inode::decode(&v?))
+    }
+
     /// Number of inode records.
     pub fn inode_count(&self) -> usize {
         self.db.scan_prefix([b'i']).count()
@@ -502,6 +601,85 @@ impl Db {
             out.push(Ino(be_u64(&k?[1..])?));
         }
         Ok(out)
+    }
+
+    /// Raw keys of every path-version entry of a commit at or before
+    /// `upto`, with the path hash they belong to.
+    pub fn path_version_keys(&self, upto: CommitSeq) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for k in self.db.scan_prefix([b'h']).keys() {
+            let k = k?;
+            if k.len() == 41 && be_u64(&k[33..])? <= upto.0 {
+                out.push(k.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every path-version entry, grouped by path (by its hash), oldest
+    /// first within a group: (path hash, [(seq, version)]).
+    pub fn path_version_groups(&self) -> Result<Vec<PathGroup>> {
+        let mut out: Vec<PathGroup> = Vec::new();
+        for kv in self.db.scan_prefix([b'h']) {
+            let (k, v) = kv?;
+            if k.len() != 41 {
+                return Err(Error::corrupt("path version key", "bad length"));
+            }
+            let h: [u8; 32] = k[1..33]
+                .try_into()
+                .map_err(|_| Error::corrupt("path key", "bad length"))?;
+            let entry = (CommitSeq(be_u64(&k[33..])?), PathVersion::decode(&v)?);
+            match out.last_mut() {
+                Some((last, list)) if *last == h => list.push(entry),
+                _ => out.push((h, vec![entry])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every version record: (ino, vseq, version).
+    pub fn version_records(&self) -> Result<Vec<(Ino, u64, Version)>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([b'v']) {
+            let (k, v) = kv?;
+            if k.len() != 17 {
+                return Err(Error::corrupt("version key", "bad length"));
+            }
+            out.push((
+                Ino(be_u64(&k[1..9])?),
+                be_u64(&k[9..])?,
+                Version::decode(&v)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Growth samples from time bucket `from` on: (bucket, cumulative bytes).
+    pub fn growth(&self, from: u64) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .range(ino_key(b'g', Ino(from))..ino_key(b'h', Ino(0)))
+        {
+            let (k, v) = kv?;
+            out.push((be_u64(&k[1..])?, Dec::new(&v, "growth sample").u64()?));
+        }
+        Ok(out)
+    }
+
+    /// Prunes whose deletions have not reached the replica yet.
+    pub fn replica_deletions(&self) -> Result<Vec<(u64, ReplicaDeletion)>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([b'r']) {
+            let (k, v) = kv?;
+            out.push((be_u64(&k[1..])?, ReplicaDeletion::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Bytes sled's files take on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
     }
 
     pub fn counter(&self, name: &str) -> Result<u64> {

@@ -136,8 +136,9 @@ impl Engine {
         crash_point("commit:packs-synced");
 
         let mut b = Batch::default();
-        let (mut chunks, mut chunk_bytes) = (0, 0);
+        let (mut chunks, mut chunk_bytes, mut stored) = (0, 0, 0);
         for (id, e) in &index {
+            stored += e.stored_len as u64 + crate::format::RECORD_HEADER_LEN as u64;
             // `put` appends only objects not yet stored: every pending chunk
             // but a healed copy is a new one.
             if e.kind == ObjectKind::Chunk && !self.store.is_rewrite(id) {
@@ -164,6 +165,7 @@ impl Engine {
         let logical: u64 = versions.iter().map(|(_, _, v)| v.size).sum();
         add(&mut b, status::LOGICAL_BYTES, logical)?;
         add(&mut b, status::COMMITS, 1)?;
+        crate::retention::plan::note_growth(&self.db, &mut b, time, stored)?;
         for (ino, (c, _)) in &content {
             if let Some(mut rec) = self.db.inode(*ino)? {
                 c.apply(&mut rec.node);

@@ -129,6 +129,15 @@ impl FileState {
     }
 
     /// Bytes in chunk extents of the last recorded version (for st_blocks).
+    /// Objects this state refers to that no catalog record may hold yet:
+    /// the base content it reads through and the stream's open tree.
+    pub fn refs(&self, out: &mut Vec<(ObjectId, ObjectKind)>) {
+        out.extend(self.base.id().map(|id| (id, ObjectKind::Manifest)));
+        if let Some(s) = &self.stream {
+            s.refs(out);
+        }
+    }
+
     pub fn allocated(&self) -> u64 {
         self.base.allocated()
     }

@@ -320,7 +320,12 @@ impl Engine {
     }
 
     /// Every regular file under tree `id`, with paths under `prefix`.
-    fn all_files(&self, id: ObjectId, prefix: &str, out: &mut Vec<(String, Node)>) -> Result<()> {
+    pub(crate) fn all_files(
+        &self,
+        id: ObjectId,
+        prefix: &str,
+        out: &mut Vec<(String, Node)>,
+    ) -> Result<()> {
         let mut stack = vec![(id, prefix.to_string())];
         while let Some((id, prefix)) = stack.pop() {
             for e in self.cached_tree(&id)?.entries.iter() {
@@ -339,10 +344,15 @@ impl Engine {
     /// commit holds it. Unchanged subtrees are skipped by tree id, so the
     /// walk costs what changed between commits.
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        self.history_of(&self.db.commits()?)
+    }
+
+    /// [`Engine::history`] of the commits `commits` (seq, id, time), oldest first.
+    pub fn history_of(&self, commits: &[(CommitSeq, ObjectId, Time)]) -> Result<Vec<HistoryEntry>> {
         let mut out = Vec::new();
         let mut seen_trees: HashMap<String, ObjectId> = HashMap::new();
         let mut content: HashMap<String, Option<ObjectId>> = HashMap::new();
-        for (seq, id, time) in self.db.commits()? {
+        for &(seq, id, time) in commits {
             let c = Commit::decode(&self.store.get(&id)?)?;
             let mut stack = vec![(String::new(), c.root)];
             while let Some((dir, tree_id)) = stack.pop() {

@@ -16,6 +16,7 @@ pub mod file;
 pub mod history;
 mod namespace;
 pub mod restore;
+mod roots;
 pub mod snapshots;
 mod stream;
 
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use namespace::{DirEntry, SetAttr, StatFs};
+pub use roots::Paused;
 
 /// Tunables of a mounted engine.
 #[derive(Clone, Debug)]
@@ -46,6 +48,8 @@ pub struct Options {
     pub thinning: history::Thinning,
     /// fsync returns only once the replica holds the data too.
     pub replica_sync: bool,
+    /// The retention policy the store keeps (from its config).
+    pub policy: crate::retention::Policy,
 }
 
 impl Default for Options {
@@ -55,6 +59,7 @@ impl Default for Options {
             read_only: false,
             thinning: history::Thinning::default(),
             replica_sync: false,
+            policy: Default::default(),
         }
     }
 }
@@ -153,6 +158,11 @@ pub struct Engine {
     /// free-space checks of training frameworks) reuses it for a while
     /// rather than scanning every inode record at every call.
     inode_count: Mutex<Option<(std::time::Instant, u64)>>,
+    /// One prune at a time (`retention::prune`), and what the last one did.
+    prune: Mutex<()>,
+    last_prune: Mutex<Option<crate::retention::PruneReport>>,
+    /// The policy now (the store's config is re-read by the prune loop).
+    policy: Mutex<crate::retention::Policy>,
 }
 
 /// How long statfs reuses a count of the inodes.
@@ -236,7 +246,11 @@ impl Engine {
             lookups: Mutex::new(HashMap::new()),
             invalidator: Mutex::new(None),
             inode_count: Mutex::new(None),
+            prune: Mutex::new(()),
+            last_prune: Mutex::new(None),
+            policy: Mutex::new(Default::default()),
         };
+        e.set_policy(e.opts.policy.clone());
         if !e.opts.read_only {
             e.drop_orphans()?;
         }
@@ -275,6 +289,15 @@ impl Engine {
 
     pub fn options(&self) -> &Options {
         &self.opts
+    }
+
+    /// The retention policy in force.
+    pub fn policy(&self) -> crate::retention::Policy {
+        lock(&self.policy).clone()
+    }
+
+    pub fn set_policy(&self, p: crate::retention::Policy) {
+        *lock(&self.policy) = p;
     }
 
     /// The configured replica directory, without a replicator.

@@ -367,6 +367,14 @@ impl Engine {
         self.commit(true)?;
         let (contents, inval, mut out) = {
             let _ns = lock(&self.ns);
+            // A prune drops commits under this lock: the objects of one
+            // still listed here are kept, and of one gone, not.
+            if self.db.commit(seq)?.is_none() {
+                return Err(Error::Store(format!(
+                    "commit {} was dropped by prune while restoring",
+                    seq.0
+                )));
+            }
             let mut txn = Txn {
                 engine: self,
                 inodes: HashMap::new(),

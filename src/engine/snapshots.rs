@@ -154,6 +154,12 @@ impl Views {
         }
     }
 
+    /// The nodes of the view the kernel holds now (what a running read
+    /// of history needs).
+    pub(super) fn held(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values().map(|n| &n.node)
+    }
+
     /// Inodes of the view alive now.
     pub(super) fn len(&self) -> usize {
         self.nodes.len()

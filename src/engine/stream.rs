@@ -45,6 +45,11 @@ impl Stream {
         }))
     }
 
+    /// Objects the stream's tree refers to so far (see `Builder::refs`).
+    pub fn refs(&self, out: &mut Vec<(crate::ids::ObjectId, ObjectKind)>) {
+        self.tree.refs(out);
+    }
+
     /// The offset the next sequential write must have.
     pub fn pos(&self) -> u64 {
         self.tree.pos() + self.pending().len() as u64

@@ -19,12 +19,16 @@ use crate::catalog::db::{Db, IndexEntry};
 use crate::error::{Error, Result};
 use crate::format::{CODEC_LZ4, CODEC_RAW, RECORD_HEADER_LEN, RecordHeader};
 use crate::ids::{ObjectId, ObjectKind, PackNo};
+use crate::reach::IdSet;
 use lru::LruCache;
 use pack::{PackReader, PackWriter};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+/// The catalog counter that keeps pack numbers unique.
+pub const NEXT_PACK: &str = "next_pack";
 
 /// Decoded objects kept in memory; reads of a hot chunk skip decompression
 /// and re-hashing. Bounded by entry count (chunks are at most `MAX_CHUNK`).
@@ -44,6 +48,9 @@ pub struct ObjectStore {
     read_only: bool,
     /// The replica's packs directory, for healing corrupt reads.
     heal_from: Mutex<Option<PathBuf>>,
+    /// While a prune runs: every id `put` found already stored (a new
+    /// reference to an old object), which the prune must keep.
+    gc: Mutex<Option<IdSet>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -54,9 +61,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ObjectStore {
     pub fn open(packs_dir: &Path, db: Arc<Db>, read_only: bool) -> Result<ObjectStore> {
+        let mut writer = PackWriter::new(packs_dir)?;
+        // A pack number is never used twice, also after prune deleted the
+        // newest packs (a replica may still hold them).
+        writer.skip_to(PackNo(db.counter(NEXT_PACK)?));
         Ok(ObjectStore {
             dir: packs_dir.to_path_buf(),
-            writer: Mutex::new(PackWriter::new(packs_dir)?),
+            writer: Mutex::new(writer),
             db,
             pending: Mutex::new(HashMap::new()),
             rewritten: Mutex::new(Default::default()),
@@ -67,6 +78,7 @@ impl ObjectStore {
             poison: Mutex::new(None),
             read_only,
             heal_from: Mutex::new(None),
+            gc: Mutex::new(None),
         })
     }
 
@@ -110,9 +122,48 @@ impl ObjectStore {
     pub fn put(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId> {
         let id = ObjectId::of(kind, data);
         if self.locate(&id)?.is_some() {
-            return Ok(id);
+            let tracked = match lock(&self.gc).as_mut() {
+                Some(touched) => {
+                    touched.insert(id);
+                    true
+                }
+                None => false,
+            };
+            // A prune may have swept the entry just before it saw this
+            // reference: then the object is stored again.
+            if !tracked || self.locate(&id)?.is_some() {
+                return Ok(id);
+            }
         }
         self.append(kind, id, data)
+    }
+
+    /// Starts noting every old object that `put` hands out again (the
+    /// references a prune cannot see in the catalog yet).
+    pub fn track_reuse(&self) {
+        *lock(&self.gc) = Some(IdSet::default());
+    }
+
+    /// Stops noting reuse.
+    pub fn end_reuse(&self) {
+        *lock(&self.gc) = None;
+    }
+
+    /// The ids reused since `track_reuse`.
+    pub fn reused(&self) -> Vec<ObjectId> {
+        lock(&self.gc)
+            .as_ref()
+            .map(|t| t.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` (which removes index entries) with reuse frozen: `f`
+    /// gets the reused set, and no `put` can reuse an entry `f` removes
+    /// without seeing it gone.
+    pub fn with_reuse_frozen<T>(&self, f: impl FnOnce(&IdSet) -> Result<T>) -> Result<T> {
+        let g = lock(&self.gc);
+        let empty = IdSet::default();
+        f(g.as_ref().unwrap_or(&empty))
     }
 
     /// Writes a good copy of an object whose stored copy is damaged; the
@@ -183,6 +234,55 @@ impl ObjectStore {
         lock(&self.writer).open_pack()
     }
 
+    /// Seals the open pack (so that prune may work on it); the number the
+    /// next pack will get, which every pack sealed now is below.
+    pub fn rotate(&self) -> Result<PackNo> {
+        self.check_writable()?;
+        let mut w = lock(&self.writer);
+        w.seal().map_err(|e| self.poison(e))?;
+        Ok(w.next_no())
+    }
+
+    /// The number the next new pack will get.
+    pub fn next_pack(&self) -> PackNo {
+        lock(&self.writer).next_no()
+    }
+
+    /// Drops the cached reader of a deleted pack.
+    pub fn forget_pack(&self, no: PackNo) {
+        lock(&self.readers).remove(&no);
+    }
+
+    /// Copies the records of `objects` (verified) into the open pack and
+    /// makes them durable; their new locations, for the caller to publish.
+    pub fn copy_records(
+        &self,
+        objects: &[(ObjectId, IndexEntry)],
+    ) -> Result<Vec<(ObjectId, IndexEntry)>> {
+        self.check_writable()?;
+        let mut out = Vec::with_capacity(objects.len());
+        for (id, e) in objects {
+            let f = self.reader(e.pack)?;
+            let path = pack::pack_path(&self.dir, e.pack);
+            let hdr_at = e
+                .offset
+                .checked_sub(RECORD_HEADER_LEN as u64)
+                .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))?;
+            let stored = f
+                .read_at(hdr_at, RECORD_HEADER_LEN + e.stored_len as usize)
+                .map_err(Error::io_at(&path))?;
+            // Never copy damage forward: check before writing.
+            check_record(&stored, &path, id, e)?;
+            let header = RecordHeader::decode(&stored[..RECORD_HEADER_LEN])?;
+            let (pack, offset) = lock(&self.writer)
+                .append(&header, &stored[RECORD_HEADER_LEN..])
+                .map_err(|err| self.poison(err))?;
+            out.push((*id, IndexEntry { pack, offset, ..*e }));
+        }
+        self.sync()?;
+        Ok(out)
+    }
+
     /// Seals the open pack (at close).
     pub fn seal(&self) -> Result<()> {
         if self.read_only {
@@ -237,7 +337,10 @@ impl ObjectStore {
             tracing::error!("{err}");
             err
         })?;
-        let data = match self.read_verified(id, &e) {
+        let data = match self
+            .read_verified(id, &e)
+            .or_else(|err| self.read_moved(id, &e, err))
+        {
             Ok(d) => Arc::new(d),
             Err(err) => {
                 tracing::error!("read failed: {err}");
@@ -246,6 +349,15 @@ impl ObjectStore {
         };
         lock(&self.cache).put(*id, data.clone());
         Ok(data)
+    }
+
+    /// A read that failed because a prune moved the object (repack) and
+    /// deleted its old pack meanwhile: read it where it is now.
+    fn read_moved(&self, id: &ObjectId, was: &IndexEntry, err: Error) -> Result<Vec<u8>> {
+        match self.locate(id)? {
+            Some(now) if now != *was => self.read_verified(id, &now),
+            _ => Err(err),
+        }
     }
 
     /// The replica's copy of a damaged object, verified; the primary gets a

@@ -246,6 +246,18 @@ impl PackWriter {
         })
     }
 
+    /// Numbers new packs from `no` on, if that is past the next number.
+    pub fn skip_to(&mut self, no: PackNo) {
+        if no > self.next_no {
+            self.next_no = no;
+        }
+    }
+
+    /// The number the next new pack gets.
+    pub fn next_no(&self) -> PackNo {
+        self.next_no
+    }
+
     /// Appends one record; returns (pack, offset of the payload).
     pub fn append(&mut self, header: &RecordHeader, payload: &[u8]) -> Result<(PackNo, u64)> {
         if self

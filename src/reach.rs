@@ -1,0 +1,198 @@
+//! Reachability: the one walker that enumerates what a set of roots
+//! references (commits -> trees -> manifest nodes -> chunks), each object
+//! once. Prune marks with it (and fails on anything it cannot read, since
+//! an unread tree would leave its children unmarked), verify collects
+//! with it (and goes on past what is missing, to report it all).
+//!
+//! Memory: one [`IdSet`] entry per distinct object reached (32 bytes of
+//! id in an open-addressing table, about 40 bytes an object), whatever the
+//! number of commits or paths that share it.
+
+use crate::error::{Error, Result};
+use crate::format::{Commit, Extent, FileType, Node, RECORD_HEADER_LEN, Tree};
+use crate::ids::{ObjectId, ObjectKind};
+use crate::manifest::{self, Visit};
+use crate::store::ObjectStore;
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Object ids are BLAKE3 hashes: their first 8 bytes are already a good
+/// hash, so the set does not hash them again.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+}
+
+/// A set of object ids.
+pub type IdSet = HashSet<ObjectId, BuildHasherDefault<IdHasher>>;
+
+/// What the walker does with an object it cannot read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Stop with the error (prune: never guess what is unreferenced).
+    Fail,
+    /// Note it in [`Reach::unreadable`] and go on (verify).
+    Note,
+}
+
+pub struct Reach<'a> {
+    store: &'a ObjectStore,
+    seen: IdSet,
+    missing: Missing,
+    /// Objects referenced but not readable, with why (with `Missing::Note`).
+    pub unreadable: Vec<(ObjectId, String)>,
+    /// Stored bytes (record headers included) of the objects marked, when
+    /// counting.
+    bytes: Option<u64>,
+}
+
+impl<'a> Reach<'a> {
+    pub fn new(store: &'a ObjectStore, missing: Missing) -> Reach<'a> {
+        Reach {
+            store,
+            seen: IdSet::default(),
+            missing,
+            unreadable: Vec::new(),
+            bytes: None,
+        }
+    }
+
+    /// Also adds up the stored bytes of every object marked from now on.
+    pub fn counting(mut self) -> Self {
+        self.bytes = Some(0);
+        self
+    }
+
+    /// Stored bytes of the objects marked since counting began.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.unwrap_or(0)
+    }
+
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.seen.contains(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &ObjectId> {
+        self.seen.iter()
+    }
+
+    /// Marks `id`; whether it was new.
+    fn mark(&mut self, id: ObjectId) -> Result<bool> {
+        if !self.seen.insert(id) {
+            return Ok(false);
+        }
+        if let Some(b) = self.bytes.as_mut()
+            && let Some(e) = self.store.locate(&id)?
+        {
+            *b += e.stored_len as u64 + RECORD_HEADER_LEN as u64;
+        }
+        Ok(true)
+    }
+
+    fn failed(&mut self, id: ObjectId, e: Error) -> Result<()> {
+        match self.missing {
+            Missing::Fail => Err(e),
+            Missing::Note => {
+                self.unreadable.push((id, e.to_string()));
+                Ok(())
+            }
+        }
+    }
+
+    /// A commit object and everything under its root (not its parent:
+    /// history is the set of kept commits, not a chain).
+    pub fn commit(&mut self, id: ObjectId) -> Result<()> {
+        if !self.mark(id)? {
+            return Ok(());
+        }
+        match self.store.get(&id).and_then(|b| Commit::decode(&b)) {
+            Ok(c) => self.tree(c.root),
+            Err(e) => self.failed(id, e),
+        }
+    }
+
+    /// What an inode's node references: a directory's tree, a file's content.
+    pub fn node(&mut self, n: &Node) -> Result<()> {
+        match (n.kind, n.content) {
+            (FileType::Directory, Some(t)) => self.tree(t),
+            (FileType::Regular, Some(m)) => self.content(m),
+            _ => Ok(()),
+        }
+    }
+
+    /// An object of a known kind (a pending or just-deduplicated one).
+    pub fn object(&mut self, id: ObjectId, kind: ObjectKind) -> Result<()> {
+        match kind {
+            ObjectKind::Chunk => self.mark(id).map(|_| ()),
+            ObjectKind::Manifest => self.content(id),
+            ObjectKind::Tree => self.tree(id),
+            ObjectKind::Commit => self.commit(id),
+        }
+    }
+
+    /// A directory tree and everything under it.
+    pub fn tree(&mut self, id: ObjectId) -> Result<()> {
+        let mut stack = vec![id];
+        while let Some(id) = stack.pop() {
+            if !self.mark(id)? {
+                continue;
+            }
+            let tree = match self.store.get(&id).and_then(|b| Tree::decode(&b)) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.failed(id, e)?;
+                    continue;
+                }
+            };
+            for e in tree.entries {
+                match (e.node.kind, e.node.content) {
+                    (FileType::Directory, Some(t)) => stack.push(t),
+                    (FileType::Regular, Some(m)) => self.content(m)?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A file's content: every manifest node and chunk under its root;
+    /// subtrees marked before are not walked again.
+    pub fn content(&mut self, root: ObjectId) -> Result<()> {
+        if self.seen.contains(&root) {
+            return Ok(());
+        }
+        let store = self.store;
+        let mut err = None;
+        let walked = manifest::walk(store, root, |v| match v {
+            Visit::Node(n) => self.mark(*n),
+            Visit::Extent(Extent::Chunk { id, .. }) => self.mark(*id),
+            Visit::Extent(Extent::Hole { .. }) => Ok(true),
+        });
+        if let Err(e) = walked {
+            err = Some(e);
+        }
+        match err {
+            Some(e) => self.failed(root, e),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,736 @@
+//! `prune`: drop the commits a policy lets go and give their space back,
+//! while the mount goes on serving reads, writes and commits.
+//!
+//! Steps, each durable before the next (named crash points between them):
+//! 1. **Decide** which commits go (`policy`, then `max_size`).
+//! 2. **Drop** them in one catalog batch: their commit records, the
+//!    path-version index rebuilt from the kept commits, the version
+//!    records only they held, the counters, and (with a replica) a
+//!    deletion record for the replica's grace window. `prune:dropped`.
+//! 3. **Mark** (`reach`) everything the kept commits, the live inodes,
+//!    open files, pending versions, unpublished objects and the history
+//!    view the kernel holds reference. The open pack is sealed first, so
+//!    every pack below the next number is complete; newer packs are not
+//!    touched. The last part of the mark runs with commits held off.
+//! 4. **Sweep** the index entries of unmarked objects in one batch (with
+//!    the packs to delete recorded for the replica), then delete the packs
+//!    with nothing live. `prune:index-swept`, `prune:packs-deleted`.
+//! 5. **Repack** each pack whose dead share is over `max_unused`: copy its
+//!    live records into the open pack and sync (`prune:repack-copied`),
+//!    switch their index entries in one batch (`prune:repack-switched`),
+//!    delete the old pack.
+//!
+//! Why nothing needed is lost: an object leaves the index only when no
+//! root reaches it at the end of the mark, and from the start of the mark
+//! every old object that `put` hands out again is noted
+//! (`ObjectStore::track_reuse`) and kept; the sweep runs with that note
+//! frozen, so a `put` either is seen or sees the entry gone (and stores the
+//! object again). References that no catalog record holds yet (open files,
+//! streams) are read under each file's lock after the main mark, and
+//! commits are held off while the rest is marked. A crash at any step
+//! leaves a store that opens: dropped commits are gone or not (one batch),
+//! a pack is deleted only after the batch that removed its last entry is
+//! flushed, a repacked object is indexed at its old or its new copy, and
+//! whatever is left over (a pack no entry points into, an unindexed copy)
+//! is garbage the next prune takes.
+
+use super::policy::{self, Kept, Policy};
+use crate::catalog::db::{Batch, PathVersion, ReplicaDeletion};
+use crate::crashpoint::crash_point;
+use crate::engine::Engine;
+use crate::engine::history::HistoryEntry;
+use crate::error::{Error, Result};
+use crate::format::{FileType, RECORD_HEADER_LEN, Time};
+use crate::ids::{CommitSeq, Ino, ObjectId, PackNo};
+use crate::reach::{Missing, Reach};
+use crate::status;
+use crate::store::{NEXT_PACK, pack};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+/// What a prune did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub commits_kept: u64,
+    pub commits_dropped: u64,
+    /// File versions (entries of `revfs log`) no longer in history.
+    pub versions_dropped: u64,
+    /// Pack bytes given back to the filesystem.
+    pub bytes_freed: u64,
+    pub packs_deleted: u64,
+    pub packs_repacked: u64,
+    pub seconds: f64,
+    pub dry_run: bool,
+    /// Sealed packs looked at, and their bytes.
+    pub packs_examined: u64,
+    pub bytes_examined: u64,
+    /// Live bytes copied by repacking.
+    pub bytes_repacked: u64,
+    /// Objects the mark reached.
+    pub objects_marked: u64,
+    pub stored_bytes_before: u64,
+    pub stored_bytes_after: u64,
+    /// The `max_size` bound in bytes, when one is set.
+    pub max_size: Option<u64>,
+    /// The protected set alone is over `max_size` (it is kept anyway).
+    pub over_max_size: bool,
+    /// Commits dropped because of `max_size` (counted in `commits_dropped`).
+    pub dropped_for_size: u64,
+    /// The oldest kept commit's time (the horizon of kept history).
+    pub oldest_kept: Option<String>,
+}
+
+/// How to prune.
+#[derive(Clone, Debug, Default)]
+pub struct PruneOptions {
+    pub policy: Policy,
+    pub dry_run: bool,
+}
+
+/// What one pack holds, as the mark sees it.
+#[derive(Clone, Copy, Default)]
+struct PackUse {
+    size: u64,
+    live: u64,
+}
+
+/// Prunes `engine`'s store under `opts`; `progress(done, total)` follows
+/// the mark over the kept commits and then the packs.
+pub fn prune(
+    engine: &Engine,
+    opts: &PruneOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<PruneReport> {
+    let started = Instant::now();
+    let _one = engine.prune_guard();
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    if !opts.dry_run {
+        engine.check_writable_pub()?;
+        // Before anything is read: from here on, every reuse is noted.
+        engine.store.track_reuse();
+    }
+    let result = run(engine, opts, &mut report, progress);
+    engine.store.end_reuse();
+    result?;
+    report.seconds = started.elapsed().as_secs_f64();
+    if !opts.dry_run {
+        engine.set_last_prune(&report);
+    }
+    Ok(report)
+}
+
+fn run(
+    engine: &Engine,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<()> {
+    let db = &engine.db;
+    let commits = db.commits()?;
+    let Some(&(head, _, _)) = commits.last() else {
+        return Ok(());
+    };
+    report.stored_bytes_before = stored_bytes(engine)?;
+    let mut kept = decide(engine, &opts.policy, &commits)?;
+    if let Some(bound) = opts.policy.max_size {
+        let bound = bound.bytes(fs_bytes(engine));
+        report.max_size = Some(bound);
+        fit(engine, &commits, &mut kept, bound, report)?;
+    }
+    let dropped: Vec<(CommitSeq, ObjectId, Time)> = commits
+        .iter()
+        .filter(|c| !kept.kept.contains(&c.0))
+        .copied()
+        .collect();
+    let keep: Vec<(CommitSeq, ObjectId, Time)> = commits
+        .iter()
+        .filter(|c| kept.kept.contains(&c.0))
+        .copied()
+        .collect();
+    report.commits_kept = keep.len() as u64;
+    report.commits_dropped = dropped.len() as u64;
+    report.oldest_kept = keep.first().map(|c| crate::timefmt::rfc3339(c.2));
+
+    let first_new = if opts.dry_run {
+        engine
+            .store
+            .open_pack()
+            .map_or(engine.store.next_pack(), |p| p.0)
+    } else {
+        if !dropped.is_empty() {
+            drop_commits(engine, head, &keep, &dropped, report)?;
+        }
+        crash_point("prune:dropped");
+        // Everything stored so far is in a sealed pack below this number.
+        engine.store.rotate()?
+    };
+
+    // Mark.
+    let mut reach = Reach::new(&engine.store, Missing::Fail);
+    let total = keep.len() as u64;
+    for (i, (_, id, _)) in keep.iter().enumerate() {
+        reach.commit(*id)?;
+        progress(i as u64 + 1, total);
+    }
+    mark_live(engine, &mut reach)?;
+    if opts.dry_run {
+        let (uses, _) = account(engine, &reach, first_new)?;
+        report.objects_marked = reach.len() as u64;
+        plan_only(&opts.policy, &uses, report);
+        report.versions_dropped = versions_dropped_estimate(engine, &keep, head)?;
+        report.stored_bytes_after = report
+            .stored_bytes_before
+            .saturating_sub(report.bytes_freed);
+        return Ok(());
+    }
+    let in_memory = engine.memory_refs();
+    let (uses, garbage) = engine.paused(|paused| {
+        // Commits made since the decision, and the live inodes again
+        // (a restore may have pointed one at an old object meanwhile).
+        let mut next = CommitSeq(head.0 + 1);
+        while let Some((seq, id, _)) = db.commit_from(next)? {
+            reach.commit(id)?;
+            next = CommitSeq(seq.0 + 1);
+        }
+        mark_live(engine, &mut reach)?;
+        for id in paused.pending_contents() {
+            reach.content(id)?;
+        }
+        for n in paused.held_history() {
+            reach.node(&n)?;
+        }
+        for (id, e) in engine.store.pending() {
+            reach.object(id, e.kind)?;
+        }
+        for (id, kind) in &in_memory {
+            reach.object(*id, *kind)?;
+        }
+        for id in engine.store.reused() {
+            if let Some(e) = engine.store.locate(&id)? {
+                reach.object(id, e.kind)?;
+            }
+        }
+        account(engine, &reach, first_new)
+    })?;
+    report.objects_marked = reach.len() as u64;
+    drop(reach);
+    sweep(engine, opts, uses, garbage, first_new, report, progress)?;
+    super::plan::forget_old_growth(db, Time::now())?;
+    report.stored_bytes_after = stored_bytes(engine)?;
+    Ok(())
+}
+
+/// The commits the policy keeps, with what `keep_versions` needs.
+fn decide(engine: &Engine, p: &Policy, commits: &[(CommitSeq, ObjectId, Time)]) -> Result<Kept> {
+    let named: Vec<CommitSeq> = engine.db.names()?.into_iter().map(|n| n.1).collect();
+    let versions = match p.keep_versions {
+        Some(_) => live_file_versions(engine)?,
+        None => Vec::new(),
+    };
+    let times: Vec<(CommitSeq, Time)> = commits.iter().map(|c| (c.0, c.2)).collect();
+    Ok(policy::decide(
+        p,
+        &policy::History {
+            commits: &times,
+            named: &named,
+            versions: &versions,
+            now: Time::now(),
+        },
+    ))
+}
+
+/// For every file of the head commit, the commits that first hold each of
+/// its versions (as `revfs log` lists them), oldest first.
+fn live_file_versions(engine: &Engine) -> Result<Vec<Vec<CommitSeq>>> {
+    let Some((_, head)) = engine.head()? else {
+        return Ok(Vec::new());
+    };
+    let mut files = Vec::new();
+    engine.all_files(head.root, "", &mut files)?;
+    let live: HashSet<[u8; 32]> = files
+        .iter()
+        .map(|(p, _)| crate::catalog::db::path_hash(p))
+        .collect();
+    let mut out = Vec::new();
+    for (h, entries) in engine.db.path_version_groups()? {
+        if live.contains(&h) {
+            out.push(log_versions(&entries));
+        }
+    }
+    Ok(out)
+}
+
+/// The commits of a path's distinct versions, as `Engine::log` counts them.
+fn log_versions(entries: &[(CommitSeq, PathVersion)]) -> Vec<CommitSeq> {
+    let mut out: Vec<(CommitSeq, u64)> = Vec::new();
+    let mut last = None;
+    for (seq, v) in entries {
+        if last == Some((v.content, v.size)) {
+            continue;
+        }
+        last = Some((v.content, v.size));
+        out.push((*seq, v.size));
+    }
+    if out.len() > 1 && out[0].1 == 0 {
+        out.remove(0);
+    }
+    out.into_iter().map(|v| v.0).collect()
+}
+
+/// `max_size`: drops the oldest commits outside the protected set until
+/// what the rest reaches fits `bound`. One counting mark: the protected
+/// commits and the live tree first, then the other kept commits newest
+/// first, each adding what it alone reaches; the first that overflows
+/// goes, with every older one.
+fn fit(
+    engine: &Engine,
+    commits: &[(CommitSeq, ObjectId, Time)],
+    kept: &mut Kept,
+    bound: u64,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let overhead = engine.db.size_on_disk() + crate::format::PACK_HEADER_LEN * 4;
+    let budget = bound.saturating_sub(overhead);
+    let mut reach = Reach::new(&engine.store, Missing::Fail).counting();
+    for (seq, id, _) in commits {
+        if kept.protected.contains(seq) {
+            reach.commit(*id)?;
+        }
+    }
+    mark_live(engine, &mut reach)?;
+    if reach.bytes() > budget {
+        report.over_max_size = true;
+    }
+    let mut cut = false;
+    for (seq, id, _) in commits.iter().rev() {
+        if kept.protected.contains(seq) || !kept.kept.contains(seq) {
+            continue;
+        }
+        if !cut {
+            reach.commit(*id)?;
+            cut = reach.bytes() > budget;
+        }
+        if cut {
+            kept.kept.remove(seq);
+            report.dropped_for_size += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Marks the live tree: every inode record's content.
+fn mark_live(engine: &Engine, reach: &mut Reach) -> Result<()> {
+    for inode in engine.db.inodes() {
+        let inode = inode?;
+        match inode.node.kind {
+            FileType::Regular | FileType::Directory => reach.node(&inode.node)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Step 2: one batch that removes the dropped commits from history.
+fn drop_commits(
+    engine: &Engine,
+    head: CommitSeq,
+    keep: &[(CommitSeq, ObjectId, Time)],
+    dropped: &[(CommitSeq, ObjectId, Time)],
+    report: &mut PruneReport,
+) -> Result<()> {
+    let db = &engine.db;
+    // The path-version index of the kept history up to `head`; commits
+    // after `head` write their own entries.
+    let kept_history = engine.history_of(keep)?;
+    let old_keys = db.path_version_keys(head)?;
+    let (old_versions, old_bytes) = path_version_totals(engine, head)?;
+    let new_versions = kept_history.len() as u64;
+    let new_bytes: u64 = kept_history.iter().map(|h| h.size).sum();
+    report.versions_dropped = old_versions.saturating_sub(new_versions);
+    let gone: HashSet<CommitSeq> = dropped.iter().map(|c| c.0).collect();
+    let mut b = Batch::default();
+    for (seq, _, _) in dropped {
+        b.del_commit(*seq);
+    }
+    for k in &old_keys {
+        b.del_path_version_key(k);
+    }
+    put_history(&mut b, &kept_history);
+    // Version records only dropped commits held; each file keeps its
+    // newest (it decides whether the next version merges with it).
+    let mut newest: HashMap<Ino, u64> = HashMap::new();
+    let records = db.version_records()?;
+    for (ino, vseq, _) in &records {
+        let n = newest.entry(*ino).or_insert(*vseq);
+        *n = (*n).max(*vseq);
+    }
+    for (ino, vseq, v) in &records {
+        if gone.contains(&v.commit) && newest.get(ino) != Some(vseq) {
+            b.del_version(*ino, *vseq);
+        }
+    }
+    let versions_dropped = report.versions_dropped;
+    let counters = move |b: &mut Batch| -> Result<()> {
+        subtract(db, b, status::COMMITS, dropped.len() as u64)?;
+        subtract(db, b, status::VERSIONS, versions_dropped)?;
+        subtract(
+            db,
+            b,
+            status::LOGICAL_BYTES,
+            old_bytes.saturating_sub(new_bytes),
+        )
+    };
+    if engine.has_replica() {
+        let no = db.counter(DELETIONS)? + 1;
+        b.put_counter(DELETIONS, no);
+        b.put_replica_deletion(
+            no,
+            &ReplicaDeletion {
+                time: Time::now(),
+                commits: dropped.iter().map(|c| c.0).collect(),
+                ..Default::default()
+            },
+        );
+    }
+    // Counters and the drop go in with commits held off (a commit adds to
+    // the same counters; a restore must not take a dropped commit's tree).
+    engine.paused(|_| {
+        counters(&mut b)?;
+        db.apply(b)?;
+        db.flush()
+    })?;
+    tracing::info!(
+        "prune: dropped {} commits ({} versions), kept {}",
+        dropped.len(),
+        report.versions_dropped,
+        keep.len()
+    );
+    Ok(())
+}
+
+/// Puts counter `name` less `n` into `b` (run with commits held off).
+fn subtract(db: &crate::catalog::db::Db, b: &mut Batch, name: &str, n: u64) -> Result<()> {
+    b.put_counter(name, db.counter(name)?.saturating_sub(n));
+    Ok(())
+}
+
+/// The catalog counter numbering replica deletion records.
+const DELETIONS: &str = "replica_deletions";
+
+fn put_history(b: &mut Batch, history: &[HistoryEntry]) {
+    for h in history {
+        b.put_path_version(
+            &h.path,
+            CommitSeq(h.commit),
+            &PathVersion {
+                time: h.commit_time,
+                size: h.size,
+                content: h.manifest,
+            },
+        );
+    }
+}
+
+/// Entries of the path-version index up to `head`, and their bytes.
+fn path_version_totals(engine: &Engine, head: CommitSeq) -> Result<(u64, u64)> {
+    let (mut n, mut bytes) = (0, 0);
+    for (_, entries) in engine.db.path_version_groups()? {
+        for (seq, v) in entries {
+            if seq <= head {
+                n += 1;
+                bytes += v.size;
+            }
+        }
+    }
+    Ok((n, bytes))
+}
+
+fn versions_dropped_estimate(
+    engine: &Engine,
+    keep: &[(CommitSeq, ObjectId, Time)],
+    head: CommitSeq,
+) -> Result<u64> {
+    let (old, _) = path_version_totals(engine, head)?;
+    Ok(old.saturating_sub(engine.history_of(keep)?.len() as u64))
+}
+
+/// Per sealed pack below `first_new`: its size and live bytes; and the
+/// index entries of unmarked objects in those packs.
+#[allow(clippy::type_complexity)]
+fn account(
+    engine: &Engine,
+    reach: &Reach,
+    first_new: PackNo,
+) -> Result<(
+    HashMap<PackNo, PackUse>,
+    Vec<(ObjectId, crate::catalog::db::IndexEntry)>,
+)> {
+    let dir = engine.store.packs_dir();
+    let mut uses: HashMap<PackNo, PackUse> = HashMap::new();
+    for no in pack::list_packs(dir)? {
+        if no >= first_new {
+            continue;
+        }
+        let p = pack::pack_path(dir, no);
+        match std::fs::metadata(&p) {
+            Ok(m) => {
+                uses.insert(
+                    no,
+                    PackUse {
+                        size: m.len(),
+                        live: 0,
+                    },
+                );
+            }
+            // Not a whole pack here (a part file): not ours to touch.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::IoAt { path: p, source: e }),
+        }
+    }
+    let mut garbage = Vec::new();
+    for entry in engine.db.index_all() {
+        let (id, e) = entry?;
+        let Some(u) = uses.get_mut(&e.pack) else {
+            continue;
+        };
+        if reach.contains(&id) {
+            u.live += e.stored_len as u64 + RECORD_HEADER_LEN as u64;
+        } else {
+            garbage.push((id, e));
+        }
+    }
+    Ok((uses, garbage))
+}
+
+/// Which packs go and which are repacked, for a dry run.
+fn plan_only(policy: &Policy, uses: &HashMap<PackNo, PackUse>, report: &mut PruneReport) {
+    let (delete, repack) = choose(uses, policy, stored_over(report));
+    report.packs_examined = uses.len() as u64;
+    report.bytes_examined = uses.values().map(|u| u.size).sum();
+    report.packs_deleted = delete.len() as u64;
+    report.packs_repacked = repack.len() as u64;
+    report.bytes_freed = delete.iter().map(|n| uses[n].size).sum::<u64>()
+        + repack
+            .iter()
+            .map(|n| uses[n].size.saturating_sub(uses[n].live))
+            .sum::<u64>();
+    report.bytes_repacked = repack.iter().map(|n| uses[n].live).sum();
+}
+
+/// Whether the store is over its `max_size` bound (then every pack with
+/// dead bytes is repacked, whatever `max_unused` says).
+fn stored_over(report: &PruneReport) -> bool {
+    report
+        .max_size
+        .is_some_and(|b| report.stored_bytes_before > b)
+}
+
+/// (packs to delete, packs to repack), the latter most dead first.
+fn choose(
+    uses: &HashMap<PackNo, PackUse>,
+    policy: &Policy,
+    over: bool,
+) -> (Vec<PackNo>, Vec<PackNo>) {
+    let header = crate::format::PACK_HEADER_LEN;
+    let mut delete = Vec::new();
+    let mut repack = Vec::new();
+    for (no, u) in uses {
+        if u.live == 0 {
+            delete.push(*no);
+            continue;
+        }
+        let dead = u.size.saturating_sub(u.live + header);
+        let share = dead as f64 * 100.0 / u.size.max(1) as f64;
+        if (over && dead > 0) || share > policy.max_unused() {
+            repack.push(*no);
+        }
+    }
+    delete.sort();
+    repack.sort_by_key(|n| std::cmp::Reverse(uses[n].size - uses[n].live.min(uses[n].size)));
+    (delete, repack)
+}
+
+/// Steps 4 and 5.
+fn sweep(
+    engine: &Engine,
+    opts: &PruneOptions,
+    mut uses: HashMap<PackNo, PackUse>,
+    garbage: Vec<(ObjectId, crate::catalog::db::IndexEntry)>,
+    first_new: PackNo,
+    report: &mut PruneReport,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<()> {
+    let db = &engine.db;
+    report.packs_examined = uses.len() as u64;
+    report.bytes_examined = uses.values().map(|u| u.size).sum();
+    let over = stored_over(report);
+    let deleted: Vec<PackNo> = engine.store.with_reuse_frozen(|reused| {
+        let mut b = Batch::default();
+        for (id, e) in &garbage {
+            if reused.contains(id) {
+                // Handed out again since the mark: live after all.
+                if let Some(u) = uses.get_mut(&e.pack) {
+                    u.live += e.stored_len as u64 + RECORD_HEADER_LEN as u64;
+                }
+            } else {
+                b.del_index(id);
+            }
+        }
+        let (delete, _) = choose(&uses, &opts.policy, over);
+        b.put_counter(NEXT_PACK, engine.store.next_pack().0);
+        note_for_replica(engine, &mut b, &delete)?;
+        db.apply(b)?;
+        db.flush()?;
+        Ok(delete)
+    })?;
+    crash_point("prune:index-swept");
+    let chunks_gone = garbage
+        .iter()
+        .filter(|(_, e)| e.kind == crate::ids::ObjectKind::Chunk)
+        .count() as u64;
+    let chunk_bytes_gone: u64 = garbage
+        .iter()
+        .filter(|(_, e)| e.kind == crate::ids::ObjectKind::Chunk)
+        .map(|(_, e)| e.raw_len as u64)
+        .sum();
+    engine.paused(|_| {
+        let mut b = Batch::default();
+        subtract(db, &mut b, status::CHUNKS, chunks_gone)?;
+        subtract(db, &mut b, status::CHUNK_BYTES, chunk_bytes_gone)?;
+        db.apply(b)
+    })?;
+    drop(garbage);
+    let total = uses.len() as u64;
+    let mut done = 0;
+    for no in &deleted {
+        remove_pack(engine, *no)?;
+        report.bytes_freed += uses[no].size;
+        report.packs_deleted += 1;
+        done += 1;
+        progress(done, total);
+    }
+    if !deleted.is_empty() {
+        crate::repo::sync_dir(engine.store.packs_dir())?;
+    }
+    crash_point("prune:packs-deleted");
+    let gone: HashSet<PackNo> = deleted.iter().copied().collect();
+    uses.retain(|n, _| !gone.contains(n));
+    let (_, repack) = choose(&uses, &opts.policy, over);
+    for no in repack {
+        if let Some(bound) = report.max_size
+            && over
+            && stored_bytes(engine)? <= bound
+        {
+            break;
+        }
+        repack_one(engine, no, first_new, report)?;
+        done += 1;
+        progress(done, total);
+    }
+    Ok(())
+}
+
+/// With a replica, the deleted packs join the newest deletion record (made
+/// by this prune's drop, or a new one) in the batch `b`.
+fn note_for_replica(engine: &Engine, b: &mut Batch, packs: &[PackNo]) -> Result<()> {
+    if !engine.has_replica() || packs.is_empty() {
+        return Ok(());
+    }
+    let db = &engine.db;
+    let (ship_pack, ship_len) = engine
+        .store
+        .open_pack()
+        .unwrap_or((engine.store.next_pack(), 0));
+    let no = db.counter(DELETIONS)? + 1;
+    b.put_counter(DELETIONS, no);
+    b.put_replica_deletion(
+        no,
+        &ReplicaDeletion {
+            time: Time::now(),
+            commits: Vec::new(),
+            packs: packs.to_vec(),
+            ship_pack,
+            ship_len,
+        },
+    );
+    Ok(())
+}
+
+fn remove_pack(engine: &Engine, no: PackNo) -> Result<()> {
+    let p = pack::pack_path(engine.store.packs_dir(), no);
+    match std::fs::remove_file(&p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::IoAt { path: p, source: e }),
+    }
+    engine.store.forget_pack(no);
+    Ok(())
+}
+
+/// Step 5 for one pack.
+fn repack_one(
+    engine: &Engine,
+    no: PackNo,
+    first_new: PackNo,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let db = &engine.db;
+    let size = std::fs::metadata(pack::pack_path(engine.store.packs_dir(), no))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let live: Vec<_> = db
+        .index_all()
+        .filter_map(|e| match e {
+            Ok((id, e)) if e.pack == no => Some(Ok((id, e))),
+            Ok(_) => None,
+            Err(err) => Some(Err(err)),
+        })
+        .collect::<Result<_>>()?;
+    let moved = engine.store.copy_records(&live)?;
+    crash_point("prune:repack-copied");
+    let mut b = Batch::default();
+    let mut copied = 0;
+    for ((id, old), (_, new)) in live.iter().zip(&moved) {
+        // Only where the entry still points at the copy we read.
+        if db.index(id)? == Some(*old) {
+            b.put_index(id, new);
+            copied += old.stored_len as u64 + RECORD_HEADER_LEN as u64;
+        }
+    }
+    b.put_counter(NEXT_PACK, engine.store.next_pack().0.max(first_new.0));
+    note_for_replica(engine, &mut b, &[no])?;
+    db.apply(b)?;
+    db.flush()?;
+    crash_point("prune:repack-switched");
+    remove_pack(engine, no)?;
+    crate::repo::sync_dir(engine.store.packs_dir())?;
+    report.packs_repacked += 1;
+    report.bytes_repacked += copied;
+    report.bytes_freed += size.saturating_sub(copied);
+    Ok(())
+}
+
+/// Bytes the store's packs and catalog take.
+pub fn stored_bytes(engine: &Engine) -> Result<u64> {
+    let dir = engine.store.packs_dir();
+    let mut n = engine.db.size_on_disk();
+    for e in std::fs::read_dir(dir).map_err(Error::io_at(dir))? {
+        let e = e.map_err(Error::io_at(dir))?;
+        n += e.metadata().map(|m| m.len()).unwrap_or(0);
+    }
+    Ok(n)
+}
+
+/// Size of the filesystem that holds the store.
+pub fn fs_bytes(engine: &Engine) -> u64 {
+    crate::sys::fs_space(engine.store.packs_dir()).map_or(0, |s| s.0)
+}
+
+/// Commits kept, as a set (for callers that show a plan).
+pub fn kept_set(engine: &Engine, policy: &Policy) -> Result<BTreeSet<CommitSeq>> {
+    Ok(decide(engine, policy, &engine.db.commits()?)?.kept)
+}
