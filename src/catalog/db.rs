@@ -667,6 +667,24 @@ impl Db {
         Ok(out)
     }
 
+    /// The newest growth sample before time bucket `bucket`.
+    pub fn growth_before(&self, bucket: u64) -> Result<Option<(u64, u64)>> {
+        match self
+            .db
+            .range(ino_key(b'g', Ino(0))..ino_key(b'g', Ino(bucket)))
+            .next_back()
+        {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(Some((
+                    be_u64(&k[1..])?,
+                    Dec::new(&v, "growth sample").u64()?,
+                )))
+            }
+        }
+    }
+
     /// Prunes whose deletions have not reached the replica yet.
     pub fn replica_deletions(&self) -> Result<Vec<(u64, ReplicaDeletion)>> {
         let mut out = Vec::new();

@@ -51,21 +51,16 @@ pub fn added_within(db: &Db, now: Time, secs: u64) -> Result<(u64, u64)> {
     let now_s = now.secs.max(0) as u64;
     let total = db.counter(STORED_ADDED)?;
     let from = now_s.saturating_sub(secs) / BUCKET_SECS;
-    // The last sample before the window is where the window starts.
-    let samples = db.growth(from.saturating_sub(1))?;
-    let Some(&(first_bucket, first_total)) = samples.first() else {
-        return Ok((0, 0));
+    let (base_secs, base) = match db.growth_before(from)? {
+        // The last sample before the window is where the window starts.
+        Some((_, t)) => (now_s.saturating_sub(secs), t),
+        // A store younger than the window: from its first sample on.
+        None => match db.growth(0)?.first() {
+            Some(&(b, _)) => (b * BUCKET_SECS, 0),
+            None => return Ok((0, 0)),
+        },
     };
-    let (base_bucket, base) = if first_bucket < from {
-        (first_bucket, first_total)
-    } else {
-        // Nothing before the window: the store's first sample starts it,
-        // counting what that bucket added.
-        (first_bucket, 0)
-    };
-    let span = now_s
-        .saturating_sub(base_bucket * BUCKET_SECS)
-        .clamp(1, secs.max(1));
+    let span = now_s.saturating_sub(base_secs).clamp(1, secs.max(1));
     Ok((total.saturating_sub(base), span))
 }
 
@@ -209,9 +204,11 @@ mod tests {
             db.apply(b).unwrap();
         }
         let now = t(start + 29 * 600);
-        // 6 samples an hour (one every 10 min): the last hour added 6 of them.
+        // One sample every 10 min: the hour back from `now` holds 7 of them,
+        // both ends included (a window starts at its bucket's start).
         let (h, span) = added_within(&db, now, 3600).unwrap();
-        assert_eq!(h, 6000, "span {span}");
+        assert_eq!(h, 7000, "span {span}");
+        assert_eq!(span, 3600);
         let (d, span) = added_within(&db, now, 86400).unwrap();
         assert_eq!(d, 30_000);
         assert!(span <= 29 * 600 + BUCKET_SECS, "{span}");
