@@ -287,7 +287,7 @@ pub fn run(
     engine.shutdown()?;
     if let Some(r) = replicator {
         // A last round ships the sealed pack and the final head.
-        if let Err(e) = crate::replica::ship(r.dir(), &engine.db, &engine.store) {
+        if let Err(e) = r.ship_now() {
             tracing::warn!("replica not up to date at unmount: {e}");
         }
         r.stop();

@@ -8,7 +8,7 @@
 //! 1 = some) followed, when 1, by a 32-byte [`ObjectId`]. `Bytes16`/`Bytes32`
 //! are a u16/u32 length followed by that many bytes.
 //!
-//! # Store layout (format version 3)
+//! # Store layout (format version 4)
 //! ```text
 //! STORE/revfs.conf          config: magic, version, JSON body (below)
 //! STORE/packs/NNNNNNNNNNNNNNNN.pack   append-only packs of objects (hex pack number)
@@ -24,10 +24,12 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic  "RVFSCONF"
-//! 8      4     format version (u32 LE) = 3 (1 and 2 are read too)
+//! 8      4     format version (u32 LE) = 4 (1 to 3 are read too)
 //! 12     ..    UTF-8 JSON object: {"store_id": hex string,
 //!              "created": RFC 3339, "id_key": null, "cipher": null,
-//!              "replica": null | path}
+//!              "replica": null | path, "retention": null | policy
+//!              (`retention::Policy`), "prune_interval_secs": null | f64,
+//!              "replica_delete_after_secs": null | f64}
 //! ```
 //! A reader refuses a version greater than [`FORMAT_VERSION`] with a message
 //! that names both versions. Unknown JSON keys are ignored (forward room).
@@ -36,8 +38,8 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic "RVFSPACK"
-//! 8      4     format version (u32 LE) = 3 (1 and 2 are read too; the
-//!              pack layout is the same in all three)
+//! 8      4     format version (u32 LE) = 4 (1 to 3 are read too; the
+//!              pack layout is the same in all four)
 //! 12     4     reserved, 0
 //! 16     ..    object records, back to back
 //! ```
@@ -121,7 +123,16 @@
 //! "m" name                             counters: "next_ino", "next_pack",
 //!                                      "next_vseq" (u64 LE), "head" (u64 LE seq);
 //!                                      layout 2: "commits", "versions",
-//!                                      "logical_bytes", "chunks", "chunk_bytes"
+//!                                      "logical_bytes", "chunks", "chunk_bytes";
+//!                                      format 4: "stored_added" (stored bytes ever
+//!                                      added), "replica_deletions" (last record no.);
+//!                                      "next_pack" is kept by prune
+//! "g" bucket:u64BE                     (format 4) u64 LE "stored_added" at the end of
+//!                                      that 300 s bucket: growth samples, 8 days
+//! "r" no:u64BE                         (format 4) ReplicaDeletion: u8 version=1, Time,
+//!                                      u32 n, n x u64 commit seq, u32 m, m x u64 pack:
+//!                                      what one prune step dropped, until the replica
+//!                                      takes it (`replica` module docs)
 //! ```
 //!
 //! ## Replicas
@@ -150,9 +161,9 @@
 //! * Encryption: `id_key` in the config turns object ids into keyed BLAKE3
 //!   (a per-store key), and codecs 2..=127 are reserved for sealed payloads.
 //!   A v1 store without a key keeps working unchanged.
-//! * Garbage collection: objects are found only through the index, so a
-//!   future `gc` copies live records into new packs, switches the index
-//!   entries in one batch, then deletes old packs.
+//! * Garbage collection (format 4, `retention::prune`): objects are found
+//!   only through the index, so a repack copies live records into the open
+//!   pack, switches the index entries in one batch, then deletes old packs.
 //! * Replication: sealed packs are immutable files (copy once), and commits
 //!   are numbered, so a replica is "all packs, then a catalog export up to
 //!   commit N"; objects first, then metadata.
@@ -173,13 +184,23 @@
 //!   changes), and its old single-leaf manifests become trees when their
 //!   file is next written (`tests/fixtures/v2-store`). A revfs that reads
 //!   only version 2 refuses a version-3 store.
+//! * 4: retention. A prune removes commits (the sequence may have gaps, and
+//!   a kept commit's parent may be gone: nothing follows parent chains any
+//!   more), deletes packs (numbers are never reused: "next_pack"), and adds
+//!   the growth samples ("g") and the replica deletion records ("r"); a
+//!   replica gets `pruned/` files, and a rebuild takes its commits from the
+//!   commit records less those. A version-3 store opens as it is (its
+//!   config version is raised at first writable open;
+//!   `tests/fixtures/v3-store`). A revfs that reads only version 3 refuses
+//!   a version-4 store, which it would rebuild from a replica wrongly
+//!   (with the dropped commits back, following cut parent chains).
 
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectKind};
 use std::collections::BTreeMap;
 
 /// The store format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 pub const CONF_MAGIC: &[u8; 8] = b"RVFSCONF";
 pub const PACK_MAGIC: &[u8; 8] = b"RVFSPACK";
 pub const META_MAGIC: &[u8; 8] = b"RVFSMETA";
@@ -819,7 +840,7 @@ mod tests {
         assert_eq!(
             pack_header(),
             [
-                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 3, 0, 0, 0, 0, 0, 0, 0
+                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 4, 0, 0, 0, 0, 0, 0, 0
             ]
         );
     }

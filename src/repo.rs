@@ -298,9 +298,9 @@ impl Repo {
         // for a read-only mount: only the catalog changes, never the data).
         crate::engine::history::upgrade(&engine)?;
         if version < FORMAT_VERSION && !engine.read_only() {
-            // Format 3 only adds what older stores never hold (inner
-            // manifest nodes): raising the number keeps an older revfs from
-            // opening a store it could no longer read.
+            // Formats 3 and 4 only add what older stores never hold (inner
+            // manifest nodes; pruned history): raising the number keeps an
+            // older revfs from opening a store it could no longer read.
             config.write(store)?;
             tracing::info!("store format {version} upgraded to {FORMAT_VERSION}");
         }

@@ -69,7 +69,13 @@ fn crash_point_child() {
     }
     write_file(&r.engine, "new", &bytes(2, 700_000));
     if let Some(dir) = r.config.replica.clone() {
-        revfs::replica::ship(&dir, &r.engine.db, &r.engine.store).unwrap();
+        revfs::replica::ship(
+            &dir,
+            &r.engine.db,
+            &r.engine.store,
+            std::time::Duration::from_secs(86400),
+        )
+        .unwrap();
     }
     // Not reached when the point is on the path above.
     std::process::exit(3);
@@ -154,7 +160,13 @@ fn every_replication_crash_point_leaves_a_consistent_replica() {
             let mut r = Repo::open(&s, Options::default()).unwrap();
             r.attach_replica(Some(rep.clone())).unwrap();
             write_file(&r.engine, "base", &bytes(1, 500_000));
-            revfs::replica::ship(&rep, &r.engine.db, &r.engine.store).unwrap();
+            revfs::replica::ship(
+                &rep,
+                &r.engine.db,
+                &r.engine.store,
+                std::time::Duration::from_secs(86400),
+            )
+            .unwrap();
             r.engine.shutdown().unwrap();
         }
         run_child(&s, point, Some(&rep));
@@ -172,7 +184,13 @@ fn every_replication_crash_point_leaves_a_consistent_replica() {
         verify_clean(&rec, None);
         // And the next round completes it.
         let r = Repo::open(&s, Options::default()).unwrap();
-        revfs::replica::ship(&rep, &r.engine.db, &r.engine.store).unwrap();
+        revfs::replica::ship(
+            &rep,
+            &r.engine.db,
+            &r.engine.store,
+            std::time::Duration::from_secs(86400),
+        )
+        .unwrap();
         let report = revfs::verify::verify(&r.engine, Some(&rep), false, |_, _| {}).unwrap();
         assert!(report.clean, "{point}: {report:?}");
     }

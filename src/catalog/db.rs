@@ -301,28 +301,22 @@ impl Batch {
     }
 }
 
-/// What one prune took away, kept until the replica may lose it too
+/// What one prune step took away, kept until the replica may lose it too
 /// (`--replica-delete-after`): the commits it dropped and the packs it
-/// deleted, and how much of the primary's packs the replica must hold
-/// first (the repacked copies).
+/// deleted. Recorded after the copies a repack made are durable, so a
+/// replication round that starts after it ships them before it applies
+/// the deletion.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaDeletion {
     pub time: Time,
     pub commits: Vec<CommitSeq>,
     pub packs: Vec<PackNo>,
-    /// The replica must hold every pack before this one whole, and this
-    /// one up to `ship_len` bytes, before the packs above go.
-    pub ship_pack: PackNo,
-    pub ship_len: u64,
 }
 
 impl ReplicaDeletion {
     fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
-        e.u8(1)
-            .time(self.time)
-            .u64(self.ship_pack.0)
-            .u64(self.ship_len);
+        e.u8(1).time(self.time);
         e.u32(self.commits.len() as u32);
         for c in &self.commits {
             e.u64(c.0);
@@ -337,7 +331,6 @@ impl ReplicaDeletion {
         let mut d = Dec::new(b, "replica deletion");
         d.version(1)?;
         let time = d.time()?;
-        let (ship_pack, ship_len) = (PackNo(d.u64()?), d.u64()?);
         let n = d.count(8)?;
         let commits = (0..n)
             .map(|_| d.u64().map(CommitSeq))
@@ -349,8 +342,6 @@ impl ReplicaDeletion {
             time,
             commits,
             packs,
-            ship_pack,
-            ship_len,
         })
     }
 }

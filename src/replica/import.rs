@@ -1,7 +1,9 @@
 //! Rebuilding a catalog from packs alone (plus a replica's heads and names):
 //! what `revfs recover` and a read-only mount of a replica do. The object
-//! index comes from the pack records, the commit list from a head's parent
-//! chain, and the live tree from the head commit's trees.
+//! index comes from the pack records, the commit list from the commit
+//! records up to the head (less those a prune dropped: the replica's
+//! `pruned/` files; never the parent chain, which a prune cuts), and the
+//! live tree from the head commit's trees.
 //!
 //! Which head: the newest head file whose commit is there. With
 //! [`Check::Complete`] (recover, drill) every commit of the chain is also
@@ -130,23 +132,64 @@ impl Completeness<'_> {
     }
 }
 
-/// The commits to rebuild from, newest first: the chain of the newest head
-/// whose commit is readable, cut (with `Check::Complete`) to start at its
-/// newest complete commit.
+/// Every commit object the packs hold that history still lists: for each
+/// sequence number the copy written last (a commit that a crash lost
+/// before its catalog batch leaves an orphan of the same number behind
+/// it, in an earlier place), without the numbers a prune dropped
+/// (`pruned/` files); newest first, up to `head`.
+fn stored_commits(
+    replica: &Path,
+    db: &Db,
+    store: &ObjectStore,
+    head: u64,
+) -> Result<Vec<(ObjectId, Commit)>> {
+    let dropped = super::read_pruned(replica)?;
+    let mut best: HashMap<u64, ((crate::ids::PackNo, u64), ObjectId)> = HashMap::new();
+    for entry in db.index_all() {
+        let (id, e) = entry?;
+        if e.kind != ObjectKind::Commit {
+            continue;
+        }
+        let Ok(c) = store.get(&id).and_then(|b| Commit::decode(&b)) else {
+            tracing::warn!("commit {id} is damaged: left out");
+            continue;
+        };
+        if c.seq > head || dropped.contains(&CommitSeq(c.seq)) {
+            continue;
+        }
+        let at = (e.pack, e.offset);
+        if best.get(&c.seq).is_none_or(|(b, _)| *b < at) {
+            best.insert(c.seq, (at, id));
+        }
+    }
+    let mut out: Vec<(ObjectId, Commit)> = Vec::with_capacity(best.len());
+    for (_, (_, id)) in best {
+        let c = Commit::decode(&store.get(&id)?)?;
+        out.push((id, c));
+    }
+    out.sort_by_key(|(_, c)| std::cmp::Reverse(c.seq));
+    Ok(out)
+}
+
+/// The commits to rebuild from, newest first: every stored commit up to
+/// the newest head whose commit is readable (not its parent chain, which
+/// a prune cuts), cut (with `Check::Complete`) to start at the newest
+/// complete one.
 fn chain(
     replica: &Path,
+    db: &Db,
     store: &ObjectStore,
     check: Check,
     out: &mut Imported,
 ) -> Result<Vec<(ObjectId, Commit)>> {
     let heads = heads(replica)?;
     out.replica_head = heads.first().map_or(0, |h| h.0.0);
-    let Some(head_id) = heads.iter().find_map(|(seq, id)| {
+    let Some((head_id, head)) = heads.iter().find_map(|(seq, id)| {
         let c = store.get(id).and_then(|b| Commit::decode(&b)).ok()?;
         if c.seq != seq.0 {
             tracing::warn!("head {} names commit {} (seq {})", seq.0, id, c.seq);
         }
-        Some(*id)
+        Some((*id, c))
     }) else {
         return Err(Error::Store(format!(
             "{}: the replica holds no usable commit yet{}",
@@ -158,17 +201,10 @@ fn chain(
             }
         )));
     };
-    let mut commits = Vec::new();
-    let mut next = Some(head_id);
-    while let Some(id) = next {
-        let Ok(c) = store.get(&id).and_then(|b| Commit::decode(&b)) else {
-            tracing::warn!("commit {id} is missing: history before it is lost");
-            out.damaged_commits += 1;
-            break;
-        };
-        next = c.parent;
-        commits.push((id, c));
-    }
+    let mut commits = stored_commits(replica, db, store, head.seq)?;
+    // The head file names the head; an orphan of its number loses.
+    commits.retain(|(_, c)| c.seq != head.seq);
+    commits.insert(0, (head_id, head));
     if check == Check::Complete {
         let mut complete = Completeness {
             store,
@@ -199,7 +235,7 @@ pub fn import(
     out: &mut Imported,
 ) -> Result<()> {
     let store = ObjectStore::open(packs_dir, db.clone(), true)?;
-    let commits = chain(replica, &store, check, out)?;
+    let commits = chain(replica, db, &store, check, out)?;
     let Some((_, head_commit)) = commits.first() else {
         return Err(Error::corrupt("replica head", "no commit"));
     };

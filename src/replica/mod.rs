@@ -13,7 +13,18 @@
 //! REPLICA/heads/SEQ.head        "RVFSHEAD" u32 LE version=1, u64 LE seq, Id commit
 //! REPLICA/names/HEX.name        "RVFSNAME" u32 LE version=1, u64 LE seq; HEX is the
 //!                               hex of the snapshot name's bytes
+//! REPLICA/pruned/N.pruned       (format 4) "RVFSDROP" u32 LE version=1, u32 LE count,
+//!                               count x u64 LE commit seq: commits a prune dropped;
+//!                               N is the primary's deletion record number (hex)
 //! ```
+//!
+//! # What a prune deletes
+//! The primary keeps a record of every prune step (the commits it dropped,
+//! the packs it deleted) and ships it only once `--replica-delete-after`
+//! (default 24 h) has passed: first the `pruned/` file, then the packs go.
+//! Until then the replica holds the whole pre-prune history, so an
+//! accidental prune (or one by an attacker who holds the primary) is undone
+//! by `revfs recover` from the replica.
 //! Ordering: each round ships pack bytes first, then head and name files,
 //! so the replica never references what it lacks. Commits, trees and the
 //! index are rebuilt from the packs and the head's parent chain (`import`).
@@ -44,6 +55,7 @@ use std::time::{Duration, Instant};
 
 const HEAD_MAGIC: &[u8; 8] = b"RVFSHEAD";
 const NAME_MAGIC: &[u8; 8] = b"RVFSNAME";
+const PRUNED_MAGIC: &[u8; 8] = b"RVFSDROP";
 pub const ROLE_REPLICA: &str = "replica";
 /// Head files kept on the replica besides the newest.
 const KEEP_HEADS: usize = 3;
@@ -146,7 +158,7 @@ pub fn init_replica(dir: &Path, primary: &Config) -> Result<()> {
         replica: None,
         ..primary.clone()
     };
-    let subs = ["packs", "heads", "names"];
+    let subs = ["packs", "heads", "names", "pruned"];
     let made = subs
         .iter()
         .try_for_each(|sub| std::fs::create_dir(dir.join(sub)).map_err(Error::io_at(dir)))
@@ -227,6 +239,101 @@ pub fn read_heads(dir: &Path) -> Result<Vec<(CommitSeq, ObjectId)>> {
     Ok(out)
 }
 
+/// The commits prunes dropped, as the replica has been told (a replica
+/// made before format 4 has no `pruned/`: none).
+pub fn read_pruned(dir: &Path) -> Result<std::collections::HashSet<CommitSeq>> {
+    let pruned = dir.join("pruned");
+    let mut out = std::collections::HashSet::new();
+    let rd = match std::fs::read_dir(&pruned) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => {
+            return Err(Error::IoAt {
+                path: pruned,
+                source: e,
+            });
+        }
+    };
+    for e in rd {
+        let e = e.map_err(Error::io_at(&pruned))?;
+        let fname = e.file_name().to_string_lossy().into_owned();
+        if !fname.ends_with(".pruned") {
+            continue;
+        }
+        let b = std::fs::read(e.path()).map_err(Error::io_at(e.path()))?;
+        crate::format::check_magic(&b, PRUNED_MAGIC, &fname)?;
+        let mut d = Dec::new(&b[12..], "replica pruned list");
+        let n = d.count(8)?;
+        for _ in 0..n {
+            out.insert(CommitSeq(d.u64()?));
+        }
+        d.end()?;
+    }
+    Ok(out)
+}
+
+/// Applies the primary's prune records older than `delete_after` to the
+/// replica: the dropped commits' list first, then the deleted packs;
+/// then forgets the record. `due` were read before this round shipped
+/// the packs, so the copies a repack made are on the replica already.
+fn apply_deletions(
+    dir: &Path,
+    db: &Db,
+    due: Vec<(u64, crate::catalog::db::ReplicaDeletion)>,
+    delete_after: Duration,
+) -> Result<()> {
+    let now = Time::now().as_nanos();
+    for (no, d) in due {
+        if now - d.time.as_nanos() < delete_after.as_nanos() as i128 {
+            break;
+        }
+        if !d.commits.is_empty() {
+            // An older revfs would rebuild the dropped commits: raise the
+            // replica's format first.
+            let (version, cfg) = Config::read(dir)?;
+            if version < crate::format::FORMAT_VERSION {
+                cfg.write(dir)?;
+            }
+            let pruned = dir.join("pruned");
+            std::fs::create_dir_all(&pruned).map_err(Error::io_at(&pruned))?;
+            let mut e = Enc::default();
+            e.0.extend_from_slice(PRUNED_MAGIC);
+            e.u32(1).u32(d.commits.len() as u32);
+            for c in &d.commits {
+                e.u64(c.0);
+            }
+            publish_file(&pruned, &format!("{no:016x}.pruned"), &e.0)?;
+        }
+        crate::crashpoint::crash_point("replica:pruned-written");
+        let rpacks = dir.join("packs");
+        for p in &d.packs {
+            let whole = pack::pack_path(&rpacks, *p);
+            match std::fs::remove_file(&whole) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::IoAt {
+                        path: whole,
+                        source: e,
+                    });
+                }
+            }
+            remove_parts(&rpacks, *p)?;
+        }
+        sync_dir(&rpacks)?;
+        let mut b = crate::catalog::db::Batch::default();
+        b.del_replica_deletion(no);
+        db.apply(b)?;
+        tracing::info!(
+            "replica {}: applied prune record {no} ({} commits, {} packs)",
+            dir.display(),
+            d.commits.len(),
+            d.packs.len()
+        );
+    }
+    Ok(())
+}
+
 /// Named snapshots recorded on a replica.
 pub fn read_names(dir: &Path) -> Result<Vec<(String, CommitSeq)>> {
     let names = dir.join("names");
@@ -279,8 +386,12 @@ fn primary_packs(store: &ObjectStore) -> Result<Vec<(PackNo, u64, bool)>> {
             Some((o, synced)) if o == no => out.push((no, synced, false)),
             _ => {
                 let p = pack::pack_path(store.packs_dir(), no);
-                let len = std::fs::metadata(&p).map_err(Error::io_at(&p))?.len();
-                out.push((no, len, true));
+                match std::fs::metadata(&p) {
+                    Ok(m) => out.push((no, m.len(), true)),
+                    // Deleted by a prune since the listing.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::IoAt { path: p, source: e }),
+                }
             }
         }
     }
@@ -289,7 +400,10 @@ fn primary_packs(store: &ObjectStore) -> Result<Vec<(PackNo, u64, bool)>> {
 
 /// Ships what the replica lacks: pack bytes first, then the head and the
 /// names. Returns the replicated head.
-pub fn ship(dir: &Path, db: &Db, store: &ObjectStore) -> Result<CommitSeq> {
+pub fn ship(dir: &Path, db: &Db, store: &ObjectStore, delete_after: Duration) -> Result<CommitSeq> {
+    // Prune records before the packs: what a record needs shipped first
+    // was durable before the record, so it is in the packs listed below.
+    let deletions = db.replica_deletions()?;
     // Read the head before the pack lengths: lengths only grow, so every
     // object of this head is within the lengths read after it.
     let head = CommitSeq(db.counter("head")?);
@@ -304,9 +418,11 @@ pub fn ship(dir: &Path, db: &Db, store: &ObjectStore) -> Result<CommitSeq> {
                 continue;
             }
             let name = format!("{:016x}.pack", no.0);
-            publish_with(&rpacks, &name, |f| {
-                std::io::copy(&mut File::open(&src)?, f).map(|_| ())
-            })?;
+            let Ok(mut from) = File::open(&src) else {
+                // Deleted by a prune since the listing: nothing to ship.
+                continue;
+            };
+            publish_with(&rpacks, &name, |f| std::io::copy(&mut from, f).map(|_| ()))?;
             remove_parts(&rpacks, no)?;
         } else if got < len {
             let name = pack::part_path(&rpacks, no, got)
@@ -335,6 +451,7 @@ pub fn ship(dir: &Path, db: &Db, store: &ObjectStore) -> Result<CommitSeq> {
     }
     crate::crashpoint::crash_point("replica:head-written");
     sync_names(dir, db)?;
+    apply_deletions(dir, db, deletions, delete_after)?;
     Ok(head)
 }
 
@@ -456,6 +573,8 @@ fn lag_from(
 /// The background replicator of a mounted store.
 pub struct Replicator {
     dir: PathBuf,
+    /// How long the replica keeps what a prune deleted.
+    delete_after: Duration,
     config: Config,
     db: Arc<Db>,
     store: Arc<ObjectStore>,
@@ -476,6 +595,7 @@ struct Inner {
 impl Replicator {
     pub fn new(dir: PathBuf, config: Config, db: Arc<Db>, store: Arc<ObjectStore>) -> Arc<Self> {
         Arc::new(Replicator {
+            delete_after: config.replica_delete_after(),
             inner: Mutex::new(Inner {
                 status: ReplicaStatus {
                     path: Some(dir.clone()),
@@ -497,6 +617,11 @@ impl Replicator {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// One round now, from the caller's thread (the last one at unmount).
+    pub fn ship_now(&self) -> Result<CommitSeq> {
+        ship(&self.dir, &self.db, &self.store, self.delete_after)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -590,7 +715,7 @@ impl Replicator {
     /// One replication round; updates the state, logs state changes.
     fn round(&self) {
         let result = self.writable().and_then(|()| {
-            ship(&self.dir, &self.db, &self.store)
+            ship(&self.dir, &self.db, &self.store, self.delete_after)
                 .and_then(|head| Ok((head, replica_packs(&self.dir)?)))
                 .map_err(|e| ("error", e.to_string()))
         });

@@ -641,10 +641,6 @@ fn note_for_replica(engine: &Engine, b: &mut Batch, packs: &[PackNo]) -> Result<
         return Ok(());
     }
     let db = &engine.db;
-    let (ship_pack, ship_len) = engine
-        .store
-        .open_pack()
-        .unwrap_or((engine.store.next_pack(), 0));
     let no = db.counter(DELETIONS)? + 1;
     b.put_counter(DELETIONS, no);
     b.put_replica_deletion(
@@ -653,8 +649,6 @@ fn note_for_replica(engine: &Engine, b: &mut Batch, packs: &[PackNo]) -> Result<
             time: Time::now(),
             commits: Vec::new(),
             packs: packs.to_vec(),
-            ship_pack,
-            ship_len,
         },
     );
     Ok(())
