@@ -26,9 +26,17 @@ impl Paused<'_> {
             .collect()
     }
 
-    /// The nodes of the history view the kernel holds.
+    /// The nodes of the history views that open handles read (a `cp -a`
+    /// out of a snapshot holds its directories open while it copies).
     pub fn held_history(&self) -> Vec<Node> {
-        lock(&self.engine.views).held().cloned().collect()
+        let open: Vec<super::Ino> = lock(&self.engine.handles)
+            .values()
+            .map(|h| match h {
+                Handle::File { ino, .. } | Handle::Dir { ino, .. } => *ino,
+            })
+            .filter(|i| super::Space::of(*i) == super::Space::History)
+            .collect();
+        lock(&self.engine.views).in_use(&open)
     }
 }
 

@@ -154,10 +154,38 @@ impl Views {
         }
     }
 
-    /// The nodes of the view the kernel holds now (what a running read
-    /// of history needs).
-    pub(super) fn held(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values().map(|n| &n.node)
+    /// The nodes of every view that one of `open` (inodes with an open
+    /// handle) belongs to: what a running read of history needs.
+    pub(super) fn in_use(&self, open: &[Ino]) -> Vec<Node> {
+        let views: std::collections::HashSet<u32> = open
+            .iter()
+            .filter_map(|i| self.nodes.get(i).map(|n| n.view))
+            .collect();
+        self.nodes
+            .values()
+            .filter(|n| views.contains(&n.view))
+            .map(|n| n.node.clone())
+            .collect()
+    }
+
+    /// The names (parent, name) under which the kernel may hold a view of
+    /// one of the commits `gone`.
+    pub(super) fn names_of(&self, gone: &std::collections::HashSet<u64>) -> Vec<(Ino, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (key, _) in self.views.values() {
+            let Some((k, seq)) = key.rsplit_once('@') else {
+                continue;
+            };
+            if !seq.parse().is_ok_and(|s: u64| gone.contains(&s)) {
+                continue;
+            }
+            match k.split_once('/') {
+                Some(("t", name)) => out.push((AT_DIR, name.as_bytes().to_vec())),
+                Some((_, name)) => out.push((SNAP_ROOT, name.as_bytes().to_vec())),
+                None => {}
+            }
+        }
+        out
     }
 
     /// Inodes of the view alive now.
@@ -228,6 +256,20 @@ impl Engine {
         let mut v = self.views();
         let view = v.view_id(&format!("{key}@{}", seq.0));
         Ok(v.intern(view, crate::ids::Ino::ROOT.0, node))
+    }
+
+    /// Tells the kernel to forget the views of commits a prune dropped (a
+    /// later lookup finds what history holds now); views in use by open
+    /// handles stay readable (prune keeps what they need).
+    pub fn forget_views_of(&self, gone: &[CommitSeq]) {
+        let gone: std::collections::HashSet<u64> = gone.iter().map(|s| s.0).collect();
+        let names = self.views().names_of(&gone);
+        self.invalidate(
+            names
+                .into_iter()
+                .map(|(p, n)| super::Inval::Entry(p, n))
+                .collect(),
+        );
     }
 
     pub(super) fn snap_getattr(&self, ino: Ino) -> Result<Attr> {

@@ -156,10 +156,8 @@ fn run(
     report.oldest_kept = keep.first().map(|c| crate::timefmt::rfc3339(c.2));
 
     let first_new = if opts.dry_run {
-        engine
-            .store
-            .open_pack()
-            .map_or(engine.store.next_pack(), |p| p.0)
+        // A real prune seals the open pack first: count it in.
+        engine.store.next_pack()
     } else {
         if !dropped.is_empty() {
             drop_commits(engine, head, &keep, &dropped, report)?;
@@ -293,7 +291,10 @@ fn fit(
     bound: u64,
     report: &mut PruneReport,
 ) -> Result<()> {
-    let overhead = engine.db.size_on_disk() + crate::format::PACK_HEADER_LEN * 4;
+    // History fills the bound less the catalog, less a tenth of it as room
+    // for what arrives until the next round (so the store stays under it
+    // between rounds, not only right after one).
+    let overhead = engine.db.size_on_disk() + bound / 10;
     let budget = bound.saturating_sub(overhead);
     let mut reach = Reach::new(&engine.store, Missing::Fail).counting();
     for (seq, id, _) in commits {
@@ -403,6 +404,8 @@ fn drop_commits(
         db.apply(b)?;
         db.flush()
     })?;
+    let gone: Vec<CommitSeq> = dropped.iter().map(|c| c.0).collect();
+    engine.forget_views_of(&gone);
     tracing::info!(
         "prune: dropped {} commits ({} versions), kept {}",
         dropped.len(),
@@ -490,6 +493,12 @@ fn account(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::IoAt { path: p, source: e }),
         }
+    }
+    // Packs below `first_new` that hold objects not yet published (put
+    // before the open pack was sealed, committed later): their entries are
+    // not in the index yet, so this round neither deletes nor repacks them.
+    for (_, e) in engine.store.pending() {
+        uses.remove(&e.pack);
     }
     let mut garbage = Vec::new();
     for entry in engine.db.index_all() {

@@ -117,6 +117,11 @@ impl Mount {
     }
 
     pub fn start(&mut self, args: &[&str]) {
+        self.start_env(args, &[]);
+    }
+
+    /// Mounts with `args` and extra environment variables for the daemon.
+    pub fn start_env(&mut self, args: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already mounted");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -128,6 +133,7 @@ impl Mount {
             .arg(&self.store)
             .arg(&self.mnt)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

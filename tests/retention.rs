@@ -1,0 +1,555 @@
+//! Retention through real mounts and the exact CLI: which versions a
+//! policy keeps, prune racing writers and readers, kill -9 at every step
+//! of a prune, `--max-size` holding a store under its bound by itself,
+//! and the replica's grace window (recover gives the pre-prune history
+//! inside it, the post-prune one after).
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
+
+mod common;
+
+use common::{Mount, Rng, revfs, wait_until};
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Writes `data` to `path` and fsyncs it (one version, one commit).
+fn save(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    let mut f = fs::File::create(path).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn prune(target: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(common::BIN)
+        .arg("prune")
+        .arg(target)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "prune {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The contents of every version `revfs log` lists for `path`.
+fn logged(path: &Path) -> Vec<Vec<u8>> {
+    let (ok, out) = revfs(&["log".as_ref(), path.as_os_str(), "--json".as_ref()]);
+    assert!(ok, "log: {out}");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    log.iter()
+        .map(|e| fs::read(e["path"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+fn verify_clean(store: &Path) {
+    let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
+    assert!(ok && out.contains("clean"), "verify: {out}");
+}
+
+fn packs_bytes(store: &Path) -> u64 {
+    fs::read_dir(store.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+fn version(k: usize, n: usize) -> Vec<u8> {
+    let mut v = format!("version {k}\n").into_bytes();
+    v.extend(Rng::new(k as u64 + 1).bytes(n));
+    v
+}
+
+#[test]
+fn keep_versions_and_keep_last_keep_exactly_what_they_say_and_free_the_rest() {
+    let Some(mut m) = Mount::new(&[]) else {
+        return;
+    };
+    let vs: Vec<Vec<u8>> = (0..8).map(|k| version(k, 512 << 10)).collect();
+    for (k, v) in vs.iter().enumerate() {
+        save(&m.p("model.bin"), v);
+        if k == 2 {
+            let (ok, out) = revfs(&[
+                "snapshot".as_ref(),
+                "create".as_ref(),
+                m.mnt.as_os_str(),
+                "keep".as_ref(),
+            ]);
+            assert!(ok, "{out}");
+        }
+    }
+    save(&m.p("other.txt"), b"other\n");
+    common::commit(&m.store);
+    assert_eq!(logged(&m.p("model.bin")), vs);
+
+    // A dry run says what would go and changes nothing.
+    let before = packs_bytes(&m.store);
+    let dry = prune(&m.mnt, &["--keep-versions", "3", "--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["commits_dropped"].as_u64().unwrap(), 4, "{dry}");
+    assert!(dry["bytes_freed"].as_u64().unwrap() > 0, "{dry}");
+    assert_eq!(packs_bytes(&m.store), before);
+    assert_eq!(logged(&m.p("model.bin")).len(), 8);
+
+    // Keep the last 3 versions of every live file, the named one, the head.
+    let r = prune(&m.mnt, &["--keep-versions", "3"]);
+    for k in [
+        "commits_kept",
+        "commits_dropped",
+        "versions_dropped",
+        "bytes_freed",
+        "packs_deleted",
+        "packs_repacked",
+        "seconds",
+    ] {
+        assert!(r.get(k).is_some(), "--json lacks {k}: {r}");
+    }
+    assert_eq!(r["versions_dropped"].as_u64().unwrap(), 4, "{r}");
+    let want: Vec<Vec<u8>> = [2, 5, 6, 7].iter().map(|k| vs[*k].clone()).collect();
+    assert_eq!(logged(&m.p("model.bin")), want);
+    assert_eq!(fs::read(m.p(".snapshots/keep/model.bin")).unwrap(), vs[2]);
+    assert_eq!(fs::read(m.p("model.bin")).unwrap(), vs[7]);
+    let after = packs_bytes(&m.store);
+    assert!(
+        after < before * 2 / 3,
+        "packs {before} -> {after}: the dropped versions' space is not back"
+    );
+    verify_clean(&m.store);
+
+    // keep-last 1: only the head (and the named snapshot) stays.
+    let r = prune(&m.mnt, &["--keep-last", "1"]);
+    assert!(r["commits_dropped"].as_u64().unwrap() >= 2, "{r}");
+    assert_eq!(logged(&m.p("model.bin")), [vs[2].clone(), vs[7].clone()]);
+    assert_eq!(fs::read(m.p("other.txt")).unwrap(), b"other\n");
+    // Without a rule nothing more is dropped.
+    let r = prune(&m.mnt, &[]);
+    assert_eq!(r["commits_dropped"], 0, "{r}");
+    m.unmount();
+    verify_clean(&m.store);
+    // Everything kept survives a remount, and the store still works.
+    m.start(&[]);
+    assert_eq!(logged(&m.p("model.bin")), [vs[2].clone(), vs[7].clone()]);
+    save(&m.p("model.bin"), b"after\n");
+    common::commit(&m.store);
+    assert_eq!(logged(&m.p("model.bin")).len(), 3);
+}
+
+#[test]
+fn keep_within_follows_the_real_clock() {
+    let Some(m) = Mount::new(&[]) else {
+        return;
+    };
+    save(&m.p("x.bin"), b"old 1\n");
+    save(&m.p("x.bin"), b"old 2\n");
+    common::commit(&m.store);
+    std::thread::sleep(Duration::from_millis(3500));
+    save(&m.p("x.bin"), b"new 1\n");
+    save(&m.p("x.bin"), b"new 2\n");
+    common::commit(&m.store);
+    let r = prune(&m.mnt, &["--keep-within", "3s"]);
+    assert_eq!(r["commits_dropped"].as_u64().unwrap(), 2, "{r}");
+    assert_eq!(
+        logged(&m.p("x.bin")),
+        [b"new 1\n".to_vec(), b"new 2\n".to_vec()]
+    );
+    // The newest commit of this minute is the head: keep-minutely 1 keeps it only.
+    let r = prune(&m.mnt, &["--keep-minutely", "1"]);
+    assert_eq!(r["commits_kept"], 1, "{r}");
+    assert_eq!(logged(&m.p("x.bin")), [b"new 2\n".to_vec()]);
+    verify_clean(&m.store);
+}
+
+#[test]
+fn prune_while_a_writer_and_readers_run_loses_nothing_they_need() {
+    let Some(m) = Mount::new(&["--commit-interval", "200ms"]) else {
+        return;
+    };
+    let big = Rng::new(99).bytes(6 << 20);
+    save(&m.p("static.bin"), &big);
+    for k in 0..6 {
+        save(&m.p("model.bin"), &version(k, 300 << 10));
+    }
+    common::commit(&m.store);
+    // A read of history that prune drops, held open across the prunes.
+    let (ok, out) = revfs(&[
+        "log".as_ref(),
+        m.p("model.bin").as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{out}");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let old_path = log[0]["path"].as_str().unwrap().to_string();
+    let mut old = fs::File::open(&old_path).unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, mnt) = (stop.clone(), m.mnt.clone());
+        std::thread::spawn(move || {
+            fs::create_dir_all(mnt.join("w")).unwrap();
+            let mut written = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let d = Rng::new(1000 + i as u64).bytes(40_000 + i * 7);
+                save(&mnt.join(format!("w/f{i}")), &d);
+                if i % 5 == 0 {
+                    save(&mnt.join("model.bin"), &version(100 + i, 200 << 10));
+                }
+                written.push(d);
+                i += 1;
+            }
+            written
+        })
+    };
+    let reader = {
+        let (stop, mnt, big) = (stop.clone(), m.mnt.clone(), big.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(
+                    fs::read(mnt.join("static.bin")).unwrap() == big,
+                    "live read"
+                );
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut dropped = 0;
+    for _ in 0..6 {
+        let r = prune(&m.mnt, &["--keep-last", "2"]);
+        dropped += r["commits_dropped"].as_u64().unwrap();
+        // The open handle on a dropped commit's file reads on.
+        use std::io::{Read, Seek};
+        old.seek(std::io::SeekFrom::Start(0)).unwrap();
+        let mut got = Vec::new();
+        old.read_to_end(&mut got).unwrap();
+        assert_eq!(got, version(0, 300 << 10), "a running snapshot read broke");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    let reads = reader.join().unwrap();
+    assert!(dropped > 5, "prune dropped {dropped} commits");
+    assert!(
+        written.len() > 10 && reads > 3,
+        "{} writes, {reads} reads",
+        written.len()
+    );
+    for (i, d) in written.iter().enumerate() {
+        assert!(
+            fs::read(m.p(&format!("w/f{i}"))).unwrap() == *d,
+            "w/f{i} lost its bytes"
+        );
+    }
+    common::commit(&m.store);
+    let r = prune(&m.mnt, &["--keep-last", "1"]);
+    assert!(r["bytes_freed"].as_u64().is_some());
+    verify_clean(&m.store);
+    for (i, d) in written.iter().enumerate() {
+        assert!(fs::read(m.p(&format!("w/f{i}"))).unwrap() == *d);
+    }
+}
+
+/// A store in two sessions: the first session's pack holds only history
+/// a prune drops (deleted whole), the second's some of both (repacked).
+fn two_session_store() -> (Mount, Vec<Vec<u8>>) {
+    let mut m = Mount::new(&[]).unwrap();
+    let vs: Vec<Vec<u8>> = (0..10).map(|k| version(k, 200 << 10)).collect();
+    for v in &vs[..5] {
+        save(&m.p("model.bin"), v);
+    }
+    m.unmount();
+    m.start(&[]);
+    for (k, v) in vs.iter().enumerate().skip(5) {
+        save(&m.p("model.bin"), v);
+        if k == 6 {
+            let (ok, out) = revfs(&[
+                "snapshot".as_ref(),
+                "create".as_ref(),
+                m.mnt.as_os_str(),
+                "keep".as_ref(),
+            ]);
+            assert!(ok, "{out}");
+        }
+    }
+    save(&m.p("other.txt"), b"other\n");
+    m.unmount();
+    (m, vs)
+}
+
+const PRUNE_POINTS: &[&str] = &[
+    "prune:dropped",
+    "prune:index-swept",
+    "prune:packs-deleted",
+    "prune:repack-copied",
+    "prune:repack-switched",
+];
+
+#[test]
+fn kill_at_every_step_of_a_prune_keeps_all_kept_history_and_the_next_prune_reclaims() {
+    if !common::fuse_available() {
+        return;
+    }
+    let (mut base, vs) = two_session_store();
+    // Reference: a prune that is not interrupted.
+    let reference = base.tmp.path().join("reference");
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&base.store)
+            .arg(&reference)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let r = prune(&reference, &["--keep-last", "2"]);
+    assert!(r["packs_deleted"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
+    let clean_size = packs_bytes(&reference);
+    // keep-last 2: the head (other.txt saved) and the commit before (v9);
+    // and the named v6.
+    let kept = [vs[6].clone(), vs[9].clone()];
+    for point in PRUNE_POINTS {
+        let store = base
+            .tmp
+            .path()
+            .join(format!("at-{}", point.replace(':', "-")));
+        assert!(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&base.store)
+                .arg(&store)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = Command::new(common::BIN)
+            .args(["prune", "--keep-last", "2"])
+            .arg(&store)
+            .env("REVFS_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(point),
+            "{point}: the prune did not stop there: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Opens without repair, verifies clean, and holds what is kept.
+        verify_clean(&store);
+        let mnt = base.tmp.path().join("mnt2");
+        fs::create_dir_all(&mnt).unwrap();
+        let mut m = Mount::attach(store.clone(), mnt, base.tmp.path().join("log2"));
+        m.start(&[]);
+        let got = logged(&m.p("model.bin"));
+        for k in &kept {
+            assert!(got.contains(k), "{point}: a kept version is gone");
+        }
+        assert_eq!(
+            fs::read(m.p(".snapshots/keep/model.bin")).unwrap(),
+            vs[6],
+            "{point}"
+        );
+        assert_eq!(fs::read(m.p("model.bin")).unwrap(), vs[9], "{point}");
+        assert_eq!(fs::read(m.p("other.txt")).unwrap(), b"other\n", "{point}");
+        m.unmount();
+        // The next prune finishes the job: the same size as the clean one.
+        prune(&store, &["--keep-last", "2"]);
+        let size = packs_bytes(&store);
+        assert!(
+            size <= clean_size + clean_size / 20 + 4096,
+            "{point}: {size} bytes of packs after the next prune, {clean_size} after a clean one"
+        );
+        verify_clean(&store);
+    }
+    base.start(&[]);
+}
+
+#[test]
+fn max_size_holds_a_store_under_its_bound_with_the_protected_set_intact() {
+    let Some(mut m) = Mount::new(&["--max-size", "24M", "--prune-interval", "200ms"]) else {
+        return;
+    };
+    // Step 0 is named: protected whatever the bound says.
+    let first = version(0, 2 << 20);
+    save(&m.p("ckpt.bin"), &first);
+    let (ok, out) = revfs(&[
+        "snapshot".as_ref(),
+        "create".as_ref(),
+        m.mnt.as_os_str(),
+        "step0".as_ref(),
+    ]);
+    assert!(ok, "{out}");
+    let bound = 24u64 << 20;
+    let store_bytes = |s: &Path| -> u64 {
+        let out = Command::new("du").arg("-sb").arg(s).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // 50 full-training steps: every step rewrites the whole checkpoint
+    // (incompressible, nothing dedups) and appends to a log; after each,
+    // the daemon brings the store under its bound by itself (a real step
+    // takes minutes; the prune rounds here come every 200 ms).
+    for step in 1..=50 {
+        save(&m.p("ckpt.bin"), &version(step, 2 << 20));
+        fs::write(m.p("train.log"), format!("step {step}\n").repeat(step)).unwrap();
+        wait_until(
+            &format!("the store to fit its bound after step {step}"),
+            Duration::from_secs(20),
+            || store_bytes(&m.store) <= bound,
+        );
+    }
+    assert_eq!(fs::read(m.p(".snapshots/step0/ckpt.bin")).unwrap(), first);
+    assert_eq!(fs::read(m.p("ckpt.bin")).unwrap(), version(50, 2 << 20));
+    let s = common::status(&m.store);
+    for k in [
+        "growth_bytes_per_day",
+        "projected_bytes",
+        "days_until_full",
+        "capacity_bytes",
+    ] {
+        assert!(s["plan"].get(k).is_some(), "status lacks {k}: {s}");
+    }
+    assert_eq!(s["plan"]["capacity_bytes"].as_u64().unwrap(), bound, "{s}");
+    assert!(
+        s["plan"]["growth_bytes_per_day"].as_f64().unwrap() > 0.0,
+        "{s}"
+    );
+    assert_eq!(s["plan"]["over_max_size"], false, "{s}");
+    // The policy was kept in the config: set once.
+    let (ok, out) = revfs(&["policy".as_ref(), m.store.as_os_str(), "--json".as_ref()]);
+    assert!(ok, "{out}");
+    let p: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(p["policy"]["max_size"]["bytes"], bound, "{p}");
+    m.unmount();
+    verify_clean(&m.store);
+}
+
+#[test]
+fn the_replica_keeps_pruned_history_for_its_grace_window_then_follows() {
+    let Some((mut m, replica)) = Mount::with_replica(&["--replica-delete-after", "1h"]) else {
+        return;
+    };
+    let vs: Vec<Vec<u8>> = (0..6).map(|k| version(k, 256 << 10)).collect();
+    for v in &vs {
+        save(&m.p("model.bin"), v);
+    }
+    common::wait_replicated(&m.store, Duration::from_secs(30));
+    let r = prune(&m.mnt, &["--keep-last", "1"]);
+    assert!(r["commits_dropped"].as_u64().unwrap() >= 5, "{r}");
+    assert_eq!(logged(&m.p("model.bin")), [vs[5].clone()]);
+    common::wait_replicated(&m.store, Duration::from_secs(30));
+
+    // Within the window: the replica gives back the pre-prune history.
+    let rec = m.tmp.path().join("recovered");
+    let (ok, out) = revfs(&["recover".as_ref(), replica.as_os_str(), rec.as_os_str()]);
+    assert!(ok, "{out}");
+    let mnt = m.tmp.path().join("mnt-rec");
+    fs::create_dir(&mnt).unwrap();
+    let mut back = Mount::attach(rec.clone(), mnt.clone(), m.tmp.path().join("rec.log"));
+    back.start(&[]);
+    assert_eq!(logged(&back.p("model.bin")), vs, "pre-prune history");
+    back.unmount();
+    verify_clean(&rec);
+
+    // The window over (a remount with a zero window), a round applies
+    // the prune to the replica; a crash between its two steps is safe.
+    m.unmount();
+    let replica_before = packs_bytes(&replica);
+    m.start_env(
+        &["--replica-delete-after", "0s"],
+        &[("REVFS_CRASH_AT", "replica:pruned-written")],
+    );
+    wait_until(
+        "the replicator to stop at its crash point",
+        Duration::from_secs(30),
+        || m.log_text().contains("crash point replica:pruned-written"),
+    );
+    m.crash();
+    let rec2 = m.tmp.path().join("recovered2");
+    let (ok, out) = revfs(&["recover".as_ref(), replica.as_os_str(), rec2.as_os_str()]);
+    assert!(ok, "{out}");
+    verify_clean(&rec2);
+    m.start(&["--replica-delete-after", "0s"]);
+    common::wait_replicated(&m.store, Duration::from_secs(30));
+    wait_until(
+        "the replica to drop the pruned packs",
+        Duration::from_secs(30),
+        || packs_bytes(&replica) < replica_before,
+    );
+    assert!(fs::read_dir(replica.join("pruned")).unwrap().count() >= 1);
+    m.unmount();
+
+    // After the window: recover gives the post-prune history, complete.
+    let rec3 = m.tmp.path().join("recovered3");
+    let (ok, out) = revfs(&[
+        "recover".as_ref(),
+        replica.as_os_str(),
+        rec3.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{out}");
+    let got: serde_json::Value = serde_json::from_str(&out[..out.rfind('}').unwrap() + 1]).unwrap();
+    assert_eq!(got["damaged_commits"], 0, "{got}");
+    assert_eq!(got["lost_commits"], 0, "{got}");
+    verify_clean(&rec3);
+    let mut back = Mount::attach(rec3.clone(), mnt, m.tmp.path().join("rec3.log"));
+    back.start(&[]);
+    assert_eq!(logged(&back.p("model.bin")), [vs[5].clone()]);
+    back.unmount();
+}
+
+#[test]
+fn a_format_3_store_opens_and_prunes() {
+    if !common::fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("v3-store");
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3-store");
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&from)
+            .arg(&store)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mut m = Mount::attach(store.clone(), mnt, tmp.path().join("log"));
+    m.start(&[]);
+    // Written by the release before retention: model.bin saved 4 times
+    // ("version K\n" + 40,000 random bytes), the second named keep-v1.
+    let prefixes = |v: Vec<Vec<u8>>| -> Vec<String> {
+        v.iter()
+            .map(|b| String::from_utf8_lossy(&b[..10]).into_owned())
+            .collect()
+    };
+    assert_eq!(
+        prefixes(logged(&m.p("model.bin"))),
+        ["version 0\n", "version 1\n", "version 2\n", "version 3\n"]
+    );
+    assert_eq!(fs::read(m.p("notes.txt")).unwrap(), b"v3 store\n");
+    let r = prune(&m.mnt, &["--keep-last", "1"]);
+    assert!(r["commits_dropped"].as_u64().unwrap() >= 2, "{r}");
+    assert_eq!(
+        prefixes(logged(&m.p("model.bin"))),
+        ["version 1\n", "version 3\n"]
+    );
+    m.unmount();
+    verify_clean(&store);
+    let s = common::status(&store);
+    assert_eq!(s["format"], revfs::format::FORMAT_VERSION, "{s}");
+}
