@@ -9,7 +9,6 @@
 mod common;
 
 use common::{Mount, Rng, revfs, wait_until};
-use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -198,7 +197,7 @@ fn prune_while_a_writer_and_readers_run_loses_nothing_they_need() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let d = Rng::new(1000 + i as u64).bytes(40_000 + i * 7);
                 save(&mnt.join(format!("w/f{i}")), &d);
-                if i % 5 == 0 {
+                if i.is_multiple_of(5) {
                     save(&mnt.join("model.bin"), &version(100 + i, 200 << 10));
                 }
                 written.push(d);
