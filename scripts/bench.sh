@@ -3,7 +3,7 @@
 # the same run (absolute times on shared machines are noisy). Prints a
 # Markdown table and writes JSON under bench-results/.
 #
-#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile]...
+#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention]...
 #     perf       sequential write/read vs direct disk and bindfs; the AI workload
 #                (shared/bench/gen_workload.py) ingested into revfs vs direct, bindfs,
 #                direct+restic and direct+borg; stored bytes; close() latency; small
@@ -18,6 +18,10 @@
 #                1,000 fsync'd SQLite updates of a 2 GiB database vs the direct disk;
 #                sequential write/read of 4 GiB vs the release before manifest trees
 #                (BENCH_BASE_REV, built from this repository's history)
+#     retention  the AI workload over many steps with and without a policy (store size per
+#                step, plotted to bench-results/retention-store-size.svg), prune throughput
+#                (pack GiB examined and freed per second, mounted and offline), peak RSS,
+#                and the mark's memory per object
 #   --quick runs a tenth of the size, for development. Default: every section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,11 +31,11 @@ SECTIONS=()
 for a in "$@"; do
   case $a in
     --quick) SCALE=0.1 ;;
-    perf|snapshots|replica|history|bigfile) SECTIONS+=("$a") ;;
+    perf|snapshots|replica|history|bigfile|retention) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile retention)
 want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 cargo build --release -q
 BIN=$ROOT/target/release/revfs
@@ -224,6 +228,13 @@ if want bigfile; then
   if [ -d "$WORK/base-src" ]; then git worktree remove --force "$WORK/base-src"; fi
 fi
 
+if want retention; then
+  command -v rsync >/dev/null || { apt-get update -qq && apt-get install -y -qq rsync >/dev/null; }
+  python3 -c 'import numpy' 2>/dev/null || python3 -m pip install -q numpy
+  python3 scripts/bench_retention.py "$BIN" "$WORK" "$SCALE" "$ROOT/../shared/bench/gen_workload.py" \
+    "$ROOT/bench-results" >> "$RESULTS"
+fi
+
 python3 - "$ROOT/bench-results" "$SCALE" "$RESULTS" <<'PY'
 import json, os, platform, subprocess, sys, time
 out, scale = sys.argv[1], float(sys.argv[2])
@@ -291,5 +302,14 @@ if s:
     if "seq_mbs" in s:
         n, b = s["seq_mbs"]["revfs"], s["seq_mbs"]["base"]
         print(f"| sequential {s['seq_bytes'] / 2**30:.1f} GiB write + fsync / cold read, this build / release before trees | {n['write'] / b['write']:.2f}x / {n['read'] / b['read']:.2f}x (target 1) | before {b['write']:.0f} / {b['read']:.0f} MB/s; daemon CPU per GiB written {n['cpu_s_per_gib']:.2f} s, before {b['cpu_s_per_gib']:.2f} s |")
+s = sections.get("retention")
+if s:
+    kept, every = s["store_bytes"]["--keep-last 3, pruned every step"], s["store_bytes"]["keep everything"]
+    m, o = s["mounted_prunes"], s["offline_prune"]
+    print(f"| store after {s['steps']} workload steps, --keep-last 3 / keep everything | {kept[-1] / every[-1]:.2f}x | {kept[-1] / 2**20:.0f} MiB vs {every[-1] / 2**20:.0f} MiB; plot {s['plot']} |")
+    print(f"| prune while mounted, after every step | {m['examined_gib_per_s']:.1f} GiB/s examined, {m['freed_gib_per_s']:.1f} GiB/s freed | {m['count']} prunes, longest {m['max_seconds']:.2f} s |")
+    print(f"| offline prune of the kept-everything store to its head | {o['examined_gib_per_s']:.1f} GiB/s examined, {o['freed_gib_per_s']:.1f} GiB/s freed | {o['seconds']:.2f} s, peak RSS {o['peak_rss_kib'] / 1024:.0f} MiB |")
+    a, b = s["mark_memory"]
+    print(f"| prune's memory per reachable object (two store sizes) | {s['mark_bytes_per_object']:.0f} B | {a['objects_marked']:,} objects: {a['peak_rss_kib'] / 1024:.0f} MiB, {b['objects_marked']:,}: {b['peak_rss_kib'] / 1024:.0f} MiB |")
 print(f"\nJSON: {path}")
 PY
