@@ -100,7 +100,11 @@ fn handle(engine: &Engine, req: Request) -> Result<Value> {
         }
         Request::Prune { policy, dry_run } => json(crate::retention::prune(
             engine,
-            &crate::retention::PruneOptions { policy, dry_run },
+            &crate::retention::PruneOptions {
+                policy,
+                dry_run,
+                only_if_dropping: false,
+            },
             &mut |_, _| {},
         )?),
         Request::Verify { replica, repair } => json(crate::verify::verify(

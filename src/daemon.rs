@@ -124,6 +124,7 @@ impl PruneLoop {
                     let opts = crate::retention::PruneOptions {
                         policy,
                         dry_run: false,
+                        only_if_dropping: true,
                     };
                     match crate::retention::prune(&engine, &opts, &mut |_, _| {}) {
                         Ok(r) => {

@@ -29,7 +29,11 @@ pub fn run(target: &Path, flags: &PolicyArgs, dry_run: bool, json: bool) -> Resu
             let bar = super::bar("pruning", "{msg} [{bar:40}] {pos}/{len} {eta}");
             let report = revfs::retention::prune(
                 &r.engine,
-                &PruneOptions { policy, dry_run },
+                &PruneOptions {
+                    policy,
+                    dry_run,
+                    only_if_dropping: false,
+                },
                 &mut |d, t| {
                     bar.set_length(t);
                     bar.set_position(d);

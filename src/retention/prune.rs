@@ -86,6 +86,10 @@ pub struct PruneReport {
 pub struct PruneOptions {
     pub policy: Policy,
     pub dry_run: bool,
+    /// Skip the mark and sweep when the policy drops no commit (the
+    /// periodic prune of a mounted store: with nothing dropped there is
+    /// next to no garbage, and a mark costs what the store holds).
+    pub only_if_dropping: bool,
 }
 
 /// What one pack holds, as the mark sees it.
@@ -110,6 +114,9 @@ pub fn prune(
     };
     if !opts.dry_run {
         engine.check_writable_pub()?;
+        // What was written so far becomes the head (kept), and its objects
+        // leave the pending set (so their pack can be pruned this round).
+        engine.commit(false)?;
         // Before anything is read: from here on, every reuse is noted.
         engine.store.track_reuse();
     }
@@ -154,6 +161,10 @@ fn run(
     report.commits_kept = keep.len() as u64;
     report.commits_dropped = dropped.len() as u64;
     report.oldest_kept = keep.first().map(|c| crate::timefmt::rfc3339(c.2));
+    if dropped.is_empty() && opts.only_if_dropping {
+        report.stored_bytes_after = report.stored_bytes_before;
+        return Ok(());
+    }
 
     let first_new = if opts.dry_run {
         // A real prune seals the open pack first: count it in.
