@@ -310,6 +310,6 @@ if s:
     print(f"| prune while mounted, after every step | {m['examined_gib_per_s']:.1f} GiB/s examined, {m['freed_gib_per_s']:.1f} GiB/s freed | {m['count']} prunes, longest {m['max_seconds']:.2f} s |")
     print(f"| offline prune of the kept-everything store to its head | {o['examined_gib_per_s']:.1f} GiB/s examined, {o['freed_gib_per_s']:.1f} GiB/s freed | {o['seconds']:.2f} s, peak RSS {o['peak_rss_kib'] / 1024:.0f} MiB |")
     a, b = s["mark_memory"]
-    print(f"| prune's memory per reachable object (two store sizes) | {s['mark_bytes_per_object']:.0f} B | {a['objects_marked']:,} objects: {a['peak_rss_kib'] / 1024:.0f} MiB, {b['objects_marked']:,}: {b['peak_rss_kib'] / 1024:.0f} MiB |")
+    print(f"| prune's memory per reachable object (two store sizes), whole process / the mark set | {s['mark_bytes_per_object']:.0f} B / {b.get('mark_set_bytes', 0) / max(1, b['objects_marked']):.0f} B | {a['objects_marked']:,} objects: {a['peak_rss_kib'] / 1024:.0f} MiB, {b['objects_marked']:,}: {b['peak_rss_kib'] / 1024:.0f} MiB (target <= 300 MiB at 1 M) |")
 print(f"\nJSON: {path}")
 PY

@@ -131,7 +131,8 @@ def main():
         umount(store, mnt)
         r_rss, out = peak_rss_of([BIN, "prune", store, "--json"])
         r = json.loads(out)
-        mem.append({"files": n, "objects_marked": r["objects_marked"], "peak_rss_kib": r_rss})
+        mem.append({"files": n, "objects_marked": r["objects_marked"], "peak_rss_kib": r_rss,
+                    "mark_set_bytes": r["mark_set_bytes"]})
         shutil.rmtree(store)
     a, b = mem
     per_object = (b["peak_rss_kib"] - a["peak_rss_kib"]) * 1024 / max(1, b["objects_marked"] - a["objects_marked"])

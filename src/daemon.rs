@@ -85,10 +85,26 @@ impl Drop for CommitLoop {
 }
 
 /// Prunes under the store's policy (re-read from its config each round,
-/// so `revfs policy` takes effect without a remount) every interval.
+/// so `revfs policy` takes effect without a remount) every interval, and
+/// at once when the store's filesystem runs low on space (then the oldest
+/// unprotected history goes until twice the low-water mark is free:
+/// history never makes a write fail; `retention::plan::space_bound`).
 struct PruneLoop {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the prune loop looks at the free space.
+const SPACE_CHECK: Duration = Duration::from_secs(1);
+
+/// What the prune loop last said, so that it says each thing once.
+#[derive(Default)]
+struct Said {
+    over: bool,
+    failed: bool,
+    low_space: bool,
+    /// Rounds in a row short of space: each halves the size asked for.
+    low_rounds: u32,
 }
 
 impl PruneLoop {
@@ -99,16 +115,17 @@ impl PruneLoop {
             .name("revfs-prune".into())
             .spawn(move || {
                 let (lock, cv) = &*s;
-                let mut over = false;
-                let mut failed = false;
+                let mut said = Said::default();
+                let mut last = std::time::Instant::now();
                 loop {
                     let cfg = crate::repo::Config::read(&store).map(|c| c.1);
                     let interval = cfg
                         .as_ref()
                         .map_or(crate::repo::DEFAULT_PRUNE_INTERVAL, |c| c.prune_interval());
+                    let wait = interval.saturating_sub(last.elapsed()).min(SPACE_CHECK);
                     let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
                     let stopped = cv
-                        .wait_timeout_while(stopped, interval, |st| !*st)
+                        .wait_timeout_while(stopped, wait, |st| !*st)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                     if *stopped {
@@ -116,51 +133,90 @@ impl PruneLoop {
                     }
                     drop(stopped);
                     let Ok(cfg) = cfg else { continue };
-                    let policy = cfg.policy();
+                    let mut policy = cfg.policy();
                     engine.set_policy(policy.clone());
-                    if !policy.drops_anything() {
+                    let low = low_space_bound(&engine);
+                    said.low_rounds = if low.is_some() { said.low_rounds + 1 } else { 0 };
+                    let low = low.map(|b| b >> (said.low_rounds - 1).min(63));
+                    if low.is_some() != said.low_space {
+                        said.low_space = low.is_some();
+                        if said.low_space {
+                            tracing::warn!(
+                                "the store's disk is nearly full: dropping the oldest unprotected history"
+                            );
+                        }
+                    }
+                    if let Some(bound) = low {
+                        let b = policy.max_size.map_or(bound, |m| {
+                            m.bytes(crate::retention::prune::fs_bytes(&engine)).min(bound)
+                        });
+                        policy.max_size = Some(crate::retention::SizeBound::Bytes(b));
+                    } else if last.elapsed() < interval {
                         continue;
                     }
-                    let opts = crate::retention::PruneOptions {
-                        policy,
-                        dry_run: false,
-                        only_if_dropping: true,
-                    };
-                    match crate::retention::prune(&engine, &opts, &mut |_, _| {}) {
-                        Ok(r) => {
-                            failed = false;
-                            if r.commits_dropped + r.packs_deleted + r.packs_repacked > 0 {
-                                tracing::info!(
-                                    "prune: dropped {} commits, freed {} bytes ({} packs deleted, {} repacked) in {:.2} s",
-                                    r.commits_dropped,
-                                    r.bytes_freed,
-                                    r.packs_deleted,
-                                    r.packs_repacked,
-                                    r.seconds
-                                );
-                            }
-                            if r.over_max_size != over {
-                                over = r.over_max_size;
-                                if over {
-                                    tracing::warn!(
-                                        "the protected history alone is over --max-size ({} bytes): it is kept;                                          loosen --keep-within/--keep-versions or raise --max-size",
-                                        r.max_size.unwrap_or(0)
-                                    );
-                                } else {
-                                    tracing::info!("the store fits --max-size again");
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            if !std::mem::replace(&mut failed, true) {
-                                tracing::error!("prune failed: {e}");
-                            }
-                        }
+                    last = std::time::Instant::now();
+                    if policy.drops_anything() {
+                        // Short of space, sweep even when no commit goes
+                        // (a failed big write leaves unreferenced chunks).
+                        prune_round(&engine, policy, low.is_none(), &mut said);
                     }
                 }
             })
             .ok();
         PruneLoop { stop, thread }
+    }
+}
+
+/// The size the store must come down to because its disk is nearly full.
+fn low_space_bound(engine: &Engine) -> Option<u64> {
+    let (total, free) = crate::sys::fs_space(engine.store.packs_dir())?;
+    let stored = crate::retention::prune::stored_bytes(engine).ok()?;
+    crate::retention::plan::space_bound(total, free, stored)
+}
+
+/// One prune of the loop; logs what changed.
+fn prune_round(
+    engine: &Engine,
+    policy: crate::retention::Policy,
+    only_if_dropping: bool,
+    said: &mut Said,
+) {
+    let opts = crate::retention::PruneOptions {
+        policy,
+        dry_run: false,
+        only_if_dropping,
+    };
+    match crate::retention::prune(engine, &opts, &mut |_, _| {}) {
+        Ok(r) => {
+            said.failed = false;
+            if r.commits_dropped + r.packs_deleted + r.packs_repacked > 0 {
+                tracing::info!(
+                    "prune: dropped {} commits, freed {} bytes ({} packs deleted, {} repacked) in {:.2} s",
+                    r.commits_dropped,
+                    r.bytes_freed,
+                    r.packs_deleted,
+                    r.packs_repacked,
+                    r.seconds
+                );
+            }
+            if r.over_max_size != said.over {
+                said.over = r.over_max_size;
+                if said.over {
+                    tracing::warn!(
+                        "the protected history alone is over --max-size ({} bytes): it is kept; \
+                         loosen --keep-within/--keep-versions or raise --max-size",
+                        r.max_size.unwrap_or(0)
+                    );
+                } else {
+                    tracing::info!("the store fits --max-size again");
+                }
+            }
+        }
+        Err(e) => {
+            if !std::mem::replace(&mut said.failed, true) {
+                tracing::error!("prune failed: {e}");
+            }
+        }
     }
 }
 

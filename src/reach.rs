@@ -87,6 +87,11 @@ impl<'a> Reach<'a> {
         self.seen.len()
     }
 
+    /// Bytes the mark set takes (its table, not counting the allocator's).
+    pub fn set_bytes(&self) -> u64 {
+        (self.seen.capacity() * (std::mem::size_of::<ObjectId>() + 1)) as u64
+    }
+
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
     }

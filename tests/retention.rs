@@ -60,6 +60,16 @@ fn packs_bytes(store: &Path) -> u64 {
         .sum()
 }
 
+fn name_snapshot(m: &Mount, name: &str) {
+    let (ok, out) = revfs(&[
+        "snapshot".as_ref(),
+        "create".as_ref(),
+        m.mnt.as_os_str(),
+        name.as_ref(),
+    ]);
+    assert!(ok, "{out}");
+}
+
 fn version(k: usize, n: usize) -> Vec<u8> {
     let mut v = format!("version {k}\n").into_bytes();
     v.extend(Rng::new(k as u64 + 1).bytes(n));
@@ -75,13 +85,7 @@ fn keep_versions_and_keep_last_keep_exactly_what_they_say_and_free_the_rest() {
     for (k, v) in vs.iter().enumerate() {
         save(&m.p("model.bin"), v);
         if k == 2 {
-            let (ok, out) = revfs(&[
-                "snapshot".as_ref(),
-                "create".as_ref(),
-                m.mnt.as_os_str(),
-                "keep".as_ref(),
-            ]);
-            assert!(ok, "{out}");
+            name_snapshot(&m, "keep");
         }
     }
     save(&m.p("other.txt"), b"other\n");
@@ -269,13 +273,7 @@ fn two_session_store() -> (Mount, Vec<Vec<u8>>) {
     for (k, v) in vs.iter().enumerate().skip(5) {
         save(&m.p("model.bin"), v);
         if k == 6 {
-            let (ok, out) = revfs(&[
-                "snapshot".as_ref(),
-                "create".as_ref(),
-                m.mnt.as_os_str(),
-                "keep".as_ref(),
-            ]);
-            assert!(ok, "{out}");
+            name_snapshot(&m, "keep");
         }
     }
     save(&m.p("other.txt"), b"other\n");
@@ -378,13 +376,7 @@ fn max_size_holds_a_store_under_its_bound_with_the_protected_set_intact() {
     // Step 0 is named: protected whatever the bound says.
     let first = version(0, 2 << 20);
     save(&m.p("ckpt.bin"), &first);
-    let (ok, out) = revfs(&[
-        "snapshot".as_ref(),
-        "create".as_ref(),
-        m.mnt.as_os_str(),
-        "step0".as_ref(),
-    ]);
-    assert!(ok, "{out}");
+    name_snapshot(&m, "step0");
     let bound = 24u64 << 20;
     let store_bytes = |s: &Path| -> u64 {
         let out = Command::new("du").arg("-sb").arg(s).output().unwrap();
@@ -551,4 +543,54 @@ fn a_format_3_store_opens_and_prunes() {
     verify_clean(&store);
     let s = common::status(&store);
     assert_eq!(s["format"], revfs::format::FORMAT_VERSION, "{s}");
+}
+
+#[test]
+fn history_never_makes_a_write_fail_on_a_nearly_full_disk() {
+    if !common::fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = common::Tmpfs::new(&tmp.path().join("disk"), "512m");
+    let store = disk.0.join("s");
+    let (ok, out) = revfs(&["init".as_ref(), store.as_os_str()]);
+    assert!(ok, "{out}");
+    let mnt = tmp.path().join("m");
+    fs::create_dir(&mnt).unwrap();
+    // No policy at all: only the disk filling up makes history go.
+    let mut m = Mount::attach(store.clone(), mnt, tmp.path().join("log"));
+    m.start(&[]);
+    let first = version(0, 8 << 20);
+    save(&m.p("ckpt.bin"), &first);
+    name_snapshot(&m, "first");
+    // 80 checkpoints of 8 MiB, four a second: 640 MiB through a 512 MiB
+    // disk (the daemon looks at the free space every second; its low-water
+    // mark here is 64 MiB, packs are 128 MiB).
+    for step in 1..=80 {
+        save(&m.p("ckpt.bin"), &version(step, 8 << 20));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(fs::read(m.p("ckpt.bin")).unwrap(), version(80, 8 << 20));
+    assert_eq!(fs::read(m.p(".snapshots/first/ckpt.bin")).unwrap(), first);
+    assert!(
+        m.log_text().contains("nearly full"),
+        "the daemon did not say why history went: {}",
+        m.log_text()
+    );
+    // Live data that does not fit still gets ENOSPC.
+    let e = fs::write(m.p("huge.bin"), Rng::new(5).bytes(600 << 20)).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+    fs::remove_file(m.p("huge.bin")).unwrap();
+    // What the failed write left behind is garbage the daemon sweeps.
+    let free = || {
+        let st = revfs::sys::fs_space(&disk.0).unwrap();
+        st.1
+    };
+    wait_until(
+        "the daemon to give the space back",
+        Duration::from_secs(30),
+        || free() > 64 << 20,
+    );
+    m.unmount();
+    verify_clean(&store);
 }

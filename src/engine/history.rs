@@ -390,20 +390,25 @@ impl Engine {
     pub fn index_history(&self, history: &[HistoryEntry]) -> Result<()> {
         for chunk in history.chunks(4096) {
             let mut b = Batch::default();
-            for h in chunk {
-                b.put_path_version(
-                    &h.path,
-                    CommitSeq(h.commit),
-                    &PathVersion {
-                        time: h.commit_time,
-                        size: h.size,
-                        content: h.manifest,
-                    },
-                );
-            }
+            put_path_versions(&mut b, chunk);
             self.db.apply(b)?;
         }
         Ok(())
+    }
+}
+
+/// Puts the path-version entries of `history` into `b`.
+pub(crate) fn put_path_versions(b: &mut Batch, history: &[HistoryEntry]) {
+    for h in history {
+        b.put_path_version(
+            &h.path,
+            CommitSeq(h.commit),
+            &PathVersion {
+                time: h.commit_time,
+                size: h.size,
+                content: h.manifest,
+            },
+        );
     }
 }
 

@@ -64,6 +64,22 @@ pub fn added_within(db: &Db, now: Time, secs: u64) -> Result<(u64, u64)> {
     Ok((total.saturating_sub(base), span))
 }
 
+/// Free space on the store's filesystem below which a mounted store drops
+/// its oldest unprotected history by itself (so that history never makes
+/// a write fail): a twentieth of the filesystem, at least 64 MiB, at most
+/// a quarter of it.
+pub fn low_water(fs_total: u64) -> u64 {
+    (fs_total / 20).max(64 << 20).min(fs_total / 4)
+}
+
+/// With `free` bytes left on a filesystem of `fs_total` and a store of
+/// `stored` bytes: the size the store must come down to (None while the
+/// free space is above the low-water mark). It frees twice the mark.
+pub fn space_bound(fs_total: u64, free: u64, stored: u64) -> Option<u64> {
+    let low = low_water(fs_total);
+    (free < low).then(|| stored.saturating_sub(2 * low - free))
+}
+
 /// The plan, as `status` reports it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Plan {
@@ -182,6 +198,16 @@ mod tests {
             ..inputs()
         };
         assert_eq!(project(&fits), (70, 900, None));
+    }
+
+    #[test]
+    fn a_nearly_full_disk_asks_for_twice_the_low_water_mark() {
+        let gib = 1u64 << 30;
+        assert_eq!(low_water(100 * gib), 5 * gib);
+        assert_eq!(low_water(96 << 20), 24 << 20, "a quarter of a small disk");
+        assert_eq!(space_bound(100 * gib, 6 * gib, 50 * gib), None);
+        assert_eq!(space_bound(100 * gib, 4 * gib, 50 * gib), Some(44 * gib));
+        assert_eq!(space_bound(100 * gib, 0, 3 * gib), Some(0));
     }
 
     #[test]

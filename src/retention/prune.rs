@@ -38,7 +38,6 @@ use super::policy::{self, Kept, Policy};
 use crate::catalog::db::{Batch, PathVersion, ReplicaDeletion};
 use crate::crashpoint::crash_point;
 use crate::engine::Engine;
-use crate::engine::history::HistoryEntry;
 use crate::error::{Error, Result};
 use crate::format::{FileType, RECORD_HEADER_LEN, Time};
 use crate::ids::{CommitSeq, Ino, ObjectId, PackNo};
@@ -67,8 +66,9 @@ pub struct PruneReport {
     pub bytes_examined: u64,
     /// Live bytes copied by repacking.
     pub bytes_repacked: u64,
-    /// Objects the mark reached.
+    /// Objects the mark reached, and the bytes its set took.
     pub objects_marked: u64,
+    pub mark_set_bytes: u64,
     pub stored_bytes_before: u64,
     pub stored_bytes_after: u64,
     /// The `max_size` bound in bytes, when one is set.
@@ -189,6 +189,7 @@ fn run(
     if opts.dry_run {
         let (uses, _) = account(engine, &reach, first_new)?;
         report.objects_marked = reach.len() as u64;
+        report.mark_set_bytes = reach.set_bytes();
         plan_only(&opts.policy, &uses, report);
         report.versions_dropped = versions_dropped_estimate(engine, &keep, head)?;
         report.stored_bytes_after = report
@@ -226,6 +227,7 @@ fn run(
         account(engine, &reach, first_new)
     })?;
     report.objects_marked = reach.len() as u64;
+    report.mark_set_bytes = reach.set_bytes();
     drop(reach);
     sweep(engine, opts, uses, garbage, first_new, report, progress)?;
     super::plan::forget_old_growth(db, Time::now())?;
@@ -371,7 +373,7 @@ fn drop_commits(
     for k in &old_keys {
         b.del_path_version_key(k);
     }
-    put_history(&mut b, &kept_history);
+    crate::engine::history::put_path_versions(&mut b, &kept_history);
     // Version records only dropped commits held; each file keeps its
     // newest (it decides whether the next version merges with it).
     let mut newest: HashMap<Ino, u64> = HashMap::new();
@@ -396,18 +398,8 @@ fn drop_commits(
             old_bytes.saturating_sub(new_bytes),
         )
     };
-    if engine.has_replica() {
-        let no = db.counter(DELETIONS)? + 1;
-        b.put_counter(DELETIONS, no);
-        b.put_replica_deletion(
-            no,
-            &ReplicaDeletion {
-                time: Time::now(),
-                commits: dropped.iter().map(|c| c.0).collect(),
-                ..Default::default()
-            },
-        );
-    }
+    let gone_seqs: Vec<CommitSeq> = dropped.iter().map(|c| c.0).collect();
+    note_for_replica(engine, &mut b, &gone_seqs, &[])?;
     // Counters and the drop go in with commits held off (a commit adds to
     // the same counters; a restore must not take a dropped commit's tree).
     engine.paused(|_| {
@@ -415,8 +407,7 @@ fn drop_commits(
         db.apply(b)?;
         db.flush()
     })?;
-    let gone: Vec<CommitSeq> = dropped.iter().map(|c| c.0).collect();
-    engine.forget_views_of(&gone);
+    engine.forget_views_of(&gone_seqs);
     tracing::info!(
         "prune: dropped {} commits ({} versions), kept {}",
         dropped.len(),
@@ -434,20 +425,6 @@ fn subtract(db: &crate::catalog::db::Db, b: &mut Batch, name: &str, n: u64) -> R
 
 /// The catalog counter numbering replica deletion records.
 const DELETIONS: &str = "replica_deletions";
-
-fn put_history(b: &mut Batch, history: &[HistoryEntry]) {
-    for h in history {
-        b.put_path_version(
-            &h.path,
-            CommitSeq(h.commit),
-            &PathVersion {
-                time: h.commit_time,
-                size: h.size,
-                content: h.manifest,
-            },
-        );
-    }
-}
 
 /// Entries of the path-version index up to `head`, and their bytes.
 fn path_version_totals(engine: &Engine, head: CommitSeq) -> Result<(u64, u64)> {
@@ -570,7 +547,13 @@ fn choose(
         }
     }
     delete.sort();
-    repack.sort_by_key(|n| std::cmp::Reverse(uses[n].size - uses[n].live.min(uses[n].size)));
+    if over {
+        // Short of room: the cheapest copies first (each one done frees
+        // room for the next).
+        repack.sort_by_key(|n| uses[n].live);
+    } else {
+        repack.sort_by_key(|n| std::cmp::Reverse(uses[n].size - uses[n].live.min(uses[n].size)));
+    }
     (delete, repack)
 }
 
@@ -602,7 +585,7 @@ fn sweep(
         }
         let (delete, _) = choose(&uses, &opts.policy, over);
         b.put_counter(NEXT_PACK, engine.store.next_pack().0);
-        note_for_replica(engine, &mut b, &delete)?;
+        note_for_replica(engine, &mut b, &[], &delete)?;
         db.apply(b)?;
         db.flush()?;
         Ok(delete)
@@ -647,17 +630,36 @@ fn sweep(
         {
             break;
         }
-        repack_one(engine, no, first_new, report)?;
+        let free = crate::sys::fs_space(engine.store.packs_dir()).map_or(u64::MAX, |s| s.1);
+        if uses[&no].live > free {
+            // Its copies would not fit now; a later round, with more room.
+            continue;
+        }
+        match repack_one(engine, no, first_new, report) {
+            Ok(()) => {}
+            Err(e) if e.errno() == libc::ENOSPC || e.errno() == libc::EDQUOT => {
+                // No room for the copies: the packs stay as they are (what
+                // was copied is unindexed garbage for the next prune).
+                tracing::warn!("prune: repacking stopped, the disk is full: {e}");
+                break;
+            }
+            Err(e) => return Err(e),
+        }
         done += 1;
         progress(done, total);
     }
     Ok(())
 }
 
-/// With a replica, the deleted packs join the newest deletion record (made
-/// by this prune's drop, or a new one) in the batch `b`.
-fn note_for_replica(engine: &Engine, b: &mut Batch, packs: &[PackNo]) -> Result<()> {
-    if !engine.has_replica() || packs.is_empty() {
+/// With a replica, a deletion record of the dropped `commits` and deleted
+/// `packs` in the batch `b`, for the replica to take after its window.
+fn note_for_replica(
+    engine: &Engine,
+    b: &mut Batch,
+    commits: &[CommitSeq],
+    packs: &[PackNo],
+) -> Result<()> {
+    if !engine.has_replica() || (commits.is_empty() && packs.is_empty()) {
         return Ok(());
     }
     let db = &engine.db;
@@ -667,7 +669,7 @@ fn note_for_replica(engine: &Engine, b: &mut Batch, packs: &[PackNo]) -> Result<
         no,
         &ReplicaDeletion {
             time: Time::now(),
-            commits: Vec::new(),
+            commits: commits.to_vec(),
             packs: packs.to_vec(),
         },
     );
@@ -716,7 +718,7 @@ fn repack_one(
         }
     }
     b.put_counter(NEXT_PACK, engine.store.next_pack().0.max(first_new.0));
-    note_for_replica(engine, &mut b, &[no])?;
+    note_for_replica(engine, &mut b, &[], &[no])?;
     db.apply(b)?;
     db.flush()?;
     crash_point("prune:repack-switched");

@@ -51,6 +51,9 @@ pub struct ObjectStore {
     /// While a prune runs: every id `put` found already stored (a new
     /// reference to an old object), which the prune must keep.
     gc: Mutex<Option<IdSet>>,
+    /// Free bytes that new data leaves on the packs' filesystem (0: none):
+    /// room for a prune to repack on a disk that writes filled.
+    reserve: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,7 +82,30 @@ impl ObjectStore {
             read_only,
             heal_from: Mutex::new(None),
             gc: Mutex::new(None),
+            reserve: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Keeps `bytes` free on the packs' filesystem: new file data (chunks)
+    /// gets ENOSPC below that; metadata and a prune's copies may use it.
+    pub fn set_reserve(&self, bytes: u64) {
+        self.reserve
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// ENOSPC when the filesystem has less free space than the reserve.
+    fn check_reserve(&self) -> Result<()> {
+        let want = self.reserve.load(std::sync::atomic::Ordering::Relaxed);
+        if want == 0 {
+            return Ok(());
+        }
+        match crate::sys::fs_space(&self.dir) {
+            Some((_, free)) if free < want => Err(Error::IoAt {
+                path: self.dir.clone(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -182,6 +208,10 @@ impl ObjectStore {
 
     fn append(&self, kind: ObjectKind, id: ObjectId, data: &[u8]) -> Result<ObjectId> {
         self.check_writable()?;
+        if kind == ObjectKind::Chunk {
+            // Data only: commits and their trees must still go through.
+            self.check_reserve()?;
+        }
         let raw_len = u32::try_from(data.len()).map_err(|_| Error::TooBig)?;
         let compressed = lz4_flex::block::compress(data);
         let (codec, payload) = if compressed.len() < data.len() {
@@ -199,16 +229,9 @@ impl ObjectStore {
         // Hold the pending lock across the append so that `pending()` never
         // sees an entry whose bytes are not yet written.
         let mut pending = lock(&self.pending);
-        let (pack, offset) = lock(&self.writer).append(&header, payload).map_err(|e| {
-            if e.errno() == libc::ENOSPC || e.errno() == libc::EDQUOT {
-                // Nothing references the partial bytes and the next append
-                // writes over them: a full disk is an error, not a poison.
-                tracing::warn!("pack append: {e}");
-                e
-            } else {
-                self.poison(e)
-            }
-        })?;
+        let (pack, offset) = lock(&self.writer)
+            .append(&header, payload)
+            .map_err(|e| self.append_failed(e))?;
         pending.insert(
             id,
             IndexEntry {
@@ -221,6 +244,18 @@ impl ObjectStore {
             },
         );
         Ok(id)
+    }
+
+    /// A failed pack append: a full disk is an error (nothing references
+    /// the partial bytes and the next append writes over them); anything
+    /// else poisons the store.
+    fn append_failed(&self, e: Error) -> Error {
+        if e.errno() == libc::ENOSPC || e.errno() == libc::EDQUOT {
+            tracing::warn!("pack append: {e}");
+            e
+        } else {
+            self.poison(e)
+        }
     }
 
     /// Makes every object put so far durable.
@@ -276,7 +311,7 @@ impl ObjectStore {
             let header = RecordHeader::decode(&stored[..RECORD_HEADER_LEN])?;
             let (pack, offset) = lock(&self.writer)
                 .append(&header, &stored[RECORD_HEADER_LEN..])
-                .map_err(|err| self.poison(err))?;
+                .map_err(|err| self.append_failed(err))?;
             out.push((*id, IndexEntry { pack, offset, ..*e }));
         }
         self.sync()?;

@@ -276,9 +276,13 @@ impl PackWriter {
                 .create_new(true)
                 .open(&path)
                 .map_err(Error::io_at(&path))?;
-            file.write_all_at(&format::pack_header(), 0)
-                .map_err(Error::io_at(&path))?;
             self.next_no = PackNo(no.0 + 1);
+            if let Err(e) = file.write_all_at(&format::pack_header(), 0) {
+                // A full disk: the next append makes the next number, and
+                // this file (never referenced) goes now.
+                let _ = std::fs::remove_file(&path);
+                return Err(Error::IoAt { path, source: e });
+            }
             self.unsynced_dir = true;
             self.open = Some(OpenPack {
                 no,
