@@ -1,11 +1,22 @@
-//! Pieces the commands share: the retention flags, durations, sizes and
-//! the progress bar. Each command with more than a few lines has a file
-//! here (`prune`, `policy`).
+//! The commands, one file each; here, what they share: the retention
+//! flags, durations, the progress bar, answers of the daemon, paths in a
+//! mount.
 
+pub mod drill;
+pub mod init;
+pub mod log;
+pub mod mount;
 pub mod policy;
 pub mod prune;
+pub mod recover;
+pub mod restore;
+pub mod snapshot;
+pub mod status;
+pub mod verify;
 
 use revfs::retention::{Policy, SizeBound};
+use revfs::{Error, Result, repo};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A progress bar on a terminal, hidden otherwise (scripts, logs).
@@ -118,4 +129,24 @@ impl PolicyArgs {
     pub fn is_empty(&self) -> bool {
         self.policy() == Policy::default()
     }
+}
+
+/// An answer of the daemon (or of the store opened here) as `T`.
+pub fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| Error::Store(format!("unexpected answer: {e}")))
+}
+
+/// A path in a mounted revfs: (mount root, store, path relative to the root).
+pub fn in_mount(path: &std::path::Path) -> Result<(PathBuf, PathBuf, String)> {
+    let (root, store) = repo::mount_of(path)?;
+    let abs = std::path::absolute(path).map_err(Error::Io)?;
+    let rel = abs
+        .strip_prefix(&root)
+        .map_err(|_| Error::Store(format!("{}: not inside {}", path.display(), root.display())))?;
+    if rel.starts_with(".snapshots") {
+        return Err(Error::Store(
+            "give a path in the live tree, not under .snapshots".into(),
+        ));
+    }
+    Ok((root, store, rel.to_string_lossy().into_owned()))
 }

@@ -1,0 +1,114 @@
+//! `revfs mount STORE MOUNTPOINT [...]`: serve a store (foreground, or
+//! detached with --daemon); the retention flags are kept in its config.
+
+use super::{PolicyArgs, parse_duration};
+use revfs::Result;
+use revfs::daemon::{self, MountOptions};
+use revfs::engine::Options;
+use revfs::engine::history::Thinning;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct MountArgs {
+    pub store: PathBuf,
+    pub mountpoint: PathBuf,
+    /// Detach and run in the background (log in STORE/daemon.log).
+    #[arg(long)]
+    pub daemon: bool,
+    /// Mount read-only (a replica can be mounted this way).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Replicate to this directory (sets or overrides the configured one).
+    #[arg(long)]
+    pub replica: Option<PathBuf>,
+    /// fsync returns only once the replica holds the data too (RPO 0).
+    #[arg(long)]
+    pub replica_sync: bool,
+    /// Merge versions of one file closer together than this (e.g. 1s, 500ms, 0).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub min_version_interval: Duration,
+    /// Group-commit interval while anything changed.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub commit_interval: Duration,
+    /// `ls .snapshots` lists one automatic snapshot per minute this far back...
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub list_minutely: Duration,
+    /// ...one per hour this far back, and one per day beyond.
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    pub list_hourly: Duration,
+    /// Retention policy (kept in the store's config: set once).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Prune under the policy this often (default 10m; kept in the config).
+    #[arg(long, value_parser = parse_duration)]
+    pub prune_interval: Option<Duration>,
+    /// The replica keeps what a prune deleted this long (default 24h).
+    #[arg(long, value_parser = parse_duration)]
+    pub replica_delete_after: Option<Duration>,
+}
+
+pub fn run(args: MountArgs) -> Result<()> {
+    let MountArgs {
+        store,
+        mountpoint,
+        daemon,
+        read_only,
+        replica,
+        replica_sync,
+        min_version_interval,
+        commit_interval,
+        list_minutely,
+        list_hourly,
+        policy,
+        prune_interval,
+        replica_delete_after,
+    } = args;
+    if !read_only {
+        // Set once: what the mount is told to keep, the store keeps.
+        let change = super::policy::Change {
+            flags: &policy,
+            prune_interval,
+            replica_delete_after,
+            clear: false,
+        };
+        super::policy::apply(&store, &change)?;
+    }
+    let opts = MountOptions {
+        engine: Options {
+            min_version_interval,
+            read_only,
+            thinning: Thinning {
+                minutely: list_minutely,
+                hourly: list_hourly,
+            },
+            replica_sync,
+            policy: Default::default(),
+        },
+        replica,
+        commit_interval,
+        ..MountOptions::default()
+    };
+    if daemon {
+        let args: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| a != "--daemon")
+            .collect();
+        let (pid, warnings) = daemon::spawn_detached(&store, &args)?;
+        for w in warnings {
+            eprintln!("revfs: warning: {w}");
+        }
+        println!(
+            "revfs daemon {pid} serving {} at {}",
+            store.display(),
+            mountpoint.display()
+        );
+        return Ok(());
+    }
+    let mut startup = daemon::Startup::from_env();
+    let served = daemon::run(&store, &mountpoint, opts, &mut startup);
+    if let Err(e) = &served {
+        startup.error(&e.to_string());
+    }
+    served
+}
