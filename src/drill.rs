@@ -31,6 +31,9 @@ pub struct DrillReport {
     /// Whether `verify` found the recovered store clean.
     pub recovered_clean: bool,
     pub versions_in_replica: usize,
+    /// Versions the replica still holds that a prune dropped on the
+    /// primary (inside the replica's grace window): not compared.
+    pub pruned_on_primary: usize,
     pub sampled: usize,
     pub bytes_compared: u64,
     pub mismatches: Vec<String>,
@@ -269,6 +272,16 @@ pub fn drill(
         ),
     };
 
+    // Versions a prune dropped on the primary stay on the replica for its
+    // grace window (`--replica-delete-after`): nothing to compare them with.
+    let in_replica = history.len();
+    let history: Vec<_> = history
+        .into_iter()
+        .filter(|v| {
+            pdir.join(format!(".snapshots/at/{}/{}", v.time, v.path))
+                .exists()
+        })
+        .collect();
     // Every version with `full`; otherwise an even spread, newest included.
     let picked: Vec<_> = if full || history.len() <= sample {
         history.iter().collect()
@@ -281,7 +294,8 @@ pub fn drill(
     let mut report = DrillReport {
         replica: replica.clone(),
         scratch: tmp.0.clone(),
-        versions_in_replica: history.len(),
+        versions_in_replica: in_replica,
+        pruned_on_primary: in_replica - history.len(),
         sampled: picked.len(),
         bytes_compared: 0,
         mismatches: Vec::new(),

@@ -452,6 +452,12 @@ fn the_replica_keeps_pruned_history_for_its_grace_window_then_follows() {
     assert_eq!(logged(&back.p("model.bin")), vs, "pre-prune history");
     back.unmount();
     verify_clean(&rec);
+    // The drill passes, and says what the replica holds beyond the primary.
+    let (ok, out) = revfs(&["drill".as_ref(), m.store.as_os_str()]);
+    assert!(
+        ok && out.contains("5 pruned on the primary"),
+        "drill: {out}"
+    );
 
     // The window over (a remount with a zero window), a round applies
     // the prune to the replica; a crash between its two steps is safe.

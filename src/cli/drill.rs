@@ -20,10 +20,18 @@ pub fn run(
     } else {
         println!("replica:          {}", r.replica.display());
         println!(
-            "compared:         {} of {} versions, {:.1} MiB",
+            "compared:         {} of {} versions, {:.1} MiB{}",
             r.sampled,
             r.versions_in_replica,
-            r.bytes_compared as f64 / (1 << 20) as f64
+            r.bytes_compared as f64 / (1 << 20) as f64,
+            if r.pruned_on_primary > 0 {
+                format!(
+                    " ({} pruned on the primary, kept by the replica's grace window)",
+                    r.pruned_on_primary
+                )
+            } else {
+                String::new()
+            }
         );
         println!(
             "RPO (lag):        {} commits, {:.1} MiB, {:.1} s ({})",
