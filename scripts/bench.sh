@@ -311,5 +311,14 @@ if s:
     print(f"| offline prune of the kept-everything store to its head | {o['examined_gib_per_s']:.1f} GiB/s examined, {o['freed_gib_per_s']:.1f} GiB/s freed | {o['seconds']:.2f} s, peak RSS {o['peak_rss_kib'] / 1024:.0f} MiB |")
     a, b = s["mark_memory"]
     print(f"| prune's memory per reachable object (two store sizes), whole process / the mark set | {s['mark_bytes_per_object']:.0f} B / {b.get('mark_set_bytes', 0) / max(1, b['objects_marked']):.0f} B | {a['objects_marked']:,} objects: {a['peak_rss_kib'] / 1024:.0f} MiB, {b['objects_marked']:,}: {b['peak_rss_kib'] / 1024:.0f} MiB (target <= 300 MiB at 1 M) |")
+    c = s.get("chunk_memory")
+    if c:
+        st = c["stores"]
+        lo, hi = st[0], st[-1]
+        slope = (hi["peak_rss_kib"] - lo["peak_rss_kib"]) * 1024 / max(1, hi["objects_marked"] - lo["objects_marked"])
+        set_b = hi["mark_set_bytes"] / max(1, hi["objects_marked"])
+        proj = hi["peak_rss_kib"] * 1024 + max(slope, set_b) * (1e6 - hi["objects_marked"])
+        rss = ", ".join(f"{x['objects_marked']:,}: {x['peak_rss_kib'] / 1024:.0f} MiB" for x in st)
+        print(f"| prune's peak RSS on one big file's chunks (chunks: RSS) | {rss} | {slope:.0f} B per chunk between the sizes, mark set {set_b:.0f} B per object; empty store {c['empty_store_rss_kib'] / 1024:.0f} MiB; at 1 M chunks about {proj / 2**20:.0f} MiB by this slope (target <= 300) |")
 print(f"\nJSON: {path}")
 PY

@@ -137,6 +137,34 @@ def main():
     a, b = mem
     per_object = (b["peak_rss_kib"] - a["peak_rss_kib"]) * 1024 / max(1, b["objects_marked"] - a["objects_marked"])
 
+    # Per chunk: one big incompressible file (64 KiB chunks), three sizes,
+    # against an empty store's prune; flat when the cost is per chunk.
+    def chunk_store(gib):
+        store, mnt = os.path.join(WORK, f"big{gib}"), os.path.join(WORK, f"bm{gib}")
+        os.makedirs(mnt)
+        run(BIN, "init", store)
+        mount(store, mnt)
+        with open(os.path.join(mnt, "weights.bin"), "wb") as f:
+            left = int(gib * 2**30)
+            while left > 0:
+                n = min(left, 64 << 20)
+                f.write(os.urandom(n))
+                left -= n
+            f.flush()
+            os.fsync(f.fileno())
+        umount(store, mnt)
+        rss, out = peak_rss_of([BIN, "prune", store, "--json"])
+        r = json.loads(out)
+        shutil.rmtree(store)
+        return {"gib": gib, "objects_marked": r["objects_marked"], "peak_rss_kib": rss,
+                "mark_set_bytes": r["mark_set_bytes"]}
+    empty = chunk_store(0)
+    per_chunk = []
+    for gib in [g * max(SCALE, 0.1) for g in (1, 2, 4)]:
+        c = chunk_store(gib)
+        c["bytes_per_chunk"] = (c["peak_rss_kib"] - empty["peak_rss_kib"]) * 1024 / max(1, c["objects_marked"])
+        per_chunk.append(c)
+
     examined = sum(p["bytes_examined"] for p in prunes)
     freed = sum(p["bytes_freed"] for p in prunes)
     secs = sum(p["seconds"] for p in prunes)
@@ -153,6 +181,7 @@ def main():
                           "examined_gib_per_s": offline["bytes_examined"] / 2**30 / max(offline["seconds"], 1e-9),
                           "freed_gib_per_s": offline["bytes_freed"] / 2**30 / max(offline["seconds"], 1e-9)},
         "mark_memory": mem, "mark_bytes_per_object": per_object,
+        "chunk_memory": {"empty_store_rss_kib": empty["peak_rss_kib"], "stores": per_chunk},
     }))
 
 
