@@ -600,3 +600,54 @@ fn history_never_makes_a_write_fail_on_a_nearly_full_disk() {
     m.unmount();
     verify_clean(&store);
 }
+
+#[test]
+fn kill_9_while_the_daemon_prunes_by_itself_loses_nothing_kept() {
+    let Some(mut m) = Mount::new(&["--keep-last", "2", "--prune-interval", "100ms"]) else {
+        return;
+    };
+    let named = version(1000, 256 << 10);
+    save(&m.p("named.bin"), &named);
+    name_snapshot(&m, "kept");
+    let mut rng = Rng::new(7);
+    let mut last: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    for cycle in 0..6 {
+        // Writers save versions (each fsync'ed) while the daemon prunes
+        // every 100 ms; kill -9 lands at a random moment.
+        let deadline = std::time::Instant::now() + Duration::from_millis(300 + rng.below(900));
+        let mut k = 0;
+        while std::time::Instant::now() < deadline {
+            let name = format!("f{}.bin", k % 3);
+            let data = version(cycle * 1000 + k, 64 << 10 | rng.below(200_000) as usize);
+            save(&m.p(&name), &data);
+            last.insert(name, data);
+            k += 1;
+        }
+        m.crash();
+        m.start(&["--keep-last", "2", "--prune-interval", "100ms"]);
+        for (name, data) in &last {
+            assert!(
+                fs::read(m.p(name)).unwrap() == *data,
+                "cycle {cycle}: {name} lost its last fsync'ed version"
+            );
+        }
+        assert_eq!(fs::read(m.p(".snapshots/kept/named.bin")).unwrap(), named);
+    }
+    assert!(
+        m.log_text().matches("prune: dropped").count() >= 6,
+        "the daemon hardly pruned: {}",
+        m.log_text()
+    );
+    m.unmount();
+    verify_clean(&m.store);
+    // What the kills left behind goes with the next prune.
+    let r = prune(&m.store, &["--keep-last", "1"]);
+    assert!(r["seconds"].as_f64().is_some(), "{r}");
+    verify_clean(&m.store);
+    let live: u64 = last.values().map(|d| d.len() as u64).sum::<u64>() + named.len() as u64;
+    let packs = packs_bytes(&m.store);
+    assert!(
+        packs < live * 3 + (4 << 20),
+        "{packs} bytes of packs for {live} live bytes after the kills and a prune"
+    );
+}
