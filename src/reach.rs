@@ -1,8 +1,10 @@
-//! Reachability: the one walker that enumerates what a set of roots
-//! references (commits -> trees -> manifest nodes -> chunks), each object
-//! once. Prune marks with it (and fails on anything it cannot read, since
-//! an unread tree would leave its children unmarked), verify collects
-//! with it (and goes on past what is missing, to report it all).
+//! Reachability: the walks over what a set of roots references (commits
+//! -> trees -> manifest nodes -> chunks). [`Reach`] enumerates it, each
+//! object once: prune marks with it (and fails on anything it cannot
+//! read, since an unread tree would leave its children unmarked), verify
+//! collects with it (and goes on past what is missing, to report it all).
+//! [`Complete`] says whether all of it is stored (a rebuild from a
+//! replica keeps the newest complete commit).
 //!
 //! Memory: one [`IdSet`] entry per distinct object reached (32 bytes of
 //! id in an open-addressing table, about 40 bytes an object), whatever the
@@ -13,7 +15,7 @@ use crate::format::{Commit, Extent, FileType, Node, RECORD_HEADER_LEN, Tree};
 use crate::ids::{ObjectId, ObjectKind};
 use crate::manifest::{self, Visit};
 use crate::store::ObjectStore;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Object ids are BLAKE3 hashes: their first 8 bytes are already a good
@@ -199,5 +201,75 @@ impl<'a> Reach<'a> {
             Some(e) => self.failed(root, e),
             None => Ok(()),
         }
+    }
+}
+
+/// The other question a walk answers: is everything under a root stored
+/// (`recover` and `drill` pick the newest complete commit)? Memoized per
+/// subtree, complete or not, so a history costs what it holds once; the
+/// mark set of [`Reach`] cannot say that a subtree seen before was
+/// incomplete.
+pub struct Complete<'a> {
+    store: &'a ObjectStore,
+    memo: HashMap<ObjectId, bool>,
+}
+
+impl<'a> Complete<'a> {
+    pub fn new(store: &'a ObjectStore) -> Complete<'a> {
+        Complete {
+            store,
+            memo: HashMap::new(),
+        }
+    }
+
+    /// Whether everything under the directory tree `id` is stored.
+    pub fn tree(&mut self, id: ObjectId) -> bool {
+        if let Some(v) = self.memo.get(&id) {
+            return *v;
+        }
+        let ok = match self.store.get(&id).and_then(|b| Tree::decode(&b)) {
+            Err(_) => false,
+            Ok(t) => t
+                .entries
+                .iter()
+                .all(|e| match (e.node.kind, e.node.content) {
+                    (FileType::Directory, Some(t)) => self.tree(t),
+                    (FileType::Regular, Some(m)) => self.manifest(m),
+                    _ => true,
+                }),
+        };
+        self.memo.insert(id, ok);
+        ok
+    }
+
+    /// Whether every node and chunk of a manifest tree is there; subtrees
+    /// shared with versions checked before are not walked again.
+    fn manifest(&mut self, id: ObjectId) -> bool {
+        if let Some(v) = self.memo.get(&id) {
+            return *v;
+        }
+        let (store, memo) = (self.store, &self.memo);
+        let mut walked = Vec::new();
+        let ok = manifest::walk(store, id, |v| match v {
+            Visit::Node(n) => {
+                if memo.get(n) == Some(&true) {
+                    return Ok(false);
+                }
+                walked.push(*n);
+                Ok(true)
+            }
+            Visit::Extent(Extent::Chunk { id, .. }) => match store.locate(id)? {
+                Some(e) if e.kind == ObjectKind::Chunk => Ok(true),
+                _ => Err(Error::corrupt(format!("chunk {id}"), "not in the replica")),
+            },
+            Visit::Extent(Extent::Hole { .. }) => Ok(true),
+        })
+        .is_ok();
+        if ok {
+            self.memo.extend(walked.into_iter().map(|n| (n, true)));
+        } else {
+            self.memo.insert(id, false);
+        }
+        ok
     }
 }

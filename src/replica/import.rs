@@ -13,9 +13,8 @@
 
 use crate::catalog::db::{Batch, Db, Dentry, IndexEntry, Inode, Version};
 use crate::error::{Error, Result};
-use crate::format::{Commit, Extent, FileType, Tree};
+use crate::format::{Commit, FileType, Tree};
 use crate::ids::{CommitSeq, Ino, ObjectId, ObjectKind};
-use crate::manifest::{self, Visit};
 use crate::store::ObjectStore;
 use crate::store::pack::{self, PackReader};
 use std::collections::HashMap;
@@ -71,65 +70,6 @@ fn heads(replica: &Path) -> Result<Vec<(CommitSeq, ObjectId)>> {
     let mut out = super::read_heads(replica)?;
     out.sort_by_key(|h| std::cmp::Reverse(h.0));
     Ok(out)
-}
-
-/// Whether every object under trees and manifests is indexed; memoized
-/// by object id, so a history costs what it holds once.
-struct Completeness<'a> {
-    store: &'a ObjectStore,
-    memo: HashMap<ObjectId, bool>,
-}
-
-impl Completeness<'_> {
-    fn tree(&mut self, id: ObjectId) -> bool {
-        if let Some(v) = self.memo.get(&id) {
-            return *v;
-        }
-        let ok = match self.store.get(&id).and_then(|b| Tree::decode(&b)) {
-            Err(_) => false,
-            Ok(t) => t
-                .entries
-                .iter()
-                .all(|e| match (e.node.kind, e.node.content) {
-                    (FileType::Directory, Some(t)) => self.tree(t),
-                    (FileType::Regular, Some(m)) => self.manifest(m),
-                    _ => true,
-                }),
-        };
-        self.memo.insert(id, ok);
-        ok
-    }
-
-    /// Whether every node and chunk of a manifest tree is there; subtrees
-    /// shared with versions checked before are not walked again.
-    fn manifest(&mut self, id: ObjectId) -> bool {
-        if let Some(v) = self.memo.get(&id) {
-            return *v;
-        }
-        let (store, memo) = (self.store, &self.memo);
-        let mut walked = Vec::new();
-        let ok = manifest::walk(store, id, |v| match v {
-            Visit::Node(n) => {
-                if memo.get(n) == Some(&true) {
-                    return Ok(false);
-                }
-                walked.push(*n);
-                Ok(true)
-            }
-            Visit::Extent(Extent::Chunk { id, .. }) => match store.locate(id)? {
-                Some(e) if e.kind == ObjectKind::Chunk => Ok(true),
-                _ => Err(Error::corrupt(format!("chunk {id}"), "not in the replica")),
-            },
-            Visit::Extent(Extent::Hole { .. }) => Ok(true),
-        })
-        .is_ok();
-        if ok {
-            self.memo.extend(walked.into_iter().map(|n| (n, true)));
-        } else {
-            self.memo.insert(id, false);
-        }
-        ok
-    }
 }
 
 /// Every commit object the packs hold that history still lists: for each
@@ -206,10 +146,7 @@ fn chain(
     commits.retain(|(_, c)| c.seq != head.seq);
     commits.insert(0, (head_id, head));
     if check == Check::Complete {
-        let mut complete = Completeness {
-            store,
-            memo: HashMap::new(),
-        };
+        let mut complete = crate::reach::Complete::new(store);
         let ok: Vec<bool> = commits.iter().map(|(_, c)| complete.tree(c.root)).collect();
         let Some(first) = ok.iter().position(|x| *x) else {
             return Err(Error::Store(format!(

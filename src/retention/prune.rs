@@ -709,14 +709,7 @@ fn repack_one(
     let moved = engine.store.copy_records(&live)?;
     crash_point("prune:repack-copied");
     let mut b = Batch::default();
-    let mut copied = 0;
-    for ((id, old), (_, new)) in live.iter().zip(&moved) {
-        // Only where the entry still points at the copy we read.
-        if db.index(id)? == Some(*old) {
-            b.put_index(id, new);
-            copied += old.stored_len as u64 + RECORD_HEADER_LEN as u64;
-        }
-    }
+    let copied = engine.store.relocate(&mut b, &live, &moved)?;
     b.put_counter(NEXT_PACK, engine.store.next_pack().0.max(first_new.0));
     note_for_replica(engine, &mut b, &[], &[no])?;
     db.apply(b)?;

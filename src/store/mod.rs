@@ -318,6 +318,25 @@ impl ObjectStore {
         Ok(out)
     }
 
+    /// Puts into `b` the new locations `moved` of the objects `was` (as
+    /// `copy_records` returned them) whose index entry still points at the
+    /// copy that was read: one batch switches them all. The bytes switched.
+    pub fn relocate(
+        &self,
+        b: &mut crate::catalog::db::Batch,
+        was: &[(ObjectId, IndexEntry)],
+        moved: &[(ObjectId, IndexEntry)],
+    ) -> Result<u64> {
+        let mut bytes = 0;
+        for ((id, old), (_, new)) in was.iter().zip(moved) {
+            if self.db.index(id)? == Some(*old) {
+                b.put_index(id, new);
+                bytes += old.stored_len as u64 + RECORD_HEADER_LEN as u64;
+            }
+        }
+        Ok(bytes)
+    }
+
     /// Seals the open pack (at close).
     pub fn seal(&self) -> Result<()> {
         if self.read_only {
