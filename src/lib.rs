@@ -28,6 +28,7 @@ pub mod retention;
 pub mod status;
 pub mod store;
 pub mod sys;
+pub mod testclock;
 pub mod timefmt;
 pub mod verify;
 

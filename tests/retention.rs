@@ -1,5 +1,6 @@
 //! Retention through real mounts and the exact CLI: which versions a
-//! policy keeps, prune racing writers and readers, kill -9 at every step
+//! policy keeps (the period rules on a synthetic timeline: the daemon's
+//! commits are stamped by `REVFS_TEST_COMMIT_CLOCK`, `revfs::testclock`), prune racing writers and readers, kill -9 at every step
 //! of a prune, `--max-size` holding a store under its bound by itself,
 //! and the replica's grace window (recover gives the pre-prune history
 //! inside it, the post-prune one after).
@@ -650,4 +651,96 @@ fn kill_9_while_the_daemon_prunes_by_itself_loses_nothing_kept() {
         packs < live * 3 + (4 << 20),
         "{packs} bytes of packs for {live} live bytes after the kills and a prune"
     );
+}
+
+/// The commits and times `revfs log` lists for `path`.
+fn logged_commits(path: &Path) -> Vec<(u64, i64)> {
+    let (ok, out) = revfs(&["log".as_ref(), path.as_os_str(), "--json".as_ref()]);
+    assert!(ok, "log: {out}");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    log.iter()
+        .map(|e| {
+            let t = chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).unwrap();
+            (e["commit"].as_u64().unwrap(), t.timestamp())
+        })
+        .collect()
+}
+
+#[test]
+fn period_rules_keep_the_newest_commit_of_each_period_on_a_synthetic_timeline() {
+    use chrono::Datelike;
+    let Some(mut m) = Mount::init() else {
+        return;
+    };
+    // 130 commits 11 hours apart, ending now: two months of history.
+    let step = 11 * 3600;
+    let now = chrono::Utc::now().timestamp();
+    let start = now - 131 * step;
+    let clock = format!("{start},{step}");
+    m.start_env(&[], &[("REVFS_TEST_COMMIT_CLOCK", &clock)]);
+    for k in 0..130 {
+        save(&m.p("x.bin"), format!("version {k}\n").as_bytes());
+        if k == 3 {
+            name_snapshot(&m, "early");
+        }
+    }
+    let before = logged_commits(&m.p("x.bin"));
+    assert_eq!(before.len(), 130);
+    let r = prune(
+        &m.mnt,
+        &[
+            "--keep-hourly",
+            "3",
+            "--keep-daily",
+            "4",
+            "--keep-weekly",
+            "3",
+            "--keep-monthly",
+            "2",
+        ],
+    );
+    // The rules, written out again here: the newest commit of each of the
+    // last N periods that hold one.
+    let key = |t: i64, p: &str| -> i64 {
+        let d = chrono::DateTime::from_timestamp(t, 0).unwrap();
+        match p {
+            "h" => t.div_euclid(3600),
+            "d" => t.div_euclid(86400),
+            "w" => d.iso_week().year() as i64 * 100 + d.iso_week().week() as i64,
+            _ => d.year() as i64 * 12 + d.month0() as i64,
+        }
+    };
+    let mut want = std::collections::BTreeSet::new();
+    for (p, n) in [("h", 3), ("d", 4), ("w", 3), ("m", 2)] {
+        let mut seen = Vec::new();
+        for (seq, t) in before.iter().rev() {
+            let k = key(*t, p);
+            if seen.len() == n {
+                break;
+            }
+            if !seen.contains(&k) {
+                seen.push(k);
+                want.insert(*seq);
+            }
+        }
+    }
+    // The named commit (the 4th save) and the head are kept whatever the rules say.
+    want.insert(before[3].0);
+    want.insert(before.last().unwrap().0);
+    let got: std::collections::BTreeSet<u64> = logged_commits(&m.p("x.bin"))
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(got, want, "{r}");
+    assert!(
+        want.len() < 20 && r["commits_dropped"].as_u64().unwrap() > 100,
+        "{r}"
+    );
+    // Every kept version reads back as it was saved.
+    let contents = logged(&m.p("x.bin"));
+    for (c, (seq, _)) in contents.iter().zip(logged_commits(&m.p("x.bin"))) {
+        let k = before.iter().position(|b| b.0 == seq).unwrap();
+        assert_eq!(*c, format!("version {k}\n").into_bytes());
+    }
+    verify_clean(&m.store);
 }

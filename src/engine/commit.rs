@@ -112,7 +112,7 @@ impl Engine {
         let parent = prev.map(|c| c.0);
         let seq = CommitSeq(head + 1);
         // Commit times strictly increase, so an instant names one commit.
-        let mut time = Time::now();
+        let mut time = crate::testclock::commit_time(seq.0).unwrap_or_else(Time::now);
         if let Some((_, t)) = prev
             && time <= t
         {
