@@ -105,7 +105,14 @@ struct Said {
     low_space: bool,
     /// Rounds in a row short of space: each halves the size asked for.
     low_rounds: u32,
+    /// A round short of space that freed nothing: the next such round
+    /// waits (the live data and protected history fill the disk; a mark
+    /// every second would only burn CPU).
+    fruitless_until: Option<std::time::Instant>,
 }
+
+/// How long the prune loop waits after a round short of space freed nothing.
+const FRUITLESS_WAIT: Duration = Duration::from_secs(30);
 
 impl PruneLoop {
     fn start(engine: Arc<Engine>, store: PathBuf) -> PruneLoop {
@@ -135,17 +142,22 @@ impl PruneLoop {
                     let Ok(cfg) = cfg else { continue };
                     let mut policy = cfg.policy();
                     engine.set_policy(policy.clone());
-                    let low = low_space_bound(&engine);
-                    said.low_rounds = if low.is_some() { said.low_rounds + 1 } else { 0 };
-                    let low = low.map(|b| b >> (said.low_rounds - 1).min(63));
-                    if low.is_some() != said.low_space {
-                        said.low_space = low.is_some();
+                    let short = low_space_bound(&engine);
+                    said.low_rounds = if short.is_some() { said.low_rounds + 1 } else { 0 };
+                    if short.is_some() != said.low_space {
+                        said.low_space = short.is_some();
                         if said.low_space {
                             tracing::warn!(
                                 "the store's disk is nearly full: dropping the oldest unprotected history"
                             );
                         }
                     }
+                    let waiting = said
+                        .fruitless_until
+                        .is_some_and(|t| std::time::Instant::now() < t);
+                    let low = short
+                        .filter(|_| !waiting)
+                        .map(|b| b >> (said.low_rounds - 1).min(63));
                     if let Some(bound) = low {
                         let b = policy.max_size.map_or(bound, |m| {
                             m.bytes(crate::retention::prune::fs_bytes(&engine)).min(bound)
@@ -189,6 +201,8 @@ fn prune_round(
     match crate::retention::prune(engine, &opts, &mut |_, _| {}) {
         Ok(r) => {
             said.failed = false;
+            said.fruitless_until = (!only_if_dropping && r.bytes_freed == 0)
+                .then(|| std::time::Instant::now() + FRUITLESS_WAIT);
             if r.commits_dropped + r.packs_deleted + r.packs_repacked > 0 {
                 tracing::info!(
                     "prune: dropped {} commits, freed {} bytes ({} packs deleted, {} repacked) in {:.2} s",
