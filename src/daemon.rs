@@ -112,7 +112,7 @@ struct Said {
 }
 
 /// How long the prune loop waits after a round short of space freed nothing.
-const FRUITLESS_WAIT: Duration = Duration::from_secs(30);
+const FRUITLESS_WAIT: Duration = Duration::from_secs(10);
 
 impl PruneLoop {
     fn start(engine: Arc<Engine>, store: PathBuf) -> PruneLoop {
