@@ -595,7 +595,7 @@ fn history_never_makes_a_write_fail_on_a_nearly_full_disk() {
     };
     wait_until(
         "the daemon to give the space back",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || free() > 64 << 20,
     );
     m.unmount();
