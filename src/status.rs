@@ -270,6 +270,7 @@ impl std::fmt::Display for Status {
             mib(p.capacity_bytes),
             match p.days_until_full {
                 Some(d) => format!("full in {d:.1} days"),
+                None if p.growth_bytes_per_day <= 0.0 => "not growing".into(),
                 None => "settles below it".into(),
             }
         )?;
