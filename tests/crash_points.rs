@@ -48,6 +48,17 @@ fn write_file(e: &Engine, name: &str, data: &[u8]) {
     e.release(fh).unwrap();
 }
 
+/// One replication round of `r` to `dir` (prunes' deletions wait a day).
+fn ship(r: &Repo, dir: &Path) {
+    revfs::replica::ship(
+        dir,
+        &r.engine.db,
+        &r.engine.store,
+        std::time::Duration::from_secs(86400),
+    )
+    .unwrap();
+}
+
 fn read_file(e: &Engine, name: &str) -> Option<Vec<u8>> {
     let a = e.lookup(Ino::ROOT, name.as_bytes()).ok()?;
     let fh = e.open(a.ino, false, false).unwrap();
@@ -69,13 +80,7 @@ fn crash_point_child() {
     }
     write_file(&r.engine, "new", &bytes(2, 700_000));
     if let Some(dir) = r.config.replica.clone() {
-        revfs::replica::ship(
-            &dir,
-            &r.engine.db,
-            &r.engine.store,
-            std::time::Duration::from_secs(86400),
-        )
-        .unwrap();
+        ship(&r, &dir);
     }
     // Not reached when the point is on the path above.
     std::process::exit(3);
@@ -160,13 +165,7 @@ fn every_replication_crash_point_leaves_a_consistent_replica() {
             let mut r = Repo::open(&s, Options::default()).unwrap();
             r.attach_replica(Some(rep.clone())).unwrap();
             write_file(&r.engine, "base", &bytes(1, 500_000));
-            revfs::replica::ship(
-                &rep,
-                &r.engine.db,
-                &r.engine.store,
-                std::time::Duration::from_secs(86400),
-            )
-            .unwrap();
+            ship(&r, &rep);
             r.engine.shutdown().unwrap();
         }
         run_child(&s, point, Some(&rep));
@@ -184,13 +183,7 @@ fn every_replication_crash_point_leaves_a_consistent_replica() {
         verify_clean(&rec, None);
         // And the next round completes it.
         let r = Repo::open(&s, Options::default()).unwrap();
-        revfs::replica::ship(
-            &rep,
-            &r.engine.db,
-            &r.engine.store,
-            std::time::Duration::from_secs(86400),
-        )
-        .unwrap();
+        ship(&r, &rep);
         let report = revfs::verify::verify(&r.engine, Some(&rep), false, |_, _| {}).unwrap();
         assert!(report.clean, "{point}: {report:?}");
     }
