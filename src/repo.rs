@@ -124,6 +124,43 @@ impl Config {
     }
 }
 
+/// Makes everything under `dir` its owner's alone (directories 0700,
+/// files 0600), as a store made by an older revfs may not be; says once
+/// how many entries it changed. Best effort: an entry it cannot change
+/// (not ours, a read-only share) is left with a warning.
+pub fn tighten(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut changed = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        let want = if m.is_dir() { 0o700 } else { 0o600 };
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & want)) {
+                Ok(()) => changed += 1,
+                Err(e) => tracing::warn!("{}: cannot make it private: {e}", p.display()),
+            }
+        }
+        if m.is_dir()
+            && let Ok(rd) = std::fs::read_dir(&p)
+        {
+            stack.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    if changed > 0 {
+        tracing::info!(
+            "{}: {changed} files and directories were readable by other users; now owner-only",
+            dir.display()
+        );
+    }
+}
+
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -278,6 +315,9 @@ impl Repo {
             return Repo::open_replica(store, config, opts);
         }
         let lock = StoreLock::acquire(store)?;
+        if !opts.read_only {
+            tighten(store);
+        }
         let leftover = store.join(crate::replica::recover::MARKER);
         if !opts.read_only && leftover.exists() {
             // A recover that was killed after writing the config (its last
@@ -348,6 +388,9 @@ impl Repo {
                 format!("replica not set up yet: {e}; replication starts once it can be set up");
             tracing::warn!("{msg}");
             warning = Some(msg);
+        }
+        if !self.engine.read_only() && dir.join(CONF_FILE).exists() {
+            tighten(&dir);
         }
         self.engine.store.set_heal_from(Some(dir.join("packs")));
         self.engine.set_replica_dir(Some(dir));

@@ -7,6 +7,16 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::path::Path;
 
+/// Files and directories this process creates are its owner's alone
+/// (umask 077): a store, its catalog, staging files, the control socket
+/// and a replica's files are 0600 / 0700 whoever runs revfs.
+pub fn private_umask() {
+    // SAFETY: umask only sets this process's file mode creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// The real user and group of this process.
 pub fn uid_gid() -> (u32, u32) {
     // SAFETY: getuid/getgid take no arguments and cannot fail.
