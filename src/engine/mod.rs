@@ -332,7 +332,8 @@ impl Engine {
         }
     }
 
-    fn check_writable(&self) -> Result<()> {
+    /// Refuses when the store cannot be written (read-only, poisoned).
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if self.opts.read_only {
             return Err(Error::ReadOnly);
         }

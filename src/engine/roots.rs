@@ -80,11 +80,6 @@ impl Engine {
         *lock(&self.last_prune) = Some(r.clone());
     }
 
-    /// Refuses when the store cannot be written (read-only, poisoned).
-    pub fn check_writable_pub(&self) -> Result<()> {
-        self.check_writable()
-    }
-
     /// Whether a replica is configured (a prune then leaves its deletions
     /// for the replica to take after the grace window).
     pub fn has_replica(&self) -> bool {

@@ -113,7 +113,7 @@ pub fn prune(
         ..Default::default()
     };
     if !opts.dry_run {
-        engine.check_writable_pub()?;
+        engine.check_writable()?;
         // What was written so far becomes the head (kept), and its objects
         // leave the pending set (so their pack can be pruned this round).
         engine.commit(false)?;

@@ -54,6 +54,10 @@ pub struct ObjectStore {
     /// Free bytes that new data leaves on the packs' filesystem (0: none):
     /// room for a prune to repack on a disk that writes filled.
     reserve: std::sync::atomic::AtomicU64,
+    /// Bytes that may still be appended before the free space is looked
+    /// at again (half the room above the reserve at the last look), so
+    /// the write path does not make a statvfs call per chunk.
+    room: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,6 +87,7 @@ impl ObjectStore {
             heal_from: Mutex::new(None),
             gc: Mutex::new(None),
             reserve: std::sync::atomic::AtomicU64::new(0),
+            room: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -93,18 +98,35 @@ impl ObjectStore {
             .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// ENOSPC when the filesystem has less free space than the reserve.
-    fn check_reserve(&self) -> Result<()> {
-        let want = self.reserve.load(std::sync::atomic::Ordering::Relaxed);
+    /// ENOSPC when appending `len` bytes would leave less free space on the
+    /// filesystem than the reserve. The free space is looked at only once
+    /// half the room seen at the last look is used up.
+    fn check_reserve(&self, len: u64) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let want = self.reserve.load(Relaxed);
         if want == 0 {
             return Ok(());
         }
+        if self
+            .room
+            .fetch_update(Relaxed, Relaxed, |r| r.checked_sub(len))
+            .is_ok()
+        {
+            return Ok(());
+        }
         match crate::sys::fs_space(&self.dir) {
-            Some((_, free)) if free < want => Err(Error::IoAt {
-                path: self.dir.clone(),
-                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
-            }),
-            _ => Ok(()),
+            Some((_, free)) if free < want.saturating_add(len) => {
+                self.room.store(0, Relaxed);
+                Err(Error::IoAt {
+                    path: self.dir.clone(),
+                    source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                })
+            }
+            Some((_, free)) => {
+                self.room.store((free - want - len) / 2, Relaxed);
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
@@ -210,7 +232,7 @@ impl ObjectStore {
         self.check_writable()?;
         if kind == ObjectKind::Chunk {
             // Data only: commits and their trees must still go through.
-            self.check_reserve()?;
+            self.check_reserve(data.len() as u64)?;
         }
         let raw_len = u32::try_from(data.len()).map_err(|_| Error::TooBig)?;
         let compressed = lz4_flex::block::compress(data);
