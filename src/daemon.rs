@@ -34,54 +34,69 @@ impl Default for MountOptions {
     }
 }
 
-/// Commits every `interval` while anything changed, until stopped.
-struct CommitLoop {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+/// A thread of the mounted store that runs until its owner drops it.
+struct Background {
+    stop: Arc<Stop>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl CommitLoop {
-    fn start(engine: Arc<Engine>, interval: Duration) -> CommitLoop {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("revfs-commit".into())
-            .spawn(move || {
-                let (lock, cv) = &*s;
-                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-                let warned = AtomicBool::new(false);
-                while !*stopped {
-                    stopped = cv
-                        .wait_timeout(stopped, interval)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                    if *stopped {
-                        break;
-                    }
-                    match engine.commit(false) {
-                        Ok(_) => warned.store(false, Ordering::Relaxed),
-                        Err(e) => {
-                            if !warned.swap(true, Ordering::Relaxed) {
-                                tracing::error!("commit failed: {e}");
-                            }
-                        }
-                    }
-                }
-            })
-            .ok();
-        CommitLoop { stop, thread }
+/// The stop signal of a [`Background`] thread.
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Stop {
+    /// Waits `d` (less when stopped); whether to go on.
+    fn sleep(&self, d: Duration) -> bool {
+        let g = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        let g = self
+            .cv
+            .wait_timeout_while(g, d, |st| !*st)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        !*g
     }
 }
 
-impl Drop for CommitLoop {
+impl Background {
+    fn spawn(name: &str, body: impl FnOnce(&Stop) + Send + 'static) -> Background {
+        let stop = Arc::new(Stop::default());
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(&s))
+            .ok();
+        Background { stop, thread }
+    }
+}
+
+impl Drop for Background {
     fn drop(&mut self) {
-        let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        cv.notify_all();
+        *self.stop.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.stop.cv.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// Commits every `interval` while anything changed, until stopped.
+fn commit_loop(engine: Arc<Engine>, interval: Duration) -> Background {
+    Background::spawn("revfs-commit", move |stop| {
+        let warned = AtomicBool::new(false);
+        while stop.sleep(interval) {
+            match engine.commit(false) {
+                Ok(_) => warned.store(false, Ordering::Relaxed),
+                Err(e) => {
+                    if !warned.swap(true, Ordering::Relaxed) {
+                        tracing::error!("commit failed: {e}");
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Prunes under the store's policy (re-read from its config each round,
@@ -89,9 +104,10 @@ impl Drop for CommitLoop {
 /// at once when the store's filesystem runs low on space (then the oldest
 /// unprotected history goes until twice the low-water mark is free:
 /// history never makes a write fail; `retention::plan::space_bound`).
-struct PruneLoop {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
+fn prune_loop(engine: Arc<Engine>, store: PathBuf) -> Background {
+    Background::spawn("revfs-prune", move |stop| {
+        run_prune_loop(&engine, &store, stop)
+    })
 }
 
 /// How often the prune loop looks at the free space.
@@ -114,68 +130,56 @@ struct Said {
 /// How long the prune loop waits after a round short of space freed nothing.
 const FRUITLESS_WAIT: Duration = Duration::from_secs(10);
 
-impl PruneLoop {
-    fn start(engine: Arc<Engine>, store: PathBuf) -> PruneLoop {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("revfs-prune".into())
-            .spawn(move || {
-                let (lock, cv) = &*s;
-                let mut said = Said::default();
-                let mut last = std::time::Instant::now();
-                loop {
-                    let cfg = crate::repo::Config::read(&store).map(|c| c.1);
-                    let interval = cfg
-                        .as_ref()
-                        .map_or(crate::repo::DEFAULT_PRUNE_INTERVAL, |c| c.prune_interval());
-                    let wait = interval.saturating_sub(last.elapsed()).min(SPACE_CHECK);
-                    let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    let stopped = cv
-                        .wait_timeout_while(stopped, wait, |st| !*st)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                    if *stopped {
-                        break;
-                    }
-                    drop(stopped);
-                    let Ok(cfg) = cfg else { continue };
-                    let mut policy = cfg.policy();
-                    engine.set_policy(policy.clone());
-                    let short = low_space_bound(&engine);
-                    said.low_rounds = if short.is_some() { said.low_rounds + 1 } else { 0 };
-                    if short.is_some() != said.low_space {
-                        said.low_space = short.is_some();
-                        if said.low_space {
-                            tracing::warn!(
-                                "the store's disk is nearly full: dropping the oldest unprotected history"
-                            );
-                        }
-                    }
-                    let waiting = said
-                        .fruitless_until
-                        .is_some_and(|t| std::time::Instant::now() < t);
-                    let low = short
-                        .filter(|_| !waiting)
-                        .map(|b| b >> (said.low_rounds - 1).min(63));
-                    if let Some(bound) = low {
-                        let b = policy.max_size.map_or(bound, |m| {
-                            m.bytes(crate::retention::prune::fs_bytes(&engine)).min(bound)
-                        });
-                        policy.max_size = Some(crate::retention::SizeBound::Bytes(b));
-                    } else if last.elapsed() < interval {
-                        continue;
-                    }
-                    last = std::time::Instant::now();
-                    if policy.drops_anything() {
-                        // Short of space, sweep even when no commit goes
-                        // (a failed big write leaves unreferenced chunks).
-                        prune_round(&engine, policy, low.is_none(), &mut said);
-                    }
-                }
-            })
-            .ok();
-        PruneLoop { stop, thread }
+fn run_prune_loop(engine: &Engine, store: &Path, stop: &Stop) {
+    let mut said = Said::default();
+    let mut last = std::time::Instant::now();
+    loop {
+        let cfg = crate::repo::Config::read(store).map(|c| c.1);
+        let interval = cfg
+            .as_ref()
+            .map_or(crate::repo::DEFAULT_PRUNE_INTERVAL, |c| c.prune_interval());
+        let wait = interval.saturating_sub(last.elapsed()).min(SPACE_CHECK);
+        if !stop.sleep(wait) {
+            break;
+        }
+        let Ok(cfg) = cfg else { continue };
+        let mut policy = cfg.policy();
+        engine.set_policy(policy.clone());
+        let short = low_space_bound(engine);
+        said.low_rounds = if short.is_some() {
+            said.low_rounds + 1
+        } else {
+            0
+        };
+        if short.is_some() != said.low_space {
+            said.low_space = short.is_some();
+            if said.low_space {
+                tracing::warn!(
+                    "the store's disk is nearly full: dropping the oldest unprotected history"
+                );
+            }
+        }
+        let waiting = said
+            .fruitless_until
+            .is_some_and(|t| std::time::Instant::now() < t);
+        let low = short
+            .filter(|_| !waiting)
+            .map(|b| b >> (said.low_rounds - 1).min(63));
+        if let Some(bound) = low {
+            let b = policy.max_size.map_or(bound, |m| {
+                m.bytes(crate::retention::prune::fs_bytes(engine))
+                    .min(bound)
+            });
+            policy.max_size = Some(crate::retention::SizeBound::Bytes(b));
+        } else if last.elapsed() < interval {
+            continue;
+        }
+        last = std::time::Instant::now();
+        if policy.drops_anything() {
+            // Short of space, sweep even when no commit goes
+            // (a failed big write leaves unreferenced chunks).
+            prune_round(engine, policy, low.is_none(), &mut said);
+        }
     }
 }
 
@@ -230,17 +234,6 @@ fn prune_round(
             if !std::mem::replace(&mut said.failed, true) {
                 tracing::error!("prune failed: {e}");
             }
-        }
-    }
-}
-
-impl Drop for PruneLoop {
-    fn drop(&mut self) {
-        let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        cv.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -343,8 +336,8 @@ pub fn run(
         })
         .map_err(Error::Io)?;
 
-    let commits = CommitLoop::start(engine.clone(), opts.commit_interval);
-    let pruner = (!engine.read_only()).then(|| PruneLoop::start(engine.clone(), store.clone()));
+    let commits = commit_loop(engine.clone(), opts.commit_interval);
+    let pruner = (!engine.read_only()).then(|| prune_loop(engine.clone(), store.clone()));
     let control = control::Server::start(&runtime_dir(store)?.join(SOCKET_FILE), engine.clone())?;
     tracing::info!("mounted {} at {}", store.display(), mountpoint.display());
     startup.ready();

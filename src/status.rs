@@ -151,9 +151,9 @@ fn plan(
     } else {
         per_day(hour, hour_span.max(60))
     };
-    let kept = crate::retention::prune::kept_set(engine, &policy)?;
-    let commits = db.commits()?;
-    let oldest = commits.iter().find(|c| kept.contains(&c.0)).map(|c| c.2);
+    // The commits held are those the policy keeps (the prune rounds apply
+    // it): two point reads, not a walk over every commit at every status.
+    let oldest = db.commit_from(CommitSeq(1))?.map(|c| c.2);
     let age_days = oldest.map(|t| (now.as_nanos() - t.as_nanos()).max(0) as f64 / 86400e9);
     let horizon_days = match policy.horizon_secs() {
         Some(s) => Some(s as f64 / 86400.0),
@@ -176,7 +176,7 @@ fn plan(
         growth_last_hour_bytes: hour,
         growth_last_day_bytes: day,
         growth_bytes_per_day: growth,
-        kept_snapshots: kept.len() as u64,
+        kept_snapshots: db.counter(COMMITS)?,
         horizon: oldest.map(crate::timefmt::rfc3339),
         horizon_days,
         projected_bytes,

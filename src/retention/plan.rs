@@ -91,7 +91,8 @@ pub struct Plan {
     /// The rate of new stored bytes, per day (from the last day, or the
     /// last hour while the store is younger than a day).
     pub growth_bytes_per_day: f64,
-    /// Commits the policy keeps now, and the oldest one's time.
+    /// Commits the store keeps now (a mounted store applies its policy every
+    /// prune round), and the oldest one's time.
     pub kept_snapshots: u64,
     pub horizon: Option<String>,
     /// How far back the policy keeps history, in days (None: for ever).

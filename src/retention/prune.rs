@@ -45,7 +45,7 @@ use crate::reach::{Missing, Reach};
 use crate::status;
 use crate::store::{NEXT_PACK, pack};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 /// What a prune did (or, with `dry_run`, would do).
@@ -737,9 +737,4 @@ pub fn stored_bytes(engine: &Engine) -> Result<u64> {
 /// Size of the filesystem that holds the store.
 pub fn fs_bytes(engine: &Engine) -> u64 {
     crate::sys::fs_space(engine.store.packs_dir()).map_or(0, |s| s.0)
-}
-
-/// Commits kept, as a set (for callers that show a plan).
-pub fn kept_set(engine: &Engine, policy: &Policy) -> Result<BTreeSet<CommitSeq>> {
-    Ok(decide(engine, policy, &engine.db.commits()?)?.kept)
 }
