@@ -28,10 +28,9 @@ impl Hasher for IdHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8).take(1) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
+        // The id's first 8 bytes (and the slice's length prefix, a constant).
+        if let Some(b) = bytes.first_chunk::<8>() {
+            self.0 ^= u64::from_le_bytes(*b);
         }
     }
 }
@@ -188,19 +187,12 @@ impl<'a> Reach<'a> {
             return Ok(());
         }
         let store = self.store;
-        let mut err = None;
         let walked = manifest::walk(store, root, |v| match v {
             Visit::Node(n) => self.mark(*n),
             Visit::Extent(Extent::Chunk { id, .. }) => self.mark(*id),
             Visit::Extent(Extent::Hole { .. }) => Ok(true),
         });
-        if let Err(e) = walked {
-            err = Some(e);
-        }
-        match err {
-            Some(e) => self.failed(root, e),
-            None => Ok(()),
-        }
+        walked.or_else(|e| self.failed(root, e))
     }
 }
 

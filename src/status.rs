@@ -77,16 +77,7 @@ pub fn status(engine: &Engine) -> Result<Status> {
     let chunks = db.counter(CHUNKS)?;
     let chunk_bytes = db.counter(CHUNK_BYTES)?;
     // Whole packs, and the parts of a replica's unsealed pack.
-    let mut stored_bytes = 0;
-    let dir = engine.store.packs_dir();
-    for e in std::fs::read_dir(dir).map_err(crate::Error::io_at(dir))? {
-        let e = e.map_err(crate::Error::io_at(dir))?;
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if !name.starts_with('.') && (name.ends_with(".pack") || name.ends_with(".part")) {
-            stored_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-        }
-    }
+    let stored_bytes = crate::store::pack::packs_bytes(engine.store.packs_dir())?;
     let (mut live_bytes, mut seen) = (0, std::collections::HashSet::new());
     let mut stack = vec![Ino::ROOT];
     while let Some(dir) = stack.pop() {

@@ -595,16 +595,17 @@ impl Db {
     }
 
     /// Raw keys of every path-version entry of a commit at or before
-    /// `upto`, with the path hash they belong to.
-    pub fn path_version_keys(&self, upto: CommitSeq) -> Result<Vec<Vec<u8>>> {
-        let mut out = Vec::new();
-        for k in self.db.scan_prefix([b'h']).keys() {
-            let k = k?;
+    /// `upto`, and the sizes those entries add up to (one scan).
+    pub fn path_versions_upto(&self, upto: CommitSeq) -> Result<(Vec<Vec<u8>>, u64)> {
+        let (mut keys, mut bytes) = (Vec::new(), 0);
+        for kv in self.db.scan_prefix([b'h']) {
+            let (k, v) = kv?;
             if k.len() == 41 && be_u64(&k[33..])? <= upto.0 {
-                out.push(k.to_vec());
+                keys.push(k.to_vec());
+                bytes += PathVersion::decode(&v)?.size;
             }
         }
-        Ok(out)
+        Ok((keys, bytes))
     }
 
     /// Every path-version entry, grouped by path (by its hash), oldest

@@ -84,7 +84,7 @@ fn stored_commits(
     head: u64,
 ) -> Result<Vec<(ObjectId, Commit)>> {
     let dropped = super::read_pruned(replica)?;
-    let mut best: HashMap<u64, ((crate::ids::PackNo, u64), ObjectId)> = HashMap::new();
+    let mut best: HashMap<u64, ((crate::ids::PackNo, u64), ObjectId, Commit)> = HashMap::new();
     for entry in db.index_all() {
         let (id, e) = entry?;
         if e.kind != ObjectKind::Commit {
@@ -98,15 +98,11 @@ fn stored_commits(
             continue;
         }
         let at = (e.pack, e.offset);
-        if best.get(&c.seq).is_none_or(|(b, _)| *b < at) {
-            best.insert(c.seq, (at, id));
+        if best.get(&c.seq).is_none_or(|(b, _, _)| *b < at) {
+            best.insert(c.seq, (at, id, c));
         }
     }
-    let mut out: Vec<(ObjectId, Commit)> = Vec::with_capacity(best.len());
-    for (_, (_, id)) in best {
-        let c = Commit::decode(&store.get(&id)?)?;
-        out.push((id, c));
-    }
+    let mut out: Vec<(ObjectId, Commit)> = best.into_values().map(|(_, id, c)| (id, c)).collect();
     out.sort_by_key(|(_, c)| std::cmp::Reverse(c.seq));
     Ok(out)
 }

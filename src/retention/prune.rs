@@ -360,8 +360,8 @@ fn drop_commits(
     // The path-version index of the kept history up to `head`; commits
     // after `head` write their own entries.
     let kept_history = engine.history_of(keep)?;
-    let old_keys = db.path_version_keys(head)?;
-    let (old_versions, old_bytes) = path_version_totals(engine, head)?;
+    let (old_keys, old_bytes) = db.path_versions_upto(head)?;
+    let old_versions = old_keys.len() as u64;
     let new_versions = kept_history.len() as u64;
     let new_bytes: u64 = kept_history.iter().map(|h| h.size).sum();
     report.versions_dropped = old_versions.saturating_sub(new_versions);
@@ -426,26 +426,12 @@ fn subtract(db: &crate::catalog::db::Db, b: &mut Batch, name: &str, n: u64) -> R
 /// The catalog counter numbering replica deletion records.
 const DELETIONS: &str = "replica_deletions";
 
-/// Entries of the path-version index up to `head`, and their bytes.
-fn path_version_totals(engine: &Engine, head: CommitSeq) -> Result<(u64, u64)> {
-    let (mut n, mut bytes) = (0, 0);
-    for (_, entries) in engine.db.path_version_groups()? {
-        for (seq, v) in entries {
-            if seq <= head {
-                n += 1;
-                bytes += v.size;
-            }
-        }
-    }
-    Ok((n, bytes))
-}
-
 fn versions_dropped_estimate(
     engine: &Engine,
     keep: &[(CommitSeq, ObjectId, Time)],
     head: CommitSeq,
 ) -> Result<u64> {
-    let (old, _) = path_version_totals(engine, head)?;
+    let old = engine.db.path_versions_upto(head)?.0.len() as u64;
     Ok(old.saturating_sub(engine.history_of(keep)?.len() as u64))
 }
 
@@ -725,13 +711,7 @@ fn repack_one(
 
 /// Bytes the store's packs and catalog take.
 pub fn stored_bytes(engine: &Engine) -> Result<u64> {
-    let dir = engine.store.packs_dir();
-    let mut n = engine.db.size_on_disk();
-    for e in std::fs::read_dir(dir).map_err(Error::io_at(dir))? {
-        let e = e.map_err(Error::io_at(dir))?;
-        n += e.metadata().map(|m| m.len()).unwrap_or(0);
-    }
-    Ok(n)
+    Ok(pack::packs_bytes(engine.store.packs_dir())? + engine.db.size_on_disk())
 }
 
 /// Size of the filesystem that holds the store.

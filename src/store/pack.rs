@@ -15,6 +15,20 @@ pub fn pack_path(dir: &Path, no: PackNo) -> PathBuf {
     dir.join(format!("{:016x}.pack", no.0))
 }
 
+/// Bytes the pack files (whole, and a replica's parts) in `dir` take.
+pub fn packs_bytes(dir: &Path) -> Result<u64> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).map_err(Error::io_at(dir))? {
+        let e = e.map_err(Error::io_at(dir))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with('.') && (name.ends_with(".pack") || name.ends_with(".part")) {
+            n += e.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    Ok(n)
+}
+
 /// Part of a pack not yet sealed, as a replica holds it: the bytes of the
 /// pack from `start` on, up to the part's length.
 pub fn part_path(dir: &Path, no: PackNo, start: u64) -> PathBuf {
