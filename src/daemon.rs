@@ -186,6 +186,10 @@ fn run_prune_loop(engine: &Engine, store: &Path, stop: &Stop) {
 /// The size the store must come down to because its disk is nearly full.
 fn low_space_bound(engine: &Engine) -> Option<u64> {
     let (total, free) = crate::sys::fs_space(engine.store.packs_dir())?;
+    // Only when short of space: what the store holds (a listing of packs).
+    if free >= crate::retention::plan::low_water(total) {
+        return None;
+    }
     let stored = crate::retention::prune::stored_bytes(engine).ok()?;
     crate::retention::plan::space_bound(total, free, stored)
 }
