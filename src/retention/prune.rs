@@ -609,6 +609,18 @@ fn sweep(
     let gone: HashSet<PackNo> = deleted.iter().copied().collect();
     uses.retain(|n, _| !gone.contains(n));
     let (_, repack) = choose(&uses, &opts.policy, over);
+    // The live entries of every pack to repack, in one pass over the index
+    // (a sealed pack never gets new records, so this stays true).
+    let mut live: HashMap<PackNo, Vec<(ObjectId, crate::catalog::db::IndexEntry)>> =
+        repack.iter().map(|n| (*n, Vec::new())).collect();
+    if !repack.is_empty() {
+        for entry in db.index_all() {
+            let (id, e) = entry?;
+            if let Some(v) = live.get_mut(&e.pack) {
+                v.push((id, e));
+            }
+        }
+    }
     for no in repack {
         if let Some(bound) = report.max_size
             && over
@@ -621,7 +633,8 @@ fn sweep(
             // Its copies would not fit now; a later round, with more room.
             continue;
         }
-        match repack_one(engine, no, first_new, report) {
+        let entries = live.remove(&no).unwrap_or_default();
+        match repack_one(engine, no, uses[&no].size, &entries, first_new, report) {
             Ok(()) => {}
             Err(e) if e.errno() == libc::ENOSPC || e.errno() == libc::EDQUOT => {
                 // No room for the copies: the packs stay as they are (what
@@ -673,29 +686,20 @@ fn remove_pack(engine: &Engine, no: PackNo) -> Result<()> {
     Ok(())
 }
 
-/// Step 5 for one pack.
+/// Step 5 for pack `no` of `size` bytes, whose indexed objects are `live`.
 fn repack_one(
     engine: &Engine,
     no: PackNo,
+    size: u64,
+    live: &[(ObjectId, crate::catalog::db::IndexEntry)],
     first_new: PackNo,
     report: &mut PruneReport,
 ) -> Result<()> {
     let db = &engine.db;
-    let size = std::fs::metadata(pack::pack_path(engine.store.packs_dir(), no))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    let live: Vec<_> = db
-        .index_all()
-        .filter_map(|e| match e {
-            Ok((id, e)) if e.pack == no => Some(Ok((id, e))),
-            Ok(_) => None,
-            Err(err) => Some(Err(err)),
-        })
-        .collect::<Result<_>>()?;
-    let moved = engine.store.copy_records(&live)?;
+    let moved = engine.store.copy_records(live)?;
     crash_point("prune:repack-copied");
     let mut b = Batch::default();
-    let copied = engine.store.relocate(&mut b, &live, &moved)?;
+    let copied = engine.store.relocate(&mut b, live, &moved)?;
     b.put_counter(NEXT_PACK, engine.store.next_pack().0.max(first_new.0));
     note_for_replica(engine, &mut b, &[], &[no])?;
     db.apply(b)?;
