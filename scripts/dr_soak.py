@@ -4,7 +4,9 @@ random moment, `revfs recover` from the replica alone, check every version
 fsync'ed before the replica last reported lag 0, verify clean).
 
 Every third round also kills `recover` itself at a random moment and runs
-it again. Reproducible from the printed seed: `dr_soak.py ROUNDS --seed S`.
+it again. With `--encrypt alternate` (the default) every odd seed makes an
+encrypted store (`init --encrypt`, passphrase in REVFS_PASSWORD), so the
+recover of an encrypted replica is soaked from the same crash states. Reproducible from the printed seed: `dr_soak.py ROUNDS --seed S`.
 Only processes this script started are ended, by PID; every wait has a
 timeout; every mount is unmounted in a finally block.
 """
@@ -120,11 +122,11 @@ def recover(rng, replica, new, kill_first):
     return killed
 
 
-def one_round(seed, tmp):
+def one_round(seed, tmp, encrypt):
     rng = random.Random(seed)
     store, replica, mnt = (os.path.join(tmp, x) for x in ("store", "replica", "mnt"))
     os.makedirs(replica)
-    run("init", store, "--replica", replica)
+    run("init", store, "--replica", replica, *(["--encrypt"] if encrypt else []))
     fsynced, marks, errors = [], [], []
     d = Daemon(BIN, store, mnt)
     stop = threading.Event()
@@ -174,16 +176,21 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("rounds", type=int, nargs="?", default=20)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--encrypt", choices=["none", "all", "alternate"], default="alternate")
     a = ap.parse_args()
+    # Every revfs this script starts (and the daemons) read the passphrase here.
+    os.environ["REVFS_PASSWORD"] = "dr-soak passphrase"
     base = a.seed if a.seed is not None else random.randrange(1 << 30)
     print(f"dr-soak: {a.rounds} rounds, seed {base}", flush=True)
     start = time.time()
-    checked = written = kills = 0
+    checked = written = kills = encrypted = 0
     for i in range(a.rounds):
         seed = base + i
+        encrypt = a.encrypt == "all" or (a.encrypt == "alternate" and seed % 2 == 1)
+        encrypted += encrypt
         tmp = tempfile.mkdtemp(prefix="revfs-drsoak-")
         try:
-            g, w, k = one_round(seed, tmp)
+            g, w, k = one_round(seed, tmp, encrypt)
         except Exception as e:
             print(f"FAIL round {i + 1} (seed {seed}, rerun: dr_soak.py 1 --seed {seed}): {e}")
             sys.exit(1)
@@ -201,6 +208,7 @@ def main():
                   f"{kills} recovers killed and rerun, {time.time() - start:.0f} s", flush=True)
     print(f"dr-soak: {a.rounds} rounds passed (seed {base}): {checked} versions fsync'ed before a "
           f"lag-0 report all recovered, {kills} recovers killed mid-way and rerun, "
+          f"{encrypted} rounds encrypted, "
           f"{time.time() - start:.0f} s")
 
 

@@ -19,7 +19,7 @@ if [ "$status" = 0 ]; then
   if python3 scripts/dr_soak.py 20; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi
 # The shared acceptance scripts check the issues through a real mount, with the exact CLI.
-for a in foundation snapshots replica history; do
+for a in foundation snapshots replica history encryption; do
   script=../shared/acceptance/$a
   [ "$status" = 0 ] && [ -f "$script" ] || continue
   if bash "$script"; then passed=$((passed + 1)); else failed=$((failed + 1)); accept="$accept $a"; fi

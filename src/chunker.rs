@@ -18,43 +18,111 @@
 //! 3.6x fewer chunks; 256 KiB already costs 38% more on the LoRA step.
 //! Minimum and maximum are the usual 1/4 and 4x of the average.
 
+use crate::crypto::Crypto;
+use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
+use std::borrow::Cow;
 use std::io::Read;
 
 pub const MIN_CHUNK: usize = 16 << 10;
 pub const AVG_CHUNK: usize = 64 << 10;
 pub const MAX_CHUNK: usize = 256 << 10;
 
-/// Cuts `source` into chunks and hands each to `sink` in order.
-pub fn chunk_stream<R: Read>(
-    source: R,
-    mut sink: impl FnMut(&[u8]) -> crate::Result<()>,
-) -> crate::Result<()> {
-    chunk_until(source, |c| sink(c).map(|()| true))
+/// FastCDC (2020, normalization level 1) with the store's gear table:
+/// the crate's own for a plain store (its boundaries are pinned below),
+/// 256 keyed words for an encrypted one (`crypto`), so that where a known
+/// file is cut cannot be computed without the key. The cut itself is the
+/// crate's `cut_gear`; the streaming loop is `StreamCDC`'s.
+pub struct Chunker<'a> {
+    gear: Cow<'a, [u64]>,
+    gear_ls: Cow<'a, [u64]>,
+    mask_s: u64,
+    mask_l: u64,
 }
 
-/// Like [`chunk_stream`], but stops as soon as `sink` returns `false` (the
-/// rest of the source is not chunked; some of it may have been read).
-pub fn chunk_until<R: Read>(
-    source: R,
-    mut sink: impl FnMut(&[u8]) -> crate::Result<bool>,
-) -> crate::Result<()> {
-    for chunk in fastcdc::v2020::StreamCDC::new(source, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
-        let chunk = chunk.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(io) => crate::Error::Io(io),
-            other => crate::Error::Io(std::io::Error::other(other.to_string())),
-        })?;
-        if !sink(&chunk.data)? {
-            break;
+impl<'a> Chunker<'a> {
+    pub fn new(crypto: &'a Crypto) -> Chunker<'a> {
+        let (gear, gear_ls) = match crypto.gear() {
+            Some((g, l)) => (Cow::Borrowed(&g[..]), Cow::Borrowed(&l[..])),
+            None => get_gear_with_seed(0),
+        };
+        let (mask_s, mask_l) = select_masks(AVG_CHUNK, Normalization::Level1);
+        Chunker {
+            gear,
+            gear_ls,
+            mask_s,
+            mask_l,
         }
     }
-    Ok(())
+
+    /// The length of the first chunk of `buf` (all of it when shorter than
+    /// the minimum; at most `MAX_CHUNK`).
+    pub fn first_cut(&self, buf: &[u8]) -> usize {
+        cut_gear(
+            buf,
+            MIN_CHUNK,
+            AVG_CHUNK,
+            MAX_CHUNK,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.gear,
+            &self.gear_ls,
+        )
+        .1
+    }
+
+    /// Cuts `source` into chunks and hands each to `sink` in order; stops
+    /// as soon as `sink` returns `false` (the rest of the source is not
+    /// chunked; some of it may have been read).
+    pub fn chunk_until<R: Read>(
+        &self,
+        mut source: R,
+        mut sink: impl FnMut(&[u8]) -> crate::Result<bool>,
+    ) -> crate::Result<()> {
+        let mut buf = vec![0u8; MAX_CHUNK];
+        let (mut len, mut eof) = (0, false);
+        loop {
+            // A cut is taken only on a full window (or at the end), so the
+            // boundaries do not depend on how reads split the source.
+            while !eof && len < buf.len() {
+                match source.read(&mut buf[len..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(crate::Error::Io(e)),
+                }
+            }
+            if len == 0 {
+                return Ok(());
+            }
+            let n = self.first_cut(&buf[..len]);
+            if n == 0 {
+                return Ok(());
+            }
+            if !sink(&buf[..n])? {
+                return Ok(());
+            }
+            buf.copy_within(n..len, 0);
+            len -= n;
+        }
+    }
+
+    /// Chunk lengths of an in-memory buffer.
+    pub fn lengths(&self, data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let _ = self.chunk_until(data, |c| {
+            out.push(c.len());
+            Ok(true)
+        });
+        out
+    }
 }
 
-/// Chunk lengths of an in-memory buffer (for tests and measurements).
+/// Chunk lengths of an in-memory buffer in a plain store (for tests and
+/// measurements).
 pub fn chunk_lengths(data: &[u8]) -> Vec<usize> {
-    fastcdc::v2020::FastCDC::new(data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
-        .map(|c| c.length)
-        .collect()
+    Chunker::new(&Crypto::plain()).lengths(data)
 }
 
 #[cfg(test)]
@@ -115,12 +183,55 @@ pub(crate) mod tests {
     #[test]
     fn stream_and_slice_agree() {
         let data = bytes(3, 3 << 20);
-        let mut lens = Vec::new();
-        chunk_stream(&data[..], |c| {
-            lens.push(c.len());
-            Ok(())
-        })
-        .unwrap();
+        let lens: Vec<usize> = fastcdc::v2020::FastCDC::new(&data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+            .map(|c| c.length)
+            .collect();
         assert_eq!(lens, chunk_lengths(&data));
+        // Reads of any size cut the same.
+        struct Dribble<'a>(&'a [u8]);
+        impl std::io::Read for Dribble<'_> {
+            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+                let n = b.len().min(self.0.len()).min(777);
+                b[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut dribbled = Vec::new();
+        Chunker::new(&Crypto::plain())
+            .chunk_until(Dribble(&data), |c| {
+                dribbled.push(c.len());
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(dribbled, lens);
+    }
+
+    #[test]
+    fn keyed_boundaries_differ_and_still_dedup() {
+        let data = bytes(5, 4 << 20);
+        let key = crate::crypto::MasterKey::random().unwrap();
+        let c = Crypto::new(&key).unwrap();
+        let keyed = Chunker::new(&c).lengths(&data);
+        let plain = chunk_lengths(&data);
+        assert_eq!(keyed.iter().sum::<usize>(), data.len());
+        // Boundaries after the first cut share nothing with the plain ones.
+        let ends = |l: &[usize]| -> std::collections::HashSet<usize> {
+            l.iter()
+                .scan(0, |a, x| {
+                    *a += x;
+                    Some(*a)
+                })
+                .collect()
+        };
+        let (k, p) = (ends(&keyed), ends(&plain));
+        assert!(k.intersection(&p).count() <= 2, "{keyed:?} vs {plain:?}");
+        // The same key cuts the same way (dedup), and the average holds.
+        assert_eq!(
+            Chunker::new(&Crypto::new(&key).unwrap()).lengths(&data),
+            keyed
+        );
+        let avg = data.len() / keyed.len();
+        assert!((AVG_CHUNK / 2..AVG_CHUNK * 2).contains(&avg), "{avg}");
     }
 }

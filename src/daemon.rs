@@ -416,7 +416,12 @@ impl Startup {
 /// detached child (own session, output to the daemon log) and returns
 /// once the child serves the mount, with the child's warnings; or fails
 /// with the child's error.
-pub fn spawn_detached(store: &Path, args: &[String]) -> Result<(u32, Vec<String>)> {
+/// `env`: variables the daemon gets (an encrypted store's passphrase).
+pub fn spawn_detached(
+    store: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> Result<(u32, Vec<String>)> {
     use std::io::BufRead;
     use std::os::fd::AsRawFd;
     let log_path = runtime_dir(store)?.join("daemon.log");
@@ -430,6 +435,7 @@ pub fn spawn_detached(store: &Path, args: &[String]) -> Result<(u32, Vec<String>
     let exe = std::env::current_exe().map_err(Error::Io)?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(args)
+        .envs(env.iter().copied())
         .env(STARTUP_FD, wfd.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(Error::Io)?)

@@ -63,6 +63,9 @@ pub enum Error {
     /// A user-facing problem with a store path, format or configuration.
     #[error("{0}")]
     Store(String),
+    /// No key slot of an encrypted store opens with the passphrase given.
+    #[error("wrong passphrase for {}", .0.display())]
+    WrongPassphrase(PathBuf),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -118,6 +121,7 @@ impl Error {
             Error::Corrupt { .. } | Error::Poisoned(_) | Error::Db(_) | Error::Store(_) => {
                 libc::EIO
             }
+            Error::WrongPassphrase(_) => libc::EACCES,
         }
     }
 }

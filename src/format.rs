@@ -200,7 +200,7 @@ use crate::ids::{ObjectId, ObjectKind};
 use std::collections::BTreeMap;
 
 /// The store format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 pub const CONF_MAGIC: &[u8; 8] = b"RVFSCONF";
 pub const PACK_MAGIC: &[u8; 8] = b"RVFSPACK";
 pub const META_MAGIC: &[u8; 8] = b"RVFSMETA";
@@ -211,6 +211,8 @@ pub const PACK_TARGET_SIZE: u64 = 128 << 20;
 
 pub const CODEC_RAW: u8 = 0;
 pub const CODEC_LZ4: u8 = 1;
+/// Added to the codec of a record sealed with the store's key (format 5).
+pub const CODEC_SEALED: u8 = 2;
 
 /// Appends little-endian fields to a byte vector.
 #[derive(Default)]
@@ -775,14 +777,14 @@ impl RecordHeader {
         let mut d = Dec::new(buf, "pack record header");
         let kind = ObjectKind::from_u8(d.u8()?).ok_or_else(|| d.bad("bad object kind"))?;
         let codec = d.u8()?;
-        if codec > CODEC_LZ4 {
+        if codec > (CODEC_LZ4 | CODEC_SEALED) {
             return Err(d.bad("unknown codec"));
         }
         let _reserved = d.u16()?;
         let (raw_len, stored_len) = (d.u32()?, d.u32()?);
         // lz4 expands at most ~255x; a raw record is as long as stored. This
         // bounds what a damaged header can make a reader allocate.
-        let max_raw = match codec {
+        let max_raw = match codec & !CODEC_SEALED {
             CODEC_RAW => stored_len as u64,
             _ => stored_len as u64 * 255 + 16,
         };
@@ -840,7 +842,7 @@ mod tests {
         assert_eq!(
             pack_header(),
             [
-                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 4, 0, 0, 0, 0, 0, 0, 0
+                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 5, 0, 0, 0, 0, 0, 0, 0
             ]
         );
     }

@@ -3,6 +3,7 @@
 //!
 //! Layers, bottom up: `format` (bytes on disk), `store` (objects in packs),
 //! `manifest` (a file's content as a tree of extents),
+//! `crypto` (keys, sealed records, key slots),
 //! `catalog` (sled: live tree, versions, commits, object index), `engine`
 //! (POSIX semantics and the commit protocol), `reach` (what references
 //! what) and `retention` (policies, prune), `fs` (the FUSE adapter),
@@ -13,6 +14,7 @@ pub mod catalog;
 pub mod chunker;
 pub mod control;
 pub mod crashpoint;
+pub mod crypto;
 pub mod daemon;
 pub mod drill;
 pub mod engine;

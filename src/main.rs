@@ -19,6 +19,14 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// An encrypted store's passphrase: the first line of FILE (else
+    /// $REVFS_PASSWORD, else a prompt on the terminal).
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// A new passphrase (`init --encrypt`, `key add`, `key passwd`): the first
+    /// line of FILE (else $REVFS_NEW_PASSWORD, else a prompt).
+    #[arg(long, global = true, value_name = "FILE")]
+    new_password_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -29,6 +37,10 @@ enum Cmd {
         /// Replicate to this existing directory (another disk, NFS, CephFS...).
         #[arg(long)]
         replica: Option<PathBuf>,
+        /// Encrypt everything the store and its replica hold, under a passphrase
+        /// (see --password-file; a prompt on a terminal).
+        #[arg(long)]
+        encrypt: bool,
         /// The retention policy the store keeps (see `revfs policy`).
         #[command(flatten)]
         policy: PolicyArgs,
@@ -129,6 +141,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Manage the passphrases (key slots) of an encrypted store.
+    Key {
+        #[command(subcommand)]
+        cmd: cli::key::KeyCmd,
+    },
     /// Show what a store holds (works while it is mounted).
     Status {
         store: PathBuf,
@@ -138,12 +155,20 @@ enum Cmd {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(f) = cli.password_file {
+        revfs::crypto::passphrase::set_file(f);
+    }
+    if let Some(f) = cli.new_password_file {
+        revfs::crypto::passphrase::set_new_file(f);
+    }
     match cli.cmd {
         Cmd::Init {
             store,
             replica,
+            encrypt,
             policy,
-        } => cli::init::run(&store, replica.as_deref(), &policy),
+        } => cli::init::run(&store, replica.as_deref(), encrypt, &policy),
+        Cmd::Key { cmd } => cli::key::run(cmd),
         Cmd::Verify {
             store,
             replica,

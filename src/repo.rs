@@ -2,6 +2,7 @@
 //! lock, and open the catalog, the object store and the engine over it.
 
 use crate::catalog::db::Db;
+use crate::crypto::Crypto;
 use crate::engine::{Engine, Options};
 use crate::error::{Error, Result};
 use crate::format::{CONF_MAGIC, FORMAT_VERSION, check_magic};
@@ -97,9 +98,9 @@ impl Config {
                 path.display()
             ))
         })?;
-        if cfg.id_key.is_some() || cfg.cipher.is_some() {
+        if cfg.id_key.is_some() {
             return Err(Error::Store(format!(
-                "{}: store uses encryption, which this revfs does not support",
+                "{}: store uses an id key, which this revfs does not support",
                 store.display()
             )));
         }
@@ -170,16 +171,22 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Creates a new store in `store` (missing or empty) replicating to
 /// `replica` (an existing, empty directory). A failure at any step leaves
 /// `store` as it was (missing, or empty) and the replica untouched.
-pub fn init_with_replica(store: &Path, replica: Option<&Path>) -> Result<Config> {
+pub fn init_with_replica(store: &Path, replica: Option<&Path>, encrypt: bool) -> Result<Config> {
     if let Some(dir) = replica {
         crate::replica::check_empty_dir(dir)?;
     }
     check_new_store(store)?;
+    // Asked before anything is made: a refused passphrase leaves nothing.
+    let pass = if encrypt {
+        Some(crate::crypto::passphrase::new(store, true)?)
+    } else {
+        None
+    };
     let existed = store.exists();
-    let made = init(store).and_then(|cfg| {
+    let made = init(store, pass.as_ref().map(|p| p.as_bytes())).and_then(|(cfg, crypto)| {
         let Some(dir) = replica else { return Ok(cfg) };
-        let mut r = Repo::open(store, Options::default())?;
-        crate::replica::init_replica(dir, &r.config)?;
+        let mut r = Repo::open_unlocked(store, Options::default(), crypto)?;
+        crate::replica::init_replica(dir, &r.config, store)?;
         if let Some(w) = r.attach_replica(Some(dir.to_path_buf()))? {
             return Err(Error::Store(w));
         }
@@ -211,11 +218,20 @@ fn remove_new_store(store: &Path, existed: bool) {
     }
 }
 
-/// Creates a new store in `store` (which must be missing or empty).
-pub fn init(store: &Path) -> Result<Config> {
+/// Creates a new store in `store` (which must be missing or empty),
+/// encrypted when a passphrase is given; its config and keys.
+pub fn init(store: &Path, passphrase: Option<&[u8]>) -> Result<(Config, Crypto)> {
     check_new_store(store)?;
     std::fs::create_dir_all(store.join("packs")).map_err(Error::io_at(store))?;
-    let db = Db::open(&store.join("meta"), true)?;
+    let crypto = match passphrase {
+        None => Crypto::plain(),
+        Some(p) => {
+            let master = crate::crypto::MasterKey::random()?;
+            crate::crypto::slots::KeyFile::new(&master, p)?.write(store)?;
+            Crypto::new(&master)?
+        }
+    };
+    let db = Db::open_with(&store.join("meta"), true, crypto.clone())?;
     let (uid, gid) = crate::sys::uid_gid();
     Engine::init_catalog(&db, uid, gid)?;
     drop(db);
@@ -227,7 +243,9 @@ pub fn init(store: &Path) -> Result<Config> {
             .to_string(),
         created: crate::timefmt::rfc3339(crate::format::Time::now()),
         id_key: None,
-        cipher: None,
+        cipher: crypto
+            .is_encrypted()
+            .then(|| crate::crypto::CIPHER.to_string()),
         replica: None,
         role: None,
         retention: None,
@@ -236,7 +254,7 @@ pub fn init(store: &Path) -> Result<Config> {
     };
     // The config goes last: a store without it is not a store yet.
     cfg.write(store)?;
-    Ok(cfg)
+    Ok((cfg, crypto))
 }
 
 /// Refuses a `store` directory that holds anything (a store or not).
@@ -308,11 +326,20 @@ pub struct Repo {
 }
 
 impl Repo {
-    pub fn open(store: &Path, mut opts: Options) -> Result<Repo> {
+    /// Opens the store at `store`; an encrypted one asks for its
+    /// passphrase (`crypto::passphrase`) before anything is written.
+    pub fn open(store: &Path, opts: Options) -> Result<Repo> {
+        let (_, config) = Config::read(store)?;
+        let crypto = crate::crypto::slots::unlock(store, config.cipher.as_deref())?;
+        Repo::open_unlocked(store, opts, crypto)
+    }
+
+    /// Opens the store at `store` with its keys already unlocked.
+    pub fn open_unlocked(store: &Path, mut opts: Options, crypto: Crypto) -> Result<Repo> {
         let (version, config) = Config::read(store)?;
         opts.policy = config.policy().merged(&opts.policy);
         if config.role.as_deref() == Some(crate::replica::ROLE_REPLICA) {
-            return Repo::open_replica(store, config, opts);
+            return Repo::open_replica(store, config, opts, crypto);
         }
         let lock = StoreLock::acquire(store)?;
         if !opts.read_only {
@@ -324,7 +351,7 @@ impl Repo {
             // step) and before removing its marker: the store is complete.
             let _ = std::fs::remove_file(&leftover);
         }
-        let db = Arc::new(Db::open(&store.join("meta"), false)?);
+        let db = Arc::new(Db::open_with(&store.join("meta"), false, crypto)?);
         let packs = store.join("packs");
         if !packs.is_dir() {
             return Err(Error::Store(format!(
@@ -382,7 +409,7 @@ impl Repo {
         };
         let mut warning = None;
         if !self.engine.read_only()
-            && let Err(e) = crate::replica::set_up(&dir, &self.config, &self.engine.db)
+            && let Err(e) = crate::replica::set_up(&dir, &self.config, &self.engine.db, &self.path)
         {
             let msg =
                 format!("replica not set up yet: {e}; replication starts once it can be set up");
@@ -399,7 +426,7 @@ impl Repo {
 
     /// A replica, served read-only from a catalog rebuilt in memory; the
     /// replica directory itself is never written.
-    fn open_replica(dir: &Path, config: Config, opts: Options) -> Result<Repo> {
+    fn open_replica(dir: &Path, config: Config, opts: Options, crypto: Crypto) -> Result<Repo> {
         if !opts.read_only {
             return Err(Error::Store(format!(
                 "{}: is a replica; mount it with --read-only, or make a writable \
@@ -407,7 +434,7 @@ impl Repo {
                 dir.display()
             )));
         }
-        let db = Arc::new(Db::temporary()?);
+        let db = Arc::new(Db::temporary_with(crypto)?);
         let packs = dir.join("packs");
         let mut found = crate::replica::import::Imported::default();
         crate::replica::import::index_packs(&packs, &db, &mut found)?;

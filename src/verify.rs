@@ -115,7 +115,13 @@ pub fn verify(
             for (h, offset) in reader.scan()? {
                 let e = crate::catalog::db::IndexEntry::of_record(no, offset, &h);
                 side.objects_checked += 1;
-                match read_record(&reader, &pack::pack_path(rpacks, no), &h.id, &e) {
+                match read_record(
+                    engine.store.crypto(),
+                    &reader,
+                    &pack::pack_path(rpacks, no),
+                    &h.id,
+                    &e,
+                ) {
                     Ok(_) => {
                         replica_index.insert(h.id, (no, offset));
                     }
@@ -127,7 +133,7 @@ pub fn verify(
                 }
             }
         }
-        if let Some((_, head)) = replica::read_head(dir)? {
+        if let Some((_, head)) = replica::read_head(dir, engine.store.crypto())? {
             for id in referenced(engine, &[head], false)? {
                 if !replica_index.contains_key(&id) && !bad_replica.iter().any(|(_, b, _)| *b == id)
                 {
@@ -148,7 +154,13 @@ pub fn verify(
                     offset: *offset,
                     ..*e
                 };
-                let raw = read_record(&reader, &pack::pack_path(rpacks, *no), id, &re)?;
+                let raw = read_record(
+                    engine.store.crypto(),
+                    &reader,
+                    &pack::pack_path(rpacks, *no),
+                    id,
+                    &re,
+                )?;
                 engine.store.rewrite(e.kind, &raw)?;
                 report.primary.repaired += 1;
             }
@@ -198,24 +210,18 @@ fn repair_replica(
         let mut bytes = reader.read_at(0, reader.len() as usize)?;
         for (id, e) in records {
             let raw = engine.store.get(&id)?;
-            let payload = match e.codec {
-                crate::format::CODEC_LZ4 => lz4_flex::block::compress(&raw),
-                _ => raw.to_vec(),
-            };
+            let (hdr, payload) =
+                crate::store::encode_record(engine.store.crypto(), e.kind, id, &raw)?;
             let at = e.offset as usize;
-            if payload.len() != e.stored_len as usize || at + payload.len() > bytes.len() {
+            if hdr.stored_len != e.stored_len
+                || hdr.codec != e.codec
+                || at + payload.len() > bytes.len()
+            {
                 tracing::warn!("replica object {id}: cannot rebuild its record in place");
                 continue;
             }
             bytes[at..at + payload.len()].copy_from_slice(&payload);
             // The record header may be damaged too.
-            let hdr = crate::format::RecordHeader {
-                kind: e.kind,
-                codec: e.codec,
-                raw_len: e.raw_len,
-                stored_len: e.stored_len,
-                id,
-            };
             let h_at = at - crate::format::RECORD_HEADER_LEN;
             bytes[h_at..at].copy_from_slice(&hdr.encode());
             fixed += 1;

@@ -123,7 +123,7 @@ fn every_commit_crash_point_leaves_a_consistent_store() {
     for point in COMMIT_POINTS {
         let tmp = tempfile::tempdir().unwrap();
         let s = tmp.path().join("s");
-        repo::init(&s).unwrap();
+        repo::init(&s, None).unwrap();
         {
             let r = Repo::open(&s, Options::default()).unwrap();
             write_file(&r.engine, "base", &bytes(1, 500_000));
@@ -159,7 +159,7 @@ fn every_replication_crash_point_leaves_a_consistent_replica() {
     for point in REPLICA_POINTS {
         let tmp = tempfile::tempdir().unwrap();
         let (s, rep) = (tmp.path().join("s"), tmp.path().join("r"));
-        repo::init(&s).unwrap();
+        repo::init(&s, None).unwrap();
         std::fs::create_dir(&rep).unwrap();
         {
             let mut r = Repo::open(&s, Options::default()).unwrap();

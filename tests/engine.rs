@@ -57,7 +57,7 @@ fn read_file(e: &Engine, name: &str) -> revfs::Result<Vec<u8>> {
 }
 
 fn new_store(dir: &Path) -> Repo {
-    repo::init(dir).unwrap();
+    repo::init(dir, None).unwrap();
     Repo::open(dir, Options::default()).unwrap()
 }
 
@@ -210,7 +210,7 @@ fn store_refuses_bad_input_clearly() {
     std::fs::create_dir(&d).unwrap();
     std::fs::write(d.join("x"), b"x").unwrap();
     assert!(
-        repo::init(&d)
+        repo::init(&d, None)
             .unwrap_err()
             .to_string()
             .contains("not empty")

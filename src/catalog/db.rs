@@ -2,6 +2,7 @@
 //! key prefix table is in `format`). Writes that must be atomic together go
 //! through a [`Batch`]; `flush` is the only thing that makes them durable.
 
+use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, Result};
 use crate::format::{Dec, Enc, FileType, META_MAGIC, Node, Time};
 use crate::ids::{CommitSeq, Ino, ObjectId, ObjectKind, PackNo};
@@ -174,9 +175,13 @@ fn path_key(path: &str, seq: Option<CommitSeq>) -> Vec<u8> {
 /// The path-version entries of one path (by its hash), oldest first.
 pub type PathGroup = ([u8; 32], Vec<(CommitSeq, PathVersion)>);
 
-/// The hash a path's entries are grouped under in the path-version index.
-pub fn path_hash(path: &str) -> [u8; 32] {
-    *blake3::hash(path.as_bytes()).as_bytes()
+impl Db {
+    /// The hash a path's entries are grouped under in the path-version
+    /// index (as [`Db::path_version_groups`] gives it).
+    pub fn path_hash(&self, path: &str) -> [u8; 32] {
+        let h = *blake3::hash(path.as_bytes()).as_bytes();
+        self.crypto.name_key(b"h", &h).unwrap_or(h)
+    }
 }
 
 /// A directory entry as stored.
@@ -208,96 +213,100 @@ fn be_u64(b: &[u8]) -> Result<u64> {
         .map_err(|_| Error::corrupt("catalog key", "bad length"))
 }
 
-/// Atomic group of catalog writes.
+/// Atomic group of catalog writes, by logical key (names in the clear);
+/// [`Db::apply`] turns them into the stored keys and sealed values.
 #[derive(Default)]
-pub struct Batch(sled::Batch);
+pub struct Batch(Vec<(Vec<u8>, Option<Vec<u8>>, bool)>);
 
 impl Batch {
+    fn insert(&mut self, k: Vec<u8>, v: impl Into<Vec<u8>>) {
+        self.0.push((k, Some(v.into()), false));
+    }
+    fn remove(&mut self, k: Vec<u8>) {
+        self.0.push((k, None, false));
+    }
     pub fn put_inode(&mut self, ino: Ino, inode: &Inode) {
-        self.0.insert(ino_key(b'i', ino), inode.encode());
+        self.insert(ino_key(b'i', ino), inode.encode());
     }
     pub fn del_inode(&mut self, ino: Ino) {
-        self.0.remove(ino_key(b'i', ino));
+        self.remove(ino_key(b'i', ino));
     }
     pub fn put_dentry(&mut self, parent: Ino, name: &[u8], d: Dentry) {
         let mut v = d.ino.0.to_le_bytes().to_vec();
         v.push(d.kind as u8);
-        self.0.insert(dentry_key(parent, name), v);
+        self.insert(dentry_key(parent, name), v);
     }
     pub fn del_dentry(&mut self, parent: Ino, name: &[u8]) {
-        self.0.remove(dentry_key(parent, name));
+        self.remove(dentry_key(parent, name));
     }
     pub fn put_version(&mut self, ino: Ino, vseq: u64, v: &Version) {
-        self.0.insert(version_key(ino, vseq), v.encode());
+        self.insert(version_key(ino, vseq), v.encode());
     }
     pub fn put_commit(&mut self, seq: CommitSeq, id: &ObjectId, time: Time) {
         let mut e = Enc::default();
         e.id(id).time(time);
-        self.0.insert(ino_key(b'c', Ino(seq.0)), e.0);
+        self.insert(ino_key(b'c', Ino(seq.0)), e.0);
         self.put_counter("head", seq.0);
     }
     pub fn put_index(&mut self, id: &ObjectId, e: &IndexEntry) {
-        self.0.insert(key(b'o', &[&id.0]), e.encode());
+        self.insert(key(b'o', &[&id.0]), e.encode());
     }
     pub fn mark_dirty(&mut self, dir: Ino) {
-        self.0.insert(ino_key(b'y', dir), &[][..]);
+        self.insert(ino_key(b'y', dir), &[][..]);
     }
     pub fn clear_dirty(&mut self, dir: Ino) {
-        self.0.remove(ino_key(b'y', dir));
+        self.remove(ino_key(b'y', dir));
     }
     pub fn put_orphan(&mut self, ino: Ino) {
-        self.0.insert(ino_key(b'z', ino), &[][..]);
+        self.insert(ino_key(b'z', ino), &[][..]);
     }
     pub fn del_orphan(&mut self, ino: Ino) {
-        self.0.remove(ino_key(b'z', ino));
+        self.remove(ino_key(b'z', ino));
     }
     pub fn put_name(&mut self, name: &str, seq: CommitSeq) {
-        self.0
-            .insert(key(b'n', &[name.as_bytes()]), seq.0.to_le_bytes().to_vec());
+        self.insert(key(b'n', &[name.as_bytes()]), seq.0.to_le_bytes().to_vec());
     }
     pub fn del_name(&mut self, name: &str) {
-        self.0.remove(key(b'n', &[name.as_bytes()]));
+        self.remove(key(b'n', &[name.as_bytes()]));
     }
     pub fn put_path_version(&mut self, path: &str, seq: CommitSeq, v: &PathVersion) {
-        self.0.insert(path_key(path, Some(seq)), v.encode());
+        self.insert(path_key(path, Some(seq)), v.encode());
     }
     pub fn put_catalog_version(&mut self, version: u32) {
         let mut v = META_MAGIC.to_vec();
         v.extend_from_slice(&version.to_le_bytes());
-        self.0.insert(key(b'F', &[b"format"]), v);
+        self.insert(key(b'F', &[b"format"]), v);
     }
     pub fn put_counter(&mut self, name: &str, v: u64) {
-        self.0
-            .insert(key(b'm', &[name.as_bytes()]), v.to_le_bytes().to_vec());
+        self.insert(key(b'm', &[name.as_bytes()]), v.to_le_bytes().to_vec());
     }
     pub fn del_commit(&mut self, seq: CommitSeq) {
-        self.0.remove(ino_key(b'c', Ino(seq.0)));
+        self.remove(ino_key(b'c', Ino(seq.0)));
     }
     pub fn del_index(&mut self, id: &ObjectId) {
-        self.0.remove(key(b'o', &[&id.0]));
+        self.remove(key(b'o', &[&id.0]));
     }
     pub fn del_version(&mut self, ino: Ino, vseq: u64) {
-        self.0.remove(version_key(ino, vseq));
+        self.remove(version_key(ino, vseq));
     }
     /// Removes the path-version entry with the raw key `k` (from
     /// [`Db::path_version_keys`]).
     pub fn del_path_version_key(&mut self, k: &[u8]) {
-        self.0.remove(k);
+        self.0.push((k.to_vec(), None, true));
     }
     /// Cumulative stored bytes as of time bucket `bucket` (growth samples).
     pub fn put_growth(&mut self, bucket: u64, total: u64) {
-        self.0
-            .insert(ino_key(b'g', Ino(bucket)), total.to_le_bytes().to_vec());
+        self.insert(ino_key(b'g', Ino(bucket)), total.to_le_bytes().to_vec());
     }
     pub fn del_growth(&mut self, bucket: u64) {
-        self.0.remove(ino_key(b'g', Ino(bucket)));
+        self.remove(ino_key(b'g', Ino(bucket)));
     }
     /// A prune whose deletions wait to reach the replica.
     pub fn put_replica_deletion(&mut self, no: u64, d: &ReplicaDeletion) {
-        self.0.insert(ino_key(b'r', Ino(no)), d.encode());
+        self.insert(ino_key(b'r', Ino(no)), d.encode());
     }
     pub fn del_replica_deletion(&mut self, no: u64) {
-        self.0.remove(ino_key(b'r', Ino(no)));
+        self.remove(ino_key(b'r', Ino(no)));
     }
 }
 
@@ -346,14 +355,47 @@ impl ReplicaDeletion {
     }
 }
 
-/// The sled catalog of a store.
+/// The sled catalog of a store. In an encrypted store every value but
+/// the format record is sealed with its stored key as associated data,
+/// and the keys that hold a name (directory entries, snapshot names, path
+/// hashes) hold its keyed hash instead; the name itself rides in the
+/// sealed value.
 pub struct Db {
     db: sled::Db,
+    crypto: Crypto,
+}
+
+/// The stored key of logical key `k` (the same in a plain store).
+fn stored_key(c: &Crypto, k: &[u8]) -> Vec<u8> {
+    if !c.is_encrypted() || k.is_empty() {
+        return k.to_vec();
+    }
+    let (keep, name) = match k[0] {
+        b'd' if k.len() >= 9 => k.split_at(9),
+        b'n' => k.split_at(1),
+        b'h' if k.len() >= 33 => {
+            let (head, seq) = k.split_at(33);
+            let mut out = vec![b'h'];
+            out.extend_from_slice(&c.name_key(b"h", &head[1..]).expect("encrypted"));
+            out.extend_from_slice(seq);
+            return out;
+        }
+        _ => return k.to_vec(),
+    };
+    let mut out = keep.to_vec();
+    out.extend_from_slice(&c.name_key(keep, name).expect("encrypted"));
+    out
 }
 
 impl Db {
     /// Opens (creating if `create`) the catalog at `path`.
     pub fn open(path: &Path, create: bool) -> Result<Db> {
+        Db::open_with(path, create, Crypto::plain())
+    }
+
+    /// Opens (creating if `create`) the catalog at `path` of a store whose
+    /// keys are `crypto`.
+    pub fn open_with(path: &Path, create: bool, crypto: Crypto) -> Result<Db> {
         if !create && !path.exists() {
             return Err(Error::Store(format!(
                 "{}: metadata database missing; run `revfs recover` from a replica",
@@ -394,22 +436,120 @@ impl Db {
                 )));
             }
         }
-        Ok(Db { db })
+        Ok(Db { db, crypto })
     }
 
     /// A catalog that lives in memory and a temporary file only (for a
     /// read-only mount of a replica, whose catalog is rebuilt at mount).
     pub fn temporary() -> Result<Db> {
+        Db::temporary_with(Crypto::plain())
+    }
+
+    /// A temporary catalog of a store whose keys are `crypto`.
+    pub fn temporary_with(crypto: Crypto) -> Result<Db> {
         let db = sled::Config::new().temporary(true).open()?;
         let mut v = META_MAGIC.to_vec();
         v.extend_from_slice(&CATALOG_VERSION.to_le_bytes());
         db.insert(key(b'F', &[b"format"]), v)?;
-        Ok(Db { db })
+        Ok(Db { db, crypto })
+    }
+
+    /// The keys of the store this catalog belongs to.
+    pub fn crypto(&self) -> &Crypto {
+        &self.crypto
     }
 
     pub fn apply(&self, b: Batch) -> Result<()> {
-        self.db.apply_batch(b.0)?;
+        let mut sb = sled::Batch::default();
+        for (k, v, stored) in b.0 {
+            let sk = if stored {
+                k.clone()
+            } else {
+                stored_key(&self.crypto, &k)
+            };
+            match v {
+                Some(v) => {
+                    let v = self.seal_value(&k, &sk, v);
+                    sb.insert(sk, v)
+                }
+                None => sb.remove(sk),
+            }
+        }
+        self.db.apply_batch(sb)?;
         Ok(())
+    }
+
+    /// The stored form of value `v` of logical key `k` (stored as `sk`).
+    fn seal_value(&self, k: &[u8], sk: &[u8], v: Vec<u8>) -> Vec<u8> {
+        if !self.crypto.is_encrypted() || k.first() == Some(&b'F') {
+            return v;
+        }
+        let name = match k[0] {
+            b'd' => Some(&k[9..]),
+            b'n' => Some(&k[1..]),
+            _ => None,
+        };
+        let plain = match name {
+            Some(n) => {
+                let mut e = Enc::default();
+                e.bytes16(n);
+                e.0.extend_from_slice(&v);
+                e.0
+            }
+            None => v,
+        };
+        self.crypto.seal(Domain::Meta, sk, &plain)
+    }
+
+    /// The plain value stored as `v` under stored key `sk`.
+    fn open_value(&self, sk: &[u8], v: &[u8], what: &str) -> Result<Vec<u8>> {
+        if !self.crypto.is_encrypted() {
+            return Ok(v.to_vec());
+        }
+        self.crypto
+            .open(Domain::Meta, sk, v, what)
+            .inspect_err(|e| tracing::error!("catalog: {e}"))
+    }
+
+    /// A name-carrying value (directory entry, snapshot name): (name, value).
+    fn open_named(
+        &self,
+        sk: &[u8],
+        logical_name: &[u8],
+        v: &[u8],
+        what: &str,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        if !self.crypto.is_encrypted() {
+            return Ok((logical_name.to_vec(), v.to_vec()));
+        }
+        let plain = self.open_value(sk, v, what)?;
+        let mut d = Dec::new(&plain, "named catalog value");
+        let name = d.bytes16()?;
+        let rest = plain[2 + name.len()..].to_vec();
+        Ok((name, rest))
+    }
+
+    /// `get` of logical key `k`: its plain value.
+    fn get(&self, k: &[u8], what: &str) -> Result<Option<Vec<u8>>> {
+        let sk = stored_key(&self.crypto, k);
+        match self.db.get(&sk)? {
+            None => Ok(None),
+            Some(v) => self.open_value(&sk, &v, what).map(Some),
+        }
+    }
+
+    /// Every (stored key, plain value) under logical prefix `p` (one that
+    /// holds no name, so it is stored as it is).
+    fn scan(
+        &self,
+        p: &[u8],
+        what: &'static str,
+    ) -> impl Iterator<Item = Result<(sled::IVec, Vec<u8>)>> + '_ {
+        self.db.scan_prefix(p).map(move |kv| {
+            let (k, v) = kv?;
+            let v = self.open_value(&k, &v, what)?;
+            Ok((k, v))
+        })
     }
 
     /// Makes every applied write durable.
@@ -419,16 +559,26 @@ impl Db {
     }
 
     pub fn inode(&self, ino: Ino) -> Result<Option<Inode>> {
-        self.db
-            .get(ino_key(b'i', ino))?
+        self.get(&ino_key(b'i', ino), "inode record")?
             .map(|v| Inode::decode(&v))
             .transpose()
     }
 
     pub fn dentry(&self, parent: Ino, name: &[u8]) -> Result<Option<Dentry>> {
-        match self.db.get(dentry_key(parent, name))? {
+        let k = dentry_key(parent, name);
+        let sk = stored_key(&self.crypto, &k);
+        match self.db.get(&sk)? {
             None => Ok(None),
-            Some(v) => decode_dentry(&v).map(Some),
+            Some(v) => {
+                let (stored_name, v) = self.open_named(&sk, name, &v, "directory entry")?;
+                if stored_name != name {
+                    return Err(Error::corrupt(
+                        "directory entry",
+                        "name does not match its key",
+                    ));
+                }
+                decode_dentry(&v).map(Some)
+            }
         }
     }
 
@@ -438,7 +588,12 @@ impl Db {
         let mut out = Vec::new();
         for kv in self.db.scan_prefix(&prefix) {
             let (k, v) = kv?;
-            out.push((k[prefix.len()..].to_vec(), decode_dentry(&v)?));
+            let (name, v) = self.open_named(&k, &k[prefix.len()..], &v, "directory entry")?;
+            out.push((name, decode_dentry(&v)?));
+        }
+        if self.crypto.is_encrypted() {
+            // Stored in keyed-hash order.
+            out.sort_by(|a, b| a.0.cmp(&b.0));
         }
         Ok(out)
     }
@@ -455,7 +610,7 @@ impl Db {
     pub fn versions(&self, ino: Ino) -> Result<Vec<(u64, Version)>> {
         let prefix = ino_key(b'v', ino);
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(&prefix) {
+        for kv in self.scan(&prefix, "version record") {
             let (k, v) = kv?;
             out.push((be_u64(&k[prefix.len()..])?, Version::decode(&v)?));
         }
@@ -463,7 +618,7 @@ impl Db {
     }
 
     pub fn commit(&self, seq: CommitSeq) -> Result<Option<(ObjectId, Time)>> {
-        match self.db.get(ino_key(b'c', Ino(seq.0)))? {
+        match self.get(&ino_key(b'c', Ino(seq.0)), "commit record")? {
             None => Ok(None),
             Some(v) => {
                 let mut d = Dec::new(&v, "commit record");
@@ -479,6 +634,7 @@ impl Db {
             None => Ok(None),
             Some(kv) => {
                 let (k, v) = kv?;
+                let v = self.open_value(&k, &v, "commit record")?;
                 let mut d = Dec::new(&v, "commit record");
                 Ok(Some((CommitSeq(be_u64(&k[1..])?), d.id()?, d.time()?)))
             }
@@ -487,9 +643,9 @@ impl Db {
 
     /// Every recorded state of `path`, oldest first.
     pub fn path_versions(&self, path: &str) -> Result<Vec<(CommitSeq, PathVersion)>> {
-        let prefix = path_key(path, None);
+        let prefix = stored_key(&self.crypto, &path_key(path, None));
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(&prefix) {
+        for kv in self.scan(&prefix, "path version") {
             let (k, v) = kv?;
             out.push((
                 CommitSeq(be_u64(&k[prefix.len()..])?),
@@ -510,7 +666,7 @@ impl Db {
     /// Every commit, oldest first: (seq, commit object id, time).
     pub fn commits(&self) -> Result<Vec<(CommitSeq, ObjectId, Time)>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix([b'c']) {
+        for kv in self.scan(b"c", "commit record") {
             let (k, v) = kv?;
             let mut d = Dec::new(&v, "commit record");
             out.push((CommitSeq(be_u64(&k[1..])?), d.id()?, d.time()?));
@@ -523,32 +679,46 @@ impl Db {
         let mut out = Vec::new();
         for kv in self.db.scan_prefix([b'n']) {
             let (k, v) = kv?;
+            let (name, v) = self.open_named(&k, &k[1..], &v, "snapshot name")?;
             let mut d = Dec::new(&v, "snapshot name");
             out.push((
-                String::from_utf8_lossy(&k[1..]).into_owned(),
+                String::from_utf8_lossy(&name).into_owned(),
                 CommitSeq(d.u64()?),
             ));
+        }
+        if self.crypto.is_encrypted() {
+            out.sort();
         }
         Ok(out)
     }
 
     pub fn name(&self, name: &str) -> Result<Option<CommitSeq>> {
-        match self.db.get(key(b'n', &[name.as_bytes()]))? {
+        let k = key(b'n', &[name.as_bytes()]);
+        let sk = stored_key(&self.crypto, &k);
+        match self.db.get(&sk)? {
             None => Ok(None),
-            Some(v) => Ok(Some(CommitSeq(Dec::new(&v, "snapshot name").u64()?))),
+            Some(v) => {
+                let (stored, v) = self.open_named(&sk, name.as_bytes(), &v, "snapshot name")?;
+                if stored != name.as_bytes() {
+                    return Err(Error::corrupt(
+                        "snapshot name",
+                        "name does not match its key",
+                    ));
+                }
+                Ok(Some(CommitSeq(Dec::new(&v, "snapshot name").u64()?)))
+            }
         }
     }
 
     pub fn index(&self, id: &ObjectId) -> Result<Option<IndexEntry>> {
-        self.db
-            .get(key(b'o', &[&id.0]))?
+        self.get(&key(b'o', &[&id.0]), "object index entry")?
             .map(|v| IndexEntry::decode(&v))
             .transpose()
     }
 
     /// Every indexed object (for verify and status).
     pub fn index_all(&self) -> impl Iterator<Item = Result<(ObjectId, IndexEntry)>> + '_ {
-        self.db.scan_prefix([b'o']).map(|kv| {
+        self.scan(b"o", "object index entry").map(|kv| {
             let (k, v) = kv?;
             let id: [u8; 32] = k[1..]
                 .try_into()
@@ -567,10 +737,8 @@ impl Db {
 
     /// Every inode record.
     pub fn inodes(&self) -> impl Iterator<Item = Result<Inode>> + '_ {
-        self.db
-            .scan_prefix([b'i'])
-            .values()
-            .map(|v| Inode::decode(&v?))
+        self.scan(b"i", "inode record")
+            .map(|kv| Inode::decode(&kv?.1))
     }
 
     /// Number of inode records.
@@ -580,10 +748,8 @@ impl Db {
 
     /// Every version record of every file.
     pub fn all_versions(&self) -> impl Iterator<Item = Result<Version>> + '_ {
-        self.db
-            .scan_prefix([b'v'])
-            .values()
-            .map(|v| Version::decode(&v?))
+        self.scan(b"v", "version record")
+            .map(|kv| Version::decode(&kv?.1))
     }
 
     fn inos_with_prefix(&self, p: u8) -> Result<Vec<Ino>> {
@@ -598,7 +764,7 @@ impl Db {
     /// `upto`, and the sizes those entries add up to (one scan).
     pub fn path_versions_upto(&self, upto: CommitSeq) -> Result<(Vec<Vec<u8>>, u64)> {
         let (mut keys, mut bytes) = (Vec::new(), 0);
-        for kv in self.db.scan_prefix([b'h']) {
+        for kv in self.scan(b"h", "path version") {
             let (k, v) = kv?;
             if k.len() == 41 && be_u64(&k[33..])? <= upto.0 {
                 keys.push(k.to_vec());
@@ -612,7 +778,7 @@ impl Db {
     /// first within a group: (path hash, [(seq, version)]).
     pub fn path_version_groups(&self) -> Result<Vec<PathGroup>> {
         let mut out: Vec<PathGroup> = Vec::new();
-        for kv in self.db.scan_prefix([b'h']) {
+        for kv in self.scan(b"h", "path version") {
             let (k, v) = kv?;
             if k.len() != 41 {
                 return Err(Error::corrupt("path version key", "bad length"));
@@ -632,7 +798,7 @@ impl Db {
     /// Every version record: (ino, vseq, version).
     pub fn version_records(&self) -> Result<Vec<(Ino, u64, Version)>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix([b'v']) {
+        for kv in self.scan(b"v", "version record") {
             let (k, v) = kv?;
             if k.len() != 17 {
                 return Err(Error::corrupt("version key", "bad length"));
@@ -654,6 +820,7 @@ impl Db {
             .range(ino_key(b'g', Ino(from))..ino_key(b'h', Ino(0)))
         {
             let (k, v) = kv?;
+            let v = self.open_value(&k, &v, "growth sample")?;
             out.push((be_u64(&k[1..])?, Dec::new(&v, "growth sample").u64()?));
         }
         Ok(out)
@@ -669,6 +836,7 @@ impl Db {
             None => Ok(None),
             Some(kv) => {
                 let (k, v) = kv?;
+                let v = self.open_value(&k, &v, "growth sample")?;
                 Ok(Some((
                     be_u64(&k[1..])?,
                     Dec::new(&v, "growth sample").u64()?,
@@ -680,7 +848,7 @@ impl Db {
     /// Prunes whose deletions have not reached the replica yet.
     pub fn replica_deletions(&self) -> Result<Vec<(u64, ReplicaDeletion)>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix([b'r']) {
+        for kv in self.scan(b"r", "replica deletion") {
             let (k, v) = kv?;
             out.push((be_u64(&k[1..])?, ReplicaDeletion::decode(&v)?));
         }
@@ -693,7 +861,7 @@ impl Db {
     }
 
     pub fn counter(&self, name: &str) -> Result<u64> {
-        match self.db.get(key(b'm', &[name.as_bytes()]))? {
+        match self.get(&key(b'm', &[name.as_bytes()]), "counter")? {
             None => Ok(0),
             Some(v) => {
                 let mut d = Dec::new(&v, "counter");
@@ -709,4 +877,97 @@ pub fn decode_dentry(v: &[u8]) -> Result<Dentry> {
     let kind = FileType::from_u8(d.u8()?).ok_or_else(|| d.bad("bad file type"))?;
     d.end()?;
     Ok(Dentry { ino, kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    fn encrypted() -> Db {
+        Db::temporary_with(Crypto::new(&MasterKey::random().unwrap()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_encrypted_catalog_holds_no_name_and_refuses_any_changed_value() {
+        let db = encrypted();
+        let mut node = Node::new(FileType::Regular, 0o600, 0, 0);
+        node.target = b"secret-target-name".to_vec();
+        let mut b = Batch::default();
+        b.put_inode(
+            Ino(7),
+            &Inode {
+                node,
+                parents: vec![Ino::ROOT],
+            },
+        );
+        for name in [&b"zeta-secret-file"[..], b"alpha-secret-file"] {
+            b.put_dentry(
+                Ino::ROOT,
+                name,
+                Dentry {
+                    ino: Ino(7),
+                    kind: FileType::Regular,
+                },
+            );
+        }
+        b.put_name("secret-snapshot-name", CommitSeq(3));
+        b.put_path_version(
+            "dir/secret-path",
+            CommitSeq(3),
+            &PathVersion {
+                time: Time::now(),
+                size: 5,
+                content: None,
+            },
+        );
+        db.apply(b).unwrap();
+        let names: Vec<Vec<u8>> = db
+            .list_dir(Ino::ROOT)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(
+            names,
+            [b"alpha-secret-file".to_vec(), b"zeta-secret-file".to_vec()]
+        );
+        assert_eq!(
+            db.dentry(Ino::ROOT, b"zeta-secret-file")
+                .unwrap()
+                .unwrap()
+                .ino,
+            Ino(7)
+        );
+        assert_eq!(db.name("secret-snapshot-name").unwrap(), Some(CommitSeq(3)));
+        assert_eq!(db.path_versions("dir/secret-path").unwrap().len(), 1);
+        let raw: Vec<(sled::IVec, sled::IVec)> = db.db.iter().map(|kv| kv.unwrap()).collect();
+        for (k, v) in &raw {
+            for secret in [&b"secret"[..], b"dir/"] {
+                assert!(!k.windows(secret.len()).any(|w| w == secret), "{k:?}");
+                assert!(!v.windows(secret.len()).any(|w| w == secret), "{v:?}");
+            }
+        }
+        // Every flipped bit of every sealed value, and a value moved to
+        // another key, fail; the good value reads again after.
+        let reads_ok = |db: &Db| {
+            db.inode(Ino(7)).is_ok()
+                && db.list_dir(Ino::ROOT).is_ok()
+                && db.name("secret-snapshot-name").is_ok()
+                && db.path_versions("dir/secret-path").is_ok()
+        };
+        for (k, v) in raw.iter().filter(|(k, _)| k[0] != b'F') {
+            for bit in (0..v.len() * 8).step_by(7) {
+                let mut bad = v.to_vec();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                db.db.insert(k, bad).unwrap();
+                assert!(!reads_ok(&db), "key {k:?} bit {bit} was accepted");
+            }
+            db.db.insert(k, v.clone()).unwrap();
+            assert!(reads_ok(&db));
+        }
+        let (d1, d2): (Vec<_>, Vec<_>) = raw.iter().filter(|(k, _)| k[0] == b'd').cloned().unzip();
+        db.db.insert(&d1[0], d2[1].clone()).unwrap();
+        assert!(db.list_dir(Ino::ROOT).is_err());
+    }
 }

@@ -1,11 +1,11 @@
-//! `revfs init STORE [--replica DIR] [policy flags]`.
+//! `revfs init STORE [--replica DIR] [--encrypt] [policy flags]`.
 
 use super::PolicyArgs;
 use revfs::{Result, repo};
 use std::path::Path;
 
-pub fn run(store: &Path, replica: Option<&Path>, policy: &PolicyArgs) -> Result<()> {
-    repo::init_with_replica(store, replica)?;
+pub fn run(store: &Path, replica: Option<&Path>, encrypt: bool, policy: &PolicyArgs) -> Result<()> {
+    repo::init_with_replica(store, replica, encrypt)?;
     let change = super::policy::Change {
         flags: policy,
         prune_interval: None,
@@ -20,6 +20,12 @@ pub fn run(store: &Path, replica: Option<&Path>, policy: &PolicyArgs) -> Result<
             dir.display()
         ),
         None => println!("created revfs store {}", store.display()),
+    }
+    if encrypt {
+        println!(
+            "encrypted: keep the passphrase safe; without it neither the store nor its \
+             replica can be read (`revfs key add` makes a second one)"
+        );
     }
     Ok(())
 }

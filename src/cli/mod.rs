@@ -4,6 +4,7 @@
 
 pub mod drill;
 pub mod init;
+pub mod key;
 pub mod log;
 pub mod mount;
 pub mod policy;

@@ -48,6 +48,18 @@ pub struct MountArgs {
     pub replica_delete_after: Option<Duration>,
 }
 
+/// The passphrase of an encrypted store, once it opens a key slot.
+fn unlock_check(store: &std::path::Path) -> Result<Option<zeroize::Zeroizing<String>>> {
+    let (_, cfg) = revfs::repo::Config::read(store)?;
+    if cfg.cipher.is_none() {
+        return Ok(None);
+    }
+    let keys = revfs::crypto::slots::KeyFile::read(store)?;
+    let pass = revfs::crypto::passphrase::current(store)?;
+    keys.unlock(pass.as_bytes(), store)?;
+    Ok(Some(pass))
+}
+
 pub fn run(args: MountArgs) -> Result<()> {
     let MountArgs {
         store,
@@ -64,6 +76,9 @@ pub fn run(args: MountArgs) -> Result<()> {
         prune_interval,
         replica_delete_after,
     } = args;
+    // An encrypted store's passphrase is checked before anything is
+    // written or mounted (and handed to a detached daemon).
+    let passphrase = unlock_check(&store)?;
     if !read_only {
         // Set once: what the mount is told to keep, the store keeps.
         let change = super::policy::Change {
@@ -94,7 +109,12 @@ pub fn run(args: MountArgs) -> Result<()> {
             .skip(1)
             .filter(|a| a != "--daemon")
             .collect();
-        let (pid, warnings) = daemon::spawn_detached(&store, &args)?;
+        let env: Vec<(&str, &str)> = passphrase
+            .as_ref()
+            .map(|p| (revfs::crypto::passphrase::ENV, p.as_str()))
+            .into_iter()
+            .collect();
+        let (pid, warnings) = daemon::spawn_detached(&store, &args, &env)?;
         for w in warnings {
             eprintln!("revfs: warning: {w}");
         }

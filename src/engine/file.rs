@@ -15,7 +15,6 @@
 //! and are stored as hole extents, taking no space.
 
 use super::stream::Stream;
-use crate::chunker;
 use crate::error::{Error, Result};
 use crate::format::{Extent, Time};
 use crate::ids::{ObjectId, ObjectKind};
@@ -102,7 +101,7 @@ pub struct FileState {
     base_limit: u64,
     pub size: u64,
     written: RangeSet,
-    staging: Option<File>,
+    staging: Option<Staging>,
     stream: Option<Stream>,
     /// Something changed since the last recorded version.
     pub dirty: bool,
@@ -197,7 +196,7 @@ impl FileState {
                 let f = self.staging.as_ref().ok_or_else(|| {
                     Error::corrupt("staging file", "written range without staging file")
                 })?;
-                f.read_exact_at(&mut dst[..n], pos)?;
+                f.read_at(&mut dst[..n], pos)?;
                 n
             }
             Piece::Base { end: e, start, id } => {
@@ -244,10 +243,10 @@ impl FileState {
             return Ok(());
         }
         if self.staging.is_none() {
-            self.staging = Some(anonymous_file(staging_dir)?);
+            self.staging = Some(Staging::new(staging_dir, store.crypto().is_encrypted())?);
         }
         let f = self.staging.as_ref().expect("created above");
-        f.write_all_at(data, off)?;
+        f.write_at(data, off)?;
         self.written.insert(off, end);
         self.size = self.size.max(end);
         self.dirty = true;
@@ -348,7 +347,7 @@ impl FileState {
                 pos,
             };
             let mut cut = pos;
-            chunker::chunk_until(reader, |chunk| {
+            store.chunker().chunk_until(reader, |chunk| {
                 let id = store.put(ObjectKind::Chunk, chunk)?;
                 let len = chunk.len() as u64;
                 tree.push(store, Extent::Chunk { len, id })?;
@@ -372,11 +371,57 @@ impl FileState {
             last_chunked: chunked,
             ..FileState::new(content)
         };
-        if let Some(f) = &self.staging {
+        if let Some(f) = &mut self.staging {
             // Frees the staged bytes; the file is reused for the next writes.
-            f.set_len(0)?;
+            f.reset()?;
         }
         Ok(id)
+    }
+}
+
+/// The staging file of one file's writes: an unlinked temporary file,
+/// its bytes under a keystream with a key only this process holds in an
+/// encrypted store (a new key each time it is emptied, so a later
+/// version's bytes never share the keystream of an earlier one's).
+struct Staging {
+    file: File,
+    scratch: Option<crate::crypto::Scratch>,
+}
+
+impl Staging {
+    fn new(dir: &Path, encrypted: bool) -> Result<Staging> {
+        Ok(Staging {
+            file: anonymous_file(dir)?,
+            scratch: encrypted.then(crate::crypto::Scratch::new).transpose()?,
+        })
+    }
+
+    fn write_at(&self, data: &[u8], off: u64) -> Result<()> {
+        match &self.scratch {
+            None => self.file.write_all_at(data, off)?,
+            Some(s) => {
+                let mut b = data.to_vec();
+                s.apply(off, &mut b);
+                self.file.write_all_at(&b, off)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_at(&self, dst: &mut [u8], off: u64) -> Result<()> {
+        self.file.read_exact_at(dst, off)?;
+        if let Some(s) = &self.scratch {
+            s.apply(off, dst);
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        self.file.set_len(0)?;
+        if self.scratch.is_some() {
+            self.scratch = Some(crate::crypto::Scratch::new()?);
+        }
+        Ok(())
     }
 }
 
@@ -429,7 +474,7 @@ impl Read for RunReader<'_> {
 mod tests {
     use super::*;
 
-    use crate::chunker::tests::bytes;
+    use crate::chunker::{self, tests::bytes};
     use std::sync::Arc;
 
     fn extents(store: &ObjectStore, st: &FileState) -> Vec<Extent> {

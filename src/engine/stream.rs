@@ -9,7 +9,7 @@
 //! a cut is taken only once a full `MAX_CHUNK` window is buffered (as
 //! `StreamCDC` does).
 
-use crate::chunker::{AVG_CHUNK, MAX_CHUNK, MIN_CHUNK};
+use crate::chunker::MAX_CHUNK;
 use crate::error::{Error, Result};
 use crate::format::Extent;
 use crate::ids::ObjectKind;
@@ -63,7 +63,7 @@ impl Stream {
     pub fn feed(&mut self, store: &ObjectStore, data: &[u8]) -> Result<()> {
         self.buf.extend_from_slice(data);
         while self.pending().len() >= MAX_CHUNK {
-            let len = first_cut(&self.pending()[..MAX_CHUNK]);
+            let len = store.chunker().first_cut(&self.pending()[..MAX_CHUNK]);
             self.store_chunk(store, len)?;
         }
         self.buf.drain(..self.head);
@@ -87,7 +87,7 @@ impl Stream {
     /// Chunks what is left; returns the whole file's content.
     pub fn finish(mut self, store: &ObjectStore) -> Result<Content> {
         while !self.pending().is_empty() {
-            let len = first_cut(self.pending());
+            let len = store.chunker().first_cut(self.pending());
             self.store_chunk(store, len)?;
         }
         self.tree.finish(store)
@@ -113,12 +113,6 @@ impl Stream {
     }
 }
 
-fn first_cut(buf: &[u8]) -> usize {
-    fastcdc::v2020::FastCDC::new(buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
-        .next()
-        .map_or(buf.len(), |c| c.length)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -137,7 +131,7 @@ mod tests {
         let mut buf: &[u8] = &data;
         while !buf.is_empty() {
             let window = &buf[..buf.len().min(super::MAX_CHUNK)];
-            let n = super::first_cut(window);
+            let n = crate::chunker::Chunker::new(&crate::crypto::Crypto::plain()).first_cut(window);
             lens.push(n);
             buf = &buf[n..];
         }

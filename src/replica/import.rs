@@ -66,8 +66,8 @@ pub fn index_packs(packs_dir: &Path, db: &Db, out: &mut Imported) -> Result<()> 
 }
 
 /// Every readable head file of a replica, newest first.
-fn heads(replica: &Path) -> Result<Vec<(CommitSeq, ObjectId)>> {
-    let mut out = super::read_heads(replica)?;
+fn heads(replica: &Path, db: &Db) -> Result<Vec<(CommitSeq, ObjectId)>> {
+    let mut out = super::read_heads(replica, db.crypto())?;
     out.sort_by_key(|h| std::cmp::Reverse(h.0));
     Ok(out)
 }
@@ -83,7 +83,7 @@ fn stored_commits(
     store: &ObjectStore,
     head: u64,
 ) -> Result<Vec<(ObjectId, Commit)>> {
-    let dropped = super::read_pruned(replica)?;
+    let dropped = super::read_pruned(replica, db.crypto())?;
     let mut best: HashMap<u64, ((crate::ids::PackNo, u64), ObjectId, Commit)> = HashMap::new();
     for entry in db.index_all() {
         let (id, e) = entry?;
@@ -118,7 +118,7 @@ fn chain(
     check: Check,
     out: &mut Imported,
 ) -> Result<Vec<(ObjectId, Commit)>> {
-    let heads = heads(replica)?;
+    let heads = heads(replica, db)?;
     out.replica_head = heads.first().map_or(0, |h| h.0.0);
     let Some((head_id, head)) = heads.iter().find_map(|(seq, id)| {
         let c = store.get(id).and_then(|b| Commit::decode(&b)).ok()?;
@@ -182,7 +182,7 @@ pub fn import(
     }
     // put_commit moves "head" along; the newest one wins.
     b.put_counter("head", head.0);
-    for (name, seq) in super::read_names(replica)? {
+    for (name, seq) in super::read_names(replica, db.crypto())? {
         if seq <= head {
             b.put_name(&name, seq);
         } else {

@@ -16,7 +16,14 @@
 //! REPLICA/pruned/N.pruned       (format 4) "RVFSDROP" u32 LE version=1, u32 LE count,
 //!                               count x u64 LE commit seq: commits a prune dropped;
 //!                               N is the primary's deletion record number (hex)
+//! REPLICA/keys                  (format 5, encrypted stores) the primary's key
+//!                               slots (`crypto::slots`), copied when they change
 //! ```
+//! In an encrypted store (format 5) the body after magic and version of
+//! every head, name and pruned file is sealed (`crypto`, metadata key,
+//! the file name as associated data); a name file is named by the hex of
+//! the first 16 bytes of the name's keyed hash and its body is
+//! `Bytes16 name, u64 LE seq`.
 //!
 //! # What a prune deletes
 //! The primary keeps a record of every prune step (the commits it dropped,
@@ -39,6 +46,7 @@ pub mod import;
 pub mod recover;
 
 use crate::catalog::db::Db;
+use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, Result};
 use crate::format::{Dec, Enc, Time};
 use crate::ids::{CommitSeq, ObjectId, PackNo};
@@ -148,7 +156,8 @@ pub fn check_empty_dir(dir: &Path) -> Result<()> {
 }
 
 /// Makes an existing, empty directory a replica of `primary`.
-pub fn init_replica(dir: &Path, primary: &Config) -> Result<()> {
+/// `store` is the primary's directory (its key slots are copied).
+pub fn init_replica(dir: &Path, primary: &Config, store: &Path) -> Result<()> {
     if dir.is_dir() && check_marker(dir, &primary.store_id)? {
         return Ok(());
     }
@@ -162,6 +171,7 @@ pub fn init_replica(dir: &Path, primary: &Config) -> Result<()> {
     let made = subs
         .iter()
         .try_for_each(|sub| std::fs::create_dir(dir.join(sub)).map_err(Error::io_at(dir)))
+        .and_then(|()| copy_keys(primary, store, dir))
         // The marker goes last: without it the directory is not a replica.
         .and_then(|()| cfg.write(dir));
     if made.is_err() {
@@ -170,20 +180,29 @@ pub fn init_replica(dir: &Path, primary: &Config) -> Result<()> {
             let _ = std::fs::remove_dir(dir.join(sub));
         }
         let _ = std::fs::remove_file(dir.join(format!("{CONF_FILE}.tmp")));
+        let _ = std::fs::remove_file(dir.join(crate::crypto::slots::KEYS_FILE));
     }
     made
+}
+
+/// An encrypted primary's key slots (in `store`), for a new replica of it.
+fn copy_keys(primary: &Config, store: &Path, dir: &Path) -> Result<()> {
+    if primary.cipher.is_none() {
+        return Ok(());
+    }
+    crate::crypto::slots::KeyFile::read(store)?.write(dir)
 }
 
 /// Makes `dir` the replica of the store with config `primary` and catalog
 /// `db`, once: the catalog remembers that it was set up, so that a replica
 /// that loses its marker later (an unmounted share) is reported missing
 /// and never set up again over whatever is mounted there instead.
-pub fn set_up(dir: &Path, primary: &Config, db: &Db) -> Result<()> {
+pub fn set_up(dir: &Path, primary: &Config, db: &Db, store: &Path) -> Result<()> {
     let key = format!("replica_init:{}", dir.display());
     if db.counter(&key)? != 0 {
         return Ok(());
     }
-    init_replica(dir, primary)?;
+    init_replica(dir, primary, store)?;
     let mut b = crate::catalog::db::Batch::default();
     b.put_counter(&key, 1);
     db.apply(b)?;
@@ -192,21 +211,48 @@ pub fn set_up(dir: &Path, primary: &Config, db: &Db) -> Result<()> {
     Ok(())
 }
 
-fn encode_head(seq: CommitSeq, id: &ObjectId) -> Vec<u8> {
+/// A replica file: `magic`, u32 LE version 1, then `body`, which an
+/// encrypted store seals with the file's name as associated data.
+fn encode_file(crypto: &Crypto, magic: &[u8; 8], name: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&crypto.seal(Domain::Meta, name.as_bytes(), body));
+    out
+}
+
+/// The body of replica file `name` (see [`encode_file`]).
+fn decode_file(crypto: &Crypto, magic: &[u8; 8], name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+    crate::format::check_magic(bytes, magic, name)?;
+    crypto.open(Domain::Meta, name.as_bytes(), &bytes[12..], name)
+}
+
+fn head_file(seq: CommitSeq) -> String {
+    format!("{:016x}.head", seq.0)
+}
+
+/// The file of a named snapshot: the hex of its name's bytes, or in an
+/// encrypted store of the name's keyed hash (the name is in the body).
+fn name_file(crypto: &Crypto, name: &str) -> String {
+    match crypto.name_key(b"replica name", name.as_bytes()) {
+        Some(h) => format!("{}.name", hex::encode(&h[..16])),
+        None => format!("{}.name", hex(name)),
+    }
+}
+
+fn encode_head(crypto: &Crypto, seq: CommitSeq, id: &ObjectId) -> Vec<u8> {
     let mut e = Enc::default();
-    e.0.extend_from_slice(HEAD_MAGIC);
-    e.u32(1).u64(seq.0).id(id);
-    e.0
+    e.u64(seq.0).id(id);
+    encode_file(crypto, HEAD_MAGIC, &head_file(seq), &e.0)
 }
 
 /// The newest readable head file of a replica: (seq, commit id).
-pub fn read_head(dir: &Path) -> Result<Option<(CommitSeq, ObjectId)>> {
-    Ok(read_heads(dir)?.into_iter().max_by_key(|h| h.0))
+pub fn read_head(dir: &Path, crypto: &Crypto) -> Result<Option<(CommitSeq, ObjectId)>> {
+    Ok(read_heads(dir, crypto)?.into_iter().max_by_key(|h| h.0))
 }
 
 /// Every readable head file of a replica (the newest and the few kept
 /// before it); a damaged one is skipped with a log line.
-pub fn read_heads(dir: &Path) -> Result<Vec<(CommitSeq, ObjectId)>> {
+pub fn read_heads(dir: &Path, crypto: &Crypto) -> Result<Vec<(CommitSeq, ObjectId)>> {
     let heads = dir.join("heads");
     let mut out = Vec::new();
     for e in std::fs::read_dir(&heads).map_err(Error::io_at(&heads))? {
@@ -223,8 +269,8 @@ pub fn read_heads(dir: &Path) -> Result<Vec<(CommitSeq, ObjectId)>> {
         let decoded = std::fs::read(&path)
             .map_err(Error::io_at(&path))
             .and_then(|b| {
-                crate::format::check_magic(&b, HEAD_MAGIC, &path.display().to_string())?;
-                let mut d = Dec::new(b.get(12..).unwrap_or_default(), "replica head");
+                let body = decode_file(crypto, HEAD_MAGIC, &name.to_string_lossy(), &b)?;
+                let mut d = Dec::new(&body, "replica head");
                 Ok((CommitSeq(d.u64()?), d.id()?))
             });
         match decoded {
@@ -241,7 +287,7 @@ pub fn read_heads(dir: &Path) -> Result<Vec<(CommitSeq, ObjectId)>> {
 
 /// The commits prunes dropped, as the replica has been told (a replica
 /// made before format 4 has no `pruned/`: none).
-pub fn read_pruned(dir: &Path) -> Result<std::collections::HashSet<CommitSeq>> {
+pub fn read_pruned(dir: &Path, crypto: &Crypto) -> Result<std::collections::HashSet<CommitSeq>> {
     let pruned = dir.join("pruned");
     let mut out = std::collections::HashSet::new();
     let rd = match std::fs::read_dir(&pruned) {
@@ -261,8 +307,8 @@ pub fn read_pruned(dir: &Path) -> Result<std::collections::HashSet<CommitSeq>> {
             continue;
         }
         let b = std::fs::read(e.path()).map_err(Error::io_at(e.path()))?;
-        crate::format::check_magic(&b, PRUNED_MAGIC, &fname)?;
-        let mut d = Dec::new(&b[12..], "replica pruned list");
+        let body = decode_file(crypto, PRUNED_MAGIC, &fname, &b)?;
+        let mut d = Dec::new(&body, "replica pruned list");
         let n = d.count(8)?;
         for _ in 0..n {
             out.insert(CommitSeq(d.u64()?));
@@ -297,12 +343,16 @@ fn apply_deletions(
             let pruned = dir.join("pruned");
             std::fs::create_dir_all(&pruned).map_err(Error::io_at(&pruned))?;
             let mut e = Enc::default();
-            e.0.extend_from_slice(PRUNED_MAGIC);
-            e.u32(1).u32(d.commits.len() as u32);
+            e.u32(d.commits.len() as u32);
             for c in &d.commits {
                 e.u64(c.0);
             }
-            publish_file(&pruned, &format!("{no:016x}.pruned"), &e.0)?;
+            let name = format!("{no:016x}.pruned");
+            publish_file(
+                &pruned,
+                &name,
+                &encode_file(db.crypto(), PRUNED_MAGIC, &name, &e.0),
+            )?;
         }
         crate::crashpoint::crash_point("replica:pruned-written");
         let rpacks = dir.join("packs");
@@ -335,7 +385,7 @@ fn apply_deletions(
 }
 
 /// Named snapshots recorded on a replica.
-pub fn read_names(dir: &Path) -> Result<Vec<(String, CommitSeq)>> {
+pub fn read_names(dir: &Path, crypto: &Crypto) -> Result<Vec<(String, CommitSeq)>> {
     let names = dir.join("names");
     let mut out = Vec::new();
     for e in std::fs::read_dir(&names).map_err(Error::io_at(&names))? {
@@ -344,11 +394,17 @@ pub fn read_names(dir: &Path) -> Result<Vec<(String, CommitSeq)>> {
         let Some(hex) = fname.strip_suffix(".name") else {
             continue;
         };
-        let Some(name) = unhex(hex) else { continue };
         let b = std::fs::read(e.path()).map_err(Error::io_at(e.path()))?;
-        crate::format::check_magic(&b, NAME_MAGIC, &fname)?;
-        let seq = Dec::new(&b[12..], "replica name").u64()?;
-        out.push((name, CommitSeq(seq)));
+        let body = decode_file(crypto, NAME_MAGIC, &fname, &b)?;
+        let mut d = Dec::new(&body, "replica name");
+        let name = if crypto.is_encrypted() {
+            let n = d.bytes16()?;
+            String::from_utf8(n).map_err(|_| d.bad("name is not UTF-8"))?
+        } else {
+            let Some(name) = unhex(hex) else { continue };
+            name
+        };
+        out.push((name, CommitSeq(d.u64()?)));
     }
     Ok(out)
 }
@@ -404,6 +460,7 @@ pub fn ship(dir: &Path, db: &Db, store: &ObjectStore, delete_after: Duration) ->
     // Prune records before the packs: what a record needs shipped first
     // was durable before the record, so it is in the packs listed below.
     let deletions = db.replica_deletions()?;
+    sync_keys(dir, store)?;
     // Read the head before the pack lengths: lengths only grow, so every
     // object of this head is within the lengths read after it.
     let head = CommitSeq(db.counter("head")?);
@@ -439,12 +496,12 @@ pub fn ship(dir: &Path, db: &Db, store: &ObjectStore, delete_after: Duration) ->
     crate::crashpoint::crash_point("replica:packs-shipped");
     let heads = dir.join("heads");
     if let Some(id) = head_id {
-        let have_head = read_head(dir)?.map_or(0, |h| h.0.0);
+        let have_head = read_head(dir, db.crypto())?.map_or(0, |h| h.0.0);
         if head.0 > have_head {
             publish_file(
                 &heads,
-                &format!("{:016x}.head", head.0),
-                &encode_head(head, &id),
+                &head_file(head),
+                &encode_head(db.crypto(), head, &id),
             )?;
             prune_heads(&heads, head)?;
         }
@@ -453,6 +510,28 @@ pub fn ship(dir: &Path, db: &Db, store: &ObjectStore, delete_after: Duration) ->
     sync_names(dir, db)?;
     apply_deletions(dir, db, deletions, delete_after)?;
     Ok(head)
+}
+
+/// Copies the primary's key slots to the replica when they differ (a key
+/// added, removed or changed), so the replica opens with the same
+/// passphrases as the primary.
+fn sync_keys(dir: &Path, store: &ObjectStore) -> Result<()> {
+    if !store.crypto().is_encrypted() {
+        return Ok(());
+    }
+    let Some(primary) = store.packs_dir().parent() else {
+        return Ok(());
+    };
+    let src = primary.join(crate::crypto::slots::KEYS_FILE);
+    let want = std::fs::read(&src).map_err(Error::io_at(&src))?;
+    if std::fs::read(dir.join(crate::crypto::slots::KEYS_FILE))
+        .ok()
+        .as_deref()
+        != Some(&want)
+    {
+        publish_file(dir, crate::crypto::slots::KEYS_FILE, &want)?;
+    }
+    Ok(())
 }
 
 /// Removes the temporary files a replicator killed mid-write left behind
@@ -505,18 +584,26 @@ fn prune_heads(heads: &Path, newest: CommitSeq) -> Result<()> {
 
 fn sync_names(dir: &Path, db: &Db) -> Result<()> {
     let names_dir = dir.join("names");
+    let crypto = db.crypto();
     let want: HashMap<String, CommitSeq> = db.names()?.into_iter().collect();
-    let have: HashMap<String, CommitSeq> = read_names(dir)?.into_iter().collect();
+    let have: HashMap<String, CommitSeq> = read_names(dir, crypto)?.into_iter().collect();
     for (name, seq) in &want {
         if have.get(name) != Some(seq) {
             let mut e = Enc::default();
-            e.0.extend_from_slice(NAME_MAGIC);
-            e.u32(1).u64(seq.0);
-            publish_file(&names_dir, &format!("{}.name", hex(name)), &e.0)?;
+            if crypto.is_encrypted() {
+                e.bytes16(name.as_bytes());
+            }
+            e.u64(seq.0);
+            let file = name_file(crypto, name);
+            publish_file(
+                &names_dir,
+                &file,
+                &encode_file(crypto, NAME_MAGIC, &file, &e.0),
+            )?;
         }
     }
     for name in have.keys().filter(|n| !want.contains_key(*n)) {
-        let p = names_dir.join(format!("{}.name", hex(name)));
+        let p = names_dir.join(name_file(crypto, name));
         std::fs::remove_file(&p).map_err(Error::io_at(&p))?;
     }
     if have.keys().any(|n| !want.contains_key(n)) {
@@ -527,7 +614,7 @@ fn sync_names(dir: &Path, db: &Db) -> Result<()> {
 
 /// The lag of a replica behind the primary, read from both directories.
 pub fn lag(dir: &Path, db: &Db, store: &ObjectStore) -> Result<ReplicaStatus> {
-    let rhead = read_head(dir)?.map_or(0, |h| h.0.0);
+    let rhead = read_head(dir, db.crypto())?.map_or(0, |h| h.0.0);
     let have = replica_packs(dir)?;
     lag_from(dir, rhead, &have, db, store)
 }
@@ -685,7 +772,8 @@ impl Replicator {
     /// was never set up and can be now (the directory appeared). The first
     /// time, temporary files of an interrupted round are removed.
     fn writable(&self) -> std::result::Result<(), (&'static str, String)> {
-        if let Err(e) = set_up(&self.dir, &self.config, &self.db) {
+        let store = self.store.packs_dir().parent().unwrap_or(Path::new("."));
+        if let Err(e) = set_up(&self.dir, &self.config, &self.db, store) {
             let state = if self.dir.is_dir() {
                 "error"
             } else {

@@ -42,8 +42,10 @@ pub fn recover(replica: &Path, new: &Path, mut progress: impl FnMut(u64, u64)) -
             replica.display()
         )));
     }
+    // The passphrase first: a wrong one leaves nothing behind.
+    let crypto = crate::crypto::slots::unlock(replica, cfg.cipher.as_deref())?;
     let target = Target::prepare(new)?;
-    let out = build(replica, new, cfg, &mut progress)?;
+    let out = build(replica, new, cfg, crypto, &mut progress)?;
     target.finish()?;
     Ok(out)
 }
@@ -52,12 +54,16 @@ fn build(
     replica: &Path,
     new: &Path,
     cfg: Config,
+    crypto: crate::crypto::Crypto,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<Imported> {
     let mut out = Imported::default();
     let dst = new.join("packs");
     std::fs::create_dir(&dst).map_err(Error::io_at(&dst))?;
-    let db = Arc::new(Db::open(&new.join("meta"), true)?);
+    if crypto.is_encrypted() {
+        crate::crypto::slots::KeyFile::read(replica)?.write(new)?;
+    }
+    let db = Arc::new(Db::open_with(&new.join("meta"), true, crypto)?);
     copy_packs(&replica.join("packs"), &dst, &db, &mut out, progress)?;
     crate::crashpoint::crash_point("recover:packs-copied");
     import::import(replica, &dst, &db, Check::Complete, &mut out)?;
@@ -113,7 +119,7 @@ fn copy_packs(
             let checked = r
                 .read_at(hdr_at, len)
                 .map_err(Error::io_at(&src_path))
-                .and_then(|rec| check_record(&rec, &src_path, &h.id, &e).map(|_| rec));
+                .and_then(|rec| check_record(db.crypto(), &rec, &src_path, &h.id, &e).map(|_| rec));
             match checked {
                 Ok(rec) => {
                     w.write_all(&rec).map_err(io)?;

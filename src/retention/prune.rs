@@ -262,10 +262,7 @@ fn live_file_versions(engine: &Engine) -> Result<Vec<Vec<CommitSeq>>> {
     };
     let mut files = Vec::new();
     engine.all_files(head.root, "", &mut files)?;
-    let live: HashSet<[u8; 32]> = files
-        .iter()
-        .map(|(p, _)| crate::catalog::db::path_hash(p))
-        .collect();
+    let live: HashSet<[u8; 32]> = files.iter().map(|(p, _)| engine.db.path_hash(p)).collect();
     let mut out = Vec::new();
     for (h, entries) in engine.db.path_version_groups()? {
         if live.contains(&h) {

@@ -16,8 +16,10 @@
 pub mod pack;
 
 use crate::catalog::db::{Db, IndexEntry};
+use crate::chunker::Chunker;
+use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, Result};
-use crate::format::{CODEC_LZ4, CODEC_RAW, RECORD_HEADER_LEN, RecordHeader};
+use crate::format::{CODEC_LZ4, CODEC_RAW, CODEC_SEALED, RECORD_HEADER_LEN, RecordHeader};
 use crate::ids::{ObjectId, ObjectKind, PackNo};
 use crate::reach::IdSet;
 use lru::LruCache;
@@ -168,7 +170,7 @@ impl ObjectStore {
 
     /// Stores `data` as an object of `kind` unless an identical one exists.
     pub fn put(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId> {
-        let id = ObjectId::of(kind, data);
+        let id = self.db.crypto().object_id(kind, data);
         if self.locate(&id)?.is_some() {
             let tracked = match lock(&self.gc).as_mut() {
                 Some(touched) => {
@@ -217,7 +219,7 @@ impl ObjectStore {
     /// Writes a good copy of an object whose stored copy is damaged; the
     /// index moves to it at the next commit.
     pub fn rewrite(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId> {
-        let id = ObjectId::of(kind, data);
+        let id = self.db.crypto().object_id(kind, data);
         self.append(kind, id, data)?;
         lock(&self.rewritten).insert(id);
         Ok(id)
@@ -234,25 +236,13 @@ impl ObjectStore {
             // Data only: commits and their trees must still go through.
             self.check_reserve(data.len() as u64)?;
         }
-        let raw_len = u32::try_from(data.len()).map_err(|_| Error::TooBig)?;
-        let compressed = lz4_flex::block::compress(data);
-        let (codec, payload) = if compressed.len() < data.len() {
-            (CODEC_LZ4, &compressed[..])
-        } else {
-            (CODEC_RAW, data)
-        };
-        let header = RecordHeader {
-            kind,
-            codec,
-            raw_len,
-            stored_len: payload.len() as u32,
-            id,
-        };
+        let (header, payload) = encode_record(self.db.crypto(), kind, id, data)?;
+        let raw_len = header.raw_len;
         // Hold the pending lock across the append so that `pending()` never
         // sees an entry whose bytes are not yet written.
         let mut pending = lock(&self.pending);
         let (pack, offset) = lock(&self.writer)
-            .append(&header, payload)
+            .append(&header, &payload)
             .map_err(|e| self.append_failed(e))?;
         pending.insert(
             id,
@@ -262,7 +252,7 @@ impl ObjectStore {
                 stored_len: header.stored_len,
                 raw_len,
                 kind,
-                codec,
+                codec: header.codec,
             },
         );
         Ok(id)
@@ -329,7 +319,7 @@ impl ObjectStore {
                 .read_at(hdr_at, RECORD_HEADER_LEN + e.stored_len as usize)
                 .map_err(Error::io_at(&path))?;
             // Never copy damage forward: check before writing.
-            check_record(&stored, &path, id, e)?;
+            check_record(self.db.crypto(), &stored, &path, id, e)?;
             let header = RecordHeader::decode(&stored[..RECORD_HEADER_LEN])?;
             let (pack, offset) = lock(&self.writer)
                 .append(&header, &stored[RECORD_HEADER_LEN..])
@@ -441,7 +431,14 @@ impl ObjectStore {
     fn heal(&self, id: &ObjectId, e: &IndexEntry) -> Option<Vec<u8>> {
         let dir = lock(&self.heal_from).clone()?;
         let reader = PackReader::open(&dir, e.pack).ok()?;
-        let raw = read_record(&reader, &pack::pack_path(&dir, e.pack), id, e).ok()?;
+        let raw = read_record(
+            self.db.crypto(),
+            &reader,
+            &pack::pack_path(&dir, e.pack),
+            id,
+            e,
+        )
+        .ok()?;
         if self.read_only {
             tracing::warn!("object {id}: served from replica {}", dir.display());
         } else {
@@ -466,16 +463,69 @@ impl ObjectStore {
     /// Reads, decodes and hash-checks one record.
     pub fn read_verified(&self, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
         let f = self.reader(e.pack)?;
-        read_record(&f, &pack::pack_path(&self.dir, e.pack), id, e)
+        read_record(
+            self.db.crypto(),
+            &f,
+            &pack::pack_path(&self.dir, e.pack),
+            id,
+            e,
+        )
     }
 
     pub fn packs_dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The keys of this store.
+    pub fn crypto(&self) -> &Crypto {
+        self.db.crypto()
+    }
+
+    /// The chunker of this store (keyed boundaries when it is encrypted).
+    pub fn chunker(&self) -> Chunker<'_> {
+        Chunker::new(self.db.crypto())
+    }
+}
+
+/// The header and payload of the record of object `id` (`kind`, bytes
+/// `data`): lz4 when that is smaller, then sealed in an encrypted store
+/// (codec | `CODEC_SEALED`) with the header as associated data.
+pub fn encode_record(
+    crypto: &Crypto,
+    kind: ObjectKind,
+    id: ObjectId,
+    data: &[u8],
+) -> Result<(RecordHeader, Vec<u8>)> {
+    let raw_len = u32::try_from(data.len()).map_err(|_| Error::TooBig)?;
+    let compressed = lz4_flex::block::compress(data);
+    let (codec, payload) = if compressed.len() < data.len() {
+        (CODEC_LZ4, &compressed[..])
+    } else {
+        (CODEC_RAW, data)
+    };
+    let mut header = RecordHeader {
+        kind,
+        codec,
+        raw_len,
+        stored_len: u32::try_from(payload.len() + crypto.overhead()).map_err(|_| Error::TooBig)?,
+        id,
+    };
+    if !crypto.is_encrypted() {
+        return Ok((header, payload.to_vec()));
+    }
+    header.codec |= CODEC_SEALED;
+    let sealed = crypto.seal(Domain::Record, &header.encode(), payload);
+    Ok((header, sealed))
 }
 
 /// Reads, decodes and hash-checks the record of `id` at `e` in `pack`.
-pub fn read_record(f: &PackReader, path: &Path, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
+pub fn read_record(
+    crypto: &Crypto,
+    f: &PackReader,
+    path: &Path,
+    id: &ObjectId,
+    e: &IndexEntry,
+) -> Result<Vec<u8>> {
     let hdr_at = e.offset.checked_sub(RECORD_HEADER_LEN as u64);
     let stored = hdr_at
         .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))
@@ -483,12 +533,18 @@ pub fn read_record(f: &PackReader, path: &Path, id: &ObjectId, e: &IndexEntry) -
             f.read_at(at, RECORD_HEADER_LEN + e.stored_len as usize)
                 .map_err(Error::io_at(path))
         })?;
-    check_record(&stored, path, id, e)
+    check_record(crypto, &stored, path, id, e)
 }
 
 /// Decodes and hash-checks `stored` (a record header and its payload),
 /// the record of `id` at `e` in the pack at `path`; the raw bytes.
-pub fn check_record(stored: &[u8], path: &Path, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
+pub fn check_record(
+    crypto: &Crypto,
+    stored: &[u8],
+    path: &Path,
+    id: &ObjectId,
+    e: &IndexEntry,
+) -> Result<Vec<u8>> {
     if stored.len() < RECORD_HEADER_LEN {
         return Err(Error::corrupt(
             format!("object {id} in {}", path.display()),
@@ -509,8 +565,30 @@ pub fn check_record(stored: &[u8], path: &Path, id: &ObjectId, e: &IndexEntry) -
                 "record header does not match the index",
             ));
         }
-        let payload = &stored[RECORD_HEADER_LEN..];
-        let raw = match h.codec {
+        let sealed = h.codec & CODEC_SEALED != 0;
+        if sealed != crypto.is_encrypted() {
+            return Err(Error::corrupt(
+                where_(),
+                if sealed {
+                    "sealed record in a plain store"
+                } else {
+                    "plain record in an encrypted store"
+                },
+            ));
+        }
+        let opened;
+        let payload = if sealed {
+            opened = crypto.open(
+                Domain::Record,
+                &stored[..RECORD_HEADER_LEN],
+                &stored[RECORD_HEADER_LEN..],
+                &where_(),
+            )?;
+            &opened[..]
+        } else {
+            &stored[RECORD_HEADER_LEN..]
+        };
+        let raw = match h.codec & !CODEC_SEALED {
             CODEC_RAW => payload.to_vec(),
             _ => lz4_flex::block::decompress(payload, h.raw_len as usize).map_err(|err| {
                 Error::corrupt(
@@ -519,7 +597,7 @@ pub fn check_record(stored: &[u8], path: &Path, id: &ObjectId, e: &IndexEntry) -
                 )
             })?,
         };
-        if raw.len() != h.raw_len as usize || ObjectId::of(h.kind, &raw) != *id {
+        if raw.len() != h.raw_len as usize || crypto.object_id(h.kind, &raw) != *id {
             return Err(Error::corrupt(
                 format!("object {id} in {} at offset {}", path.display(), e.offset),
                 "content does not match its hash",
