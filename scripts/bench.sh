@@ -3,7 +3,7 @@
 # the same run (absolute times on shared machines are noisy). Prints a
 # Markdown table and writes JSON under bench-results/.
 #
-#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention]...
+#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention|encryption]...
 #     perf       sequential write/read vs direct disk and bindfs; the AI workload
 #                (shared/bench/gen_workload.py) ingested into revfs vs direct, bindfs,
 #                direct+restic and direct+borg; stored bytes; close() latency; small
@@ -22,6 +22,9 @@
 #                step, plotted to bench-results/retention-store-size.svg), prune throughput
 #                (pack GiB examined and freed per second, mounted and offline), peak RSS,
 #                and the mark's memory per object
+#     encryption sequential write and the AI workload's ingest into an encrypted store vs a
+#                plain one (alternating, best of 3), the dedup ratio of each, and what
+#                opening costs (argon2id unlock)
 #   --quick runs a tenth of the size, for development. Default: every section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,11 +34,11 @@ SECTIONS=()
 for a in "$@"; do
   case $a in
     --quick) SCALE=0.1 ;;
-    perf|snapshots|replica|history|bigfile|retention) SECTIONS+=("$a") ;;
+    perf|snapshots|replica|history|bigfile|retention|encryption) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile retention)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile retention encryption)
 want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 cargo build --release -q
 BIN=$ROOT/target/release/revfs
@@ -235,6 +238,12 @@ if want retention; then
     "$ROOT/bench-results" >> "$RESULTS"
 fi
 
+if want encryption; then
+  python3 -c 'import numpy' 2>/dev/null || python3 -m pip install -q numpy
+  python3 scripts/bench_encryption.py "$BIN" "$WORK" "$SCALE" "$ROOT/../shared/bench/gen_workload.py" \
+    >> "$RESULTS"
+fi
+
 python3 - "$ROOT/bench-results" "$SCALE" "$RESULTS" <<'PY'
 import json, os, platform, subprocess, sys, time
 out, scale = sys.argv[1], float(sys.argv[2])
@@ -320,5 +329,14 @@ if s:
         proj = hi["peak_rss_kib"] * 1024 + max(slope, set_b) * (1e6 - hi["objects_marked"])
         rss = ", ".join(f"{x['objects_marked']:,}: {x['peak_rss_kib'] / 1024:.0f} MiB" for x in st)
         print(f"| prune's peak RSS on one big file's chunks (chunks: RSS) | {rss} | {slope:.0f} B per chunk between the sizes, mark set {set_b:.0f} B per object; empty store {c['empty_store_rss_kib'] / 1024:.0f} MiB; at 1 M chunks about {proj / 2**20:.0f} MiB by this slope (target <= 300) |")
+s = sections.get("encryption")
+if s:
+    w, i = s["seq_write_mbs"], s["ingest_seconds"]
+    print(f"| sequential write {s['seq_mib']} MiB + fsync, encrypted / plain store | {s['seq_write_ratio']:.2f}x (target >= 0.85) | best of {s['rounds']}: plain {max(w['plain']):.0f} MB/s, encrypted {max(w['encrypted']):.0f} MB/s |")
+    print(f"| AI workload ingest, encrypted / plain (throughput) | {s['ingest_ratio']:.2f}x (target >= 0.85) | best of {s['rounds']}: plain {min(i['plain']):.2f} s, encrypted {min(i['encrypted']):.2f} s |")
+    d, b = s["dedup_ratio"], s["stored_bytes"]
+    print(f"| dedup ratio (logical / stored), encrypted / plain | {s['dedup_ratio_change']:.3f}x | plain {d['plain']:.2f} ({b['plain'] / 2**20:.0f} MiB), encrypted {d['encrypted']:.2f} ({b['encrypted'] / 2**20:.0f} MiB) of {s['logical_bytes'] / 2**20:.0f} MiB written |")
+    o = s["opening"]
+    print(f"| open an unmounted store (`revfs status`), mount until served: encrypted / plain | {o['encrypted']['status_seconds']:.2f} s / {o['plain']['status_seconds']:.2f} s, {o['encrypted']['mount_seconds']:.2f} s / {o['plain']['mount_seconds']:.2f} s | argon2id 64 MiB, t=3 per unlock |")
 print(f"\nJSON: {path}")
 PY

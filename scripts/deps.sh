@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine (idempotent, quick when all is there):
-# rsync and sqlite3 from apt, numpy from pip, clippy and rustfmt.
+# rsync, sqlite3, setpriv and script from apt, numpy from pip, clippy and rustfmt.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for tool in rsync sqlite3 tar git setpriv; do command -v "$tool" >/dev/null || need+=("$tool"); done
+for tool in rsync sqlite3 tar git setpriv script; do command -v "$tool" >/dev/null || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
   pkgs=()
-  for t in "${need[@]}"; do case $t in setpriv) pkgs+=(util-linux) ;; *) pkgs+=("$t") ;; esac; done
+  for t in "${need[@]}"; do case $t in setpriv) pkgs+=(util-linux) ;; script) pkgs+=(bsdutils) ;; *) pkgs+=("$t") ;; esac; done
   apt-get update -qq
   apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi

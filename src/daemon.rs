@@ -21,6 +21,9 @@ pub struct MountOptions {
     pub commit_interval: Duration,
     /// FUSE worker threads; more than one so a slow read does not stall others.
     pub threads: usize,
+    /// The store's keys when the caller unlocked them already (else the
+    /// store asks for its passphrase when it opens).
+    pub crypto: Option<crate::crypto::Crypto>,
 }
 
 impl Default for MountOptions {
@@ -30,6 +33,7 @@ impl Default for MountOptions {
             replica: None,
             commit_interval: Duration::from_secs(1),
             threads: 4,
+            crypto: None,
         }
     }
 }
@@ -271,7 +275,10 @@ pub fn run(
             mountpoint.display()
         )));
     }
-    let mut repo = Repo::open(store, opts.engine.clone())?;
+    let mut repo = match &opts.crypto {
+        Some(c) => Repo::open_unlocked(store, opts.engine.clone(), c.clone())?,
+        None => Repo::open(store, opts.engine.clone())?,
+    };
     if let Some(w) = repo.attach_replica(opts.replica.clone())? {
         startup.warn(&w);
     }

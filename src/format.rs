@@ -8,9 +8,10 @@
 //! 1 = some) followed, when 1, by a 32-byte [`ObjectId`]. `Bytes16`/`Bytes32`
 //! are a u16/u32 length followed by that many bytes.
 //!
-//! # Store layout (format version 4)
+//! # Store layout (format version 5)
 //! ```text
 //! STORE/revfs.conf          config: magic, version, JSON body (below)
+//! STORE/keys                (encrypted stores) key slots, JSON (below)
 //! STORE/packs/NNNNNNNNNNNNNNNN.pack   append-only packs of objects (hex pack number)
 //! STORE/meta/               the sled database (catalog + object index)
 //! STORE/staging/            scratch: data written but not yet recorded;
@@ -24,9 +25,10 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic  "RVFSCONF"
-//! 8      4     format version (u32 LE) = 4 (1 to 3 are read too)
+//! 8      4     format version (u32 LE) = 5 (1 to 4 are read too)
 //! 12     ..    UTF-8 JSON object: {"store_id": hex string,
-//!              "created": RFC 3339, "id_key": null, "cipher": null,
+//!              "created": RFC 3339, "id_key": null,
+//!              "cipher": null | "aes-256-gcm+blake3" (encrypted),
 //!              "replica": null | path, "retention": null | policy
 //!              (`retention::Policy`), "prune_interval_secs": null | f64,
 //!              "replica_delete_after_secs": null | f64}
@@ -38,8 +40,8 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic "RVFSPACK"
-//! 8      4     format version (u32 LE) = 4 (1 to 3 are read too; the
-//!              pack layout is the same in all four)
+//! 8      4     format version (u32 LE) = 5 (1 to 4 are read too; the
+//!              pack layout is the same in all five)
 //! 12     4     reserved, 0
 //! 16     ..    object records, back to back
 //! ```
@@ -47,14 +49,26 @@
 //! ```text
 //! 0      1     kind: 1 chunk, 2 manifest, 3 tree, 4 commit
 //! 1      1     codec: 0 raw, 1 lz4 block (lz4_flex, raw length known);
-//!              2..=127 reserved for encrypted codecs
+//!              format 5: 2 sealed raw, 3 sealed lz4 (below); 4..=127
+//!              reserved
 //! 2      2     reserved, 0
 //! 4      4     raw length (u32 LE): bytes after decoding
 //! 8      4     stored length (u32 LE): payload bytes that follow
 //! 12     32    object id: BLAKE3 of the raw bytes (chunks) or of
-//!              kind byte || raw bytes (other kinds)
+//!              kind byte || raw bytes (other kinds); keyed BLAKE3 (the
+//!              store's id key) in an encrypted store
 //! 44     ..    payload
 //! ```
+//! A sealed payload (codec 2, 3; only in encrypted stores, where every
+//! record is sealed) is
+//! ```text
+//! 0      16    salt
+//! 16     n     AES-256-GCM ciphertext of the raw or lz4 bytes (n of them)
+//! 16+n   16    GCM tag
+//! ```
+//! under the key BLAKE3-keyed(record key, salt) with a zero nonce, and the
+//! 44-byte record header as associated data (`crypto` module docs: the
+//! keys, why a key never seals two messages). Stored length = n + 32.
 //! Packs are only appended to. A process never appends to a pack it did not
 //! create in this session: after a crash the tail of the last pack may be
 //! torn, but nothing references a torn record (see ordering). A pack is
@@ -135,6 +149,32 @@
 //!                                      takes it (`replica` module docs)
 //! ```
 //!
+//! In an encrypted store (format 5) every value but "F" is sealed as a
+//! record payload is (salt, AES-256-GCM ciphertext, tag) under the
+//! metadata key, with the stored key as associated data; and the keys that
+//! hold a name hold a keyed hash KH(scope, name) = BLAKE3-keyed(names key,
+//! u64 LE len(scope) || scope || name) instead:
+//! ```text
+//! "d" parent:u64BE KH("d" parent, name)   Bytes16 name, then the plain value
+//! "n" KH("n", name)                       Bytes16 name, then the plain value
+//! "h" KH("h", blake3(path)) seq:u64BE     the plain value
+//! ```
+//! (a directory is listed in keyed-hash order and sorted by name on read).
+//! Numbers in keys (inodes, commits, packs, counters' names) stay plain.
+//!
+//! ## `keys` (encrypted stores)
+//! ```text
+//! {"version": 1, "slots": [{"id": u32, "created": RFC 3339,
+//!   "kdf": "argon2id", "m_kib": u32, "t_cost": u32, "p_cost": u32,
+//!   "salt": hex (16 bytes), "wrapped": hex (48 bytes)}, ...]}
+//! ```
+//! `wrapped` is the 32-byte master key sealed with AES-256-GCM, zero
+//! nonce, under argon2id(passphrase, salt, m_kib, t_cost, p_cost; 32
+//! bytes, version 0x13), with "revfs key slot v1" || id || m_kib ||
+//! t_cost || p_cost (u32 LE each) as associated data; then the 16-byte
+//! tag. Every other key is derived from the master key
+//! (`crypto` module docs). Written atomically (temp, fsync, rename).
+//!
 //! ## Replicas
 //! A replica directory holds the same pack format plus immutable head and
 //! name files instead of a sled catalog; its layout is specified in
@@ -158,9 +198,6 @@
 //! the last sync; sled's own log is crash-safe as its docs promise.
 //!
 //! # Room for what comes next (no store rewrite needed)
-//! * Encryption: `id_key` in the config turns object ids into keyed BLAKE3
-//!   (a per-store key), and codecs 2..=127 are reserved for sealed payloads.
-//!   A v1 store without a key keeps working unchanged.
 //! * Garbage collection (format 4, `retention::prune`): objects are found
 //!   only through the index, so a repack copies live records into the open
 //!   pack, switches the index entries in one batch, then deletes old packs.
@@ -194,6 +231,15 @@
 //!   `tests/fixtures/v3-store`). A revfs that reads only version 3 refuses
 //!   a version-4 store, which it would rebuild from a replica wrongly
 //!   (with the dropped commits back, following cut parent chains).
+//! * 5: encryption at rest (`init --encrypt`): the `keys` file, sealed
+//!   record codecs 2 and 3, keyed object ids and chunk boundaries, a sealed
+//!   catalog with hashed names, sealed replica head/name/pruned files and
+//!   the replica's copy of `keys`. A plain store is laid out as in format
+//!   4 (its chunk boundaries are the same); a version-4 store opens as it
+//!   is and its config version is raised at first writable open
+//!   (`tests/fixtures/v4-store`). A revfs that reads only version 4
+//!   refuses a version-5 store (and any store whose config names a
+//!   cipher).
 
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectKind};

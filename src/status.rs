@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
     pub format: u32,
+    /// Whether the store is encrypted (`init --encrypt`).
+    #[serde(default)]
+    pub encrypted: bool,
     /// Bytes of all live regular files.
     pub live_bytes: u64,
     /// Bytes of every recorded file version, added up.
@@ -103,6 +106,7 @@ pub fn status(engine: &Engine) -> Result<Status> {
     Ok(Status {
         plan,
         format: FORMAT_VERSION,
+        encrypted: db.crypto().is_encrypted(),
         live_bytes,
         logical_bytes,
         stored_bytes,
@@ -180,7 +184,12 @@ fn plan(
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        writeln!(f, "format:         v{}", self.format)?;
+        writeln!(
+            f,
+            "format:         v{}{}",
+            self.format,
+            if self.encrypted { ", encrypted" } else { "" }
+        )?;
         writeln!(
             f,
             "live files:     {} ({:.1} MiB)",

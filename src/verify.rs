@@ -210,8 +210,8 @@ fn repair_replica(
         let mut bytes = reader.read_at(0, reader.len() as usize)?;
         for (id, e) in records {
             let raw = engine.store.get(&id)?;
-            let (hdr, payload) =
-                crate::store::encode_record(engine.store.crypto(), e.kind, id, &raw)?;
+            let (hdr, rec) = crate::store::encode_record(engine.store.crypto(), e.kind, id, &raw)?;
+            let payload = &rec[crate::format::RECORD_HEADER_LEN..];
             let at = e.offset as usize;
             if hdr.stored_len != e.stored_len
                 || hdr.codec != e.codec
@@ -220,7 +220,7 @@ fn repair_replica(
                 tracing::warn!("replica object {id}: cannot rebuild its record in place");
                 continue;
             }
-            bytes[at..at + payload.len()].copy_from_slice(&payload);
+            bytes[at..at + payload.len()].copy_from_slice(payload);
             // The record header may be damaged too.
             let h_at = at - crate::format::RECORD_HEADER_LEN;
             bytes[h_at..at].copy_from_slice(&hdr.encode());

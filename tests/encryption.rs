@@ -67,6 +67,17 @@ fn start(m: &mut Mount, pass: &str) {
     m.start_env(&[], &[("REVFS_PASSWORD", pass)]);
 }
 
+/// A fresh encrypted store without a replica, mounted; None when mount
+/// tests must be skipped.
+fn mounted() -> Option<Mount> {
+    if !common::fuse_available() {
+        return None;
+    }
+    let (mut m, _) = encrypted(false);
+    start(&mut m, PASS);
+    Some(m)
+}
+
 /// Every file under `dirs`: (path, bytes).
 fn all_files(dirs: &[&Path]) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -205,6 +216,14 @@ fn no_name_or_content_reaches_the_store_or_the_replica() {
     fs::create_dir(&plain).unwrap();
     fs::write(plain.join("x"), &contents[5][100..140]).unwrap();
     assert_eq!(plaintext_in(&[&plain], &contents, &names).len(), 1);
+    // The replica mounts read-only with the passphrase.
+    let mut ro = Mount::attach(replica.clone(), m.mnt.clone(), m.tmp.path().join("ro.log"));
+    ro.start_env(&["--read-only"], &[("REVFS_PASSWORD", PASS)]);
+    assert_eq!(
+        fs::read(ro.p("weights-of-mordor.bin")).unwrap(),
+        contents[contents.len() - 2]
+    );
+    ro.unmount();
     // Recover from the encrypted replica: every version, with the passphrase only.
     let rec = m.tmp.path().join("recovered");
     let (ok, out) = rv(None, &[os("recover"), replica.as_os_str(), rec.as_os_str()]);
@@ -254,11 +273,9 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
 
 #[test]
 fn a_wrong_passphrase_writes_nothing_and_mounts_nothing() {
-    if !common::fuse_available() {
+    let Some(mut m) = mounted() else {
         return;
-    }
-    let (mut m, _) = encrypted(false);
-    start(&mut m, PASS);
+    };
     save(&m.p("a.txt"), b"hello\n");
     m.unmount();
     let before = listing(&m.store);
@@ -431,13 +448,24 @@ fn read_errno(p: &Path) -> Result<Vec<u8>, i32> {
     fs::read(p).map_err(common::errno)
 }
 
+/// Mounts `m` and reads each (path, content): the content or EIO, never
+/// other bytes.
+fn exact_or_eio(m: &mut Mount, files: &[(&str, &Vec<u8>)]) {
+    start(m, PASS);
+    for (rel, want) in files {
+        match read_errno(&m.p(rel)) {
+            Ok(got) => assert_eq!(&got, *want, "{rel}: other bytes"),
+            Err(e) => assert_eq!(e, libc::EIO, "{rel}"),
+        }
+    }
+    m.unmount();
+}
+
 #[test]
 fn a_flipped_bit_in_a_chunk_a_manifest_or_the_catalog_is_eio_never_other_bytes() {
-    if !common::fuse_available() {
+    let Some(mut m) = mounted() else {
         return;
-    }
-    let (mut m, _) = encrypted(false);
-    start(&mut m, PASS);
+    };
     let mut rng = Rng::new(3);
     let (a, b) = (rng.bytes(3 << 20), rng.bytes(200_000));
     save(&m.p("big.bin"), &a);
@@ -467,14 +495,7 @@ fn a_flipped_bit_in_a_chunk_a_manifest_or_the_catalog_is_eio_never_other_bytes()
     assert!(manifests.len() >= 3, "{recs:?}");
     for &&(_, payload, len) in &manifests {
         flip(pack, payload + len - 1);
-        start(&mut m, PASS);
-        for (rel, want) in [("big.bin", &a), ("small.bin", &b)] {
-            match read_errno(&m.p(rel)) {
-                Ok(got) => assert_eq!(&got, want, "{rel}: other bytes"),
-                Err(e) => assert_eq!(e, libc::EIO, "{rel}"),
-            }
-        }
-        m.unmount();
+        exact_or_eio(&mut m, &[("big.bin", &a), ("small.bin", &b)]);
         flip(pack, payload + len - 1);
     }
     assert!(
@@ -517,14 +538,7 @@ fn a_flipped_bit_in_a_chunk_a_manifest_or_the_catalog_is_eio_never_other_bytes()
         let (ok, out) = rv(Some(PASS), &[os("verify"), m.store.as_os_str()]);
         if ok {
             // sled did not use that byte; the mount must still be exact.
-            start(&mut m, PASS);
-            for (rel, want) in [("big.bin", &a), ("small.bin", &b)] {
-                match read_errno(&m.p(rel)) {
-                    Ok(got) => assert_eq!(&got, want, "{rel}: other bytes"),
-                    Err(e) => assert_eq!(e, libc::EIO, "{rel}"),
-                }
-            }
-            m.unmount();
+            exact_or_eio(&mut m, &[("big.bin", &a), ("small.bin", &b)]);
         } else {
             assert!(!out.contains("panicked"), "{out}");
         }
@@ -534,11 +548,9 @@ fn a_flipped_bit_in_a_chunk_a_manifest_or_the_catalog_is_eio_never_other_bytes()
 
 #[test]
 fn identical_content_dedups_inside_an_encrypted_store() {
-    if !common::fuse_available() {
+    let Some(mut m) = mounted() else {
         return;
-    }
-    let (mut m, _) = encrypted(false);
-    start(&mut m, PASS);
+    };
     let data = Rng::new(9).bytes(4 << 20);
     save(&m.p("one.bin"), &data);
     common::commit(&m.store);
@@ -562,11 +574,9 @@ fn identical_content_dedups_inside_an_encrypted_store() {
 
 #[test]
 fn staging_files_hold_no_plaintext_while_a_file_is_open() {
-    if !common::fuse_available() {
+    let Some(mut m) = mounted() else {
         return;
-    }
-    let (mut m, _) = encrypted(false);
-    start(&mut m, PASS);
+    };
     let data = Rng::new(21).bytes(400_000);
     let f = fs::OpenOptions::new()
         .read(true)
@@ -608,42 +618,83 @@ fn staging_files_hold_no_plaintext_while_a_file_is_open() {
     m.unmount();
 }
 
+/// Runs `revfs ARGS` on a pseudo-terminal (`script`), typing `lines` one
+/// by one; what the terminal showed and whether it succeeded.
+fn on_terminal(args: &str, lines: &[&str]) -> (bool, String) {
+    use std::process::Stdio;
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{BIN} {args}"), "/dev/null"])
+        .env_remove("REVFS_PASSWORD")
+        .env_remove("REVFS_NEW_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for l in lines {
+        // Each answer after its prompt is up (the terminal drops input
+        // typed before the echo is turned off).
+        std::thread::sleep(Duration::from_millis(500));
+        writeln!(stdin, "{l}").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !text.contains("sesame"),
+        "the passphrase was echoed: {text}"
+    );
+    (out.status.success() && !text.contains("revfs: "), text)
+}
+
 #[test]
-fn a_store_made_by_the_previous_release_still_opens() {
+fn a_passphrase_typed_on_a_terminal_is_asked_for_and_never_echoed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("s");
+    let init = format!("init {} --encrypt", s.display());
+    let (ok, out) = on_terminal(&init, &["sesame-typed", "sesame-other"]);
+    assert!(!ok && out.contains("differ"), "{out}");
+    assert!(!s.exists(), "a refused init left {}", s.display());
+    let (ok, out) = on_terminal(&init, &["sesame-typed", "sesame-typed"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("new passphrase for") && out.contains("again:"),
+        "{out}"
+    );
+    let status = format!("status {}", s.display());
+    let (ok, out) = on_terminal(&status, &["sesame-typed"]);
+    assert!(ok && out.contains("encrypted"), "{out}");
+    let (ok, out) = on_terminal(&status, &["sesame-wrong"]);
+    assert!(!ok && out.contains("wrong passphrase for"), "{out}");
+}
+
+#[test]
+fn a_damaged_record_is_healed_from_the_encrypted_replica() {
     if !common::fuse_available() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("v4-store");
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v4-store");
-    assert!(
-        Command::new("cp")
-            .arg("-a")
-            .arg(&from)
-            .arg(&store)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mnt = tmp.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let mut m = Mount::attach(store.clone(), mnt, tmp.path().join("log"));
-    m.start(&[]);
-    // Written by the release before encryption (format 4): model.bin saved
-    // 4 times ("version K\n" + 40,000 random bytes), named named-v4, then
-    // pruned to the last version.
-    let model = fs::read(m.p("model.bin")).unwrap();
-    assert_eq!(&model[..10], b"version 3\n");
-    assert_eq!(model.len(), 40_010);
-    assert_eq!(fs::read(m.p("notes.txt")).unwrap(), b"v4 store\n");
-    assert_eq!(
-        fs::read(m.p(".snapshots/named-v4/model.bin")).unwrap(),
-        model
-    );
-    save(&m.p("new.txt"), b"written by format 5\n");
+    let (mut m, _) = encrypted(true);
+    start(&mut m, PASS);
+    let data = Rng::new(17).bytes(1 << 20);
+    save(&m.p("ckpt.bin"), &data);
+    common::wait_replicated(&m.store, Duration::from_secs(60));
     m.unmount();
-    let (ok, out) = common::revfs(&[os("verify"), store.as_os_str()]);
-    assert!(ok, "{out}");
-    let s = common::status(&store);
-    assert_eq!(s["format"], 5, "{s}");
+    let pack = fs::read_dir(m.store.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let (kind, payload, len) = records(&fs::read(&pack).unwrap())[0];
+    assert_eq!(kind, 1);
+    flip(&pack, payload + len / 2);
+    start(&mut m, PASS);
+    assert_eq!(fs::read(m.p("ckpt.bin")).unwrap(), data);
+    m.unmount();
+    assert!(
+        m.log_text().contains("healed from replica"),
+        "{}",
+        m.log_text()
+    );
+    let (ok, out) = rv(Some(PASS), &[os("verify"), m.store.as_os_str()]);
+    assert!(ok, "the healed copy is not in the store: {out}");
 }

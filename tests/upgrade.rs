@@ -5,7 +5,10 @@
 //! (`tests/fixtures/v2-store`, written by the release before manifest
 //! trees: weights.bin, 1 MiB, saved, named "before-edit", then 100 bytes
 //! at 500,000 overwritten with "E"; notes.txt): its flat manifests read as
-//! they are and become trees when their file grows.
+//! they are and become trees when their file grows. Format 4
+//! (`tests/fixtures/v4-store`, written by the release before encryption:
+//! model.bin saved 4 times, named named-v4, pruned to its last version;
+//! notes.txt) opens as it is under format 5.
 // Tests and examples may unwrap, and kill/signal their own children with libc.
 #![allow(clippy::unwrap_used, unsafe_code)]
 
@@ -159,4 +162,29 @@ fn a_format_2_store_opens_and_its_flat_manifests_grow_into_trees() {
     m.unmount();
     let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
     assert!(ok, "{out}");
+}
+
+#[test]
+fn a_format_4_store_opens_and_is_raised_to_format_5() {
+    if !common::fuse_available() {
+        return;
+    }
+    let (tmp, store) = fixture("v4-store");
+    let mut m = mount(&tmp, &store);
+    // model.bin was saved 4 times ("version K\n" + 40,000 random bytes).
+    let model = fs::read(m.p("model.bin")).unwrap();
+    assert_eq!(&model[..10], b"version 3\n");
+    assert_eq!(model.len(), 40_010);
+    assert_eq!(fs::read(m.p("notes.txt")).unwrap(), b"v4 store\n");
+    assert_eq!(
+        fs::read(m.p(".snapshots/named-v4/model.bin")).unwrap(),
+        model
+    );
+    fs::write(m.p("new.txt"), b"written by format 5\n").unwrap();
+    m.unmount();
+    let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
+    assert!(ok, "{out}");
+    let s = status(&store);
+    assert_eq!(s["format"], 5, "{s}");
+    assert_eq!(s["encrypted"], false, "{s}");
 }

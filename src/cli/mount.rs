@@ -48,18 +48,6 @@ pub struct MountArgs {
     pub replica_delete_after: Option<Duration>,
 }
 
-/// The passphrase of an encrypted store, once it opens a key slot.
-fn unlock_check(store: &std::path::Path) -> Result<Option<zeroize::Zeroizing<String>>> {
-    let (_, cfg) = revfs::repo::Config::read(store)?;
-    if cfg.cipher.is_none() {
-        return Ok(None);
-    }
-    let keys = revfs::crypto::slots::KeyFile::read(store)?;
-    let pass = revfs::crypto::passphrase::current(store)?;
-    keys.unlock(pass.as_bytes(), store)?;
-    Ok(Some(pass))
-}
-
 pub fn run(args: MountArgs) -> Result<()> {
     let MountArgs {
         store,
@@ -78,7 +66,8 @@ pub fn run(args: MountArgs) -> Result<()> {
     } = args;
     // An encrypted store's passphrase is checked before anything is
     // written or mounted (and handed to a detached daemon).
-    let passphrase = unlock_check(&store)?;
+    let (_, cfg) = revfs::repo::Config::read(&store)?;
+    let (crypto, passphrase) = revfs::crypto::slots::unlock_keeping(&store, cfg.cipher.as_deref())?;
     if !read_only {
         // Set once: what the mount is told to keep, the store keeps.
         let change = super::policy::Change {
@@ -102,6 +91,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         },
         replica,
         commit_interval,
+        crypto: Some(crypto),
         ..MountOptions::default()
     };
     if daemon {

@@ -30,7 +30,7 @@ pub mod slots;
 
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectKind};
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,22 +184,31 @@ impl Crypto {
     /// `plain` sealed (salt, ciphertext, tag) with `aad` bound to it; in a
     /// plain store, `plain` itself.
     pub fn seal(&self, domain: Domain, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut out = aad.to_vec();
+        self.seal_into(domain, plain, &mut out, aad.len());
+        out.split_off(aad.len())
+    }
+
+    /// Appends `plain` sealed to `out`, with `out[..aad_len]` (what is
+    /// already there: a record header) as associated data.
+    pub fn seal_into(&self, domain: Domain, plain: &[u8], out: &mut Vec<u8>, aad_len: usize) {
         let Some(k) = &self.0 else {
-            return plain.to_vec();
+            out.extend_from_slice(plain);
+            return;
         };
         let no = k.salt_no.fetch_add(1, Ordering::Relaxed);
         let salt_hash = blake3::keyed_hash(&k.salt_key, &no.to_le_bytes());
         let salt = &salt_hash.as_bytes()[..SALT_LEN];
-        let mut out = Vec::with_capacity(plain.len() + OVERHEAD);
+        out.reserve(plain.len() + OVERHEAD);
         out.extend_from_slice(salt);
+        let body = out.len();
         out.extend_from_slice(plain);
         let key = Self::key_of(k, domain, salt);
-        let cipher = Aes256Gcm::new((&*key).into());
-        let tag = cipher
-            .encrypt_in_place_detached(&Nonce::default(), aad, &mut out[SALT_LEN..])
+        let (aad, rest) = out.split_at_mut(body);
+        let tag = Aes256Gcm::new((&*key).into())
+            .encrypt_inout_detached(&Nonce::default(), &aad[..aad_len], rest.into())
             .expect("AES-GCM seals any message under 64 GiB");
         out.extend_from_slice(&tag);
-        out
     }
 
     /// The bytes `seal` sealed, if `sealed` is authentic under `aad`; in a
@@ -219,10 +228,11 @@ impl Crypto {
         }
         let (salt, rest) = sealed.split_at(SALT_LEN);
         let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let tag = Tag::try_from(tag).map_err(|_| fail())?;
         let mut out = body.to_vec();
         let key = Self::key_of(k, domain, salt);
         Aes256Gcm::new((&*key).into())
-            .decrypt_in_place_detached(&Nonce::default(), aad, &mut out, Tag::from_slice(tag))
+            .decrypt_inout_detached(&Nonce::default(), aad, (&mut out[..]).into(), &tag)
             .map_err(|_| fail())?;
         Ok(out)
     }

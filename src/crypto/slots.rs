@@ -10,7 +10,7 @@
 
 use super::{MasterKey, passphrase};
 use crate::error::{Error, Result};
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -76,7 +76,11 @@ impl Slot {
         let k = kek(pass, &salt, m, t, p)?;
         let mut buf = master.0.to_vec();
         let tag = Aes256Gcm::new((&*k).into())
-            .encrypt_in_place_detached(&Nonce::default(), &slot_aad(id, m, t, p), &mut buf)
+            .encrypt_inout_detached(
+                &Nonce::default(),
+                &slot_aad(id, m, t, p),
+                (&mut buf[..]).into(),
+            )
             .map_err(|_| Error::Store("key slot: sealing failed".into()))?;
         buf.extend_from_slice(&tag);
         Ok(Slot {
@@ -108,11 +112,12 @@ impl Slot {
         let k = kek(pass, &salt, self.m_kib, self.t_cost, self.p_cost)?;
         let mut key = Zeroizing::new(wrapped[..32].to_vec());
         let aad = slot_aad(self.id, self.m_kib, self.t_cost, self.p_cost);
-        let opened = Aes256Gcm::new((&*k).into()).decrypt_in_place_detached(
+        let tag = Tag::try_from(&wrapped[32..]).map_err(|_| bad())?;
+        let opened = Aes256Gcm::new((&*k).into()).decrypt_inout_detached(
             &Nonce::default(),
             &aad,
-            &mut key,
-            Tag::from_slice(&wrapped[32..]),
+            (&mut key[..]).into(),
+            &tag,
         );
         if opened.is_err() {
             return Ok(None);
@@ -214,8 +219,17 @@ impl KeyFile {
 /// `cipher`: plain when it names none; otherwise the passphrase is asked
 /// for (`passphrase::current`) and must open one of its key slots.
 pub fn unlock(dir: &Path, cipher: Option<&str>) -> Result<super::Crypto> {
+    unlock_keeping(dir, cipher).map(|(c, _)| c)
+}
+
+/// [`unlock`], and the passphrase that opened the store (none for a
+/// plain store), for a process that hands it on (a detached daemon).
+pub fn unlock_keeping(
+    dir: &Path,
+    cipher: Option<&str>,
+) -> Result<(super::Crypto, Option<Zeroizing<String>>)> {
     let Some(cipher) = cipher else {
-        return Ok(super::Crypto::plain());
+        return Ok((super::Crypto::plain(), None));
     };
     if cipher != super::CIPHER {
         return Err(Error::Store(format!(
@@ -227,7 +241,7 @@ pub fn unlock(dir: &Path, cipher: Option<&str>) -> Result<super::Crypto> {
     let keys = KeyFile::read(dir)?;
     let pass = passphrase::current(dir)?;
     let (master, _) = keys.unlock(pass.as_bytes(), dir)?;
-    super::Crypto::new(&master)
+    Ok((super::Crypto::new(&master)?, Some(pass)))
 }
 
 #[cfg(test)]

@@ -236,13 +236,13 @@ impl ObjectStore {
             // Data only: commits and their trees must still go through.
             self.check_reserve(data.len() as u64)?;
         }
-        let (header, payload) = encode_record(self.db.crypto(), kind, id, data)?;
+        let (header, record) = encode_record(self.db.crypto(), kind, id, data)?;
         let raw_len = header.raw_len;
         // Hold the pending lock across the append so that `pending()` never
         // sees an entry whose bytes are not yet written.
         let mut pending = lock(&self.pending);
         let (pack, offset) = lock(&self.writer)
-            .append(&header, &payload)
+            .append(&record)
             .map_err(|e| self.append_failed(e))?;
         pending.insert(
             id,
@@ -320,9 +320,8 @@ impl ObjectStore {
                 .map_err(Error::io_at(&path))?;
             // Never copy damage forward: check before writing.
             check_record(self.db.crypto(), &stored, &path, id, e)?;
-            let header = RecordHeader::decode(&stored[..RECORD_HEADER_LEN])?;
             let (pack, offset) = lock(&self.writer)
-                .append(&header, &stored[RECORD_HEADER_LEN..])
+                .append(&stored)
                 .map_err(|err| self.append_failed(err))?;
             out.push((*id, IndexEntry { pack, offset, ..*e }));
         }
@@ -487,9 +486,10 @@ impl ObjectStore {
     }
 }
 
-/// The header and payload of the record of object `id` (`kind`, bytes
-/// `data`): lz4 when that is smaller, then sealed in an encrypted store
-/// (codec | `CODEC_SEALED`) with the header as associated data.
+/// The header of the record of object `id` (`kind`, bytes `data`) and the
+/// whole record (header, payload): lz4 when that is smaller, then sealed in
+/// an encrypted store (codec | `CODEC_SEALED`) with the header as
+/// associated data. One buffer, so the bytes are copied once.
 pub fn encode_record(
     crypto: &Crypto,
     kind: ObjectKind,
@@ -503,19 +503,21 @@ pub fn encode_record(
     } else {
         (CODEC_RAW, data)
     };
-    let mut header = RecordHeader {
+    let header = RecordHeader {
         kind,
-        codec,
+        codec: if crypto.is_encrypted() {
+            codec | CODEC_SEALED
+        } else {
+            codec
+        },
         raw_len,
         stored_len: u32::try_from(payload.len() + crypto.overhead()).map_err(|_| Error::TooBig)?,
         id,
     };
-    if !crypto.is_encrypted() {
-        return Ok((header, payload.to_vec()));
-    }
-    header.codec |= CODEC_SEALED;
-    let sealed = crypto.seal(Domain::Record, &header.encode(), payload);
-    Ok((header, sealed))
+    let mut record = Vec::with_capacity(RECORD_HEADER_LEN + header.stored_len as usize);
+    record.extend_from_slice(&header.encode());
+    crypto.seal_into(Domain::Record, payload, &mut record, RECORD_HEADER_LEN);
+    Ok((header, record))
 }
 
 /// Reads, decodes and hash-checks the record of `id` at `e` in `pack`.

@@ -272,8 +272,9 @@ impl PackWriter {
         self.next_no
     }
 
-    /// Appends one record; returns (pack, offset of the payload).
-    pub fn append(&mut self, header: &RecordHeader, payload: &[u8]) -> Result<(PackNo, u64)> {
+    /// Appends one record (header and payload); returns (pack, offset of
+    /// the payload).
+    pub fn append(&mut self, rec: &[u8]) -> Result<(PackNo, u64)> {
         if self
             .open
             .as_ref()
@@ -306,12 +307,9 @@ impl PackWriter {
             });
         }
         let p = self.open.as_mut().expect("opened above");
-        let mut rec = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
-        rec.extend_from_slice(&header.encode());
-        rec.extend_from_slice(payload);
         let at = p.len;
         p.file
-            .write_all_at(&rec, at)
+            .write_all_at(rec, at)
             .map_err(Error::io_at(pack_path(&self.dir, p.no)))?;
         p.len += rec.len() as u64;
         Ok((p.no, at + RECORD_HEADER_LEN as u64))
