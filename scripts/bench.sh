@@ -333,6 +333,8 @@ s = sections.get("encryption")
 if s:
     w, i = s["seq_write_mbs"], s["ingest_seconds"]
     print(f"| sequential write {s['seq_mib']} MiB + fsync, encrypted / plain store | {s['seq_write_ratio']:.2f}x (target >= 0.85) | best of {s['rounds']}: plain {max(w['plain']):.0f} MB/s, encrypted {max(w['encrypted']):.0f} MB/s |")
+    r = s["seq_read_mbs"]
+    print(f"| sequential read (cold) of it, encrypted / plain store | {s['seq_read_ratio']:.2f}x | best of {s['rounds']}: plain {max(r['plain']):.0f} MB/s, encrypted {max(r['encrypted']):.0f} MB/s |")
     print(f"| AI workload ingest, encrypted / plain (throughput) | {s['ingest_ratio']:.2f}x (target >= 0.85) | best of {s['rounds']}: plain {min(i['plain']):.2f} s, encrypted {min(i['encrypted']):.2f} s |")
     d, b = s["dedup_ratio"], s["stored_bytes"]
     print(f"| dedup ratio (logical / stored), encrypted / plain | {s['dedup_ratio_change']:.3f}x | plain {d['plain']:.2f} ({b['plain'] / 2**20:.0f} MiB), encrypted {d['encrypted']:.2f} ({b['encrypted'] / 2**20:.0f} MiB) of {s['logical_bytes'] / 2**20:.0f} MiB written |")

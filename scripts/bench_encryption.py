@@ -3,7 +3,8 @@
 
 Plain and encrypted stores (`init --encrypt`), alternating, best of ROUNDS
 runs each (this disk's speed comes in bursts):
-1. sequential write of an incompressible file + fsync through the mount;
+1. sequential write of an incompressible file + fsync through the mount,
+   and its sequential read back with a cold cache;
 2. ingest of the AI workload (shared/bench/gen_workload.py), step by step
    as a training job writes it, and the bytes each store holds after it
    (the dedup ratio: logical bytes written / store bytes);
@@ -47,11 +48,13 @@ def main():
     open(src, "rb").read()
     perf.log(f"encryption: sequential write of {mib} MiB, {ROUNDS} alternating rounds")
     write = {k: [] for k in KINDS}
+    read = {k: [] for k in KINDS}
     for r in range(ROUNDS):
         for kind in order(r):
             store = fresh_store(kind, f"enc-seq-{kind}")
             m = perf.RevfsMount(store, os.path.join(WORK, "enc-mnt"))
             write[kind].append(perf.seq_write(src, os.path.join(m.mnt, "f"))[0])
+            read[kind].append(perf.seq_read(os.path.join(m.mnt, "f")))
             m.close()
             shutil.rmtree(store)
     os.unlink(src)
@@ -98,6 +101,7 @@ def main():
     print(json.dumps({
         "section": "encryption", "rounds": ROUNDS, "seq_mib": mib,
         "seq_write_mbs": write, "seq_write_ratio": best_w["encrypted"] / best_w["plain"],
+        "seq_read_mbs": read, "seq_read_ratio": max(read["encrypted"]) / max(read["plain"]),
         "ingest_seconds": ingest,
         # Throughput ratio: time plain / time encrypted (>= 0.85 wanted).
         "ingest_ratio": best_i["plain"] / best_i["encrypted"],

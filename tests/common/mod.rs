@@ -3,6 +3,8 @@
 //! daemon even when the test panics. Every wait has a timeout.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
