@@ -290,7 +290,7 @@ pub fn run(
                 repo.config.clone(),
                 engine.db.clone(),
                 engine.store.clone(),
-            );
+            )?;
             engine.set_replicator(r.clone());
             let runner = r.clone();
             std::thread::Builder::new()

@@ -220,7 +220,12 @@ pub fn drill(
             store.display()
         ))
     })?;
-    let replica = std::path::absolute(&replica).map_err(Error::io_at(&replica))?;
+    let s3 = crate::replica::target::is_s3(&replica.to_string_lossy());
+    let replica = if s3 {
+        replica
+    } else {
+        std::path::absolute(&replica).map_err(Error::io_at(&replica))?
+    };
 
     // RPO: what the primary has committed that the replica lacks.
     let live = primary_mount(store);
@@ -237,7 +242,14 @@ pub fn drill(
 
     let base = scratch.unwrap_or_else(std::env::temp_dir);
     let base = std::path::absolute(&base).map_err(Error::io_at(&base))?;
-    let need = size_of_tree(&replica.join("packs")) + (64 << 20);
+    let held = if s3 {
+        // Recover downloads the bucket, then rebuilds beside it.
+        let objects = crate::replica::target_of(&replica)?.list("")?;
+        2 * objects.iter().map(|o| o.1).sum::<u64>()
+    } else {
+        size_of_tree(&replica.join("packs"))
+    };
+    let need = held + (64 << 20);
     let free = free_bytes(&base)?;
     if free < need {
         return Err(Error::Store(format!(
@@ -262,8 +274,13 @@ pub fn drill(
         (report.clean, r.engine.history()?)
     };
     let rmount = TempMount::new(&recovered_dir, tmp.0.join("recovered-mnt"))?;
-    // The other way back: serving the replica directly, read-only.
-    let replica_mount = TempMount::new(&replica, tmp.0.join("replica-mnt"))?;
+    // The other way back: serving the replica directly, read-only (a
+    // directory replica; serving a bucket directly is not built yet).
+    let replica_mount = if s3 {
+        None
+    } else {
+        Some(TempMount::new(&replica, tmp.0.join("replica-mnt"))?)
+    };
     let (pmount, pdir) = match live {
         Some(d) => (None, d),
         None => (
@@ -322,10 +339,11 @@ pub fn drill(
     }
     for v in picked {
         let rel = format!(".snapshots/at/{}/{}", v.time, v.path);
-        for (what, dir) in [
-            ("recovered", &rmount.dir),
-            ("replica mount", &replica_mount.dir),
-        ] {
+        let mounts = [
+            Some(("recovered", &rmount.dir)),
+            replica_mount.as_ref().map(|m| ("replica mount", &m.dir)),
+        ];
+        for (what, dir) in mounts.into_iter().flatten() {
             match same_bytes(&dir.join(&rel), &pdir.join(&rel)) {
                 Ok((true, n)) => report.bytes_compared += n,
                 Ok((false, _)) => report

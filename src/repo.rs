@@ -83,21 +83,7 @@ impl Config {
                 }
             }
         })?;
-        let version =
-            check_magic(&bytes, CONF_MAGIC, &path.display().to_string()).map_err(|e| match e {
-                Error::Corrupt { detail, .. } => Error::Store(format!(
-                    "{}: damaged config ({detail}); restore it from the replica's \
-                 revfs.conf or run `revfs recover`",
-                    path.display()
-                )),
-                other => other,
-            })?;
-        let cfg: Config = serde_json::from_slice(&bytes[12..]).map_err(|e| {
-            Error::Store(format!(
-                "{}: config is not valid ({e}); restore it from the replica or run `revfs recover`",
-                path.display()
-            ))
-        })?;
+        let (version, cfg) = Config::decode(&bytes, &path.display().to_string())?;
         if cfg.id_key.is_some() {
             return Err(Error::Store(format!(
                 "{}: store uses an id key, which this revfs does not support",
@@ -107,16 +93,40 @@ impl Config {
         Ok((version, cfg))
     }
 
-    /// Writes the config atomically (temp file, fsync, rename, fsync dir).
-    pub fn write(&self, store: &Path) -> Result<()> {
-        let path = store.join(CONF_FILE);
-        let tmp = store.join(format!("{CONF_FILE}.tmp"));
+    /// The version and config in the bytes of a `revfs.conf` (`path` names
+    /// it in messages).
+    pub fn decode(bytes: &[u8], path: &str) -> Result<(u32, Config)> {
+        let version = check_magic(bytes, CONF_MAGIC, path).map_err(|e| match e {
+            Error::Corrupt { detail, .. } => Error::Store(format!(
+                "{path}: damaged config ({detail}); restore it from the replica's \
+                 revfs.conf or run `revfs recover`"
+            )),
+            other => other,
+        })?;
+        let cfg: Config = serde_json::from_slice(&bytes[12..]).map_err(|e| {
+            Error::Store(format!(
+                "{path}: config is not valid ({e}); restore it from the replica or run `revfs recover`"
+            ))
+        })?;
+        Ok((version, cfg))
+    }
+
+    /// The bytes of `revfs.conf` for this config (this format version).
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut bytes = CONF_MAGIC.to_vec();
         bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         bytes.extend_from_slice(
             &serde_json::to_vec_pretty(self).map_err(|e| Error::Store(e.to_string()))?,
         );
         bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    /// Writes the config atomically (temp file, fsync, rename, fsync dir).
+    pub fn write(&self, store: &Path) -> Result<()> {
+        let path = store.join(CONF_FILE);
+        let tmp = store.join(format!("{CONF_FILE}.tmp"));
+        let bytes = self.encode()?;
         let mut f = File::create(&tmp).map_err(Error::io_at(&tmp))?;
         f.write_all(&bytes).map_err(Error::io_at(&tmp))?;
         f.sync_all().map_err(Error::io_at(&tmp))?;
@@ -173,7 +183,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// `store` as it was (missing, or empty) and the replica untouched.
 pub fn init_with_replica(store: &Path, replica: Option<&Path>, encrypt: bool) -> Result<Config> {
     if let Some(dir) = replica {
-        crate::replica::check_empty_dir(dir)?;
+        crate::replica::check_empty(&*crate::replica::target_of(dir)?)?;
     }
     check_new_store(store)?;
     // Asked before anything is made: a refused passphrase leaves nothing.
@@ -186,7 +196,7 @@ pub fn init_with_replica(store: &Path, replica: Option<&Path>, encrypt: bool) ->
     let made = init(store, pass.as_ref().map(|p| p.as_bytes())).and_then(|(cfg, crypto)| {
         let Some(dir) = replica else { return Ok(cfg) };
         let mut r = Repo::open_unlocked(store, Options::default(), crypto)?;
-        crate::replica::init_replica(dir, &r.config, store)?;
+        crate::replica::init_replica(&*crate::replica::target_of(dir)?, &r.config, store)?;
         if let Some(w) = r.attach_replica(Some(dir.to_path_buf()))? {
             return Err(Error::Store(w));
         }
@@ -350,6 +360,7 @@ impl Repo {
             // A recover that was killed after writing the config (its last
             // step) and before removing its marker: the store is complete.
             let _ = std::fs::remove_file(&leftover);
+            let _ = std::fs::remove_dir_all(store.join(crate::replica::recover::DOWNLOAD));
         }
         let db = Arc::new(Db::open_with(&store.join("meta"), false, crypto)?);
         let packs = store.join("packs");
@@ -396,7 +407,11 @@ impl Repo {
     /// (the replicator sets it up once the directory is there).
     pub fn attach_replica(&mut self, dir: Option<PathBuf>) -> Result<Option<String>> {
         if let Some(dir) = dir {
-            let dir = std::path::absolute(&dir).map_err(Error::io_at(&dir))?;
+            let dir = if crate::replica::target::is_s3(&dir.to_string_lossy()) {
+                dir
+            } else {
+                std::path::absolute(&dir).map_err(Error::io_at(&dir))?
+            };
             if self.config.replica.as_ref() != Some(&dir) {
                 self.config.replica = Some(dir);
                 if !self.engine.read_only() {
@@ -408,18 +423,23 @@ impl Repo {
             return Ok(None);
         };
         let mut warning = None;
+        let target = crate::replica::target_of(&dir)?;
         if !self.engine.read_only()
-            && let Err(e) = crate::replica::set_up(&dir, &self.config, &self.engine.db, &self.path)
+            && let Err(e) =
+                crate::replica::set_up(&*target, &self.config, &self.engine.db, &self.path)
         {
             let msg =
                 format!("replica not set up yet: {e}; replication starts once it can be set up");
             tracing::warn!("{msg}");
             warning = Some(msg);
         }
-        if !self.engine.read_only() && dir.join(CONF_FILE).exists() {
-            tighten(&dir);
+        if !self.engine.read_only()
+            && let Some(d) = target.local_dir()
+            && d.join(CONF_FILE).exists()
+        {
+            tighten(d);
         }
-        self.engine.store.set_heal_from(Some(dir.join("packs")));
+        self.engine.store.set_heal_from(Some(target));
         self.engine.set_replica_dir(Some(dir));
         Ok(warning)
     }

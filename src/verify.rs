@@ -74,6 +74,15 @@ pub fn verify(
     repair: bool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report> {
+    if let Some(d) = replica_dir
+        && replica::target::is_s3(&d.to_string_lossy())
+    {
+        return Err(Error::Store(format!(
+            "{}: verify of an S3 replica is not built yet; verify the store alone, or run \
+             `revfs drill`",
+            d.display()
+        )));
+    }
     let mut report = Report::default();
     // A prune deletes what it swept: not while this reads the index.
     let _no_prune = engine.prune_guard();
@@ -133,7 +142,10 @@ pub fn verify(
                 }
             }
         }
-        if let Some((_, head)) = replica::read_head(dir, engine.store.crypto())? {
+        if let Some((_, head)) = replica::read_head(
+            &replica::target::DirTarget::new(dir.to_path_buf()),
+            engine.store.crypto(),
+        )? {
             for id in referenced(engine, &[head], false)? {
                 if !replica_index.contains_key(&id) && !bad_replica.iter().any(|(_, b, _)| *b == id)
                 {

@@ -51,7 +51,7 @@ fn write_file(e: &Engine, name: &str, data: &[u8]) {
 /// One replication round of `r` to `dir` (prunes' deletions wait a day).
 fn ship(r: &Repo, dir: &Path) {
     revfs::replica::ship(
-        dir,
+        &revfs::replica::target::DirTarget::new(dir.to_path_buf()),
         &r.engine.db,
         &r.engine.store,
         std::time::Duration::from_secs(86400),

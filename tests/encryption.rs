@@ -564,8 +564,10 @@ fn identical_content_dedups_inside_an_encrypted_store() {
     save(&m.p("two.bin"), &data);
     common::commit(&m.store);
     let grown = packs(&m) - after_one;
+    // Metadata, and at most a few chunks cut anew where the kernel's
+    // writeback sent a write out of order (a fold cuts at the fold).
     assert!(
-        grown < 64 << 10,
+        grown < 512 << 10,
         "a second copy of 4 MiB took {grown} bytes"
     );
     assert_eq!(fs::read(m.p("two.bin")).unwrap(), data);

@@ -153,12 +153,16 @@ impl KeyFile {
                 }
             }
         })?;
-        let f: KeyFile = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Store(format!("{}: damaged key file ({e})", path.display())))?;
+        KeyFile::decode(&bytes, &path.display().to_string())
+    }
+
+    /// The key file in `bytes` (`path` names it in messages).
+    pub fn decode(bytes: &[u8], path: &str) -> Result<KeyFile> {
+        let f: KeyFile = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Store(format!("{path}: damaged key file ({e})")))?;
         if f.version > KEYS_VERSION {
             return Err(Error::Store(format!(
-                "{}: key file version {} is newer than this revfs reads ({KEYS_VERSION})",
-                path.display(),
+                "{path}: key file version {} is newer than this revfs reads ({KEYS_VERSION})",
                 f.version
             )));
         }
@@ -167,9 +171,14 @@ impl KeyFile {
 
     /// Writes the key file atomically (temp, fsync, rename, fsync dir).
     pub fn write(&self, dir: &Path) -> Result<()> {
+        crate::replica::publish_file(dir, KEYS_FILE, &self.encode()?)
+    }
+
+    /// The bytes of the key file.
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Store(e.to_string()))?;
         bytes.push(b'\n');
-        crate::replica::publish_file(dir, KEYS_FILE, &bytes)
+        Ok(bytes)
     }
 
     /// The master key and the id of the slot `pass` opens.
@@ -239,9 +248,15 @@ pub fn unlock_keeping(
         )));
     }
     let keys = KeyFile::read(dir)?;
-    let pass = passphrase::current(dir)?;
-    let (master, _) = keys.unlock(pass.as_bytes(), dir)?;
-    Ok((super::Crypto::new(&master)?, Some(pass)))
+    let (crypto, pass) = unlock_file(&keys, dir)?;
+    Ok((crypto, Some(pass)))
+}
+
+/// The keys `keys` holds for the store `store` (asking its passphrase).
+pub fn unlock_file(keys: &KeyFile, store: &Path) -> Result<(super::Crypto, Zeroizing<String>)> {
+    let pass = passphrase::current(store)?;
+    let (master, _) = keys.unlock(pass.as_bytes(), store)?;
+    Ok((super::Crypto::new(&master)?, pass))
 }
 
 #[cfg(test)]

@@ -67,7 +67,8 @@ pub fn index_packs(packs_dir: &Path, db: &Db, out: &mut Imported) -> Result<()> 
 
 /// Every readable head file of a replica, newest first.
 fn heads(replica: &Path, db: &Db) -> Result<Vec<(CommitSeq, ObjectId)>> {
-    let mut out = super::read_heads(replica, db.crypto())?;
+    let dir = super::target::DirTarget::new(replica.to_path_buf());
+    let mut out = super::read_heads(&dir, db.crypto())?;
     out.sort_by_key(|h| std::cmp::Reverse(h.0));
     Ok(out)
 }
@@ -83,7 +84,8 @@ fn stored_commits(
     store: &ObjectStore,
     head: u64,
 ) -> Result<Vec<(ObjectId, Commit)>> {
-    let dropped = super::read_pruned(replica, db.crypto())?;
+    let dir = super::target::DirTarget::new(replica.to_path_buf());
+    let dropped = super::read_pruned(&dir, db.crypto())?;
     let mut best: HashMap<u64, ((crate::ids::PackNo, u64), ObjectId, Commit)> = HashMap::new();
     for entry in db.index_all() {
         let (id, e) = entry?;
@@ -182,7 +184,8 @@ pub fn import(
     }
     // put_commit moves "head" along; the newest one wins.
     b.put_counter("head", head.0);
-    for (name, seq) in super::read_names(replica, db.crypto())? {
+    let dir = super::target::DirTarget::new(replica.to_path_buf());
+    for (name, seq) in super::read_names(&dir, db.crypto())? {
         if seq <= head {
             b.put_name(&name, seq);
         } else {

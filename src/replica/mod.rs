@@ -53,14 +53,15 @@ use crate::format::{Dec, Enc, Time};
 use crate::ids::{CommitSeq, ObjectId, PackNo};
 use crate::repo::{CONF_FILE, Config, sync_dir};
 use crate::store::ObjectStore;
-use crate::store::pack::{self, PackReader};
+use crate::store::pack;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use target::Target;
 
 const HEAD_MAGIC: &[u8; 8] = b"RVFSHEAD";
 const NAME_MAGIC: &[u8; 8] = b"RVFSNAME";
@@ -119,96 +120,104 @@ fn publish_with(
     sync_dir(dir)
 }
 
-/// Whether `dir` holds the replica marker of store `store_id`.
-pub fn check_marker(dir: &Path, store_id: &str) -> Result<bool> {
-    if !dir.join(CONF_FILE).exists() {
+/// The target a replica spec names (a directory or `s3://BUCKET/PREFIX`).
+pub fn target_of(spec: &Path) -> Result<Arc<dyn Target>> {
+    target::open(&spec.to_string_lossy())
+}
+
+/// Whether target `t` holds the replica marker of store `store_id`.
+pub fn check_marker(t: &dyn Target, store_id: &str) -> Result<bool> {
+    let Some(bytes) = t.get(CONF_FILE)? else {
         return Ok(false);
-    }
-    let (_, cfg) = Config::read(dir)?;
+    };
+    let (_, cfg) = Config::decode(&bytes, &format!("{}/{CONF_FILE}", t.describe()))?;
     if cfg.role.as_deref() != Some(ROLE_REPLICA) || cfg.store_id != store_id {
         return Err(Error::Store(format!(
             "{}: holds another store (id {}), not a replica of {store_id}",
-            dir.display(),
+            t.describe(),
             cfg.store_id
         )));
     }
     Ok(true)
 }
 
-/// Refuses anything but an existing, empty directory as a new replica.
-pub fn check_empty_dir(dir: &Path) -> Result<()> {
-    if !dir.is_dir() {
+/// Refuses anything but an existing, empty directory (or an empty bucket
+/// prefix) as a new replica.
+pub fn check_empty(t: &dyn Target) -> Result<()> {
+    if let Some(dir) = t.local_dir()
+        && !dir.is_dir()
+    {
         return Err(Error::Store(format!(
             "{}: replica directory does not exist (create it, or mount the share)",
             dir.display()
         )));
     }
-    if std::fs::read_dir(dir)
-        .map_err(Error::io_at(dir))?
-        .next()
-        .is_some()
-    {
+    if !t.list("")?.is_empty() || t.local_dir().is_some_and(|d| !dir_is_empty(d)) {
         return Err(Error::Store(format!(
             "{}: not empty and not a replica of this store; refusing to write there",
-            dir.display()
+            t.describe()
         )));
     }
     Ok(())
 }
 
-/// Makes an existing, empty directory a replica of `primary`.
-/// `store` is the primary's directory (its key slots are copied).
-pub fn init_replica(dir: &Path, primary: &Config, store: &Path) -> Result<()> {
-    if dir.is_dir() && check_marker(dir, &primary.store_id)? {
+fn dir_is_empty(d: &Path) -> bool {
+    std::fs::read_dir(d).is_ok_and(|mut rd| rd.next().is_none())
+}
+
+/// Makes an empty target a replica of `primary` (whose directory is
+/// `store`: an encrypted primary's key slots are copied first).
+pub fn init_replica(t: &dyn Target, primary: &Config, store: &Path) -> Result<()> {
+    if check_marker(t, &primary.store_id)? {
         return Ok(());
     }
-    check_empty_dir(dir)?;
+    check_empty(t)?;
     let cfg = Config {
         role: Some(ROLE_REPLICA.into()),
         replica: None,
         ..primary.clone()
     };
     let subs = ["packs", "heads", "names", "pruned"];
-    let made = subs
-        .iter()
-        .try_for_each(|sub| std::fs::create_dir(dir.join(sub)).map_err(Error::io_at(dir)))
-        .and_then(|()| copy_keys(primary, store, dir))
-        // The marker goes last: without it the directory is not a replica.
-        .and_then(|()| cfg.write(dir));
-    if made.is_err() {
-        // Leave the directory empty, as it was.
-        for sub in subs {
-            let _ = std::fs::remove_dir(dir.join(sub));
+    let made = (|| {
+        if let Some(dir) = t.local_dir() {
+            for sub in subs {
+                std::fs::create_dir(dir.join(sub)).map_err(Error::io_at(dir))?;
+            }
         }
-        let _ = std::fs::remove_file(dir.join(format!("{CONF_FILE}.tmp")));
-        let _ = std::fs::remove_file(dir.join(crate::crypto::slots::KEYS_FILE));
+        if primary.cipher.is_some() {
+            let keys = crate::crypto::slots::KeyFile::read(store)?;
+            t.put_replace(crate::crypto::slots::KEYS_FILE, &keys.encode()?)?;
+        }
+        // The marker goes last: without it the target is not a replica.
+        t.put_replace(CONF_FILE, &cfg.encode()?)
+    })();
+    if made.is_err() {
+        // Leave the target empty, as it was.
+        let _ = t.delete(crate::crypto::slots::KEYS_FILE);
+        if let Some(dir) = t.local_dir() {
+            for sub in subs {
+                let _ = std::fs::remove_dir(dir.join(sub));
+            }
+        }
     }
     made
 }
 
-/// An encrypted primary's key slots (in `store`), for a new replica of it.
-fn copy_keys(primary: &Config, store: &Path, dir: &Path) -> Result<()> {
-    if primary.cipher.is_none() {
-        return Ok(());
-    }
-    crate::crypto::slots::KeyFile::read(store)?.write(dir)
-}
-
-/// Makes `dir` the replica of the store with config `primary` and catalog
+/// Makes `t` the replica of the store with config `primary` and catalog
 /// `db`, once: the catalog remembers that it was set up, so that a replica
 /// that loses its marker later (an unmounted share) is reported missing
 /// and never set up again over whatever is mounted there instead.
-pub fn set_up(dir: &Path, primary: &Config, db: &Db, store: &Path) -> Result<()> {
-    let key = format!("replica_init:{}", dir.display());
+pub fn set_up(t: &dyn Target, primary: &Config, db: &Db, store: &Path) -> Result<()> {
+    let key = format!("replica_init:{}", t.describe());
     if db.counter(&key)? != 0 {
         return Ok(());
     }
-    init_replica(dir, primary, store)?;
+    init_replica(t, primary, store)?;
     let mut b = crate::catalog::db::Batch::default();
     b.put_counter(&key, 1);
     db.apply(b)?;
     db.flush()?;
-    tracing::debug!("{}: set up as the replica", dir.display());
+    tracing::debug!("{}: set up as the replica", t.describe());
     Ok(())
 }
 
@@ -246,39 +255,41 @@ fn encode_head(crypto: &Crypto, seq: CommitSeq, id: &ObjectId) -> Vec<u8> {
     encode_file(crypto, HEAD_MAGIC, &head_file(seq), &e.0)
 }
 
+/// The last part of an object name.
+fn base(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
 /// The newest readable head file of a replica: (seq, commit id).
-pub fn read_head(dir: &Path, crypto: &Crypto) -> Result<Option<(CommitSeq, ObjectId)>> {
-    Ok(read_heads(dir, crypto)?.into_iter().max_by_key(|h| h.0))
+pub fn read_head(t: &dyn Target, crypto: &Crypto) -> Result<Option<(CommitSeq, ObjectId)>> {
+    Ok(read_heads(t, crypto)?.into_iter().max_by_key(|h| h.0))
 }
 
 /// Every readable head file of a replica (the newest and the few kept
 /// before it); a damaged one is skipped with a log line.
-pub fn read_heads(dir: &Path, crypto: &Crypto) -> Result<Vec<(CommitSeq, ObjectId)>> {
-    let heads = dir.join("heads");
+pub fn read_heads(t: &dyn Target, crypto: &Crypto) -> Result<Vec<(CommitSeq, ObjectId)>> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(&heads).map_err(Error::io_at(&heads))? {
-        let e = e.map_err(Error::io_at(&heads))?;
-        let name = e.file_name();
-        let Some(n) = name
-            .to_string_lossy()
+    for (name, _) in t.list("heads/")? {
+        let file = base(&name);
+        let Some(n) = file
             .strip_suffix(".head")
             .and_then(|hex| u64::from_str_radix(hex, 16).ok())
         else {
             continue;
         };
-        let path = e.path();
-        let decoded = std::fs::read(&path)
-            .map_err(Error::io_at(&path))
+        let decoded = t
+            .get(&name)?
+            .ok_or_else(|| Error::Store(format!("{name}: gone since the listing")))
             .and_then(|b| {
-                let body = decode_file(crypto, HEAD_MAGIC, &name.to_string_lossy(), &b)?;
+                let body = decode_file(crypto, HEAD_MAGIC, file, &b)?;
                 let mut d = Dec::new(&body, "replica head");
                 Ok((CommitSeq(d.u64()?), d.id()?))
             });
         match decoded {
             Ok(h) if h.0.0 == n => out.push(h),
             Ok(_) => tracing::warn!(
-                "{}: names another commit than its file name",
-                path.display()
+                "{}/{name}: names another commit than its file name",
+                t.describe()
             ),
             Err(err) => tracing::warn!("skipping a damaged head file: {err}"),
         }
@@ -288,27 +299,18 @@ pub fn read_heads(dir: &Path, crypto: &Crypto) -> Result<Vec<(CommitSeq, ObjectI
 
 /// The commits prunes dropped, as the replica has been told (a replica
 /// made before format 4 has no `pruned/`: none).
-pub fn read_pruned(dir: &Path, crypto: &Crypto) -> Result<std::collections::HashSet<CommitSeq>> {
-    let pruned = dir.join("pruned");
+pub fn read_pruned(
+    t: &dyn Target,
+    crypto: &Crypto,
+) -> Result<std::collections::HashSet<CommitSeq>> {
     let mut out = std::collections::HashSet::new();
-    let rd = match std::fs::read_dir(&pruned) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => {
-            return Err(Error::IoAt {
-                path: pruned,
-                source: e,
-            });
-        }
-    };
-    for e in rd {
-        let e = e.map_err(Error::io_at(&pruned))?;
-        let fname = e.file_name().to_string_lossy().into_owned();
-        if !fname.ends_with(".pruned") {
+    for (name, _) in t.list("pruned/")? {
+        let file = base(&name);
+        if !file.ends_with(".pruned") {
             continue;
         }
-        let b = std::fs::read(e.path()).map_err(Error::io_at(e.path()))?;
-        let body = decode_file(crypto, PRUNED_MAGIC, &fname, &b)?;
+        let Some(b) = t.get(&name)? else { continue };
+        let body = decode_file(crypto, PRUNED_MAGIC, file, &b)?;
         let mut d = Dec::new(&body, "replica pruned list");
         let n = d.count(8)?;
         for _ in 0..n {
@@ -324,7 +326,7 @@ pub fn read_pruned(dir: &Path, crypto: &Crypto) -> Result<std::collections::Hash
 /// then forgets the record. `due` were read before this round shipped
 /// the packs, so the copies a repack made are on the replica already.
 fn apply_deletions(
-    dir: &Path,
+    t: &dyn Target,
     db: &Db,
     due: Vec<(u64, crate::catalog::db::ReplicaDeletion)>,
     delete_after: Duration,
@@ -337,47 +339,33 @@ fn apply_deletions(
         if !d.commits.is_empty() {
             // An older revfs would rebuild the dropped commits: raise the
             // replica's format first.
-            let (version, cfg) = Config::read(dir)?;
-            if version < crate::format::FORMAT_VERSION {
-                cfg.write(dir)?;
+            if let Some(bytes) = t.get(CONF_FILE)? {
+                let (version, cfg) = Config::decode(&bytes, &t.describe())?;
+                if version < crate::format::FORMAT_VERSION {
+                    t.put_replace(CONF_FILE, &cfg.encode()?)?;
+                }
             }
-            let pruned = dir.join("pruned");
-            std::fs::create_dir_all(&pruned).map_err(Error::io_at(&pruned))?;
             let mut e = Enc::default();
             e.u32(d.commits.len() as u32);
             for c in &d.commits {
                 e.u64(c.0);
             }
             let name = format!("{no:016x}.pruned");
-            publish_file(
-                &pruned,
-                &name,
-                &encode_file(db.crypto(), PRUNED_MAGIC, &name, &e.0),
-            )?;
+            let body = encode_file(db.crypto(), PRUNED_MAGIC, &name, &e.0);
+            t.put_replace(&format!("pruned/{name}"), &body)?;
         }
         crate::crashpoint::crash_point("replica:pruned-written");
-        let rpacks = dir.join("packs");
         for p in &d.packs {
-            let whole = pack::pack_path(&rpacks, *p);
-            match std::fs::remove_file(&whole) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(Error::IoAt {
-                        path: whole,
-                        source: e,
-                    });
-                }
-            }
-            remove_parts(&rpacks, *p)?;
+            t.delete(&format!("packs/{:016x}.pack", p.0))?;
+            remove_parts(t, *p)?;
         }
-        sync_dir(&rpacks)?;
+        t.sync_dir("packs")?;
         let mut b = crate::catalog::db::Batch::default();
         b.del_replica_deletion(no);
         db.apply(b)?;
         tracing::info!(
             "replica {}: applied prune record {no} ({} commits, {} packs)",
-            dir.display(),
+            t.describe(),
             d.commits.len(),
             d.packs.len()
         );
@@ -386,17 +374,15 @@ fn apply_deletions(
 }
 
 /// Named snapshots recorded on a replica.
-pub fn read_names(dir: &Path, crypto: &Crypto) -> Result<Vec<(String, CommitSeq)>> {
-    let names = dir.join("names");
+pub fn read_names(t: &dyn Target, crypto: &Crypto) -> Result<Vec<(String, CommitSeq)>> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(&names).map_err(Error::io_at(&names))? {
-        let e = e.map_err(Error::io_at(&names))?;
-        let fname = e.file_name().to_string_lossy().into_owned();
+    for (obj, _) in t.list("names/")? {
+        let fname = base(&obj);
         let Some(hex) = fname.strip_suffix(".name") else {
             continue;
         };
-        let b = std::fs::read(e.path()).map_err(Error::io_at(e.path()))?;
-        let body = decode_file(crypto, NAME_MAGIC, &fname, &b)?;
+        let Some(b) = t.get(&obj)? else { continue };
+        let body = decode_file(crypto, NAME_MAGIC, fname, &b)?;
         let mut d = Dec::new(&body, "replica name");
         let name = if crypto.is_encrypted() {
             let n = d.bytes16()?;
@@ -422,13 +408,42 @@ fn unhex(h: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-/// How much of each pack a replica holds: (bytes, whole pack file present).
-pub fn replica_packs(dir: &Path) -> Result<HashMap<PackNo, (u64, bool)>> {
-    let packs = dir.join("packs");
-    let mut out = HashMap::new();
-    for no in pack::list_packs(&packs)? {
-        let r = PackReader::open(&packs, no)?;
-        out.insert(no, (r.len(), r.whole));
+/// How much of each pack a replica holds: (bytes held without a gap from
+/// the start, whole pack present), from one listing.
+pub fn replica_packs(t: &dyn Target) -> Result<HashMap<PackNo, (u64, bool)>> {
+    let mut whole: HashMap<PackNo, u64> = HashMap::new();
+    let mut parts: HashMap<PackNo, Vec<(u64, u64)>> = HashMap::new();
+    for (name, size) in t.list("packs/")? {
+        let file = base(&name);
+        if let Some(hex) = file.strip_suffix(".pack")
+            && let Ok(n) = u64::from_str_radix(hex, 16)
+        {
+            whole.insert(PackNo(n), size);
+        } else if let Some(rest) = file.strip_suffix(".part")
+            && let Some((n, start)) = rest.split_once('-')
+            && let (Ok(n), Ok(start)) = (u64::from_str_radix(n, 16), u64::from_str_radix(start, 16))
+        {
+            parts
+                .entry(PackNo(n))
+                .or_default()
+                .push((start, start + size));
+        }
+    }
+    let mut out: HashMap<PackNo, (u64, bool)> =
+        whole.into_iter().map(|(n, len)| (n, (len, true))).collect();
+    for (n, mut runs) in parts {
+        if out.contains_key(&n) {
+            continue;
+        }
+        runs.sort();
+        let mut held = 0;
+        for (s, e) in runs {
+            if s > held {
+                break;
+            }
+            held = held.max(e);
+        }
+        out.insert(n, (held, false));
     }
     Ok(out)
 }
@@ -457,17 +472,21 @@ fn primary_packs(store: &ObjectStore) -> Result<Vec<(PackNo, u64, bool)>> {
 
 /// Ships what the replica lacks: pack bytes first, then the head and the
 /// names. Returns the replicated head.
-pub fn ship(dir: &Path, db: &Db, store: &ObjectStore, delete_after: Duration) -> Result<CommitSeq> {
+pub fn ship(
+    t: &dyn Target,
+    db: &Db,
+    store: &ObjectStore,
+    delete_after: Duration,
+) -> Result<CommitSeq> {
     // Prune records before the packs: what a record needs shipped first
     // was durable before the record, so it is in the packs listed below.
     let deletions = db.replica_deletions()?;
-    sync_keys(dir, store)?;
+    sync_keys(t, store)?;
     // Read the head before the pack lengths: lengths only grow, so every
     // object of this head is within the lengths read after it.
     let head = CommitSeq(db.counter("head")?);
     let head_id = db.commit(head)?.map(|c| c.0);
-    let have = replica_packs(dir)?;
-    let rpacks = dir.join("packs");
+    let have = replica_packs(t)?;
     for (no, len, sealed) in primary_packs(store)? {
         let (got, whole) = have.get(&no).copied().unwrap_or((0, false));
         let src = pack::pack_path(store.packs_dir(), no);
@@ -475,48 +494,37 @@ pub fn ship(dir: &Path, db: &Db, store: &ObjectStore, delete_after: Duration) ->
             if whole {
                 continue;
             }
-            let name = format!("{:016x}.pack", no.0);
-            let Ok(mut from) = File::open(&src) else {
+            let Ok(from) = File::open(&src) else {
                 // Deleted by a prune since the listing: nothing to ship.
                 continue;
             };
-            publish_with(&rpacks, &name, |f| std::io::copy(&mut from, f).map(|_| ()))?;
-            remove_parts(&rpacks, no)?;
+            t.put_immutable(&format!("packs/{:016x}.pack", no.0), &from, 0, len)?;
+            remove_parts(t, no)?;
         } else if got < len {
-            let name = pack::part_path(&rpacks, no, got)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            publish_with(&rpacks, &name, |f| {
-                let mut src = File::open(&src)?;
-                std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(got))?;
-                std::io::copy(&mut src.take(len - got), f).map(|_| ())
-            })?;
+            let from = File::open(&src).map_err(Error::io_at(&src))?;
+            let name = format!("packs/{:016x}-{got:016x}.part", no.0);
+            t.put_immutable(&name, &from, got, len - got)?;
         }
     }
     crate::crashpoint::crash_point("replica:packs-shipped");
-    let heads = dir.join("heads");
     if let Some(id) = head_id {
-        let have_head = read_head(dir, db.crypto())?.map_or(0, |h| h.0.0);
+        let have_head = read_head(t, db.crypto())?.map_or(0, |h| h.0.0);
         if head.0 > have_head {
-            publish_file(
-                &heads,
-                &head_file(head),
-                &encode_head(db.crypto(), head, &id),
-            )?;
-            prune_heads(&heads, head)?;
+            let body = encode_head(db.crypto(), head, &id);
+            t.put_replace(&format!("heads/{}", head_file(head)), &body)?;
+            prune_heads(t, head)?;
         }
     }
     crate::crashpoint::crash_point("replica:head-written");
-    sync_names(dir, db)?;
-    apply_deletions(dir, db, deletions, delete_after)?;
+    sync_names(t, db)?;
+    apply_deletions(t, db, deletions, delete_after)?;
     Ok(head)
 }
 
 /// Copies the primary's key slots to the replica when they differ (a key
 /// added, removed or changed), so the replica opens with the same
 /// passphrases as the primary.
-fn sync_keys(dir: &Path, store: &ObjectStore) -> Result<()> {
+fn sync_keys(t: &dyn Target, store: &ObjectStore) -> Result<()> {
     if !store.crypto().is_encrypted() {
         return Ok(());
     }
@@ -525,69 +533,45 @@ fn sync_keys(dir: &Path, store: &ObjectStore) -> Result<()> {
     };
     let src = primary.join(crate::crypto::slots::KEYS_FILE);
     let want = std::fs::read(&src).map_err(Error::io_at(&src))?;
-    if std::fs::read(dir.join(crate::crypto::slots::KEYS_FILE))
-        .ok()
-        .as_deref()
-        != Some(&want)
-    {
-        publish_file(dir, crate::crypto::slots::KEYS_FILE, &want)?;
+    if t.get(crate::crypto::slots::KEYS_FILE)?.as_deref() != Some(&want) {
+        t.put_replace(crate::crypto::slots::KEYS_FILE, &want)?;
     }
     Ok(())
 }
 
-/// Removes the temporary files a replicator killed mid-write left behind
-/// (only this store's replicator writes here, and only one runs).
-fn remove_temporaries(dir: &Path) {
-    for sub in ["packs", "heads", "names"] {
-        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                match std::fs::remove_file(e.path()) {
-                    Ok(()) => tracing::info!("removed {}", e.path().display()),
-                    Err(err) => tracing::warn!("{}: {err}", e.path().display()),
-                }
-            }
-        }
+fn remove_parts(t: &dyn Target, no: PackNo) -> Result<()> {
+    let parts = t.list(&format!("packs/{:016x}-", no.0))?;
+    for (name, _) in &parts {
+        t.delete(name)?;
     }
+    if !parts.is_empty() {
+        t.sync_dir("packs")?;
+    }
+    Ok(())
 }
 
-fn remove_parts(rpacks: &Path, no: PackNo) -> Result<()> {
-    let prefix = format!("{:016x}-", no.0);
-    for e in std::fs::read_dir(rpacks).map_err(Error::io_at(rpacks))? {
-        let e = e.map_err(Error::io_at(rpacks))?;
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
-            std::fs::remove_file(e.path()).map_err(Error::io_at(e.path()))?;
-        }
-    }
-    sync_dir(rpacks)
-}
-
-fn prune_heads(heads: &Path, newest: CommitSeq) -> Result<()> {
+fn prune_heads(t: &dyn Target, newest: CommitSeq) -> Result<()> {
     let mut all = Vec::new();
-    for e in std::fs::read_dir(heads).map_err(Error::io_at(heads))? {
-        let e = e.map_err(Error::io_at(heads))?;
-        if let Some(hex) = e.file_name().to_string_lossy().strip_suffix(".head")
+    for (name, _) in t.list("heads/")? {
+        if let Some(hex) = base(&name).strip_suffix(".head")
             && let Ok(n) = u64::from_str_radix(hex, 16)
             && n < newest.0
         {
-            all.push((n, e.path()));
+            all.push((n, name));
         }
     }
     all.sort();
     let drop = all.len().saturating_sub(KEEP_HEADS);
-    for (_, p) in all.into_iter().take(drop) {
-        let _ = std::fs::remove_file(p);
+    for (_, name) in all.into_iter().take(drop) {
+        let _ = t.delete(&name);
     }
     Ok(())
 }
 
-fn sync_names(dir: &Path, db: &Db) -> Result<()> {
-    let names_dir = dir.join("names");
+fn sync_names(t: &dyn Target, db: &Db) -> Result<()> {
     let crypto = db.crypto();
     let want: HashMap<String, CommitSeq> = db.names()?.into_iter().collect();
-    let have: HashMap<String, CommitSeq> = read_names(dir, crypto)?.into_iter().collect();
+    let have: HashMap<String, CommitSeq> = read_names(t, crypto)?.into_iter().collect();
     for (name, seq) in &want {
         if have.get(name) != Some(seq) {
             let mut e = Enc::default();
@@ -596,33 +580,31 @@ fn sync_names(dir: &Path, db: &Db) -> Result<()> {
             }
             e.u64(seq.0);
             let file = name_file(crypto, name);
-            publish_file(
-                &names_dir,
-                &file,
-                &encode_file(crypto, NAME_MAGIC, &file, &e.0),
-            )?;
+            let body = encode_file(crypto, NAME_MAGIC, &file, &e.0);
+            t.put_replace(&format!("names/{file}"), &body)?;
         }
     }
-    for name in have.keys().filter(|n| !want.contains_key(*n)) {
-        let p = names_dir.join(name_file(crypto, name));
-        std::fs::remove_file(&p).map_err(Error::io_at(&p))?;
+    let gone: Vec<&String> = have.keys().filter(|n| !want.contains_key(*n)).collect();
+    for name in &gone {
+        t.delete(&format!("names/{}", name_file(crypto, name)))?;
     }
-    if have.keys().any(|n| !want.contains_key(n)) {
-        sync_dir(&names_dir)?;
+    if !gone.is_empty() {
+        t.sync_dir("names")?;
     }
     Ok(())
 }
 
-/// The lag of a replica behind the primary, read from both directories.
-pub fn lag(dir: &Path, db: &Db, store: &ObjectStore) -> Result<ReplicaStatus> {
-    let rhead = read_head(dir, db.crypto())?.map_or(0, |h| h.0.0);
-    let have = replica_packs(dir)?;
-    lag_from(dir, rhead, &have, db, store)
+/// The lag of a replica behind the primary, read from both.
+pub fn lag(spec: &Path, db: &Db, store: &ObjectStore) -> Result<ReplicaStatus> {
+    let t = target_of(spec)?;
+    let rhead = read_head(&*t, db.crypto())?.map_or(0, |h| h.0.0);
+    let have = replica_packs(&*t)?;
+    lag_from(spec, rhead, &have, db, store)
 }
 
 /// The lag given what the replica is known to hold.
 fn lag_from(
-    dir: &Path,
+    spec: &Path,
     rhead: u64,
     have: &HashMap<PackNo, (u64, bool)>,
     db: &Db,
@@ -643,7 +625,7 @@ fn lag_from(
         0.0
     };
     Ok(ReplicaStatus {
-        path: Some(dir.to_path_buf()),
+        path: Some(spec.to_path_buf()),
         state: if lag_commits == 0 && bytes == 0 {
             "ok"
         } else {
@@ -660,7 +642,9 @@ fn lag_from(
 
 /// The background replicator of a mounted store.
 pub struct Replicator {
+    /// The replica as configured (a directory or s3://BUCKET/PREFIX).
     dir: PathBuf,
+    target: Arc<dyn Target>,
     /// How long the replica keeps what a prune deleted.
     delete_after: Duration,
     config: Config,
@@ -681,8 +665,14 @@ struct Inner {
 }
 
 impl Replicator {
-    pub fn new(dir: PathBuf, config: Config, db: Arc<Db>, store: Arc<ObjectStore>) -> Arc<Self> {
-        Arc::new(Replicator {
+    pub fn new(
+        dir: PathBuf,
+        config: Config,
+        db: Arc<Db>,
+        store: Arc<ObjectStore>,
+    ) -> Result<Arc<Self>> {
+        Ok(Arc::new(Replicator {
+            target: target_of(&dir)?,
             delete_after: config.replica_delete_after(),
             inner: Mutex::new(Inner {
                 status: ReplicaStatus {
@@ -700,7 +690,7 @@ impl Replicator {
             db,
             store,
             cv: Condvar::new(),
-        })
+        }))
     }
 
     pub fn dir(&self) -> &Path {
@@ -709,7 +699,7 @@ impl Replicator {
 
     /// One round now, from the caller's thread (the last one at unmount).
     pub fn ship_now(&self) -> Result<CommitSeq> {
-        ship(&self.dir, &self.db, &self.store, self.delete_after)
+        ship(&*self.target, &self.db, &self.store, self.delete_after)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -774,18 +764,17 @@ impl Replicator {
     /// time, temporary files of an interrupted round are removed.
     fn writable(&self) -> std::result::Result<(), (&'static str, String)> {
         let store = self.store.packs_dir().parent().unwrap_or(Path::new("."));
-        if let Err(e) = set_up(&self.dir, &self.config, &self.db, store) {
-            let state = if self.dir.is_dir() {
-                "error"
-            } else {
-                "missing"
+        if let Err(e) = set_up(&*self.target, &self.config, &self.db, store) {
+            let state = match self.target.local_dir() {
+                Some(d) if !d.is_dir() => "missing",
+                _ => "error",
             };
             return Err((state, e.to_string()));
         }
-        match check_marker(&self.dir, &self.config.store_id) {
+        match check_marker(&*self.target, &self.config.store_id) {
             Ok(true) => {
                 if !std::mem::replace(&mut self.lock().cleaned, true) {
-                    remove_temporaries(&self.dir);
+                    self.target.clean();
                 }
                 Ok(())
             }
@@ -804,8 +793,8 @@ impl Replicator {
     /// One replication round; updates the state, logs state changes.
     fn round(&self) {
         let result = self.writable().and_then(|()| {
-            ship(&self.dir, &self.db, &self.store, self.delete_after)
-                .and_then(|head| Ok((head, replica_packs(&self.dir)?)))
+            ship(&*self.target, &self.db, &self.store, self.delete_after)
+                .and_then(|head| Ok((head, replica_packs(&*self.target)?)))
                 .map_err(|e| ("error", e.to_string()))
         });
         let mut g = self.lock();

@@ -33,8 +33,12 @@ use std::sync::Arc;
 /// The marker of a directory that a recover is building (or left behind).
 pub const MARKER: &str = ".revfs-recovering";
 
-/// Rebuilds a store in `new` from `replica`; `progress(done, total)` in bytes.
+/// Rebuilds a store in `new` from `replica` (a directory or
+/// s3://BUCKET/PREFIX); `progress(done, total)` in bytes.
 pub fn recover(replica: &Path, new: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Imported> {
+    if super::target::is_s3(&replica.to_string_lossy()) {
+        return recover_s3(replica, new, &mut progress);
+    }
     let (_, cfg) = Config::read(replica)?;
     if cfg.role.as_deref() != Some(super::ROLE_REPLICA) {
         return Err(Error::Store(format!(
@@ -48,6 +52,80 @@ pub fn recover(replica: &Path, new: &Path, mut progress: impl FnMut(u64, u64)) -
     let out = build(replica, new, cfg, crypto, &mut progress)?;
     target.finish()?;
     Ok(out)
+}
+
+/// Where a recover from S3 puts what it downloads, inside NEWSTORE (so a
+/// killed recover's rerun, or a failed one, removes it with the rest).
+pub const DOWNLOAD: &str = ".replica-download";
+
+/// Recover from an S3 replica: its config and keys first (a wrong
+/// passphrase makes nothing), then every object into NEWSTORE/DOWNLOAD,
+/// then the same rebuild as from a directory.
+fn recover_s3(spec: &Path, new: &Path, progress: &mut impl FnMut(u64, u64)) -> Result<Imported> {
+    let t = super::target_of(spec)?;
+    let conf = t.get(CONF_FILE)?.ok_or_else(|| {
+        Error::Store(format!(
+            "{}: not a replica (no {CONF_FILE} there)",
+            t.describe()
+        ))
+    })?;
+    let (_, cfg) = Config::decode(&conf, &t.describe())?;
+    if cfg.role.as_deref() != Some(super::ROLE_REPLICA) {
+        return Err(Error::Store(format!("{}: not a replica", t.describe())));
+    }
+    let crypto = match cfg.cipher.as_deref() {
+        None => crate::crypto::Crypto::plain(),
+        Some(_) => {
+            let name = crate::crypto::slots::KEYS_FILE;
+            let bytes = t.get(name)?.ok_or_else(|| {
+                Error::Store(format!(
+                    "{}: encrypted, but its key file is missing",
+                    t.describe()
+                ))
+            })?;
+            let keys = crate::crypto::slots::KeyFile::decode(&bytes, &t.describe())?;
+            crate::crypto::slots::unlock_file(&keys, spec)?.0
+        }
+    };
+    let target = Target::prepare(new)?;
+    let dl = new.join(DOWNLOAD);
+    download(&*t, &dl, progress)?;
+    crate::crashpoint::crash_point("recover:downloaded");
+    let out = build(&dl, new, cfg, crypto, progress)?;
+    std::fs::remove_dir_all(&dl).map_err(Error::io_at(&dl))?;
+    target.finish()?;
+    Ok(out)
+}
+
+/// Every object of `t` into the directory `dst`, in pieces of 8 MiB.
+fn download(
+    t: &dyn super::target::Target,
+    dst: &Path,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<()> {
+    let all = t.list("")?;
+    let total: u64 = all.iter().map(|o| o.1).sum();
+    let mut done = 0;
+    for (name, size) in all {
+        let path = dst.join(&name);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(Error::io_at(d))?;
+        }
+        let mut f = File::create(&path).map_err(Error::io_at(&path))?;
+        let mut at = 0;
+        while at < size {
+            let n = (size - at).min(8 << 20);
+            let b = t.get_range(&name, at, n as usize)?;
+            f.write_all(&b).map_err(Error::io_at(&path))?;
+            at += n;
+            done += n;
+            progress(done, total);
+        }
+    }
+    for sub in ["packs", "heads", "names", "pruned"] {
+        std::fs::create_dir_all(dst.join(sub)).map_err(Error::io_at(dst))?;
+    }
+    Ok(())
 }
 
 fn build(

@@ -48,8 +48,8 @@ pub struct ObjectStore {
     cache: Mutex<LruCache<ObjectId, Arc<Vec<u8>>>>,
     poison: Mutex<Option<String>>,
     read_only: bool,
-    /// The replica's packs directory, for healing corrupt reads.
-    heal_from: Mutex<Option<PathBuf>>,
+    /// The replica, for healing corrupt reads.
+    heal_from: Mutex<Option<Arc<dyn crate::replica::target::Target>>>,
     /// While a prune runs: every id `put` found already stored (a new
     /// reference to an old object), which the prune must keep.
     gc: Mutex<Option<IdSet>>,
@@ -162,10 +162,10 @@ impl ObjectStore {
         self.db.index(id)
     }
 
-    /// Reads that fail their check are served from this replica packs
-    /// directory (verified) and the object is written again here.
-    pub fn set_heal_from(&self, replica_packs: Option<PathBuf>) {
-        *lock(&self.heal_from) = replica_packs;
+    /// Reads that fail their check are served from this replica
+    /// (verified) and the object is written again here.
+    pub fn set_heal_from(&self, replica: Option<Arc<dyn crate::replica::target::Target>>) {
+        *lock(&self.heal_from) = replica;
     }
 
     /// Stores `data` as an object of `kind` unless an identical one exists.
@@ -428,16 +428,13 @@ impl ObjectStore {
     /// The replica's copy of a damaged object, verified; the primary gets a
     /// good copy again when it is writable.
     fn heal(&self, id: &ObjectId, e: &IndexEntry) -> Option<Vec<u8>> {
-        let dir = lock(&self.heal_from).clone()?;
-        let reader = PackReader::open(&dir, e.pack).ok()?;
-        let raw = read_record(
-            self.db.crypto(),
-            &reader,
-            &pack::pack_path(&dir, e.pack),
-            id,
-            e,
-        )
-        .ok()?;
+        let t = lock(&self.heal_from).clone()?;
+        let dir = PathBuf::from(t.describe());
+        let at = e.offset.checked_sub(RECORD_HEADER_LEN as u64)?;
+        let len = RECORD_HEADER_LEN + e.stored_len as usize;
+        let raw = crate::replica::target::read_pack_range(&*t, e.pack, at, len)
+            .and_then(|rec| check_record(self.db.crypto(), &rec, &dir, id, e))
+            .ok()?;
         if self.read_only {
             tracing::warn!("object {id}: served from replica {}", dir.display());
         } else {

@@ -136,6 +136,30 @@ impl Target for DirTarget {
         Ok(out)
     }
 
+    fn sync_dir(&self, dir: &str) -> Result<()> {
+        crate::repo::sync_dir(&self.root.join(dir))
+    }
+
+    fn clean(&self) {
+        for sub in ["packs", "heads", "names", "pruned", ""] {
+            let Ok(rd) = std::fs::read_dir(self.root.join(sub)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    match std::fs::remove_file(e.path()) {
+                        Ok(()) => tracing::info!("removed {}", e.path().display()),
+                        Err(err) => tracing::warn!("{}: {err}", e.path().display()),
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_dir(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
     fn delete(&self, name: &str) -> Result<()> {
         let p = self.path(name);
         match std::fs::remove_file(&p) {

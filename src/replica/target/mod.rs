@@ -15,6 +15,7 @@ pub use dir::DirTarget;
 pub use s3::{S3Config, S3Target};
 
 use crate::error::Result;
+use crate::ids::PackNo;
 use std::fs::File;
 use std::sync::Arc;
 
@@ -42,8 +43,24 @@ pub trait Target: Send + Sync {
     /// by name.
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
 
-    /// Removes `name`; a missing object is no error.
+    /// Removes `name`; a missing object is no error. Not durable until
+    /// [`Target::sync_dir`] of its directory returns (a directory target).
     fn delete(&self, name: &str) -> Result<()>;
+
+    /// Makes the deletions under directory `dir` durable (fsync of a
+    /// directory; nothing to do on S3, where a delete is durable at once).
+    fn sync_dir(&self, _dir: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Removes what an interrupted put of an earlier process left (a
+    /// directory's temporary files; S3 keeps no partial objects).
+    fn clean(&self) {}
+
+    /// The directory, for a directory target.
+    fn local_dir(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 /// Whether `spec` names an S3 replica (`s3://BUCKET/PREFIX`).
@@ -59,6 +76,33 @@ pub fn open(spec: &str) -> Result<Arc<dyn Target>> {
     } else {
         Ok(Arc::new(DirTarget::new(spec.into())))
     }
+}
+
+/// `len` bytes of pack `no` from `at`, from the whole pack or from the
+/// part that holds them (parts start at record boundaries, so a record
+/// is in one part).
+pub fn read_pack_range(t: &dyn Target, no: PackNo, at: u64, len: usize) -> Result<Vec<u8>> {
+    if let Ok(b) = t.get_range(&format!("packs/{:016x}.pack", no.0), at, len) {
+        return Ok(b);
+    }
+    for (name, size) in t.list(&format!("packs/{:016x}-", no.0))? {
+        let start = name
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.strip_suffix(".part"))
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        if let Some(start) = start
+            && start <= at
+            && at + len as u64 <= start + size
+        {
+            return t.get_range(&name, at - start, len);
+        }
+    }
+    Err(crate::error::Error::Store(format!(
+        "{}: pack {:016x} holds no bytes at {at}",
+        t.describe(),
+        no.0
+    )))
 }
 
 /// Reads `len` bytes of `src` from `offset` (the bytes a put sends).

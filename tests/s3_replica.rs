@@ -1,0 +1,223 @@
+//! A replica in S3, through real mounts, the real CLI and a real SeaweedFS
+//! that the test starts and stops: replication, the server going away and
+//! coming back, recover from the bucket alone, a wrong key, kill -9 of the
+//! daemon in the middle of an upload.
+// Tests may unwrap (and the shared helpers call libc).
+#![allow(clippy::unwrap_used, unsafe_code)]
+
+mod common;
+
+use common::s3::Seaweed;
+use common::{BIN, Mount, Rng};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// `revfs ARGS` with the server's AWS environment: (ok, output).
+fn rv(s3: &[(&'static str, String)], args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(s3.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+/// A store replicating to `url`, mounted with the server's environment.
+fn mounted(s3: &Seaweed, url: &str) -> Mount {
+    let tmp = tempfile::Builder::new()
+        .prefix("revfs-s3r")
+        .tempdir()
+        .unwrap();
+    let store = tmp.path().join("store");
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let (ok, out) = rv(
+        &s3.env(),
+        &[os("init"), store.as_os_str(), os("--replica"), os(url)],
+    );
+    assert!(ok, "{out}");
+    let mut m = Mount::attach(store, mnt, tmp.path().join("daemon.log"));
+    m.tmp = tmp;
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    m.start_env(&[], &env);
+    m
+}
+
+fn save(path: &Path, data: &[u8]) {
+    let mut f = fs::File::create(path).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn replica(m: &Mount) -> serde_json::Value {
+    common::status(&m.store)["replica"].clone()
+}
+
+fn caught_up(m: &Mount, timeout: Duration) {
+    common::commit(&m.store);
+    common::wait_until("S3 replica lag 0", timeout, || {
+        let r = replica(m);
+        r["state"] == "ok" && r["lag_commits"] == 0 && r["lag_bytes"] == 0
+    });
+}
+
+/// Every version `revfs log` lists of `rel` in mount `m`, oldest first.
+fn versions(m: &Mount, rel: &str) -> Vec<Vec<u8>> {
+    let (ok, out) = rv(&[], &[os("log"), m.p(rel).as_os_str(), os("--json")]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| fs::read(e["path"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+fn recover_and_mount(s3: &Seaweed, url: &str, m: &Mount, name: &str) -> Mount {
+    let rec = m.tmp.path().join(name);
+    let (ok, out) = rv(&s3.env(), &[os("recover"), os(url), rec.as_os_str()]);
+    assert!(ok, "{out}");
+    let (ok, out) = rv(&[], &[os("verify"), rec.as_os_str()]);
+    assert!(ok, "the recovered store is not clean: {out}");
+    let mnt = m.tmp.path().join(format!("{name}-mnt"));
+    fs::create_dir(&mnt).unwrap();
+    let mut back = Mount::attach(rec, mnt, m.tmp.path().join(format!("{name}.log")));
+    back.start(&[]);
+    back
+}
+
+#[test]
+fn an_s3_replica_catches_up_after_the_server_comes_back_and_recovers_every_version() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mut s3 = Seaweed::start("replicas");
+    let url = "s3://replicas/store-1";
+    let mut m = mounted(&s3, url);
+    let mut rng = Rng::new(1);
+    let mut saved = Vec::new();
+    for _ in 0..2 {
+        let v = rng.bytes(3 << 20);
+        save(&m.p("model.bin"), &v);
+        saved.push(v);
+        common::commit(&m.store);
+    }
+    // A checkpoint larger than a multipart part, in a pack of its own.
+    let big = rng.bytes(40 << 20);
+    save(&m.p("big.bin"), &big);
+    caught_up(&m, Duration::from_secs(60));
+    // The server goes away: writes go on and status says the replica is behind.
+    s3.stop();
+    let v = rng.bytes(3 << 20);
+    save(&m.p("model.bin"), &v);
+    saved.push(v);
+    common::commit(&m.store);
+    common::wait_until(
+        "the replica reported failing",
+        Duration::from_secs(60),
+        || {
+            let r = replica(&m);
+            r["lag_commits"].as_u64().unwrap_or(0) > 0 && r["last_error"].is_string()
+        },
+    );
+    assert_eq!(replica(&m)["state"], "error", "{}", replica(&m));
+    // It comes back: the replica catches up by itself.
+    s3.restart();
+    caught_up(&m, Duration::from_secs(90));
+    m.unmount();
+    // Recover from the bucket alone: every version, byte for byte.
+    let mut back = recover_and_mount(&s3, url, &m, "recovered");
+    assert_eq!(versions(&back, "model.bin"), saved);
+    assert_eq!(fs::read(back.p("big.bin")).unwrap(), big);
+    back.unmount();
+}
+
+#[test]
+fn a_wrong_key_or_a_missing_bucket_is_one_clear_line() {
+    let s3 = Seaweed::start("replicas");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("s");
+    let mut env = s3.env();
+    env.retain(|(k, _)| *k != "AWS_SECRET_ACCESS_KEY");
+    env.push(("AWS_SECRET_ACCESS_KEY", "wrong".into()));
+    let (ok, out) = rv(
+        &env,
+        &[
+            os("init"),
+            store.as_os_str(),
+            os("--replica"),
+            os("s3://replicas/x"),
+        ],
+    );
+    assert!(!ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("revfs: "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("s3://replicas/x") && line.contains("PermissionDenied"),
+        "{out}"
+    );
+    assert!(!store.exists(), "a failed init left {}", store.display());
+    let (ok, out) = rv(
+        &s3.env(),
+        &[
+            os("recover"),
+            os("s3://no-such-bucket/x"),
+            tmp.path().join("r").as_os_str(),
+        ],
+    );
+    assert!(!ok && out.contains("no-such-bucket"), "{out}");
+    assert!(!tmp.path().join("r").exists());
+}
+
+#[test]
+fn kill_9_of_the_daemon_mid_upload_then_recover_from_the_bucket() {
+    if !common::fuse_available() {
+        return;
+    }
+    let s3 = Seaweed::start("replicas");
+    let url = "s3://replicas/store-k";
+    let mut m = mounted(&s3, url);
+    let mut rng = Rng::new(2);
+    let first = rng.bytes(2 << 20);
+    save(&m.p("model.bin"), &first);
+    caught_up(&m, Duration::from_secs(60));
+    // A large write whose upload is under way when the daemon dies.
+    let big = rng.bytes(96 << 20);
+    save(&m.p("big.bin"), &big);
+    common::commit(&m.store);
+    std::thread::sleep(Duration::from_millis(300));
+    m.crash();
+    // The bucket is a consistent store at this instant: recover holds
+    // everything the replica had reported, and verifies clean.
+    let mut back = recover_and_mount(&s3, url, &m, "recovered");
+    assert_eq!(versions(&back, "model.bin"), std::slice::from_ref(&first));
+    match fs::read(back.p("big.bin")) {
+        Ok(b) => assert_eq!(b, big, "big.bin recovered with other bytes"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+    }
+    back.unmount();
+    // The primary, mounted again, ships the rest; a second recover has it all.
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    m.start_env(&[], &env);
+    caught_up(&m, Duration::from_secs(90));
+    m.unmount();
+    let mut again = recover_and_mount(&s3, url, &m, "recovered-2");
+    assert_eq!(fs::read(again.p("big.bin")).unwrap(), big);
+    again.unmount();
+}
