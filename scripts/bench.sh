@@ -3,7 +3,7 @@
 # the same run (absolute times on shared machines are noisy). Prints a
 # Markdown table and writes JSON under bench-results/.
 #
-#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention|encryption]...
+#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention|encryption|s3]...
 #     perf       sequential write/read vs direct disk and bindfs; the AI workload
 #                (shared/bench/gen_workload.py) ingested into revfs vs direct, bindfs,
 #                direct+restic and direct+borg; stored bytes; close() latency; small
@@ -25,6 +25,8 @@
 #     encryption sequential write and the AI workload's ingest into an encrypted store vs a
 #                plain one (alternating, best of 3), the dedup ratio of each, and what
 #                opening costs (argon2id unlock)
+#     s3         replication to a real SeaweedFS S3 vs a directory replica: throughput of a
+#                1 GiB checkpoint until lag 0, catch-up after its fsync, recover time per GiB
 #   --quick runs a tenth of the size, for development. Default: every section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,11 +36,11 @@ SECTIONS=()
 for a in "$@"; do
   case $a in
     --quick) SCALE=0.1 ;;
-    perf|snapshots|replica|history|bigfile|retention|encryption) SECTIONS+=("$a") ;;
+    perf|snapshots|replica|history|bigfile|retention|encryption|s3) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile retention encryption)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile retention encryption s3)
 want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 cargo build --release -q
 BIN=$ROOT/target/release/revfs
@@ -244,6 +246,11 @@ if want encryption; then
     >> "$RESULTS"
 fi
 
+if want s3; then
+  command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+  python3 scripts/bench_s3.py "$BIN" "$WORK" "$SCALE" >> "$RESULTS"
+fi
+
 python3 - "$ROOT/bench-results" "$SCALE" "$RESULTS" <<'PY'
 import json, os, platform, subprocess, sys, time
 out, scale = sys.argv[1], float(sys.argv[2])
@@ -340,5 +347,11 @@ if s:
     print(f"| dedup ratio (logical / stored), encrypted / plain | {s['dedup_ratio_change']:.3f}x | plain {d['plain']:.2f} ({b['plain'] / 2**20:.0f} MiB), encrypted {d['encrypted']:.2f} ({b['encrypted'] / 2**20:.0f} MiB) of {s['logical_bytes'] / 2**20:.0f} MiB written |")
     o = s["opening"]
     print(f"| open an unmounted store (`revfs status`), mount until served: encrypted / plain | {o['encrypted']['status_seconds']:.2f} s / {o['plain']['status_seconds']:.2f} s, {o['encrypted']['mount_seconds']:.2f} s / {o['plain']['mount_seconds']:.2f} s | argon2id 64 MiB, t=3 per unlock |")
+s = sections.get("s3")
+if s:
+    d, b = s["best"]["dir"], s["best"]["s3"]
+    print(f"| replication of a {s['mib']} MiB checkpoint until lag 0, S3 / directory replica | {b['throughput_mbs'] / d['throughput_mbs']:.2f}x | best of {s['rounds']}: S3 (SeaweedFS {s['seaweedfs']}, 127.0.0.1) {b['throughput_mbs']:.0f} MB/s, directory {d['throughput_mbs']:.0f} MB/s |")
+    print(f"| catch-up after the checkpoint's fsync, S3 / directory | {b['catch_up_seconds']:.2f} s / {d['catch_up_seconds']:.2f} s | - |")
+    print(f"| recover from the replica alone, per GiB, S3 / directory | {b['recover_seconds_per_gib']:.1f} s / {d['recover_seconds_per_gib']:.1f} s | S3: download, then the same rebuild |")
 print(f"\nJSON: {path}")
 PY

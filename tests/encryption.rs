@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{BIN, Mount, Rng};
+use common::{BIN, Mount, Rng, os};
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
@@ -22,22 +22,8 @@ const PASS: &str = "correct horse battery staple";
 
 /// `revfs ARGS` with `REVFS_PASSWORD` = `pass` (none: unset); (ok, output).
 fn rv(pass: Option<&str>, args: &[&std::ffi::OsStr]) -> (bool, String) {
-    let mut c = Command::new(BIN);
-    c.args(args).env_remove("REVFS_PASSWORD");
-    if let Some(p) = pass {
-        c.env("REVFS_PASSWORD", p);
-    }
-    let out = c.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
-    s.as_ref()
+    let set: Vec<(&str, &str)> = pass.map(|p| ("REVFS_PASSWORD", p)).into_iter().collect();
+    common::revfs_env(&set, &["REVFS_PASSWORD"], args)
 }
 
 /// A fresh encrypted store (with a replica when `replica`), not mounted.

@@ -1,7 +1,10 @@
-//! Replication to a secondary directory (another disk, NFS, CephFS, a FUSE
-//! mount of object storage), written with plain POSIX calls only: every
-//! file is written under a temporary name, fsynced, renamed into place,
-//! and the directory fsynced; a published file is never changed in place.
+//! Replication to a secondary directory (another disk, NFS, CephFS) or an
+//! S3 bucket, through one interface (`target`): every object is published
+//! whole (a directory: temporary name, fsync, rename, fsync dir; S3: one
+//! PUT or a completed multipart upload), packs and parts never replace an
+//! object (`If-None-Match: *` on S3), and a published file is never
+//! changed in place. In a bucket the layout below is the same, under
+//! `PREFIX/`.
 //!
 //! # Replica layout (a store of the same format, see `format`)
 //! ```text
@@ -51,13 +54,13 @@ use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, Result};
 use crate::format::{Dec, Enc, Time};
 use crate::ids::{CommitSeq, ObjectId, PackNo};
-use crate::repo::{CONF_FILE, Config, sync_dir};
+use crate::repo::{CONF_FILE, Config};
 use crate::store::ObjectStore;
 use crate::store::pack;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -94,30 +97,7 @@ impl ReplicaStatus {
 
 /// Writes `bytes` as `dir/name` the safe way: temp, fsync, rename, fsync dir.
 pub fn publish_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    publish_with(dir, name, |f| f.write_all(bytes))
-}
-
-fn publish_with(
-    dir: &Path,
-    name: &str,
-    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<()> {
-    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
-    let dst = dir.join(name);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        fill(&mut f)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &dst)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::IoAt {
-            path: dst,
-            source: e,
-        });
-    }
-    sync_dir(dir)
+    target::DirTarget::new(dir.to_path_buf()).put_replace(name, bytes)
 }
 
 /// The target a replica spec names (a directory or `s3://BUCKET/PREFIX`).
@@ -662,7 +642,17 @@ struct Inner {
     kick: bool,
     /// Temporary files of earlier rounds have been removed.
     cleaned: bool,
+    /// What the primary held when the last successful round began, and
+    /// when: a remote replica is not asked anything while that is still so
+    /// (up to [`IDLE_RECHECK`]), since every request costs.
+    idle: Option<(PrimaryState, Instant)>,
 }
+
+/// The primary's head and pack lengths (what a round ships).
+type PrimaryState = (u64, Vec<(PackNo, u64, bool)>);
+
+/// An idle remote replica is still looked at this often (its marker).
+const IDLE_RECHECK: Duration = Duration::from_secs(30);
 
 impl Replicator {
     pub fn new(
@@ -684,6 +674,7 @@ impl Replicator {
                 stop: false,
                 kick: true,
                 cleaned: false,
+                idle: None,
             }),
             dir,
             config,
@@ -792,6 +783,24 @@ impl Replicator {
 
     /// One replication round; updates the state, logs state changes.
     fn round(&self) {
+        // The primary now; nothing to ship when it is what the last good
+        // round began with and no prune record waits (a remote target).
+        let state: Option<PrimaryState> =
+            match (self.db.counter("head"), primary_packs(&self.store)) {
+                (Ok(h), Ok(p)) => Some((h, p)),
+                _ => None,
+            };
+        let waiting = self.db.replica_deletions().map_or(true, |d| !d.is_empty());
+        if self.target.local_dir().is_none() && !waiting {
+            let g = self.lock();
+            if g.status.state == "ok"
+                && let (Some(now), Some((then, at))) = (&state, &g.idle)
+                && now == then
+                && at.elapsed() < IDLE_RECHECK
+            {
+                return;
+            }
+        }
         let result = self.writable().and_then(|()| {
             ship(&*self.target, &self.db, &self.store, self.delete_after)
                 .and_then(|head| Ok((head, replica_packs(&*self.target)?)))
@@ -803,6 +812,7 @@ impl Replicator {
             Ok((head, held)) => {
                 g.status.replica_head = head.0;
                 g.held = held;
+                g.idle = state.map(|s| (s, Instant::now()));
                 g.status.state = "ok".into();
                 if before != "ok" && before != "behind" {
                     tracing::warn!("replica {} is back; catching up", self.dir.display());
@@ -815,6 +825,7 @@ impl Replicator {
                 }
                 g.status.state = state.into();
                 g.status.last_error = Some(msg);
+                g.idle = None;
             }
         }
         drop(g);

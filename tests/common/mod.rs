@@ -341,7 +341,27 @@ pub fn wait_replicated(store: &Path, timeout: Duration) {
 
 /// Runs `revfs ARGS`; returns (success, stdout + stderr).
 pub fn revfs(args: &[&std::ffi::OsStr]) -> (bool, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    revfs_env(&[], &[], args)
+}
+
+/// An argument as an OsStr.
+pub fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+/// Runs `revfs ARGS` with the variables `set` and without those in
+/// `unset`; returns (success, stdout + stderr).
+pub fn revfs_env(
+    set: &[(&str, &str)],
+    unset: &[&str],
+    args: &[&std::ffi::OsStr],
+) -> (bool, String) {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    for v in unset {
+        c.env_remove(v);
+    }
+    let out = c.envs(set.iter().copied()).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
