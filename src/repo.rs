@@ -69,6 +69,14 @@ impl Config {
 
 impl Config {
     pub fn read(store: &Path) -> Result<(u32, Config)> {
+        if crate::replica::target::is_s3(&store.to_string_lossy()) {
+            return Err(Error::Store(format!(
+                "{}: a bucket is not a store here; make one from it with `revfs recover {} \
+                 NEWSTORE` (serving a bucket directly is not built yet)",
+                store.display(),
+                store.display()
+            )));
+        }
         let path = store.join(CONF_FILE);
         let bytes = std::fs::read(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
