@@ -31,18 +31,19 @@ pub const MAX_CHUNK: usize = 256 << 10;
 /// the crate's own for a plain store (its boundaries are pinned below),
 /// 256 keyed words for an encrypted one (`crypto`), so that where a known
 /// file is cut cannot be computed without the key. The cut itself is the
-/// crate's `cut_gear`; the streaming loop is `StreamCDC`'s.
-pub struct Chunker<'a> {
-    gear: Cow<'a, [u64]>,
-    gear_ls: Cow<'a, [u64]>,
+/// crate's `cut_gear`; the streaming loop is `StreamCDC`'s. A store makes
+/// its chunker once (`ObjectStore::chunker`).
+pub struct Chunker {
+    gear: Cow<'static, [u64]>,
+    gear_ls: Cow<'static, [u64]>,
     mask_s: u64,
     mask_l: u64,
 }
 
-impl<'a> Chunker<'a> {
-    pub fn new(crypto: &'a Crypto) -> Chunker<'a> {
+impl Chunker {
+    pub fn new(crypto: &Crypto) -> Chunker {
         let (gear, gear_ls) = match crypto.gear() {
-            Some((g, l)) => (Cow::Borrowed(&g[..]), Cow::Borrowed(&l[..])),
+            Some((g, l)) => (Cow::Owned(g.to_vec()), Cow::Owned(l.to_vec())),
             None => get_gear_with_seed(0),
         };
         let (mask_s, mask_l) = select_masks(AVG_CHUNK, Normalization::Level1);

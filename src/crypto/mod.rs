@@ -184,14 +184,13 @@ impl Crypto {
     /// `plain` sealed (salt, ciphertext, tag) with `aad` bound to it; in a
     /// plain store, `plain` itself.
     pub fn seal(&self, domain: Domain, aad: &[u8], plain: &[u8]) -> Vec<u8> {
-        let mut out = aad.to_vec();
-        self.seal_into(domain, plain, &mut out, aad.len());
-        out.split_off(aad.len())
+        let mut out = Vec::new();
+        self.seal_into(domain, aad, plain, &mut out);
+        out
     }
 
-    /// Appends `plain` sealed to `out`, with `out[..aad_len]` (what is
-    /// already there: a record header) as associated data.
-    pub fn seal_into(&self, domain: Domain, plain: &[u8], out: &mut Vec<u8>, aad_len: usize) {
+    /// Appends `plain` sealed (as [`Crypto::seal`] makes it) to `out`.
+    pub fn seal_into(&self, domain: Domain, aad: &[u8], plain: &[u8], out: &mut Vec<u8>) {
         let Some(k) = &self.0 else {
             out.extend_from_slice(plain);
             return;
@@ -204,9 +203,8 @@ impl Crypto {
         let body = out.len();
         out.extend_from_slice(plain);
         let key = Self::key_of(k, domain, salt);
-        let (aad, rest) = out.split_at_mut(body);
         let tag = Aes256Gcm::new((&*key).into())
-            .encrypt_inout_detached(&Nonce::default(), &aad[..aad_len], rest.into())
+            .encrypt_inout_detached(&Nonce::default(), aad, (&mut out[body..]).into())
             .expect("AES-GCM seals any message under 64 GiB");
         out.extend_from_slice(&tag);
     }

@@ -60,6 +60,8 @@ pub struct ObjectStore {
     /// at again (half the room above the reserve at the last look), so
     /// the write path does not make a statvfs call per chunk.
     room: std::sync::atomic::AtomicU64,
+    /// Where data is cut into chunks (keyed in an encrypted store).
+    chunker: Chunker,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -75,6 +77,7 @@ impl ObjectStore {
         // newest packs (a replica may still hold them).
         writer.skip_to(PackNo(db.counter(NEXT_PACK)?));
         Ok(ObjectStore {
+            chunker: Chunker::new(db.crypto()),
             dir: packs_dir.to_path_buf(),
             writer: Mutex::new(writer),
             db,
@@ -478,8 +481,8 @@ impl ObjectStore {
     }
 
     /// The chunker of this store (keyed boundaries when it is encrypted).
-    pub fn chunker(&self) -> Chunker<'_> {
-        Chunker::new(self.db.crypto())
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
     }
 }
 
@@ -511,9 +514,10 @@ pub fn encode_record(
         stored_len: u32::try_from(payload.len() + crypto.overhead()).map_err(|_| Error::TooBig)?,
         id,
     };
+    let head = header.encode();
     let mut record = Vec::with_capacity(RECORD_HEADER_LEN + header.stored_len as usize);
-    record.extend_from_slice(&header.encode());
-    crypto.seal_into(Domain::Record, payload, &mut record, RECORD_HEADER_LEN);
+    record.extend_from_slice(&head);
+    crypto.seal_into(Domain::Record, &head, payload, &mut record);
     Ok((header, record))
 }
 
@@ -575,21 +579,23 @@ pub fn check_record(
                 },
             ));
         }
-        let opened;
-        let payload = if sealed {
-            opened = crypto.open(
-                Domain::Record,
-                &stored[..RECORD_HEADER_LEN],
-                &stored[RECORD_HEADER_LEN..],
-                &where_(),
-            )?;
-            &opened[..]
+        // Opening a sealed payload makes its own buffer: a raw one is used
+        // as it is, not copied again.
+        let payload: std::borrow::Cow<[u8]> = if sealed {
+            crypto
+                .open(
+                    Domain::Record,
+                    &stored[..RECORD_HEADER_LEN],
+                    &stored[RECORD_HEADER_LEN..],
+                    &where_(),
+                )?
+                .into()
         } else {
-            &stored[RECORD_HEADER_LEN..]
+            stored[RECORD_HEADER_LEN..].into()
         };
         let raw = match h.codec & !CODEC_SEALED {
-            CODEC_RAW => payload.to_vec(),
-            _ => lz4_flex::block::decompress(payload, h.raw_len as usize).map_err(|err| {
+            CODEC_RAW => payload.into_owned(),
+            _ => lz4_flex::block::decompress(&payload, h.raw_len as usize).map_err(|err| {
                 Error::corrupt(
                     format!("object {id} in {}", path.display()),
                     err.to_string(),
