@@ -283,14 +283,15 @@ pub fn run(
         startup.warn(&w);
     }
     let engine = repo.engine.clone();
-    let replicator = match (&repo.config.replica, engine.read_only()) {
-        (Some(dir), false) => {
+    let replicator = match (&repo.config.replica, &repo.replica, engine.read_only()) {
+        (Some(dir), Some(target), false) => {
             let r = Replicator::new(
                 dir.clone(),
+                target.clone(),
                 repo.config.clone(),
                 engine.db.clone(),
                 engine.store.clone(),
-            )?;
+            );
             engine.set_replicator(r.clone());
             let runner = r.clone();
             std::thread::Builder::new()

@@ -340,6 +340,8 @@ pub struct Repo {
     pub path: PathBuf,
     pub config: Config,
     pub engine: Arc<Engine>,
+    /// The configured replica (one client for healing and replicating).
+    pub replica: Option<Arc<dyn crate::replica::target::Target>>,
     _lock: Option<StoreLock>,
 }
 
@@ -400,6 +402,7 @@ impl Repo {
             path: store.to_path_buf(),
             config,
             engine,
+            replica: None,
             _lock: Some(lock),
         };
         repo.attach_replica(None)?;
@@ -447,7 +450,8 @@ impl Repo {
         {
             tighten(d);
         }
-        self.engine.store.set_heal_from(Some(target));
+        self.engine.store.set_heal_from(Some(target.clone()));
+        self.replica = Some(target);
         self.engine.set_replica_dir(Some(dir));
         Ok(warning)
     }
@@ -479,6 +483,7 @@ impl Repo {
             path: dir.to_path_buf(),
             config,
             engine,
+            replica: None,
             _lock: None,
         })
     }

@@ -238,7 +238,7 @@ fn repair_replica(
             bytes[h_at..at].copy_from_slice(&hdr.encode());
             fixed += 1;
         }
-        replica::publish_file(rpacks, &format!("{:016x}.pack", no.0), &bytes)?;
+        replica::publish_file(rpacks, &pack::pack_name(no), &bytes)?;
     }
     Ok(fixed)
 }

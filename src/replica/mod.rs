@@ -336,7 +336,7 @@ fn apply_deletions(
         }
         crate::crashpoint::crash_point("replica:pruned-written");
         for p in &d.packs {
-            t.delete(&format!("packs/{:016x}.pack", p.0))?;
+            t.delete(&format!("packs/{}", pack::pack_name(*p)))?;
             remove_parts(t, *p)?;
         }
         t.sync_dir("packs")?;
@@ -394,19 +394,12 @@ pub fn replica_packs(t: &dyn Target) -> Result<HashMap<PackNo, (u64, bool)>> {
     let mut whole: HashMap<PackNo, u64> = HashMap::new();
     let mut parts: HashMap<PackNo, Vec<(u64, u64)>> = HashMap::new();
     for (name, size) in t.list("packs/")? {
-        let file = base(&name);
-        if let Some(hex) = file.strip_suffix(".pack")
-            && let Ok(n) = u64::from_str_radix(hex, 16)
-        {
-            whole.insert(PackNo(n), size);
-        } else if let Some(rest) = file.strip_suffix(".part")
-            && let Some((n, start)) = rest.split_once('-')
-            && let (Ok(n), Ok(start)) = (u64::from_str_radix(n, 16), u64::from_str_radix(start, 16))
-        {
-            parts
-                .entry(PackNo(n))
-                .or_default()
-                .push((start, start + size));
+        match pack::parse_name(base(&name)) {
+            Some((n, None)) => {
+                whole.insert(n, size);
+            }
+            Some((n, Some(start))) => parts.entry(n).or_default().push((start, start + size)),
+            None => {}
         }
     }
     let mut out: HashMap<PackNo, (u64, bool)> =
@@ -478,11 +471,11 @@ pub fn ship(
                 // Deleted by a prune since the listing: nothing to ship.
                 continue;
             };
-            t.put_immutable(&format!("packs/{:016x}.pack", no.0), &from, 0, len)?;
+            t.put_immutable(&format!("packs/{}", pack::pack_name(no)), &from, 0, len)?;
             remove_parts(t, no)?;
         } else if got < len {
             let from = File::open(&src).map_err(Error::io_at(&src))?;
-            let name = format!("packs/{:016x}-{got:016x}.part", no.0);
+            let name = format!("packs/{}", pack::part_name(no, got));
             t.put_immutable(&name, &from, got, len - got)?;
         }
     }
@@ -520,7 +513,7 @@ fn sync_keys(t: &dyn Target, store: &ObjectStore) -> Result<()> {
 }
 
 fn remove_parts(t: &dyn Target, no: PackNo) -> Result<()> {
-    let parts = t.list(&format!("packs/{:016x}-", no.0))?;
+    let parts = t.list(&format!("packs/{}", pack::part_prefix(no)))?;
     for (name, _) in &parts {
         t.delete(name)?;
     }
@@ -657,12 +650,13 @@ const IDLE_RECHECK: Duration = Duration::from_secs(30);
 impl Replicator {
     pub fn new(
         dir: PathBuf,
+        target: Arc<dyn Target>,
         config: Config,
         db: Arc<Db>,
         store: Arc<ObjectStore>,
-    ) -> Result<Arc<Self>> {
-        Ok(Arc::new(Replicator {
-            target: target_of(&dir)?,
+    ) -> Arc<Self> {
+        Arc::new(Replicator {
+            target,
             delete_after: config.replica_delete_after(),
             inner: Mutex::new(Inner {
                 status: ReplicaStatus {
@@ -681,7 +675,7 @@ impl Replicator {
             db,
             store,
             cv: Condvar::new(),
-        }))
+        })
     }
 
     pub fn dir(&self) -> &Path {

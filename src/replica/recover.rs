@@ -177,7 +177,7 @@ fn copy_packs(
     let mut done = 0;
     for (no, r) in readers {
         let src_path = pack::pack_path(src, no);
-        let name = format!("{:016x}.pack", no.0);
+        let name = pack::pack_name(no);
         let tmp = dst.join(format!(".tmp-{name}"));
         let mut w = std::io::BufWriter::with_capacity(
             4 << 20,

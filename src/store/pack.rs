@@ -11,8 +11,36 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+/// The file name of sealed pack `no`.
+pub fn pack_name(no: PackNo) -> String {
+    format!("{:016x}.pack", no.0)
+}
+
+/// The file name of the part of pack `no` from `start` on.
+pub fn part_name(no: PackNo, start: u64) -> String {
+    format!("{}{start:016x}.part", part_prefix(no))
+}
+
+/// What the names of pack `no`'s parts start with.
+pub fn part_prefix(no: PackNo) -> String {
+    format!("{:016x}-", no.0)
+}
+
+/// What a pack directory's file name is: (pack, None) for a sealed pack,
+/// (pack, Some(start)) for a part; None for anything else.
+pub fn parse_name(name: &str) -> Option<(PackNo, Option<u64>)> {
+    if let Some(hex) = name.strip_suffix(".pack") {
+        return u64::from_str_radix(hex, 16).ok().map(|n| (PackNo(n), None));
+    }
+    let (no, start) = name.strip_suffix(".part")?.split_once('-')?;
+    Some((
+        PackNo(u64::from_str_radix(no, 16).ok()?),
+        Some(u64::from_str_radix(start, 16).ok()?),
+    ))
+}
+
 pub fn pack_path(dir: &Path, no: PackNo) -> PathBuf {
-    dir.join(format!("{:016x}.pack", no.0))
+    dir.join(pack_name(no))
 }
 
 /// Bytes the pack files (whole, and a replica's parts) in `dir` take.
@@ -32,7 +60,7 @@ pub fn packs_bytes(dir: &Path) -> Result<u64> {
 /// Part of a pack not yet sealed, as a replica holds it: the bytes of the
 /// pack from `start` on, up to the part's length.
 pub fn part_path(dir: &Path, no: PackNo, start: u64) -> PathBuf {
-    dir.join(format!("{:016x}-{start:016x}.part", no.0))
+    dir.join(part_name(no, start))
 }
 
 /// Numbers of the packs present in `dir` (whole or as parts), sorted.
@@ -40,14 +68,8 @@ pub fn list_packs(dir: &Path) -> Result<Vec<PackNo>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).map_err(Error::io_at(dir))? {
         let name = e.map_err(Error::io_at(dir))?.file_name();
-        let name = name.to_string_lossy();
-        let hex = match (name.strip_suffix(".pack"), name.strip_suffix(".part")) {
-            (Some(h), _) => h,
-            (None, Some(p)) => p.split('-').next().unwrap_or(""),
-            _ => continue,
-        };
-        if let Ok(n) = u64::from_str_radix(hex, 16) {
-            out.push(PackNo(n));
+        if let Some((no, _)) = parse_name(&name.to_string_lossy()) {
+            out.push(no);
         }
     }
     out.sort();
@@ -99,14 +121,11 @@ impl PackReader {
                 });
             }
         }
-        let prefix = format!("{:016x}-", no.0);
         let mut segments = Vec::new();
         for e in std::fs::read_dir(dir).map_err(Error::io_at(dir))? {
             let name = e.map_err(Error::io_at(dir))?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(rest) = name.strip_prefix(&prefix)
-                && let Some(hex) = rest.strip_suffix(".part")
-                && let Ok(start) = u64::from_str_radix(hex, 16)
+            if let Some((n, Some(start))) = parse_name(&name.to_string_lossy())
+                && n == no
             {
                 let path = part_path(dir, no, start);
                 let f = match File::open(&path) {

@@ -16,6 +16,7 @@ pub use s3::{S3Config, S3Target};
 
 use crate::error::Result;
 use crate::ids::PackNo;
+use crate::store::pack;
 use std::fs::File;
 use std::sync::Arc;
 
@@ -82,15 +83,11 @@ pub fn open(spec: &str) -> Result<Arc<dyn Target>> {
 /// part that holds them (parts start at record boundaries, so a record
 /// is in one part).
 pub fn read_pack_range(t: &dyn Target, no: PackNo, at: u64, len: usize) -> Result<Vec<u8>> {
-    if let Ok(b) = t.get_range(&format!("packs/{:016x}.pack", no.0), at, len) {
+    if let Ok(b) = t.get_range(&format!("packs/{}", pack::pack_name(no)), at, len) {
         return Ok(b);
     }
-    for (name, size) in t.list(&format!("packs/{:016x}-", no.0))? {
-        let start = name
-            .rsplit('-')
-            .next()
-            .and_then(|s| s.strip_suffix(".part"))
-            .and_then(|h| u64::from_str_radix(h, 16).ok());
+    for (name, size) in t.list(&format!("packs/{}", pack::part_prefix(no)))? {
+        let start = pack::parse_name(name.rsplit('/').next().unwrap_or(&name)).and_then(|p| p.1);
         if let Some(start) = start
             && start <= at
             && at + len as u64 <= start + size
