@@ -349,23 +349,16 @@ impl Drop for Detached {
 fn key_slots_can_be_added_changed_and_removed() {
     let (m, _) = encrypted(false);
     let s = m.store.as_os_str();
-    let key = |pass: &str, new: Option<&str>, args: &[&str]| -> (bool, String) {
-        let mut c = Command::new(BIN);
-        c.arg("key").args(args).arg(s).env("REVFS_PASSWORD", pass);
-        match new {
-            Some(n) => c.env("REVFS_NEW_PASSWORD", n),
-            None => c.env_remove("REVFS_NEW_PASSWORD"),
-        };
-        let o = c.output().unwrap();
-        let t = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        (o.status.success(), t)
+    // `revfs key SUB STORE EXTRA...` with a passphrase (and a new one).
+    let key = |pass: &str, new: Option<&str>, sub: &str, extra: &[&str]| -> (bool, String) {
+        let mut args = vec![os("key"), os(sub), s];
+        args.extend(extra.iter().map(os));
+        let mut set = vec![("REVFS_PASSWORD", pass)];
+        set.extend(new.map(|n| ("REVFS_NEW_PASSWORD", n)));
+        common::revfs_env(&set, &["REVFS_NEW_PASSWORD"], &args)
     };
     let opens = |pass: &str| rv(Some(pass), &[os("verify"), s]).0;
-    let (ok, out) = key(PASS, Some("second secret"), &["add"]);
+    let (ok, out) = key(PASS, Some("second secret"), "add", &[]);
     assert!(ok && out.contains("added key slot 2"), "{out}");
     assert!(opens(PASS) && opens("second secret"));
     let (ok, out) = rv(None, &[os("key"), os("list"), s, os("--json")]);
@@ -374,35 +367,16 @@ fn key_slots_can_be_added_changed_and_removed() {
     assert_eq!(list["slots"].as_array().unwrap().len(), 2, "{list}");
     assert_eq!(list["slots"][0]["kdf"], "argon2id");
     // A wrong passphrase removes nothing.
-    let o = Command::new(BIN)
-        .args(["key", "remove"])
-        .arg(s)
-        .arg("1")
-        .env("REVFS_PASSWORD", "nope")
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
+    assert!(!key("nope", None, "remove", &["1"]).0);
     assert!(opens(PASS));
-    let o = Command::new(BIN)
-        .args(["key", "remove"])
-        .arg(s)
-        .arg("1")
-        .env("REVFS_PASSWORD", "second secret")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ok, out) = key("second secret", None, "remove", &["1"]);
+    assert!(ok, "{out}");
     assert!(!opens(PASS) && opens("second secret"));
     // The last slot stays.
-    let o = Command::new(BIN)
-        .args(["key", "remove"])
-        .arg(s)
-        .arg("2")
-        .env("REVFS_PASSWORD", "second secret")
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("last key slot"));
-    let (ok, out) = key("second secret", Some("third secret"), &["passwd"]);
+    let (ok, out) = key("second secret", None, "remove", &["2"]);
+    assert!(!ok);
+    assert!(out.contains("last key slot"));
+    let (ok, out) = key("second secret", Some("third secret"), "passwd", &[]);
     assert!(ok, "{out}");
     assert!(!opens("second secret") && opens("third secret"));
     // A plain store has no keys.

@@ -34,6 +34,29 @@ pub fn is_mountpoint(p: &Path) -> bool {
     mounts.lines().any(|l| l.split(' ').nth(1) == Some(&*p))
 }
 
+/// Waits (bounded) until `ready`, failing at once with `log()` when
+/// `child` exits first.
+pub fn wait_ready(
+    child: &mut Child,
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+    log: impl Fn() -> String,
+) {
+    let start = Instant::now();
+    while !ready() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("exited with {st} before {what} was ready: {}", log());
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{what} not ready after {timeout:?}: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -141,19 +164,16 @@ impl Mount {
             .stderr(log)
             .spawn()
             .unwrap();
-        self.child = Some(child);
-        let start = Instant::now();
-        while !is_mountpoint(&self.mnt) {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                panic!("revfs mount exited with {st}: {}", self.log_text());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "no mount after 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mnt = self.mnt.clone();
+        let log = self.log.clone();
+        let child = self.child.insert(child);
+        wait_ready(
+            child,
+            "the mount",
+            Duration::from_secs(20),
+            || is_mountpoint(&mnt),
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        );
     }
 
     pub fn log_text(&self) -> String {

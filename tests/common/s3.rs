@@ -56,7 +56,6 @@ impl Seaweed {
     /// Starts a fresh server with bucket `bucket`.
     pub fn start(bucket: &str) -> Seaweed {
         static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-        let weed = weed();
         let mut port;
         loop {
             let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -77,7 +76,6 @@ impl Seaweed {
             ),
         )
         .unwrap();
-        let _ = weed;
         let mut s = Seaweed {
             endpoint: format!("http://127.0.0.1:{port}"),
             bucket: bucket.to_string(),
@@ -132,25 +130,25 @@ impl Seaweed {
             .stderr(log)
             .spawn()
             .unwrap();
+        // Ready when the bucket can be made (a real signed request).
+        let mut child = child;
+        let bucket = format!("{}/{}", self.endpoint, self.bucket);
+        let ready = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::wait_ready(
+                &mut child,
+                "SeaweedFS",
+                Duration::from_secs(90),
+                || {
+                    self.curl(&["-X", "PUT", &bucket])
+                        .is_some_and(|c| c == "200" || c == "409")
+                },
+                || self.log(),
+            )
+        }));
+        // Kept before a failure goes on, so that Drop stops the server.
         self.child = Some(child);
-        // Ready when the bucket can be made and written (a real signed request).
-        let start = Instant::now();
-        loop {
-            if self
-                .curl(&["-X", "PUT", &format!("{}/{}", self.endpoint, self.bucket)])
-                .is_some_and(|c| c == "200" || c == "409")
-            {
-                break;
-            }
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("weed exited with {st}: {}", self.log());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "SeaweedFS not ready after 90 s: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(300));
+        if let Err(p) = ready {
+            std::panic::resume_unwind(p);
         }
     }
 
