@@ -211,3 +211,65 @@ fn kill_9_of_the_daemon_mid_upload_then_recover_from_the_bucket() {
     assert_eq!(fs::read(again.p("big.bin")).unwrap(), big);
     again.unmount();
 }
+
+#[test]
+fn a_recover_from_the_bucket_killed_at_any_moment_runs_again() {
+    if !common::fuse_available() {
+        return;
+    }
+    let s3 = Seaweed::start("replicas");
+    let url = "s3://replicas/store-r";
+    let mut m = mounted(&s3, url);
+    let mut rng = Rng::new(4);
+    let mut saved = Vec::new();
+    for _ in 0..3 {
+        let v = rng.bytes(24 << 20);
+        save(&m.p("model.bin"), &v);
+        saved.push(v);
+        common::commit(&m.store);
+    }
+    caught_up(&m, Duration::from_secs(90));
+    m.unmount();
+    let rec = m.tmp.path().join("rec");
+    let env = s3.env();
+    // kill -9 of recover at several moments (downloading, rebuilding),
+    // each followed by a run to the end over what it left.
+    let mut interrupted = 0;
+    for (i, delay) in [50u64, 300, 900, 2000].into_iter().enumerate() {
+        let mut child = std::process::Command::new(common::BIN)
+            .arg("recover")
+            .arg(url)
+            .arg(&rec)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay + rng.below(100)));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Killed after its config was written, it is a store already
+        // (its first writable open drops the marker and the download).
+        if !rec.join("revfs.conf").exists() {
+            interrupted += 1;
+            let (ok, out) = rv(&env, &[os("recover"), os(url), rec.as_os_str()]);
+            assert!(ok, "run {i} after a kill: {out}");
+        }
+        let mnt = m.tmp.path().join(format!("rec-mnt-{i}"));
+        fs::create_dir(&mnt).unwrap();
+        let mut back = Mount::attach(rec.clone(), mnt, m.tmp.path().join(format!("rec{i}.log")));
+        back.start(&[]);
+        assert_eq!(versions(&back, "model.bin"), saved, "run {i}");
+        back.unmount();
+        let (ok, out) = rv(&[], &[os("verify"), rec.as_os_str()]);
+        assert!(ok, "run {i}: the recovered store is not clean: {out}");
+        for left in [
+            revfs::replica::recover::DOWNLOAD,
+            revfs::replica::recover::MARKER,
+        ] {
+            assert!(!rec.join(left).exists(), "run {i}: {left} left behind");
+        }
+        fs::remove_dir_all(&rec).unwrap();
+    }
+    assert!(interrupted > 0, "no kill landed before recover was done");
+}
