@@ -248,9 +248,11 @@ fn a_recover_from_the_bucket_killed_at_any_moment_runs_again() {
         std::thread::sleep(Duration::from_millis(delay + rng.below(100)));
         let _ = child.kill();
         let _ = child.wait();
-        // Killed after its config was written, it is a store already
-        // (its first writable open drops the marker and the download).
-        if !rec.join("revfs.conf").exists() {
+        // Killed after it dropped its marker, it is a store already; a
+        // marker (with or without the config) is an interrupted run.
+        let finished =
+            rec.join("revfs.conf").exists() && !rec.join(revfs::replica::recover::MARKER).exists();
+        if !finished {
             interrupted += 1;
             let (ok, out) = rv(&env, &[os("recover"), os(url), rec.as_os_str()]);
             assert!(ok, "run {i} after a kill: {out}");

@@ -153,6 +153,7 @@ fn build(
         ..cfg
     };
     cfg.write(new)?;
+    crate::crashpoint::crash_point("recover:config-written");
     Ok(out)
 }
 
@@ -265,7 +266,10 @@ impl Target {
         if !dir.is_dir() {
             return Err(Error::Store(format!("{}: not a directory", dir.display())));
         }
-        if dir.join(CONF_FILE).exists() {
+        // A config beside a marker is an interrupted recover (killed after
+        // writing the config, its last step, before dropping the marker):
+        // started over below. A config alone is a finished store.
+        if dir.join(CONF_FILE).exists() && !dir.join(MARKER).exists() {
             return Err(Error::Store(format!(
                 "{}: already a revfs store; recover into a new directory",
                 dir.display()
