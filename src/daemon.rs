@@ -24,6 +24,8 @@ pub struct MountOptions {
     /// The store's keys when the caller unlocked them already (else the
     /// store asks for its passphrase when it opens).
     pub crypto: Option<crate::crypto::Crypto>,
+    /// The block cache of a bucket mount.
+    pub cache: crate::repo::CacheOptions,
 }
 
 impl Default for MountOptions {
@@ -34,9 +36,16 @@ impl Default for MountOptions {
             commit_interval: Duration::from_secs(1),
             threads: 4,
             crypto: None,
+            cache: crate::repo::CacheOptions {
+                dir: None,
+                size: DEFAULT_CACHE_SIZE,
+            },
         }
     }
 }
+
+/// How much a bucket mount caches on local disk unless told.
+pub const DEFAULT_CACHE_SIZE: u64 = 1 << 30;
 
 /// A thread of the mounted store that runs until its owner drops it.
 struct Background {
@@ -257,8 +266,13 @@ pub fn run(
     opts: MountOptions,
     startup: &mut Startup,
 ) -> Result<()> {
+    let s3 = crate::replica::target::is_s3(&store.to_string_lossy());
     // Absolute, so that the mount source (revfs:STORE) finds the store from anywhere.
-    let store = &std::path::absolute(store).map_err(Error::io_at(store))?;
+    let store = &if s3 {
+        store.to_path_buf()
+    } else {
+        std::path::absolute(store).map_err(Error::io_at(store))?
+    };
     if let Err(e) = std::fs::metadata(mountpoint)
         && e.raw_os_error() == Some(libc::ENOTCONN)
     {
@@ -276,6 +290,17 @@ pub fn run(
         )));
     }
     let mut repo = match &opts.crypto {
+        _ if s3 => {
+            let t = crate::replica::target_of(store)?;
+            let (cfg, crypto) = match &opts.crypto {
+                Some(c) => (crate::replica::remote::read_config(&*t)?, c.clone()),
+                None => {
+                    let (cfg, c, _) = crate::replica::remote::open_config(&*t, store)?;
+                    (cfg, c)
+                }
+            };
+            Repo::open_remote(store, cfg, opts.engine.clone(), crypto, &opts.cache)?
+        }
         Some(c) => Repo::open_unlocked(store, opts.engine.clone(), c.clone())?,
         None => Repo::open(store, opts.engine.clone())?,
     };

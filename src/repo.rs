@@ -71,8 +71,8 @@ impl Config {
     pub fn read(store: &Path) -> Result<(u32, Config)> {
         if crate::replica::target::is_s3(&store.to_string_lossy()) {
             return Err(Error::Store(format!(
-                "{}: a bucket is not a store here; make one from it with `revfs recover {} \
-                 NEWSTORE` (serving a bucket directly is not built yet)",
+                "{}: a bucket is not a store; mount it with --read-only, or make a \
+                 store from it with `revfs recover {} NEWSTORE`",
                 store.display(),
                 store.display()
             )));
@@ -470,17 +470,85 @@ impl Repo {
         let packs = dir.join("packs");
         let mut found = crate::replica::import::Imported::default();
         crate::replica::import::index_packs(&packs, &db, &mut found)?;
+        let objects = Arc::new(ObjectStore::open(&packs, db.clone(), true)?);
         crate::replica::import::import(
-            dir,
-            &packs,
+            &crate::replica::target::DirTarget::new(dir.to_path_buf()),
+            objects.clone(),
             &db,
             crate::replica::import::Check::Head,
             &mut found,
         )?;
-        let objects = Arc::new(ObjectStore::open(&packs, db.clone(), true)?);
         let engine = Arc::new(Engine::new(db, objects, dir.join("staging"), opts)?);
         Ok(Repo {
             path: dir.to_path_buf(),
+            config,
+            engine,
+            replica: None,
+            _lock: None,
+        })
+    }
+}
+
+/// Where a mount of a bucket caches what it reads.
+#[derive(Clone, Debug, Default)]
+pub struct CacheOptions {
+    /// The cache directory (default: `replica::remote::default_cache_dir`).
+    pub dir: Option<PathBuf>,
+    /// At most this many bytes of blocks.
+    pub size: u64,
+}
+
+impl Repo {
+    /// Opens a replica in a bucket (`s3://BUCKET/PREFIX`) read-only, served
+    /// straight from it: its config and keys were read with
+    /// `replica::remote::open_config`; the object index comes from its
+    /// pack index objects, and every read is a ranged GET through the
+    /// block cache.
+    pub fn open_remote(
+        spec: &Path,
+        config: Config,
+        opts: Options,
+        crypto: Crypto,
+        cache: &CacheOptions,
+    ) -> Result<Repo> {
+        use crate::replica::remote;
+        if !opts.read_only {
+            return Err(Error::Store(format!(
+                "{}: a bucket is mounted with --read-only; make a writable store from \
+                 it with `revfs recover {} NEWSTORE`",
+                spec.display(),
+                spec.display()
+            )));
+        }
+        let target = crate::replica::target_of(spec)?;
+        let dir = cache
+            .dir
+            .clone()
+            .unwrap_or_else(|| remote::default_cache_dir(&config.store_id));
+        let blocks = crate::replica::cache::BlockCache::open(&dir, cache.size, &config.store_id)?;
+        let packs = remote::RemotePacks::open(target.clone(), blocks)?;
+        let db = Arc::new(Db::temporary_with(crypto)?);
+        let mut found = crate::replica::import::Imported::default();
+        packs.index_into(&db, &mut found)?;
+        let objects = Arc::new(ObjectStore::open_remote(Arc::new(packs), db.clone()));
+        crate::replica::import::import(
+            &*target,
+            objects.clone(),
+            &db,
+            crate::replica::import::Check::Head,
+            &mut found,
+        )?;
+        tracing::info!(
+            "{}: {} objects in {} packs, head {}; cache {}",
+            spec.display(),
+            found.objects,
+            found.packs,
+            found.head,
+            dir.display()
+        );
+        let engine = Arc::new(Engine::new(db, objects, dir.join("staging"), opts)?);
+        Ok(Repo {
+            path: spec.to_path_buf(),
             config,
             engine,
             replica: None,
@@ -495,12 +563,18 @@ impl Repo {
 /// the runtime directory (`$XDG_RUNTIME_DIR`, else `/run` for root, else
 /// the temp directory), named by the hash of the replica's path.
 pub fn runtime_dir(store: &Path) -> Result<PathBuf> {
-    let is_replica = Config::read(store)
-        .is_ok_and(|(_, c)| c.role.as_deref() == Some(crate::replica::ROLE_REPLICA));
+    let s3 = crate::replica::target::is_s3(&store.to_string_lossy());
+    let is_replica = s3
+        || Config::read(store)
+            .is_ok_and(|(_, c)| c.role.as_deref() == Some(crate::replica::ROLE_REPLICA));
     if !is_replica {
         return Ok(store.to_path_buf());
     }
-    let abs = std::path::absolute(store).map_err(Error::io_at(store))?;
+    let abs = if s3 {
+        store.to_path_buf()
+    } else {
+        std::path::absolute(store).map_err(Error::io_at(store))?
+    };
     let root = crate::sys::is_root();
     let base = match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),

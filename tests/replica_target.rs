@@ -102,30 +102,20 @@ fn walk(d: &Path) -> Vec<String> {
     out
 }
 
-fn config(s: &Seaweed) -> S3Config {
-    S3Config {
-        endpoint: Some(s.endpoint.clone()),
-        access_key_id: Some(common::s3::ACCESS_KEY.into()),
-        secret_access_key: Some(common::s3::SECRET_KEY.into()),
-        session_token: None,
-        region: "us-east-1".into(),
-    }
-}
-
 #[test]
 fn an_s3_target_keeps_the_same_promises_and_says_what_went_wrong() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s3 = Seaweed::start("replicas");
-    let t = S3Target::with_config("s3://replicas/store-a", &config(&s3)).unwrap();
+    let t = S3Target::with_config("s3://replicas/store-a", &s3.config()).unwrap();
     conformance(&t, tmp.path());
     // Another prefix of the same bucket is another replica.
-    let other = S3Target::with_config("s3://replicas/store-b/", &config(&s3)).unwrap();
+    let other = S3Target::with_config("s3://replicas/store-b/", &s3.config()).unwrap();
     assert_eq!(other.list("packs/").unwrap(), []);
     let f = file_of(tmp.path(), "x", b"hello");
     // A wrong key, a missing bucket: one clear line each.
     let bad = S3Config {
         secret_access_key: Some("wrong".into()),
-        ..config(&s3)
+        ..s3.config()
     };
     let e = S3Target::with_config("s3://replicas/store-a", &bad)
         .unwrap()
@@ -134,7 +124,7 @@ fn an_s3_target_keeps_the_same_promises_and_says_what_went_wrong() {
         .to_string();
     assert!(e.starts_with("s3://replicas/store-a/packs/9.pack: "), "{e}");
     assert!(!e.contains('\n') && e.contains("PermissionDenied"), "{e}");
-    let e = S3Target::with_config("s3://no-such-bucket/x", &config(&s3))
+    let e = S3Target::with_config("s3://no-such-bucket/x", &s3.config())
         .unwrap()
         .list("packs/")
         .unwrap_err()

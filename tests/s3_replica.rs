@@ -1,7 +1,7 @@
 //! A replica in S3, through real mounts, the real CLI and a real SeaweedFS
 //! that the test starts and stops: replication, the server going away and
 //! coming back, recover from the bucket alone, a wrong key, kill -9 of the
-//! daemon in the middle of an upload.
+//! daemon in the middle of an upload, a bucket mounted read-only.
 // Tests may unwrap (and the shared helpers call libc).
 #![allow(clippy::unwrap_used, unsafe_code)]
 
@@ -22,6 +22,11 @@ fn rv(s3: &[(&'static str, String)], args: &[&std::ffi::OsStr]) -> (bool, String
 
 /// A store replicating to `url`, mounted with the server's environment.
 fn mounted(s3: &Seaweed, url: &str) -> Mount {
+    mounted_with(s3, url, None)
+}
+
+/// [`mounted`], encrypted with passphrase `pass` when given.
+fn mounted_with(s3: &Seaweed, url: &str, pass: Option<&str>) -> Mount {
     let tmp = tempfile::Builder::new()
         .prefix("revfs-s3r")
         .tempdir()
@@ -29,14 +34,16 @@ fn mounted(s3: &Seaweed, url: &str) -> Mount {
     let store = tmp.path().join("store");
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
-    let (ok, out) = rv(
-        &s3.env(),
-        &[os("init"), store.as_os_str(), os("--replica"), os(url)],
-    );
+    let mut env = s3.env();
+    env.extend(pass.map(|p| ("REVFS_PASSWORD", p.to_string())));
+    let mut args = vec![os("init"), store.as_os_str(), os("--replica"), os(url)];
+    if pass.is_some() {
+        args.push(os("--encrypt"));
+    }
+    let (ok, out) = rv(&env, &args);
     assert!(ok, "{out}");
     let mut m = Mount::attach(store, mnt, tmp.path().join("daemon.log"));
     m.tmp = tmp;
-    let env = s3.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     m.start_env(&[], &env);
     m
@@ -274,4 +281,98 @@ fn a_recover_from_the_bucket_killed_at_any_moment_runs_again() {
         fs::remove_dir_all(&rec).unwrap();
     }
     assert!(interrupted > 0, "no kill landed before recover was done");
+}
+
+/// Bytes of the files in `dir` (not below it).
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_bucket_mounts_read_only_through_a_bounded_cache_with_or_without_its_indexes() {
+    if !common::fuse_available() {
+        return;
+    }
+    let s3 = Seaweed::start("replicas");
+    let url = "s3://replicas/store-m";
+    let pass = "bucket mount pass";
+    let mut m = mounted_with(&s3, url, Some(pass));
+    let mut rng = Rng::new(5);
+    let mut saved = Vec::new();
+    for i in 0..3 {
+        // Each version larger than the whole cache, marked in plain text.
+        let mut v = format!("PLAINTEXT-MARK-{i}").into_bytes();
+        v.extend(rng.bytes(12 << 20));
+        save(&m.p("model.bin"), &v);
+        saved.push(v);
+        common::commit(&m.store);
+    }
+    fs::write(m.p("notes.txt"), b"small file\n").unwrap();
+    caught_up(&m, Duration::from_secs(90));
+    m.unmount();
+
+    let mut env = s3.env();
+    env.push(("REVFS_PASSWORD", pass.to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cache_size = 16u64 << 20;
+    let serve = |name: &str| {
+        let mnt = m.tmp.path().join(format!("{name}-mnt"));
+        fs::create_dir(&mnt).unwrap();
+        let cache = m.tmp.path().join(format!("{name}-cache"));
+        let log = m.tmp.path().join(format!("{name}.log"));
+        let mut b = Mount::attach(url.into(), mnt, log);
+        let size = cache_size.to_string();
+        let args = [
+            "--read-only",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--cache-size",
+            &size,
+        ];
+        b.start_env(&args, &env);
+        (b, cache)
+    };
+    let (mut b, cache) = serve("bucket");
+    // Every version byte for byte (36 MiB through a 16 MiB cache)...
+    assert_eq!(versions(&b, "model.bin"), saved);
+    assert_eq!(fs::read(b.p("notes.txt")).unwrap(), b"small file\n");
+    // ...and the cache stayed within its size and holds no plaintext.
+    let held = dir_bytes(&cache);
+    assert!(held > 0 && held <= cache_size, "cache holds {held} bytes");
+    for e in fs::read_dir(&cache).unwrap() {
+        let data = fs::read(e.unwrap().path()).unwrap();
+        assert!(
+            !data.windows(15).any(|w| w.starts_with(b"PLAINTEXT-MARK-")),
+            "plaintext in the cache"
+        );
+    }
+    // Read-only: a write is refused with EROFS, nothing reaches the bucket.
+    let e = fs::write(b.p("new.txt"), b"x").unwrap_err();
+    assert_eq!(common::errno(e), libc::EROFS);
+    // A second mount of the same cache is refused with one clear line.
+    let other = m.tmp.path().join("other-mnt");
+    fs::create_dir(&other).unwrap();
+    let mut args = vec![os("mount"), os(url), other.as_os_str(), os("--read-only")];
+    args.extend([os("--cache-dir"), cache.as_os_str()]);
+    let mut with_pass = s3.env();
+    with_pass.push(("REVFS_PASSWORD", pass.to_string()));
+    let (ok, out) = rv(&with_pass, &args);
+    assert!(!ok && out.contains("cache in use"), "{out}");
+    b.unmount();
+
+    // A bucket without index objects (an older replica) is read by its
+    // record headers: the same versions.
+    let t = revfs::replica::target::S3Target::with_config(url, &s3.config()).unwrap();
+    use revfs::replica::target::Target;
+    let idx = t.list("index/").unwrap();
+    assert!(!idx.is_empty(), "the replicator shipped no index objects");
+    for (name, _) in &idx {
+        t.delete(name).unwrap();
+    }
+    let (mut old, _) = serve("no-index");
+    assert_eq!(versions(&old, "model.bin"), saved);
+    old.unmount();
 }

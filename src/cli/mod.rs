@@ -40,6 +40,14 @@ pub fn byte_bar(msg: &'static str) -> indicatif::ProgressBar {
     bar(msg, "{msg} [{bar:40}] {bytes}/{total_bytes} {eta}")
 }
 
+/// A size in bytes (`500M`, `10G`, `123456`), no share.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    match SizeBound::parse(s)? {
+        SizeBound::Bytes(b) => Ok(b),
+        SizeBound::Percent(_) => Err(format!("{s}: give a size, not a share")),
+    }
+}
+
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {

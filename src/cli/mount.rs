@@ -1,7 +1,7 @@
 //! `revfs mount STORE MOUNTPOINT [...]`: serve a store (foreground, or
 //! detached with --daemon); the retention flags are kept in its config.
 
-use super::{PolicyArgs, parse_duration};
+use super::{PolicyArgs, parse_duration, parse_size};
 use revfs::Result;
 use revfs::daemon::{self, MountOptions};
 use revfs::engine::Options;
@@ -46,6 +46,13 @@ pub struct MountArgs {
     /// The replica keeps what a prune deleted this long (default 24h).
     #[arg(long, value_parser = parse_duration)]
     pub replica_delete_after: Option<Duration>,
+    /// A bucket mount (s3://... --read-only) caches what it reads here
+    /// (default ~/.cache/revfs/STORE_ID).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// ...at most this much (e.g. 500M, 10G; default 1G).
+    #[arg(long, value_parser = parse_size)]
+    pub cache_size: Option<u64>,
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
@@ -63,11 +70,28 @@ pub fn run(args: MountArgs) -> Result<()> {
         policy,
         prune_interval,
         replica_delete_after,
+        cache_dir,
+        cache_size,
     } = args;
+    let s3 = revfs::replica::target::is_s3(&store.to_string_lossy());
+    if s3 && !read_only {
+        return Err(revfs::Error::Store(format!(
+            "{}: a bucket is mounted with --read-only; make a writable store from it \
+             with `revfs recover {} NEWSTORE`",
+            store.display(),
+            store.display()
+        )));
+    }
     // An encrypted store's passphrase is checked before anything is
     // written or mounted (and handed to a detached daemon).
-    let (_, cfg) = revfs::repo::Config::read(&store)?;
-    let (crypto, passphrase) = revfs::crypto::slots::unlock_keeping(&store, cfg.cipher.as_deref())?;
+    let (crypto, passphrase) = if s3 {
+        let t = revfs::replica::target_of(&store)?;
+        let (_, crypto, pass) = revfs::replica::remote::open_config(&*t, &store)?;
+        (crypto, pass)
+    } else {
+        let (_, cfg) = revfs::repo::Config::read(&store)?;
+        revfs::crypto::slots::unlock_keeping(&store, cfg.cipher.as_deref())?
+    };
     if !read_only {
         // Set once: what the mount is told to keep, the store keeps.
         let change = super::policy::Change {
@@ -92,6 +116,10 @@ pub fn run(args: MountArgs) -> Result<()> {
         replica,
         commit_interval,
         crypto: Some(crypto),
+        cache: revfs::repo::CacheOptions {
+            dir: cache_dir,
+            size: cache_size.unwrap_or(daemon::DEFAULT_CACHE_SIZE),
+        },
         ..MountOptions::default()
     };
     if daemon {

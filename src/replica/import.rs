@@ -11,6 +11,7 @@
 //! and the live tree comes from the newest complete commit, so a damaged
 //! replica still recovers everything that is intact and says what is not.
 
+use super::target::Target;
 use crate::catalog::db::{Batch, Db, Dentry, IndexEntry, Inode, Version};
 use crate::error::{Error, Result};
 use crate::format::{Commit, FileType, Tree};
@@ -66,9 +67,8 @@ pub fn index_packs(packs_dir: &Path, db: &Db, out: &mut Imported) -> Result<()> 
 }
 
 /// Every readable head file of a replica, newest first.
-fn heads(replica: &Path, db: &Db) -> Result<Vec<(CommitSeq, ObjectId)>> {
-    let dir = super::target::DirTarget::new(replica.to_path_buf());
-    let mut out = super::read_heads(&dir, db.crypto())?;
+fn heads(replica: &dyn Target, db: &Db) -> Result<Vec<(CommitSeq, ObjectId)>> {
+    let mut out = super::read_heads(replica, db.crypto())?;
     out.sort_by_key(|h| std::cmp::Reverse(h.0));
     Ok(out)
 }
@@ -79,13 +79,12 @@ fn heads(replica: &Path, db: &Db) -> Result<Vec<(CommitSeq, ObjectId)>> {
 /// it, in an earlier place), without the numbers a prune dropped
 /// (`pruned/` files); newest first, up to `head`.
 fn stored_commits(
-    replica: &Path,
+    replica: &dyn Target,
     db: &Db,
     store: &ObjectStore,
     head: u64,
 ) -> Result<Vec<(ObjectId, Commit)>> {
-    let dir = super::target::DirTarget::new(replica.to_path_buf());
-    let dropped = super::read_pruned(&dir, db.crypto())?;
+    let dropped = super::read_pruned(replica, db.crypto())?;
     let mut best: HashMap<u64, ((crate::ids::PackNo, u64), ObjectId, Commit)> = HashMap::new();
     for entry in db.index_all() {
         let (id, e) = entry?;
@@ -114,7 +113,7 @@ fn stored_commits(
 /// a prune cuts), cut (with `Check::Complete`) to start at the newest
 /// complete one.
 fn chain(
-    replica: &Path,
+    replica: &dyn Target,
     db: &Db,
     store: &ObjectStore,
     check: Check,
@@ -131,7 +130,7 @@ fn chain(
     }) else {
         return Err(Error::Store(format!(
             "{}: the replica holds no usable commit yet{}",
-            replica.display(),
+            replica.describe(),
             if heads.is_empty() {
                 " (no head file)"
             } else {
@@ -149,7 +148,7 @@ fn chain(
         let Some(first) = ok.iter().position(|x| *x) else {
             return Err(Error::Store(format!(
                 "{}: no commit of the replica has all its objects ({} commits checked)",
-                replica.display(),
+                replica.describe(),
                 commits.len()
             )));
         };
@@ -161,15 +160,15 @@ fn chain(
 }
 
 /// Builds the catalog in `db` (a fresh one whose object index is already
-/// filled) from the head and names of `replica`.
+/// filled, read through `store`) from the heads, names and pruned lists
+/// of `replica`.
 pub fn import(
-    replica: &Path,
-    packs_dir: &Path,
+    replica: &dyn Target,
+    store: Arc<ObjectStore>,
     db: &Arc<Db>,
     check: Check,
     out: &mut Imported,
 ) -> Result<()> {
-    let store = ObjectStore::open(packs_dir, db.clone(), true)?;
     let commits = chain(replica, db, &store, check, out)?;
     let Some((_, head_commit)) = commits.first() else {
         return Err(Error::corrupt("replica head", "no commit"));
@@ -184,8 +183,7 @@ pub fn import(
     }
     // put_commit moves "head" along; the newest one wins.
     b.put_counter("head", head.0);
-    let dir = super::target::DirTarget::new(replica.to_path_buf());
-    for (name, seq) in super::read_names(&dir, db.crypto())? {
+    for (name, seq) in super::read_names(replica, db.crypto())? {
         if seq <= head {
             b.put_name(&name, seq);
         } else {
@@ -198,7 +196,7 @@ pub fn import(
     db.apply(b)?;
 
     live_tree(&store, db, head_commit, out)?;
-    rebuild_versions(db, Arc::new(store))?;
+    rebuild_versions(db, store)?;
     db.flush()
 }
 

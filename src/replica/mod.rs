@@ -19,6 +19,9 @@
 //! REPLICA/pruned/N.pruned       (format 4) "RVFSDROP" u32 LE version=1, u32 LE count,
 //!                               count x u64 LE commit seq: commits a prune dropped;
 //!                               N is the primary's deletion record number (hex)
+//! REPLICA/index/NAME.idx       the record headers of packs/NAME (`pack_index`),
+//!                               written just before it; optional (older replicas
+//!                               have none): a bucket mount reads them, not the packs
 //! REPLICA/keys                  (format 5, encrypted stores) the primary's key
 //!                               slots (`crypto::slots`), copied when they change
 //! ```
@@ -45,8 +48,11 @@
 //! never blocks the write path; a slow or absent replica only grows the lag
 //! (reported by `status`), bounded by the primary's disk.
 
+pub mod cache;
 pub mod import;
+pub mod pack_index;
 pub mod recover;
+pub mod remote;
 pub mod target;
 
 use crate::catalog::db::Db;
@@ -336,10 +342,11 @@ fn apply_deletions(
         }
         crate::crashpoint::crash_point("replica:pruned-written");
         for p in &d.packs {
-            t.delete(&format!("packs/{}", pack::pack_name(*p)))?;
+            delete_pack_object(t, &format!("packs/{}", pack::pack_name(*p)))?;
             remove_parts(t, *p)?;
         }
         t.sync_dir("packs")?;
+        t.sync_dir("index")?;
         let mut b = crate::catalog::db::Batch::default();
         b.del_replica_deletion(no);
         db.apply(b)?;
@@ -471,12 +478,12 @@ pub fn ship(
                 // Deleted by a prune since the listing: nothing to ship.
                 continue;
             };
-            t.put_immutable(&format!("packs/{}", pack::pack_name(no)), &from, 0, len)?;
+            put_pack_object(t, &format!("packs/{}", pack::pack_name(no)), &from, 0, len)?;
             remove_parts(t, no)?;
         } else if got < len {
             let from = File::open(&src).map_err(Error::io_at(&src))?;
             let name = format!("packs/{}", pack::part_name(no, got));
-            t.put_immutable(&name, &from, got, len - got)?;
+            put_pack_object(t, &name, &from, got, len)?;
         }
     }
     crate::crashpoint::crash_point("replica:packs-shipped");
@@ -512,10 +519,24 @@ fn sync_keys(t: &dyn Target, store: &ObjectStore) -> Result<()> {
     Ok(())
 }
 
+/// Publishes bytes `start..end` of the local pack `from` as `name`: its
+/// index object first (`pack_index`), so every pack object has one.
+fn put_pack_object(t: &dyn Target, name: &str, from: &File, start: u64, end: u64) -> Result<()> {
+    let idx = pack_index::PackIndex::of_file(from, start, end).map_err(Error::Io)?;
+    t.put_replace(&pack_index::index_name(name), &idx.encode())?;
+    t.put_immutable(name, from, start, end - start)
+}
+
+/// Deletes pack object `name` and then its index.
+fn delete_pack_object(t: &dyn Target, name: &str) -> Result<()> {
+    t.delete(name)?;
+    t.delete(&pack_index::index_name(name))
+}
+
 fn remove_parts(t: &dyn Target, no: PackNo) -> Result<()> {
     let parts = t.list(&format!("packs/{}", pack::part_prefix(no)))?;
     for (name, _) in &parts {
-        t.delete(name)?;
+        delete_pack_object(t, name)?;
     }
     if !parts.is_empty() {
         t.sync_dir("packs")?;

@@ -63,30 +63,7 @@ pub const DOWNLOAD: &str = ".replica-download";
 /// then the same rebuild as from a directory.
 fn recover_s3(spec: &Path, new: &Path, progress: &mut impl FnMut(u64, u64)) -> Result<Imported> {
     let t = super::target_of(spec)?;
-    let conf = t.get(CONF_FILE)?.ok_or_else(|| {
-        Error::Store(format!(
-            "{}: not a replica (no {CONF_FILE} there)",
-            t.describe()
-        ))
-    })?;
-    let (_, cfg) = Config::decode(&conf, &t.describe())?;
-    if cfg.role.as_deref() != Some(super::ROLE_REPLICA) {
-        return Err(Error::Store(format!("{}: not a replica", t.describe())));
-    }
-    let crypto = match cfg.cipher.as_deref() {
-        None => crate::crypto::Crypto::plain(),
-        Some(_) => {
-            let name = crate::crypto::slots::KEYS_FILE;
-            let bytes = t.get(name)?.ok_or_else(|| {
-                Error::Store(format!(
-                    "{}: encrypted, but its key file is missing",
-                    t.describe()
-                ))
-            })?;
-            let keys = crate::crypto::slots::KeyFile::decode(&bytes, &t.describe())?;
-            crate::crypto::slots::unlock_file(&keys, spec)?.0
-        }
-    };
+    let (cfg, crypto, _) = super::remote::open_config(&*t, spec)?;
     let target = Target::prepare(new)?;
     let dl = new.join(DOWNLOAD);
     download(&*t, &dl, progress)?;
@@ -144,7 +121,9 @@ fn build(
     let db = Arc::new(Db::open_with(&new.join("meta"), true, crypto)?);
     copy_packs(&replica.join("packs"), &dst, &db, &mut out, progress)?;
     crate::crashpoint::crash_point("recover:packs-copied");
-    import::import(replica, &dst, &db, Check::Complete, &mut out)?;
+    let store = Arc::new(crate::store::ObjectStore::open(&dst, db.clone(), true)?);
+    let meta = super::target::DirTarget::new(replica.to_path_buf());
+    import::import(&meta, store, &db, Check::Complete, &mut out)?;
     drop(db);
     crate::crashpoint::crash_point("recover:catalog-built");
     let cfg = Config {

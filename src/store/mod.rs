@@ -62,6 +62,19 @@ pub struct ObjectStore {
     room: std::sync::atomic::AtomicU64,
     /// Where data is cut into chunks (keyed in an encrypted store).
     chunker: Chunker,
+    /// Where the packs are read from when they are not in `dir`.
+    remote: Option<Arc<dyn PackSource>>,
+}
+
+/// Where a read-only store reads pack bytes that are not local files: a
+/// replica in a bucket, mounted straight from it (`replica::remote`).
+pub trait PackSource: Send + Sync {
+    /// `len` bytes of pack `pack` from `offset`; `fresh` asks for them
+    /// from the source itself, past any cache (a cached copy was bad).
+    fn read_at(&self, pack: PackNo, offset: u64, len: usize, fresh: bool) -> Result<Vec<u8>>;
+
+    /// What to call the source in messages.
+    fn describe(&self) -> String;
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,7 +89,26 @@ impl ObjectStore {
         // A pack number is never used twice, also after prune deleted the
         // newest packs (a replica may still hold them).
         writer.skip_to(PackNo(db.counter(NEXT_PACK)?));
-        Ok(ObjectStore {
+        Ok(ObjectStore::with(packs_dir, db, read_only, writer, None))
+    }
+
+    /// A read-only store whose packs are read from `source`, whose object
+    /// index `db` already holds.
+    pub fn open_remote(source: Arc<dyn PackSource>, db: Arc<Db>) -> ObjectStore {
+        let dir = PathBuf::from(source.describe());
+        let writer = PackWriter::unused(&dir);
+        ObjectStore::with(&dir, db, true, writer, Some(source))
+    }
+
+    fn with(
+        packs_dir: &Path,
+        db: Arc<Db>,
+        read_only: bool,
+        writer: PackWriter,
+        remote: Option<Arc<dyn PackSource>>,
+    ) -> ObjectStore {
+        ObjectStore {
+            remote,
             chunker: Chunker::new(db.crypto()),
             dir: packs_dir.to_path_buf(),
             writer: Mutex::new(writer),
@@ -93,7 +125,7 @@ impl ObjectStore {
             gc: Mutex::new(None),
             reserve: std::sync::atomic::AtomicU64::new(0),
             room: std::sync::atomic::AtomicU64::new(0),
-        })
+        }
     }
 
     /// Keeps `bytes` free on the packs' filesystem: new file data (chunks)
@@ -461,6 +493,9 @@ impl ObjectStore {
 
     /// Reads, decodes and hash-checks one record.
     pub fn read_verified(&self, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
+        if let Some(src) = &self.remote {
+            return self.read_remote(&**src, id, e);
+        }
         let f = self.reader(e.pack)?;
         read_record(
             self.db.crypto(),
@@ -469,6 +504,25 @@ impl ObjectStore {
             id,
             e,
         )
+    }
+
+    /// A record read from the pack source; a cached copy that fails its
+    /// check is read once more from the source itself.
+    fn read_remote(&self, src: &dyn PackSource, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
+        let at = e
+            .offset
+            .checked_sub(RECORD_HEADER_LEN as u64)
+            .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))?;
+        let len = RECORD_HEADER_LEN + e.stored_len as usize;
+        let path = self.dir.join(pack::pack_name(e.pack));
+        let check = |fresh| {
+            let stored = src.read_at(e.pack, at, len, fresh)?;
+            check_record(self.db.crypto(), &stored, &path, id, e)
+        };
+        check(false).or_else(|err| {
+            tracing::warn!("{err}; reading it again from {}", src.describe());
+            check(true)
+        })
     }
 
     pub fn packs_dir(&self) -> &Path {

@@ -279,6 +279,16 @@ impl PackWriter {
         })
     }
 
+    /// A writer for a store that never writes (its packs are elsewhere).
+    pub fn unused(dir: &Path) -> PackWriter {
+        PackWriter {
+            dir: dir.to_path_buf(),
+            next_no: PackNo(1),
+            open: None,
+            unsynced_dir: false,
+        }
+    }
+
     /// Numbers new packs from `no` on, if that is past the next number.
     pub fn skip_to(&mut self, no: PackNo) {
         if no > self.next_no {

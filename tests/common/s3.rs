@@ -177,6 +177,18 @@ impl Seaweed {
         s.lines().rev().take(15).collect::<Vec<_>>().join("\n")
     }
 
+    /// How a client in this process reaches this server.
+    #[allow(dead_code)] // not every test binary talks to S3 itself
+    pub fn config(&self) -> revfs::replica::target::S3Config {
+        revfs::replica::target::S3Config {
+            endpoint: Some(self.endpoint.clone()),
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(SECRET_KEY.into()),
+            session_token: None,
+            region: "us-east-1".into(),
+        }
+    }
+
     /// The AWS environment that points a client at this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![

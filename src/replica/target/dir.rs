@@ -137,11 +137,16 @@ impl Target for DirTarget {
     }
 
     fn sync_dir(&self, dir: &str) -> Result<()> {
-        crate::repo::sync_dir(&self.root.join(dir))
+        let d = self.root.join(dir);
+        if !d.exists() {
+            // Never made (an older replica has no index/): nothing to sync.
+            return Ok(());
+        }
+        crate::repo::sync_dir(&d)
     }
 
     fn clean(&self) {
-        for sub in ["packs", "heads", "names", "pruned", ""] {
+        for sub in ["packs", "index", "heads", "names", "pruned", ""] {
             let Ok(rd) = std::fs::read_dir(self.root.join(sub)) else {
                 continue;
             };

@@ -1,0 +1,244 @@
+//! A replica served straight from its target (`revfs mount s3://... MNT
+//! --read-only`): the object index from the pack index objects (a scan of
+//! the pack itself where one is missing or does not match), the catalog
+//! rebuilt from the heads as for a directory replica, and every record
+//! read with ranged GETs through a bounded block cache on local disk.
+//! What the mount serves is the bucket as it was when it was mounted.
+
+use super::cache::BlockCache;
+use super::import::Imported;
+use super::pack_index::{PackIndex, index_name};
+use super::target::Target;
+use crate::catalog::db::{Batch, Db, IndexEntry};
+use crate::crypto::Crypto;
+use crate::error::{Error, Result};
+use crate::format::{self, PACK_HEADER_LEN, RECORD_HEADER_LEN, RecordHeader};
+use crate::ids::PackNo;
+use crate::repo::{CONF_FILE, Config};
+use crate::store::pack;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// The config of the replica at `t`.
+pub fn read_config(t: &dyn Target) -> Result<Config> {
+    let conf = t.get(CONF_FILE)?.ok_or_else(|| {
+        Error::Store(format!(
+            "{}: not a replica (no {CONF_FILE} there)",
+            t.describe()
+        ))
+    })?;
+    let (_, cfg) = Config::decode(&conf, &t.describe())?;
+    if cfg.role.as_deref() != Some(super::ROLE_REPLICA) {
+        return Err(Error::Store(format!("{}: not a replica", t.describe())));
+    }
+    Ok(cfg)
+}
+
+/// The config and keys of the replica at `t` (`spec` names it): asks the
+/// passphrase of an encrypted one; also returns it, for a process that
+/// hands it on (a detached daemon).
+pub fn open_config(
+    t: &dyn Target,
+    spec: &Path,
+) -> Result<(Config, Crypto, Option<Zeroizing<String>>)> {
+    let cfg = read_config(t)?;
+    let Some(cipher) = cfg.cipher.as_deref() else {
+        return Ok((cfg, Crypto::plain(), None));
+    };
+    if cipher != crate::crypto::CIPHER {
+        return Err(Error::Store(format!(
+            "{}: unknown cipher {cipher:?}",
+            t.describe()
+        )));
+    }
+    let name = crate::crypto::slots::KEYS_FILE;
+    let bytes = t.get(name)?.ok_or_else(|| {
+        Error::Store(format!(
+            "{}: encrypted, but its key file is missing",
+            t.describe()
+        ))
+    })?;
+    let keys = crate::crypto::slots::KeyFile::decode(&bytes, &t.describe())?;
+    let (crypto, pass) = crate::crypto::slots::unlock_file(&keys, spec)?;
+    Ok((cfg, crypto, Some(pass)))
+}
+
+/// One object of `packs/`: the pack bytes `start..end` it holds.
+struct Object {
+    name: String,
+    start: u64,
+    end: u64,
+}
+
+/// The packs of a replica at a target, read through a block cache.
+pub struct RemotePacks {
+    target: Arc<dyn Target>,
+    cache: BlockCache,
+    /// Per pack: the whole pack, or its parts sorted by start.
+    objects: HashMap<PackNo, Vec<Object>>,
+}
+
+impl RemotePacks {
+    /// The packs `t` holds now (one listing).
+    pub fn open(t: Arc<dyn Target>, cache: BlockCache) -> Result<RemotePacks> {
+        let mut objects: HashMap<PackNo, Vec<Object>> = HashMap::new();
+        let mut whole = HashSet::new();
+        for (name, size) in t.list("packs/")? {
+            let Some((no, start)) = pack::parse_name(name.rsplit('/').next().unwrap_or(&name))
+            else {
+                continue;
+            };
+            let start = start.unwrap_or(0);
+            if start == 0 && name.ends_with(".pack") {
+                whole.insert(no);
+            }
+            objects.entry(no).or_default().push(Object {
+                name,
+                start,
+                end: start + size,
+            });
+        }
+        for (no, objs) in objects.iter_mut() {
+            if whole.contains(no) {
+                objs.retain(|o| o.name.ends_with(".pack"));
+            }
+            objs.sort_by_key(|o| o.start);
+        }
+        Ok(RemotePacks {
+            target: t,
+            cache,
+            objects,
+        })
+    }
+
+    /// Fills the object index of `db` from every pack object: from its
+    /// index object when that covers exactly its bytes, else by reading
+    /// the record headers of the object itself (through the cache).
+    pub fn index_into(&self, db: &Db, out: &mut Imported) -> Result<()> {
+        let indexes: HashSet<String> = self
+            .target
+            .list("index/")?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let mut packs: Vec<&PackNo> = self.objects.keys().collect();
+        packs.sort();
+        for no in packs {
+            let mut b = Batch::default();
+            for o in &self.objects[no] {
+                let records = match self.index_of(o, &indexes) {
+                    Some(idx) => idx.records,
+                    None => self.scan(o)?,
+                };
+                for (h, at) in records {
+                    b.put_index(&h.id, &IndexEntry::of_record(*no, at, &h));
+                    out.objects += 1;
+                }
+            }
+            db.apply(b)?;
+            out.packs += 1;
+        }
+        Ok(())
+    }
+
+    fn index_of(&self, o: &Object, indexes: &HashSet<String>) -> Option<PackIndex> {
+        let name = index_name(&o.name);
+        if !indexes.contains(&name) {
+            return None;
+        }
+        let got = self
+            .target
+            .get(&name)
+            .and_then(|b| b.ok_or_else(|| Error::Store(format!("{name}: gone"))))
+            .and_then(|b| PackIndex::decode(&b, &name));
+        match got {
+            Ok(idx) if idx.start == o.start && idx.end == o.end => Some(idx),
+            Ok(_) => {
+                tracing::warn!("{name} does not cover {}: reading its headers", o.name);
+                None
+            }
+            Err(e) => {
+                tracing::warn!("{e}: reading the headers of {}", o.name);
+                None
+            }
+        }
+    }
+
+    /// The records of one object, from its own bytes (an older replica
+    /// has no index objects): up to its end or a torn record.
+    fn scan(&self, o: &Object) -> Result<Vec<(RecordHeader, u64)>> {
+        let mut at = o.start;
+        if o.start == 0 {
+            let head = self.read_object(o, 0, PACK_HEADER_LEN as usize, false)?;
+            format::check_magic(&head, format::PACK_MAGIC, &o.name)?;
+            at = PACK_HEADER_LEN;
+        }
+        let mut out = Vec::new();
+        while at + RECORD_HEADER_LEN as u64 <= o.end {
+            let Ok(h) = self
+                .read_object(o, at, RECORD_HEADER_LEN, false)
+                .and_then(|b| RecordHeader::decode(&b))
+            else {
+                break;
+            };
+            let payload = at + RECORD_HEADER_LEN as u64;
+            if payload + h.stored_len as u64 > o.end {
+                break;
+            }
+            out.push((h, payload));
+            at = payload + h.stored_len as u64;
+        }
+        Ok(out)
+    }
+
+    /// Bytes of the pack at `at`, read from object `o` that holds them.
+    fn read_object(&self, o: &Object, at: u64, len: usize, fresh: bool) -> Result<Vec<u8>> {
+        let fetch = |name: &str, off: u64, n: usize| self.target.get_range(name, off, n);
+        let size = o.end - o.start;
+        if fresh {
+            return fetch(&o.name, at - o.start, len);
+        }
+        self.cache.read(&o.name, size, at - o.start, len, fetch)
+    }
+
+    /// Bytes the block cache holds.
+    pub fn cached_bytes(&self) -> u64 {
+        self.cache.bytes()
+    }
+}
+
+impl crate::store::PackSource for RemotePacks {
+    fn read_at(&self, no: PackNo, offset: u64, len: usize, fresh: bool) -> Result<Vec<u8>> {
+        let end = offset + len as u64;
+        let o = self
+            .objects
+            .get(&no)
+            .and_then(|objs| objs.iter().find(|o| o.start <= offset && end <= o.end))
+            .ok_or_else(|| {
+                Error::Store(format!(
+                    "{}: pack {:016x} holds no bytes at {offset}",
+                    self.target.describe(),
+                    no.0
+                ))
+            })?;
+        self.read_object(o, offset, len, fresh)
+    }
+
+    fn describe(&self) -> String {
+        format!("{}/packs", self.target.describe())
+    }
+}
+
+/// Where a bucket mount caches blocks unless told: `$XDG_CACHE_HOME/revfs`
+/// (else `~/.cache/revfs`, else the temp directory), one directory per
+/// replica (named by its store id).
+pub fn default_cache_dir(store_id: &str) -> std::path::PathBuf {
+    let base = match (std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")) {
+        (Some(x), _) if !x.is_empty() => std::path::PathBuf::from(x),
+        (_, Some(h)) if !h.is_empty() => Path::new(&h).join(".cache"),
+        _ => std::env::temp_dir(),
+    };
+    base.join("revfs").join(store_id)
+}
