@@ -55,7 +55,7 @@ struct TempMount {
 }
 
 impl TempMount {
-    fn new(store: &Path, dir: PathBuf) -> Result<TempMount> {
+    fn new(store: &Path, dir: PathBuf, extra: &[&std::ffi::OsStr]) -> Result<TempMount> {
         std::fs::create_dir_all(&dir).map_err(Error::io_at(&dir))?;
         let exe = std::env::current_exe().map_err(Error::Io)?;
         let log_path = dir.with_extension("log");
@@ -65,6 +65,7 @@ impl TempMount {
             .arg(store)
             .arg(&dir)
             .arg("--read-only")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -273,18 +274,20 @@ pub fn drill(
         let report = crate::verify::verify(&r.engine, None, false, |_, _| {})?;
         (report.clean, r.engine.history()?)
     };
-    let rmount = TempMount::new(&recovered_dir, tmp.0.join("recovered-mnt"))?;
+    let rmount = TempMount::new(&recovered_dir, tmp.0.join("recovered-mnt"), &[])?;
     // The other way back: serving the replica directly, read-only (a
-    // directory replica; serving a bucket directly is not built yet).
-    let replica_mount = if s3 {
-        None
-    } else {
-        Some(TempMount::new(&replica, tmp.0.join("replica-mnt"))?)
-    };
+    // bucket through a cache of its own).
+    let cache = tmp.0.join("replica-cache");
+    let cache_args = [std::ffi::OsStr::new("--cache-dir"), cache.as_os_str()];
+    let replica_mount = TempMount::new(
+        &replica,
+        tmp.0.join("replica-mnt"),
+        if s3 { &cache_args } else { &[] },
+    )?;
     let (pmount, pdir) = match live {
         Some(d) => (None, d),
         None => (
-            Some(TempMount::new(store, tmp.0.join("primary"))?),
+            Some(TempMount::new(store, tmp.0.join("primary"), &[])?),
             tmp.0.join("primary"),
         ),
     };
@@ -341,7 +344,7 @@ pub fn drill(
         let rel = format!(".snapshots/at/{}/{}", v.time, v.path);
         let mounts = [
             Some(("recovered", &rmount.dir)),
-            replica_mount.as_ref().map(|m| ("replica mount", &m.dir)),
+            Some(("replica mount", &replica_mount.dir)),
         ];
         for (what, dir) in mounts.into_iter().flatten() {
             match same_bytes(&dir.join(&rel), &pdir.join(&rel)) {

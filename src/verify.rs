@@ -13,13 +13,14 @@
 //!   rewritten from the primary in a corrected copy of its pack file
 //!   (temp, fsync, rename: the replica is never modified in place).
 
+use crate::catalog::db::IndexEntry;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::format::RECORD_HEADER_LEN;
 use crate::ids::{ObjectId, PackNo};
 use crate::reach::{Missing, Reach};
 use crate::replica;
-use crate::store::pack::{self, PackReader};
-use crate::store::read_record;
+use crate::store::check_record;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -74,15 +75,7 @@ pub fn verify(
     repair: bool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report> {
-    if let Some(d) = replica_dir
-        && replica::target::is_s3(&d.to_string_lossy())
-    {
-        return Err(Error::Store(format!(
-            "{}: verify of an S3 replica is not built yet; verify the store alone, or run \
-             `revfs drill`",
-            d.display()
-        )));
-    }
+    let replica = replica_dir.map(replica::target_of).transpose()?;
     let mut report = Report::default();
     // A prune deletes what it swept: not while this reads the index.
     let _no_prune = engine.prune_guard();
@@ -92,8 +85,7 @@ pub fn verify(
     let commits = commit_ids(engine)?;
     let index: Vec<_> = engine.db.index_all().collect::<Result<_>>()?;
     let total = index.len() as u64;
-    let rpacks = replica_dir.map(|d| d.join("packs"));
-    let mut bad_primary: Vec<(ObjectId, crate::catalog::db::IndexEntry)> = Vec::new();
+    let mut bad_primary: Vec<(ObjectId, IndexEntry)> = Vec::new();
     for (i, (id, e)) in index.iter().enumerate() {
         if let Err(err) = engine.store.read_verified(id, e) {
             report.primary.corrupt.push(format!("{id}: {err}"));
@@ -115,37 +107,31 @@ pub fn verify(
         }
     }
 
-    if let (Some(dir), Some(rpacks)) = (replica_dir, rpacks.as_ref()) {
+    if let Some(t) = replica.as_deref() {
         let mut side = Side::default();
         let mut replica_index: HashMap<ObjectId, (PackNo, u64)> = HashMap::new();
-        let mut bad_replica: Vec<(PackNo, ObjectId, crate::catalog::db::IndexEntry)> = Vec::new();
-        for no in pack::list_packs(rpacks)? {
-            let reader = PackReader::open(rpacks, no)?;
-            for (h, offset) in reader.scan()? {
-                let e = crate::catalog::db::IndexEntry::of_record(no, offset, &h);
-                side.objects_checked += 1;
-                match read_record(
-                    engine.store.crypto(),
-                    &reader,
-                    &pack::pack_path(rpacks, no),
-                    &h.id,
-                    &e,
-                ) {
-                    Ok(_) => {
-                        replica_index.insert(h.id, (no, offset));
+        let mut bad_replica: Vec<(String, ObjectId, IndexEntry)> = Vec::new();
+        let crypto = engine.store.crypto();
+        for (no, objects) in replica::remote::pack_objects(t)? {
+            for o in &objects {
+                let path = Path::new(&o.name);
+                replica::remote::scan_object(t, o, |h, offset, rec| {
+                    let e = IndexEntry::of_record(no, offset, &h);
+                    side.objects_checked += 1;
+                    match check_record(crypto, rec, path, &h.id, &e) {
+                        Ok(_) => {
+                            replica_index.insert(h.id, (no, offset));
+                        }
+                        Err(err) => {
+                            side.corrupt.push(format!("{} in {}: {err}", h.id, o.name));
+                            bad_replica.push((o.name.clone(), h.id, e));
+                        }
                     }
-                    Err(err) => {
-                        side.corrupt
-                            .push(format!("{} in pack {:016x}: {err}", h.id, no.0));
-                        bad_replica.push((no, h.id, e));
-                    }
-                }
+                    Ok(())
+                })?;
             }
         }
-        if let Some((_, head)) = replica::read_head(
-            &replica::target::DirTarget::new(dir.to_path_buf()),
-            engine.store.crypto(),
-        )? {
+        if let Some((_, head)) = replica::read_head(t, crypto)? {
             for id in referenced(engine, &[head], false)? {
                 if !replica_index.contains_key(&id) && !bad_replica.iter().any(|(_, b, _)| *b == id)
                 {
@@ -160,26 +146,22 @@ pub fn verify(
                 let Some((no, offset)) = replica_index.get(id) else {
                     continue;
                 };
-                let reader = PackReader::open(rpacks, *no)?;
-                let re = crate::catalog::db::IndexEntry {
+                let at = offset - RECORD_HEADER_LEN as u64;
+                let len = RECORD_HEADER_LEN + e.stored_len as usize;
+                let rec = replica::target::read_pack_range(t, *no, at, len)?;
+                let re = IndexEntry {
                     pack: *no,
                     offset: *offset,
                     ..*e
                 };
-                let raw = read_record(
-                    engine.store.crypto(),
-                    &reader,
-                    &pack::pack_path(rpacks, *no),
-                    id,
-                    &re,
-                )?;
+                let raw = check_record(crypto, &rec, Path::new(&t.describe()), id, &re)?;
                 engine.store.rewrite(e.kind, &raw)?;
                 report.primary.repaired += 1;
             }
             if report.primary.repaired > 0 {
                 engine.commit(true)?;
             }
-            side.repaired = repair_replica(engine, rpacks, &bad_replica)?;
+            side.repaired = repair_replica(engine, t, &bad_replica)?;
         }
         report.replica = Some(side);
     } else if repair && !bad_primary.is_empty() {
@@ -201,29 +183,30 @@ pub fn verify(
 }
 
 /// Rewrites damaged replica records from the primary's good copies, one
-/// corrected copy of each affected pack file.
+/// corrected copy of each affected pack object (replaced whole: a
+/// directory's temp, fsync, rename; one PUT in a bucket). Parts are left
+/// to the replicator, which ships the sealed pack in their place.
 fn repair_replica(
     engine: &Engine,
-    rpacks: &Path,
-    bad: &[(PackNo, ObjectId, crate::catalog::db::IndexEntry)],
+    t: &dyn replica::target::Target,
+    bad: &[(String, ObjectId, IndexEntry)],
 ) -> Result<u64> {
-    let mut by_pack: HashMap<PackNo, Vec<(ObjectId, crate::catalog::db::IndexEntry)>> =
-        HashMap::new();
-    for (no, id, e) in bad {
-        by_pack.entry(*no).or_default().push((*id, *e));
+    let mut by_object: HashMap<&str, Vec<(ObjectId, IndexEntry)>> = HashMap::new();
+    for (name, id, e) in bad {
+        by_object.entry(name).or_default().push((*id, *e));
     }
     let mut fixed = 0;
-    for (no, records) in by_pack {
-        let reader = PackReader::open(rpacks, no)?;
-        if !reader.whole {
-            // Parts are rewritten by re-shipping; leave them to the replicator.
+    for (name, records) in by_object {
+        if !name.ends_with(".pack") {
             continue;
         }
-        let mut bytes = reader.read_at(0, reader.len() as usize)?;
+        let Some(mut bytes) = t.get(name)? else {
+            continue;
+        };
         for (id, e) in records {
             let raw = engine.store.get(&id)?;
             let (hdr, rec) = crate::store::encode_record(engine.store.crypto(), e.kind, id, &raw)?;
-            let payload = &rec[crate::format::RECORD_HEADER_LEN..];
+            let payload = &rec[RECORD_HEADER_LEN..];
             let at = e.offset as usize;
             if hdr.stored_len != e.stored_len
                 || hdr.codec != e.codec
@@ -234,11 +217,11 @@ fn repair_replica(
             }
             bytes[at..at + payload.len()].copy_from_slice(payload);
             // The record header may be damaged too.
-            let h_at = at - crate::format::RECORD_HEADER_LEN;
+            let h_at = at - RECORD_HEADER_LEN;
             bytes[h_at..at].copy_from_slice(&hdr.encode());
             fixed += 1;
         }
-        replica::publish_file(rpacks, &pack::pack_name(no), &bytes)?;
+        t.put_replace(name, &bytes)?;
     }
     Ok(fixed)
 }

@@ -376,3 +376,69 @@ fn a_bucket_mounts_read_only_through_a_bounded_cache_with_or_without_its_indexes
     assert_eq!(versions(&old, "model.bin"), saved);
     old.unmount();
 }
+
+#[test]
+fn verify_of_a_bucket_finds_and_repairs_a_damaged_record_and_a_drill_passes() {
+    if !common::fuse_available() {
+        return;
+    }
+    let s3 = Seaweed::start("replicas");
+    let url = "s3://replicas/store-v";
+    let mut m = mounted(&s3, url);
+    let mut rng = Rng::new(6);
+    let data = rng.bytes(6 << 20);
+    save(&m.p("model.bin"), &data);
+    caught_up(&m, Duration::from_secs(60));
+    // The drill recovers from the bucket and mounts the bucket itself.
+    let (ok, out) = rv(&s3.env(), &[os("drill"), m.store.as_os_str(), os("--json")]);
+    assert!(ok, "{out}");
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(d["passed"], true, "{d}");
+    m.unmount();
+
+    let verify = |extra: &[&str]| {
+        let mut args = vec![os("verify"), m.store.as_os_str(), os("--replica"), os(url)];
+        args.extend(extra.iter().map(os));
+        args.push(os("--json"));
+        let (_, out) = rv(&s3.env(), &args);
+        // The report first; a failed verify adds its one line after it.
+        let mut values = serde_json::Deserializer::from_str(&out).into_iter();
+        let v: Option<serde_json::Value> = values.next().and_then(|v| v.ok());
+        v.unwrap_or_else(|| panic!("no report: {out}"))
+    };
+    let clean = verify(&[]);
+    assert_eq!(clean["clean"], true, "{clean}");
+    let checked = clean["replica"]["objects_checked"].as_u64().unwrap();
+    assert!(checked > 0, "{clean}");
+
+    // One flipped byte inside the largest pack object of the bucket.
+    use revfs::replica::target::Target;
+    let t = revfs::replica::target::S3Target::with_config(url, &s3.config()).unwrap();
+    let (name, size) = t
+        .list("packs/")
+        .unwrap()
+        .into_iter()
+        .max_by_key(|o| o.1)
+        .unwrap();
+    let mut bytes = t.get(&name).unwrap().unwrap();
+    bytes[size as usize / 2] ^= 0x40;
+    t.put_replace(&name, &bytes).unwrap();
+
+    let found = verify(&[]);
+    assert_eq!(found["clean"], false, "{found}");
+    assert_eq!(
+        found["replica"]["corrupt"].as_array().unwrap().len(),
+        1,
+        "{found}"
+    );
+    assert_eq!(
+        found["primary"]["corrupt"].as_array().unwrap().len(),
+        0,
+        "{found}"
+    );
+    let fixed = verify(&["--repair"]);
+    assert_eq!(fixed["replica"]["repaired"], 1, "{fixed}");
+    let again = verify(&[]);
+    assert_eq!(again["clean"], true, "{again}");
+    assert_eq!(t.get(&name).unwrap().unwrap().len() as u64, size);
+}

@@ -6,7 +6,15 @@ use revfs::{Error, Result, repo};
 use std::path::PathBuf;
 
 pub fn run(store: PathBuf, replica: Option<PathBuf>, repair: bool, json: bool) -> Result<()> {
-    let replica = replica.map(|r| std::path::absolute(&r)).transpose()?;
+    // Absolute for the daemon (its own working directory); a bucket as given.
+    let replica = replica
+        .map(
+            |r| match revfs::replica::target::is_s3(&r.to_string_lossy()) {
+                true => Ok(r),
+                false => std::path::absolute(&r),
+            },
+        )
+        .transpose()?;
     let req = Request::Verify { replica, repair };
     // Offline, verify runs here and can show progress; mounted, the daemon runs it.
     let value = match control::call(&store, &req)? {

@@ -66,10 +66,79 @@ pub fn open_config(
 }
 
 /// One object of `packs/`: the pack bytes `start..end` it holds.
-struct Object {
-    name: String,
-    start: u64,
-    end: u64,
+pub struct Object {
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Every pack object of `t` (one listing): per pack, the whole pack, or
+/// its parts sorted by start when it has no whole object yet.
+pub fn pack_objects(t: &dyn Target) -> Result<Vec<(PackNo, Vec<Object>)>> {
+    let mut objects: HashMap<PackNo, Vec<Object>> = HashMap::new();
+    let mut whole = HashSet::new();
+    for (name, size) in t.list("packs/")? {
+        let Some((no, start)) = pack::parse_name(name.rsplit('/').next().unwrap_or(&name)) else {
+            continue;
+        };
+        if start.is_none() {
+            whole.insert(no);
+        }
+        objects.entry(no).or_default().push(Object {
+            name,
+            start: start.unwrap_or(0),
+            end: start.unwrap_or(0) + size,
+        });
+    }
+    let mut out: Vec<(PackNo, Vec<Object>)> = objects.into_iter().collect();
+    for (no, objs) in out.iter_mut() {
+        if whole.contains(no) {
+            objs.retain(|o| o.name.ends_with(".pack"));
+        }
+        objs.sort_by_key(|o| o.start);
+    }
+    out.sort_by_key(|p| p.0);
+    Ok(out)
+}
+
+/// Every well-formed record of object `o`, in order, read in windows of
+/// `WINDOW` bytes: `f(header, payload offset in the pack, header and
+/// payload)`. Stops at the object's end or a torn or damaged header.
+pub fn scan_object(
+    t: &dyn Target,
+    o: &Object,
+    mut f: impl FnMut(RecordHeader, u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    const WINDOW: u64 = 8 << 20;
+    let (mut buf, mut buf_at) = (Vec::new(), o.start);
+    let mut bytes = |at: u64, len: usize| -> Result<Vec<u8>> {
+        let end = at + len as u64;
+        if at < buf_at || end > buf_at + buf.len() as u64 {
+            let n = (o.end - at).min(WINDOW.max(len as u64));
+            buf = t.get_range(&o.name, at - o.start, n as usize)?;
+            buf_at = at;
+        }
+        Ok(buf[(at - buf_at) as usize..(end - buf_at) as usize].to_vec())
+    };
+    let mut at = o.start;
+    if o.start == 0 {
+        let head = bytes(0, PACK_HEADER_LEN as usize)?;
+        format::check_magic(&head, format::PACK_MAGIC, &o.name)?;
+        at = PACK_HEADER_LEN;
+    }
+    while at + RECORD_HEADER_LEN as u64 <= o.end {
+        let Ok(h) = RecordHeader::decode(&bytes(at, RECORD_HEADER_LEN)?) else {
+            break;
+        };
+        let len = RECORD_HEADER_LEN + h.stored_len as usize;
+        if at + len as u64 > o.end {
+            break;
+        }
+        let rec = bytes(at, len)?;
+        f(h, at + RECORD_HEADER_LEN as u64, &rec)?;
+        at += len as u64;
+    }
+    Ok(())
 }
 
 /// The packs of a replica at a target, read through a block cache.
@@ -83,29 +152,7 @@ pub struct RemotePacks {
 impl RemotePacks {
     /// The packs `t` holds now (one listing).
     pub fn open(t: Arc<dyn Target>, cache: BlockCache) -> Result<RemotePacks> {
-        let mut objects: HashMap<PackNo, Vec<Object>> = HashMap::new();
-        let mut whole = HashSet::new();
-        for (name, size) in t.list("packs/")? {
-            let Some((no, start)) = pack::parse_name(name.rsplit('/').next().unwrap_or(&name))
-            else {
-                continue;
-            };
-            let start = start.unwrap_or(0);
-            if start == 0 && name.ends_with(".pack") {
-                whole.insert(no);
-            }
-            objects.entry(no).or_default().push(Object {
-                name,
-                start,
-                end: start + size,
-            });
-        }
-        for (no, objs) in objects.iter_mut() {
-            if whole.contains(no) {
-                objs.retain(|o| o.name.ends_with(".pack"));
-            }
-            objs.sort_by_key(|o| o.start);
-        }
+        let objects = pack_objects(&*t)?.into_iter().collect();
         Ok(RemotePacks {
             target: t,
             cache,
@@ -130,7 +177,15 @@ impl RemotePacks {
             for o in &self.objects[no] {
                 let records = match self.index_of(o, &indexes) {
                     Some(idx) => idx.records,
-                    None => self.scan(o)?,
+                    None => {
+                        // An older replica: its record headers, read once.
+                        let mut found = Vec::new();
+                        scan_object(&*self.target, o, |h, at, _| {
+                            found.push((h, at));
+                            Ok(())
+                        })?;
+                        found
+                    }
                 };
                 for (h, at) in records {
                     b.put_index(&h.id, &IndexEntry::of_record(*no, at, &h));
@@ -164,33 +219,6 @@ impl RemotePacks {
                 None
             }
         }
-    }
-
-    /// The records of one object, from its own bytes (an older replica
-    /// has no index objects): up to its end or a torn record.
-    fn scan(&self, o: &Object) -> Result<Vec<(RecordHeader, u64)>> {
-        let mut at = o.start;
-        if o.start == 0 {
-            let head = self.read_object(o, 0, PACK_HEADER_LEN as usize, false)?;
-            format::check_magic(&head, format::PACK_MAGIC, &o.name)?;
-            at = PACK_HEADER_LEN;
-        }
-        let mut out = Vec::new();
-        while at + RECORD_HEADER_LEN as u64 <= o.end {
-            let Ok(h) = self
-                .read_object(o, at, RECORD_HEADER_LEN, false)
-                .and_then(|b| RecordHeader::decode(&b))
-            else {
-                break;
-            };
-            let payload = at + RECORD_HEADER_LEN as u64;
-            if payload + h.stored_len as u64 > o.end {
-                break;
-            }
-            out.push((h, payload));
-            at = payload + h.stored_len as u64;
-        }
-        Ok(out)
     }
 
     /// Bytes of the pack at `at`, read from object `o` that holds them.
