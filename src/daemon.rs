@@ -16,8 +16,8 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct MountOptions {
     pub engine: Options,
-    /// Replica directory that sets or overrides the configured one.
-    pub replica: Option<PathBuf>,
+    /// Replicas that set or override the configured ones.
+    pub replicas: Vec<PathBuf>,
     pub commit_interval: Duration,
     /// FUSE worker threads; more than one so a slow read does not stall others.
     pub threads: usize,
@@ -32,7 +32,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
             engine: Options::default(),
-            replica: None,
+            replicas: Vec::new(),
             commit_interval: Duration::from_secs(1),
             threads: 4,
             crypto: None,
@@ -304,12 +304,13 @@ pub fn run(
         Some(c) => Repo::open_unlocked(store, opts.engine.clone(), c.clone())?,
         None => Repo::open(store, opts.engine.clone())?,
     };
-    if let Some(w) = repo.attach_replica(opts.replica.clone())? {
+    for w in repo.attach_replicas(&opts.replicas)? {
         startup.warn(&w);
     }
     let engine = repo.engine.clone();
-    let replicator = match (&repo.config.replica, &repo.replica, engine.read_only()) {
-        (Some(dir), Some(target), false) => {
+    let mut replicators = Vec::new();
+    if !engine.read_only() {
+        for (dir, target) in &repo.replicas {
             let r = Replicator::new(
                 dir.clone(),
                 target.clone(),
@@ -317,16 +318,15 @@ pub fn run(
                 engine.db.clone(),
                 engine.store.clone(),
             );
-            engine.set_replicator(r.clone());
             let runner = r.clone();
             std::thread::Builder::new()
                 .name("revfs-replica".into())
                 .spawn(move || runner.run())
                 .map_err(Error::Io)?;
-            Some(r)
+            replicators.push(r);
         }
-        _ => None,
-    };
+        engine.set_replicators(replicators.clone());
+    }
     let mut options = vec![
         MountOption::FSName(format!("revfs:{}", store.display())),
         MountOption::Subtype("revfs".into()),
@@ -386,10 +386,13 @@ pub fn run(
     // `destroy` flushed already when the kernel said goodbye; this covers
     // the paths where it could not.
     engine.shutdown()?;
-    if let Some(r) = replicator {
+    for r in replicators {
         // A last round ships the sealed pack and the final head.
         if let Err(e) = r.ship_now() {
-            tracing::warn!("replica not up to date at unmount: {e}");
+            tracing::warn!(
+                "replica {} not up to date at unmount: {e}",
+                r.dir().display()
+            );
         }
         r.stop();
     }

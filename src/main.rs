@@ -34,9 +34,10 @@ enum Cmd {
     /// Create a new, empty store in STORE (missing or empty directory).
     Init {
         store: PathBuf,
-        /// Replicate to this existing directory (another disk, NFS, CephFS...).
+        /// Replicate to this existing directory (another disk, NFS, CephFS...) or
+        /// s3://BUCKET/PREFIX; give it more than once for several replicas.
         #[arg(long)]
-        replica: Option<PathBuf>,
+        replica: Vec<PathBuf>,
         /// Encrypt everything the store and its replica hold, under a passphrase
         /// (see --password-file; a prompt on a terminal).
         #[arg(long)]
@@ -167,7 +168,7 @@ fn run(cli: Cli) -> Result<()> {
             replica,
             encrypt,
             policy,
-        } => cli::init::run(&store, replica.as_deref(), encrypt, &policy),
+        } => cli::init::run(&store, &replica, encrypt, &policy),
         Cmd::Key { cmd } => cli::key::run(cmd),
         Cmd::Verify {
             store,

@@ -26,8 +26,13 @@ pub struct Config {
     pub id_key: Option<String>,
     #[serde(default)]
     pub cipher: Option<String>,
+    /// The first replica (the `replica` of status).
     #[serde(default)]
     pub replica: Option<PathBuf>,
+    /// Replicas after the first, each replicated to on its own (an older
+    /// revfs ignores this key and replicates to the first alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_replicas: Vec<PathBuf>,
     /// "replica" in a replica's copy of the config; absent in a primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
@@ -49,6 +54,15 @@ pub const DEFAULT_REPLICA_DELETE_AFTER: std::time::Duration =
     std::time::Duration::from_secs(24 * 3600);
 
 impl Config {
+    /// Every replica, the first first.
+    pub fn replicas(&self) -> Vec<PathBuf> {
+        self.replica
+            .iter()
+            .chain(&self.more_replicas)
+            .cloned()
+            .collect()
+    }
+
     /// The policy, or the empty one (keep everything).
     pub fn policy(&self) -> crate::retention::Policy {
         self.retention.clone().unwrap_or_default()
@@ -189,8 +203,8 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Creates a new store in `store` (missing or empty) replicating to
 /// `replica` (an existing, empty directory). A failure at any step leaves
 /// `store` as it was (missing, or empty) and the replica untouched.
-pub fn init_with_replica(store: &Path, replica: Option<&Path>, encrypt: bool) -> Result<Config> {
-    if let Some(dir) = replica {
+pub fn init_with_replica(store: &Path, replicas: &[PathBuf], encrypt: bool) -> Result<Config> {
+    for dir in replicas {
         crate::replica::check_empty(&*crate::replica::target_of(dir)?)?;
     }
     check_new_store(store)?;
@@ -202,10 +216,14 @@ pub fn init_with_replica(store: &Path, replica: Option<&Path>, encrypt: bool) ->
     };
     let existed = store.exists();
     let made = init(store, pass.as_ref().map(|p| p.as_bytes())).and_then(|(cfg, crypto)| {
-        let Some(dir) = replica else { return Ok(cfg) };
+        if replicas.is_empty() {
+            return Ok(cfg);
+        }
         let mut r = Repo::open_unlocked(store, Options::default(), crypto)?;
-        crate::replica::init_replica(&*crate::replica::target_of(dir)?, &r.config, store)?;
-        if let Some(w) = r.attach_replica(Some(dir.to_path_buf()))? {
+        for dir in replicas {
+            crate::replica::init_replica(&*crate::replica::target_of(dir)?, &r.config, store)?;
+        }
+        if let Some(w) = r.attach_replicas(replicas)?.into_iter().next() {
             return Err(Error::Store(w));
         }
         r.engine.shutdown()?;
@@ -265,6 +283,7 @@ pub fn init(store: &Path, passphrase: Option<&[u8]>) -> Result<(Config, Crypto)>
             .is_encrypted()
             .then(|| crate::crypto::CIPHER.to_string()),
         replica: None,
+        more_replicas: Vec::new(),
         role: None,
         retention: None,
         prune_interval_secs: None,
@@ -340,8 +359,9 @@ pub struct Repo {
     pub path: PathBuf,
     pub config: Config,
     pub engine: Arc<Engine>,
-    /// The configured replica (one client for healing and replicating).
-    pub replica: Option<Arc<dyn crate::replica::target::Target>>,
+    /// The configured replicas, the first first (one client each for
+    /// healing and replicating).
+    pub replicas: Vec<(PathBuf, Arc<dyn crate::replica::target::Target>)>,
     _lock: Option<StoreLock>,
 }
 
@@ -402,10 +422,10 @@ impl Repo {
             path: store.to_path_buf(),
             config,
             engine,
-            replica: None,
+            replicas: Vec::new(),
             _lock: Some(lock),
         };
-        repo.attach_replica(None)?;
+        repo.attach_replicas(&[])?;
         Ok(repo)
     }
 
@@ -416,44 +436,54 @@ impl Repo {
     /// re-initialized: it is reported missing instead.
     /// Returns a warning for the user when the replica could not be set up
     /// (the replicator sets it up once the directory is there).
-    pub fn attach_replica(&mut self, dir: Option<PathBuf>) -> Result<Option<String>> {
-        if let Some(dir) = dir {
-            let dir = if crate::replica::target::is_s3(&dir.to_string_lossy()) {
-                dir
-            } else {
-                std::path::absolute(&dir).map_err(Error::io_at(&dir))?
-            };
-            if self.config.replica.as_ref() != Some(&dir) {
-                self.config.replica = Some(dir);
+    pub fn attach_replicas(&mut self, dirs: &[PathBuf]) -> Result<Vec<String>> {
+        if !dirs.is_empty() {
+            let mut want = Vec::new();
+            for dir in dirs {
+                let dir = if crate::replica::target::is_s3(&dir.to_string_lossy()) {
+                    dir.clone()
+                } else {
+                    std::path::absolute(dir).map_err(Error::io_at(dir))?
+                };
+                if !want.contains(&dir) {
+                    want.push(dir);
+                }
+            }
+            if self.config.replicas() != want {
+                self.config.replica = Some(want.remove(0));
+                self.config.more_replicas = want;
                 if !self.engine.read_only() {
                     self.config.write(&self.path)?;
                 }
             }
         }
-        let Some(dir) = self.config.replica.clone() else {
-            return Ok(None);
-        };
-        let mut warning = None;
-        let target = crate::replica::target_of(&dir)?;
-        if !self.engine.read_only()
-            && let Err(e) =
-                crate::replica::set_up(&*target, &self.config, &self.engine.db, &self.path)
-        {
-            let msg =
-                format!("replica not set up yet: {e}; replication starts once it can be set up");
-            tracing::warn!("{msg}");
-            warning = Some(msg);
+        let mut warnings = Vec::new();
+        self.replicas.clear();
+        for dir in self.config.replicas() {
+            let target = crate::replica::target_of(&dir)?;
+            if !self.engine.read_only()
+                && let Err(e) =
+                    crate::replica::set_up(&*target, &self.config, &self.engine.db, &self.path)
+            {
+                let msg = format!(
+                    "replica {} not set up yet: {e}; replication starts once it can be set up",
+                    dir.display()
+                );
+                tracing::warn!("{msg}");
+                warnings.push(msg);
+            }
+            if !self.engine.read_only()
+                && let Some(d) = target.local_dir()
+                && d.join(CONF_FILE).exists()
+            {
+                tighten(d);
+            }
+            self.replicas.push((dir, target));
         }
-        if !self.engine.read_only()
-            && let Some(d) = target.local_dir()
-            && d.join(CONF_FILE).exists()
-        {
-            tighten(d);
-        }
-        self.engine.store.set_heal_from(Some(target.clone()));
-        self.replica = Some(target);
-        self.engine.set_replica_dir(Some(dir));
-        Ok(warning)
+        let targets = self.replicas.iter().map(|r| r.1.clone()).collect();
+        self.engine.store.set_heal_from(targets);
+        self.engine.set_replica_dirs(self.config.replicas());
+        Ok(warnings)
     }
 
     /// A replica, served read-only from a catalog rebuilt in memory; the
@@ -483,7 +513,7 @@ impl Repo {
             path: dir.to_path_buf(),
             config,
             engine,
-            replica: None,
+            replicas: Vec::new(),
             _lock: None,
         })
     }
@@ -551,7 +581,7 @@ impl Repo {
             path: spec.to_path_buf(),
             config,
             engine,
-            replica: None,
+            replicas: Vec::new(),
             _lock: None,
         })
     }

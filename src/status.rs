@@ -35,7 +35,11 @@ pub struct Status {
     /// history costs in memory; freed as the kernel forgets them).
     #[serde(default)]
     pub history_inodes: u64,
+    /// The first replica (state `none` without one).
     pub replica: crate::replica::ReplicaStatus,
+    /// Every replica, the first first.
+    #[serde(default)]
+    pub replicas: Vec<crate::replica::ReplicaStatus>,
     /// The capacity plan under the store's retention policy.
     #[serde(default)]
     pub plan: crate::retention::plan::Plan,
@@ -99,6 +103,7 @@ pub fn status(engine: &Engine) -> Result<Status> {
     let versions = db.counter(VERSIONS)?;
     let logical_bytes = db.counter(LOGICAL_BYTES)?;
     let head = db.counter("head")?;
+    let replicas = engine.replicas_status();
     let head_time = db
         .commit(CommitSeq(head))?
         .map(|(_, t)| crate::timefmt::rfc3339(t));
@@ -124,7 +129,11 @@ pub fn status(engine: &Engine) -> Result<Status> {
         head_time,
         poisoned: engine.store.poison_reason(),
         history_inodes: engine.history_inodes() as u64,
-        replica: engine.replica_status(),
+        replica: replicas
+            .first()
+            .cloned()
+            .unwrap_or_else(crate::replica::ReplicaStatus::none),
+        replicas,
     })
 }
 
@@ -228,10 +237,11 @@ impl std::fmt::Display for Status {
                 .map(|t| format!(" at {t}"))
                 .unwrap_or_default()
         )?;
-        let r = &self.replica;
-        match &r.path {
-            None => writeln!(f, "replica:        none")?,
-            Some(p) => {
+        if self.replicas.is_empty() {
+            writeln!(f, "replica:        none")?;
+        }
+        for r in &self.replicas {
+            if let Some(p) = &r.path {
                 writeln!(f, "replica:        {} ({})", p.display(), r.state)?;
                 writeln!(
                     f,

@@ -55,6 +55,7 @@ fn ship(r: &Repo, dir: &Path) {
         &r.engine.db,
         &r.engine.store,
         std::time::Duration::from_secs(86400),
+        &revfs::replica::Peers::alone(&r.engine.db, dir),
     )
     .unwrap();
 }
@@ -76,7 +77,7 @@ fn crash_point_child() {
     };
     let mut r = Repo::open(Path::new(&dir), Options::default()).unwrap();
     if let Ok(replica) = std::env::var("REVFS_POINT_CHILD_REPLICA") {
-        r.attach_replica(Some(replica.into())).unwrap();
+        r.attach_replicas(&[replica.into()]).unwrap();
     }
     write_file(&r.engine, "new", &bytes(2, 700_000));
     if let Some(dir) = r.config.replica.clone() {
@@ -163,7 +164,7 @@ fn every_replication_crash_point_leaves_a_consistent_replica() {
         std::fs::create_dir(&rep).unwrap();
         {
             let mut r = Repo::open(&s, Options::default()).unwrap();
-            r.attach_replica(Some(rep.clone())).unwrap();
+            r.attach_replicas(std::slice::from_ref(&rep)).unwrap();
             write_file(&r.engine, "base", &bytes(1, 500_000));
             ship(&r, &rep);
             r.engine.shutdown().unwrap();

@@ -508,6 +508,76 @@ fn the_replica_keeps_pruned_history_for_its_grace_window_then_follows() {
 }
 
 #[test]
+fn with_two_replicas_a_prune_reaches_each_even_one_that_was_away() {
+    let Some((mut m, first)) = Mount::with_replica(&[]) else {
+        return;
+    };
+    let second = m.tmp.path().join("replica-2");
+    fs::create_dir(&second).unwrap();
+    let (a, b) = (first.to_str().unwrap(), second.to_str().unwrap());
+    let flags = [
+        "--replica",
+        a,
+        "--replica",
+        b,
+        "--replica-delete-after",
+        "0s",
+    ];
+    m.remount(&flags);
+    let vs: Vec<Vec<u8>> = (0..6).map(|k| version(k, 256 << 10)).collect();
+    for v in &vs {
+        save(&m.p("model.bin"), v);
+    }
+    let both_caught_up = |m: &Mount| {
+        common::commit(&m.store);
+        wait_until("both replicas at lag 0", Duration::from_secs(30), || {
+            let st = common::status(&m.store);
+            let r = st["replicas"].as_array().unwrap().clone();
+            r.len() == 2
+                && r.iter()
+                    .all(|r| r["state"] == "ok" && r["lag_commits"] == 0)
+        });
+    };
+    both_caught_up(&m);
+    let before = (packs_bytes(&first), packs_bytes(&second));
+
+    // The second replica is away (its disk unplugged) while the prune
+    // runs and the first replica applies it...
+    let away = m.tmp.path().join("replica-2-away");
+    fs::rename(&second, &away).unwrap();
+    let r = prune(&m.mnt, &["--keep-last", "1"]);
+    assert!(r["commits_dropped"].as_u64().unwrap() >= 5, "{r}");
+    common::commit(&m.store);
+    wait_until(
+        "the first replica to drop the pruned packs",
+        Duration::from_secs(30),
+        || packs_bytes(&first) < before.0,
+    );
+    // ...and once it is back, it gets the same prune: the record waited.
+    fs::rename(&away, &second).unwrap();
+    both_caught_up(&m);
+    wait_until(
+        "the second replica to drop the pruned packs",
+        Duration::from_secs(30),
+        || packs_bytes(&second) < before.1,
+    );
+    assert!(fs::read_dir(second.join("pruned")).unwrap().count() >= 1);
+    m.unmount();
+    for (i, replica) in [&first, &second].into_iter().enumerate() {
+        let rec = m.tmp.path().join(format!("rec-{i}"));
+        let (ok, out) = revfs(&["recover".as_ref(), replica.as_os_str(), rec.as_os_str()]);
+        assert!(ok, "{out}");
+        verify_clean(&rec);
+        let mnt = m.tmp.path().join(format!("rec-mnt-{i}"));
+        fs::create_dir(&mnt).unwrap();
+        let mut back = Mount::attach(rec, mnt, m.tmp.path().join(format!("rec-{i}.log")));
+        back.start(&[]);
+        assert_eq!(logged(&back.p("model.bin")), [vs[5].clone()], "replica {i}");
+        back.unmount();
+    }
+}
+
+#[test]
 fn a_format_3_store_opens_and_prunes() {
     if !common::fuse_available() {
         return;

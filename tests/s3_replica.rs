@@ -442,3 +442,104 @@ fn verify_of_a_bucket_finds_and_repairs_a_damaged_record_and_a_drill_passes() {
     assert_eq!(again["clean"], true, "{again}");
     assert_eq!(t.get(&name).unwrap().unwrap().len() as u64, size);
 }
+
+#[test]
+fn two_replicas_a_directory_and_a_bucket_each_keep_their_own_state_and_both_recover() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mut s3 = Seaweed::start("replicas");
+    let url = "s3://replicas/store-2";
+    let tmp = tempfile::Builder::new()
+        .prefix("revfs-s3two")
+        .tempdir()
+        .unwrap();
+    let (store, mnt, nas) = (
+        tmp.path().join("store"),
+        tmp.path().join("mnt"),
+        tmp.path().join("nas"),
+    );
+    fs::create_dir(&mnt).unwrap();
+    fs::create_dir(&nas).unwrap();
+    let env = s3.env();
+    let args = [
+        os("init"),
+        store.as_os_str(),
+        os("--replica"),
+        nas.as_os_str(),
+    ];
+    let (ok, out) = rv(&env, &[&args[..], &[os("--replica"), os(url)]].concat());
+    assert!(ok, "{out}");
+    let mut m = Mount::attach(store.clone(), mnt, tmp.path().join("daemon.log"));
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    m.start_env(&[], &envs);
+    let both = |m: &Mount| common::status(&m.store)["replicas"].clone();
+    let caught_up_both = |m: &Mount, timeout| {
+        common::commit(&m.store);
+        common::wait_until("both replicas at lag 0", timeout, || {
+            let r = both(m);
+            r.as_array().unwrap().len() == 2
+                && r.as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r["state"] == "ok" && r["lag_commits"] == 0 && r["lag_bytes"] == 0)
+        });
+    };
+    let mut rng = Rng::new(7);
+    let mut saved = vec![rng.bytes(3 << 20)];
+    save(&m.p("model.bin"), &saved[0]);
+    caught_up_both(&m, Duration::from_secs(60));
+    let st = common::status(&m.store);
+    assert_eq!(st["replica"]["path"], nas.to_str().unwrap(), "{st}");
+    assert_eq!(st["replicas"][1]["path"], url, "{st}");
+
+    // The bucket goes away: the directory replica goes on, the bucket's
+    // state says it is failing, and both catch up once it is back.
+    s3.stop();
+    saved.push(rng.bytes(3 << 20));
+    save(&m.p("model.bin"), &saved[1]);
+    common::commit(&m.store);
+    common::wait_until(
+        "the directory at lag 0 while the bucket fails",
+        Duration::from_secs(60),
+        || {
+            let r = both(&m);
+            r[0]["state"] == "ok"
+                && r[0]["lag_commits"] == 0
+                && r[1]["state"] == "error"
+                && r[1]["lag_commits"].as_u64() > Some(0)
+                && r[1]["last_error"].is_string()
+        },
+    );
+    s3.restart();
+    caught_up_both(&m, Duration::from_secs(90));
+    m.unmount();
+
+    // A damaged pack in the primary, and the directory replica without
+    // its copy: reads heal from the bucket, the next replica in the list.
+    let pack = fs::read_dir(store.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    fs::write(&pack, &bytes).unwrap();
+    fs::remove_file(nas.join("packs").join(pack.file_name().unwrap())).unwrap();
+    m.start_env(&[], &envs);
+    assert_eq!(versions(&m, "model.bin"), saved);
+    assert!(
+        m.log_text().contains(&format!("healed from replica {url}")),
+        "{}",
+        m.log_text()
+    );
+    caught_up_both(&m, Duration::from_secs(90));
+    m.unmount();
+
+    // Each replica alone recovers every version.
+    let from_nas = recover_and_mount(&s3, nas.to_str().unwrap(), &m, "from-nas");
+    assert_eq!(versions(&from_nas, "model.bin"), saved);
+    let from_bucket = recover_and_mount(&s3, url, &m, "from-bucket");
+    assert_eq!(versions(&from_bucket, "model.bin"), saved);
+}

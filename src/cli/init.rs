@@ -1,11 +1,11 @@
-//! `revfs init STORE [--replica DIR] [--encrypt] [policy flags]`.
+//! `revfs init STORE [--replica DIR]... [--encrypt] [policy flags]`.
 
 use super::PolicyArgs;
 use revfs::{Result, repo};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-pub fn run(store: &Path, replica: Option<&Path>, encrypt: bool, policy: &PolicyArgs) -> Result<()> {
-    repo::init_with_replica(store, replica, encrypt)?;
+pub fn run(store: &Path, replicas: &[PathBuf], encrypt: bool, policy: &PolicyArgs) -> Result<()> {
+    repo::init_with_replica(store, replicas, encrypt)?;
     let change = super::policy::Change {
         flags: policy,
         prune_interval: None,
@@ -13,13 +13,15 @@ pub fn run(store: &Path, replica: Option<&Path>, encrypt: bool, policy: &PolicyA
         clear: false,
     };
     super::policy::apply(store, &change)?;
-    match replica {
-        Some(dir) => println!(
+    if replicas.is_empty() {
+        println!("created revfs store {}", store.display());
+    } else {
+        let to: Vec<String> = replicas.iter().map(|d| d.display().to_string()).collect();
+        println!(
             "created revfs store {} replicating to {}",
             store.display(),
-            dir.display()
-        ),
-        None => println!("created revfs store {}", store.display()),
+            to.join(" and ")
+        );
     }
     if encrypt {
         println!(

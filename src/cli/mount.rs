@@ -19,9 +19,10 @@ pub struct MountArgs {
     /// Mount read-only (a replica can be mounted this way).
     #[arg(long)]
     pub read_only: bool,
-    /// Replicate to this directory (sets or overrides the configured one).
+    /// Replicate to this directory or s3://BUCKET/PREFIX; more than once for
+    /// several replicas (sets or overrides the configured ones).
     #[arg(long)]
-    pub replica: Option<PathBuf>,
+    pub replica: Vec<PathBuf>,
     /// fsync returns only once the replica holds the data too (RPO 0).
     #[arg(long)]
     pub replica_sync: bool,
@@ -113,7 +114,7 @@ pub fn run(args: MountArgs) -> Result<()> {
             replica_sync,
             policy: Default::default(),
         },
-        replica,
+        replicas: replica,
         commit_interval,
         crypto: Some(crypto),
         cache: revfs::repo::CacheOptions {

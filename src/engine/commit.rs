@@ -205,7 +205,7 @@ impl Engine {
         p.placed.clear();
         drop(p);
         tracing::debug!(seq = seq.0, dirs = trees.len(), "commit");
-        if let Some(r) = self.replicator() {
+        for r in self.replicators() {
             r.kick();
         }
         Ok(Some(seq))

@@ -174,8 +174,9 @@ enum ReplicaLink {
     #[default]
     None,
     /// Configured, no replicator running (CLI on an unmounted store).
-    Offline(PathBuf),
-    Running(Arc<Replicator>),
+    Offline(Vec<PathBuf>),
+    /// One replicator per replica, the first first.
+    Running(Vec<Arc<Replicator>>),
 }
 
 /// How long an fsync with `--replica-sync` waits for the replica before EIO.
@@ -300,35 +301,53 @@ impl Engine {
         *lock(&self.policy) = p;
     }
 
-    /// The configured replica directory, without a replicator.
-    pub fn set_replica_dir(&self, dir: Option<PathBuf>) {
-        *lock(&self.replica) = dir.map_or(ReplicaLink::None, ReplicaLink::Offline);
+    /// The configured replicas, without replicators.
+    pub fn set_replica_dirs(&self, dirs: Vec<PathBuf>) {
+        *lock(&self.replica) = match dirs.is_empty() {
+            true => ReplicaLink::None,
+            false => ReplicaLink::Offline(dirs),
+        };
     }
 
-    /// The running replicator of a mounted store.
-    pub fn set_replicator(&self, r: Arc<Replicator>) {
+    /// The running replicators of a mounted store, the first first.
+    pub fn set_replicators(&self, r: Vec<Arc<Replicator>>) {
         *lock(&self.replica) = ReplicaLink::Running(r);
     }
 
-    pub(crate) fn replicator(&self) -> Option<Arc<Replicator>> {
+    pub(crate) fn replicators(&self) -> Vec<Arc<Replicator>> {
         match &*lock(&self.replica) {
-            ReplicaLink::Running(r) => Some(r.clone()),
-            _ => None,
+            ReplicaLink::Running(r) => r.clone(),
+            _ => Vec::new(),
         }
     }
 
+    /// The state of the first replica (`none` without one).
     pub fn replica_status(&self) -> ReplicaStatus {
+        self.replicas_status()
+            .into_iter()
+            .next()
+            .unwrap_or_else(ReplicaStatus::none)
+    }
+
+    /// The state of every replica, the first first.
+    pub fn replicas_status(&self) -> Vec<ReplicaStatus> {
         let link = lock(&self.replica).clone();
         match link {
-            ReplicaLink::None => ReplicaStatus::none(),
-            ReplicaLink::Running(r) => r.status(),
-            ReplicaLink::Offline(dir) => crate::replica::lag(&dir, &self.db, &self.store)
-                .unwrap_or_else(|e| ReplicaStatus {
-                    path: Some(dir),
-                    state: "missing".into(),
-                    last_error: Some(e.to_string()),
-                    ..ReplicaStatus::none()
-                }),
+            ReplicaLink::None => Vec::new(),
+            ReplicaLink::Running(r) => r.iter().map(|r| r.status()).collect(),
+            ReplicaLink::Offline(dirs) => dirs
+                .into_iter()
+                .map(|dir| {
+                    crate::replica::lag(&dir, &self.db, &self.store).unwrap_or_else(|e| {
+                        ReplicaStatus {
+                            path: Some(dir),
+                            state: "missing".into(),
+                            last_error: Some(e.to_string()),
+                            ..ReplicaStatus::none()
+                        }
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -607,14 +626,15 @@ impl Engine {
         }
         self.record(ino, &f, true)?;
         self.commit(true)?;
-        if self.opts.replica_sync
-            && let Some(r) = self.replicator()
-        {
+        if self.opts.replica_sync {
+            // Every replica holds it, or the fsync fails.
             let head = CommitSeq(self.db.counter("head")?);
-            r.wait_for(head, REPLICA_SYNC_TIMEOUT).map_err(|e| {
-                tracing::error!("fsync with --replica-sync: {e}");
-                Error::Io(std::io::Error::from_raw_os_error(libc::EIO))
-            })?;
+            for r in self.replicators() {
+                r.wait_for(head, REPLICA_SYNC_TIMEOUT).map_err(|e| {
+                    tracing::error!("fsync with --replica-sync: {e}");
+                    Error::Io(std::io::Error::from_raw_os_error(libc::EIO))
+                })?;
+            }
         }
         Ok(())
     }

@@ -316,11 +316,17 @@ fn apply_deletions(
     db: &Db,
     due: Vec<(u64, crate::catalog::db::ReplicaDeletion)>,
     delete_after: Duration,
+    peers: &Peers,
 ) -> Result<()> {
     let now = Time::now().as_nanos();
+    let next = db.counter(&peers.own)?;
     for (no, d) in due {
         if now - d.time.as_nanos() < delete_after.as_nanos() as i128 {
             break;
+        }
+        if no < next {
+            // Applied here; another replica has yet to.
+            continue;
         }
         if !d.commits.is_empty() {
             // An older revfs would rebuild the dropped commits: raise the
@@ -348,7 +354,14 @@ fn apply_deletions(
         t.sync_dir("packs")?;
         t.sync_dir("index")?;
         let mut b = crate::catalog::db::Batch::default();
-        b.del_replica_deletion(no);
+        b.put_counter(&peers.own, no + 1);
+        let mut done = true;
+        for other in peers.all.iter().filter(|k| **k != peers.own) {
+            done &= db.counter(other)? > no;
+        }
+        if done {
+            b.del_replica_deletion(no);
+        }
         db.apply(b)?;
         tracing::info!(
             "replica {}: applied prune record {no} ({} commits, {} packs)",
@@ -450,6 +463,35 @@ fn primary_packs(store: &ObjectStore) -> Result<Vec<(PackNo, u64, bool)>> {
     Ok(out)
 }
 
+/// Which prune records the replicas of a store have applied: a catalog
+/// counter per replica (the next record it is to apply). A record is
+/// dropped once every configured replica applied it.
+#[derive(Clone, Debug)]
+pub struct Peers {
+    own: String,
+    all: Vec<String>,
+}
+
+impl Peers {
+    /// The replica `own` among `all` (the configured replicas).
+    pub fn new(db: &Db, own: &Path, all: &[PathBuf]) -> Peers {
+        let key = |p: &Path| {
+            let h = db.path_hash(&p.to_string_lossy());
+            let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("replica_applied/{hex}")
+        };
+        Peers {
+            own: key(own),
+            all: all.iter().map(|p| key(p)).collect(),
+        }
+    }
+
+    /// A store's only replica.
+    pub fn alone(db: &Db, spec: &Path) -> Peers {
+        Peers::new(db, spec, &[spec.to_path_buf()])
+    }
+}
+
 /// Ships what the replica lacks: pack bytes first, then the head and the
 /// names. Returns the replicated head.
 pub fn ship(
@@ -457,6 +499,7 @@ pub fn ship(
     db: &Db,
     store: &ObjectStore,
     delete_after: Duration,
+    peers: &Peers,
 ) -> Result<CommitSeq> {
     // Prune records before the packs: what a record needs shipped first
     // was durable before the record, so it is in the packs listed below.
@@ -497,7 +540,7 @@ pub fn ship(
     }
     crate::crashpoint::crash_point("replica:head-written");
     sync_names(t, db)?;
-    apply_deletions(t, db, deletions, delete_after)?;
+    apply_deletions(t, db, deletions, delete_after, peers)?;
     Ok(head)
 }
 
@@ -644,6 +687,7 @@ pub struct Replicator {
     config: Config,
     db: Arc<Db>,
     store: Arc<ObjectStore>,
+    peers: Peers,
     inner: Mutex<Inner>,
     cv: Condvar,
 }
@@ -677,6 +721,7 @@ impl Replicator {
         store: Arc<ObjectStore>,
     ) -> Arc<Self> {
         Arc::new(Replicator {
+            peers: Peers::new(&db, &dir, &config.replicas()),
             target,
             delete_after: config.replica_delete_after(),
             inner: Mutex::new(Inner {
@@ -705,7 +750,13 @@ impl Replicator {
 
     /// One round now, from the caller's thread (the last one at unmount).
     pub fn ship_now(&self) -> Result<CommitSeq> {
-        ship(&*self.target, &self.db, &self.store, self.delete_after)
+        ship(
+            &*self.target,
+            &self.db,
+            &self.store,
+            self.delete_after,
+            &self.peers,
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -817,9 +868,15 @@ impl Replicator {
             }
         }
         let result = self.writable().and_then(|()| {
-            ship(&*self.target, &self.db, &self.store, self.delete_after)
-                .and_then(|head| Ok((head, replica_packs(&*self.target)?)))
-                .map_err(|e| ("error", e.to_string()))
+            ship(
+                &*self.target,
+                &self.db,
+                &self.store,
+                self.delete_after,
+                &self.peers,
+            )
+            .and_then(|head| Ok((head, replica_packs(&*self.target)?)))
+            .map_err(|e| ("error", e.to_string()))
         });
         let mut g = self.lock();
         let before = g.status.state.clone();

@@ -49,7 +49,7 @@ pub struct ObjectStore {
     poison: Mutex<Option<String>>,
     read_only: bool,
     /// The replica, for healing corrupt reads.
-    heal_from: Mutex<Option<Arc<dyn crate::replica::target::Target>>>,
+    heal_from: Mutex<Vec<Arc<dyn crate::replica::target::Target>>>,
     /// While a prune runs: every id `put` found already stored (a new
     /// reference to an old object), which the prune must keep.
     gc: Mutex<Option<IdSet>>,
@@ -121,7 +121,7 @@ impl ObjectStore {
             )),
             poison: Mutex::new(None),
             read_only,
-            heal_from: Mutex::new(None),
+            heal_from: Mutex::new(Vec::new()),
             gc: Mutex::new(None),
             reserve: std::sync::atomic::AtomicU64::new(0),
             room: std::sync::atomic::AtomicU64::new(0),
@@ -199,8 +199,8 @@ impl ObjectStore {
 
     /// Reads that fail their check are served from this replica
     /// (verified) and the object is written again here.
-    pub fn set_heal_from(&self, replica: Option<Arc<dyn crate::replica::target::Target>>) {
-        *lock(&self.heal_from) = replica;
+    pub fn set_heal_from(&self, replicas: Vec<Arc<dyn crate::replica::target::Target>>) {
+        *lock(&self.heal_from) = replicas;
     }
 
     /// Stores `data` as an object of `kind` unless an identical one exists.
@@ -463,20 +463,28 @@ impl ObjectStore {
     /// The replica's copy of a damaged object, verified; the primary gets a
     /// good copy again when it is writable.
     fn heal(&self, id: &ObjectId, e: &IndexEntry) -> Option<Vec<u8>> {
-        let t = lock(&self.heal_from).clone()?;
-        let dir = PathBuf::from(t.describe());
+        let replicas = lock(&self.heal_from).clone();
         let at = e.offset.checked_sub(RECORD_HEADER_LEN as u64)?;
         let len = RECORD_HEADER_LEN + e.stored_len as usize;
-        let raw = crate::replica::target::read_pack_range(&*t, e.pack, at, len)
-            .and_then(|rec| check_record(self.db.crypto(), &rec, &dir, id, e))
-            .ok()?;
+        // Each replica in turn, the first first.
+        let (raw, from) = replicas.iter().find_map(|t| {
+            let dir = PathBuf::from(t.describe());
+            let rec = crate::replica::target::read_pack_range(&**t, e.pack, at, len);
+            match rec.and_then(|rec| check_record(self.db.crypto(), &rec, &dir, id, e)) {
+                Ok(raw) => Some((raw, dir)),
+                Err(err) => {
+                    tracing::warn!("object {id}: not healed from {}: {err}", dir.display());
+                    None
+                }
+            }
+        })?;
         if self.read_only {
-            tracing::warn!("object {id}: served from replica {}", dir.display());
+            tracing::warn!("object {id}: served from replica {}", from.display());
         } else {
             match self.rewrite(e.kind, &raw) {
                 Ok(_) => tracing::warn!(
                     "object {id}: corrupt in the primary, healed from replica {}",
-                    dir.display()
+                    from.display()
                 ),
                 Err(err) => {
                     tracing::error!("object {id}: served from replica, repair failed: {err}")
