@@ -353,5 +353,8 @@ if s:
     print(f"| replication of a {s['mib']} MiB checkpoint until lag 0, S3 / directory replica | {b['throughput_mbs'] / d['throughput_mbs']:.2f}x | best of {s['rounds']}: S3 (SeaweedFS {s['seaweedfs']}, 127.0.0.1) {b['throughput_mbs']:.0f} MB/s, directory {d['throughput_mbs']:.0f} MB/s |")
     print(f"| catch-up after the checkpoint's fsync, S3 / directory | {b['catch_up_seconds']:.2f} s / {d['catch_up_seconds']:.2f} s | - |")
     print(f"| recover from the replica alone, per GiB, S3 / directory | {b['recover_seconds_per_gib']:.1f} s / {d['recover_seconds_per_gib']:.1f} s | S3: download, then the same rebuild |")
+    if "first_byte_seconds" in b:
+        print(f"| read-only mount of the replica: mount command to the first byte, S3 / directory | {b['first_byte_seconds']:.2f} s / {d['first_byte_seconds']:.2f} s | S3: ranged GETs through the block cache |")
+        print(f"| cold sequential read of the checkpoint through that mount, S3 / directory | {b['cold_read_mbs'] / d['cold_read_mbs']:.2f}x | S3 {b['cold_read_mbs']:.0f} MB/s, directory {d['cold_read_mbs']:.0f} MB/s (its packs in the page cache) |")
 print(f"\nJSON: {path}")
 PY

@@ -325,7 +325,10 @@ pub fn run(
                 .map_err(Error::Io)?;
             replicators.push(r);
         }
-        engine.set_replicators(replicators.clone());
+        let links = replicators
+            .iter()
+            .map(|r| r.clone() as Arc<dyn crate::engine::ReplicaLink>);
+        engine.set_replicas(links.collect());
     }
     let mut options = vec![
         MountOption::FSName(format!("revfs:{}", store.display())),

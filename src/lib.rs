@@ -7,11 +7,15 @@
 //! `catalog` (sled: live tree, versions, commits, object index), `engine`
 //! (POSIX semantics and the commit protocol), `reach` (what references
 //! what) and `retention` (policies, prune), `fs` (the FUSE adapter),
-//! `daemon` + `control` (a mounted store and its control socket).
+//! `replica` (targets, the replicator, recover, bucket mounts: it uses the
+//! engine, which knows replicas only as `engine::ReplicaLink`), `config` +
+//! `repo` (a store directory, opened as a whole), `daemon` + `control` (a
+//! mounted store and its control socket).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod catalog;
 pub mod chunker;
+pub mod config;
 pub mod control;
 pub mod crashpoint;
 pub mod crypto;

@@ -36,10 +36,10 @@ pub struct Status {
     #[serde(default)]
     pub history_inodes: u64,
     /// The first replica (state `none` without one).
-    pub replica: crate::replica::ReplicaStatus,
+    pub replica: crate::engine::ReplicaStatus,
     /// Every replica, the first first.
     #[serde(default)]
-    pub replicas: Vec<crate::replica::ReplicaStatus>,
+    pub replicas: Vec<crate::engine::ReplicaStatus>,
     /// The capacity plan under the store's retention policy.
     #[serde(default)]
     pub plan: crate::retention::plan::Plan,
@@ -132,7 +132,7 @@ pub fn status(engine: &Engine) -> Result<Status> {
         replica: replicas
             .first()
             .cloned()
-            .unwrap_or_else(crate::replica::ReplicaStatus::none),
+            .unwrap_or_else(crate::engine::ReplicaStatus::none),
         replicas,
     })
 }

@@ -1,6 +1,7 @@
 //! The few libc calls revfs needs, behind safe functions: this is the one
 //! module allowed `unsafe` (see `[lints]` in Cargo.toml). Each block says
-//! why it is sound.
+//! why it is sound. Also the durable-file helpers built on the same calls
+//! (fsync of a directory; publishing a file whole).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -101,4 +102,42 @@ pub fn remove_env_single_threaded(name: &str) {
     // SAFETY: by this function's contract no other thread reads or writes
     // the environment meanwhile.
     unsafe { std::env::remove_var(name) }
+}
+
+/// fsync(2) of directory `dir`: the entries made or removed in it are durable.
+pub fn sync_dir(dir: &Path) -> crate::error::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(crate::error::Error::io_at(dir))
+}
+
+/// Writes the file `dst` so that a crash leaves its old bytes or all of
+/// the new ones: a temporary name beside it with what `fill` writes,
+/// fsync, rename, fsync of the directory (made when missing).
+pub fn publish(
+    dst: &Path,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> crate::error::Result<()> {
+    use crate::error::Error;
+    let dir = dst.parent().unwrap_or(Path::new(".")).to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(Error::io_at(&dir))?;
+    let file = dst
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".tmp-{}-{file}", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        fill(&mut f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dst)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::IoAt {
+            path: dst.to_path_buf(),
+            source: e,
+        });
+    }
+    sync_dir(&dir)
 }

@@ -171,7 +171,10 @@ impl KeyFile {
 
     /// Writes the key file atomically (temp, fsync, rename, fsync dir).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        crate::replica::publish_file(dir, KEYS_FILE, &self.encode()?)
+        let bytes = self.encode()?;
+        crate::sys::publish(&dir.join(KEYS_FILE), |f| {
+            std::io::Write::write_all(f, &bytes)
+        })
     }
 
     /// The bytes of the key file.

@@ -205,7 +205,7 @@ impl Engine {
         p.placed.clear();
         drop(p);
         tracing::debug!(seq = seq.0, dirs = trees.len(), "commit");
-        for r in self.replicators() {
+        for r in self.replicas() {
             r.kick();
         }
         Ok(Some(seq))

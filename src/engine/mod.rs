@@ -15,6 +15,7 @@ mod commit;
 pub mod file;
 pub mod history;
 mod namespace;
+pub mod replica_link;
 pub mod restore;
 mod roots;
 pub mod snapshots;
@@ -25,9 +26,9 @@ use crate::error::{Error, Result};
 use crate::format::{FileType, Node, Time};
 use crate::ids::{CommitSeq, Ino, ObjectId};
 use crate::manifest::Content;
-use crate::replica::{ReplicaStatus, Replicator};
 use crate::store::ObjectStore;
 use file::FileState;
+pub use replica_link::{ReplicaLink, ReplicaStatus};
 pub use snapshots::Space;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -149,7 +150,8 @@ pub struct Engine {
     next_vseq: AtomicU64,
     views: Mutex<snapshots::Views>,
     trees: Mutex<lru::LruCache<ObjectId, Arc<crate::format::Tree>>>,
-    replica: Mutex<ReplicaLink>,
+    /// The configured replicas, the first first.
+    replicas: Mutex<Vec<Arc<dyn ReplicaLink>>>,
     /// How many times the kernel holds each inode (lookups not yet
     /// forgotten). An unlinked inode lives on while the kernel holds it.
     lookups: Mutex<HashMap<Ino, u64>>,
@@ -167,17 +169,6 @@ pub struct Engine {
 
 /// How long statfs reuses a count of the inodes.
 const INODE_COUNT_TTL: Duration = Duration::from_secs(10);
-
-/// The engine's view of its replica.
-#[derive(Clone, Default)]
-enum ReplicaLink {
-    #[default]
-    None,
-    /// Configured, no replicator running (CLI on an unmounted store).
-    Offline(Vec<PathBuf>),
-    /// One replicator per replica, the first first.
-    Running(Vec<Arc<Replicator>>),
-}
 
 /// How long an fsync with `--replica-sync` waits for the replica before EIO.
 const REPLICA_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -243,7 +234,7 @@ impl Engine {
             trees: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(TREE_CACHE).expect("non-zero"),
             )),
-            replica: Mutex::new(ReplicaLink::None),
+            replicas: Mutex::new(Vec::new()),
             lookups: Mutex::new(HashMap::new()),
             invalidator: Mutex::new(None),
             inode_count: Mutex::new(None),
@@ -301,54 +292,26 @@ impl Engine {
         *lock(&self.policy) = p;
     }
 
-    /// The configured replicas, without replicators.
-    pub fn set_replica_dirs(&self, dirs: Vec<PathBuf>) {
-        *lock(&self.replica) = match dirs.is_empty() {
-            true => ReplicaLink::None,
-            false => ReplicaLink::Offline(dirs),
-        };
+    /// The store's replicas, the first first: running replicators on a
+    /// mounted store, else links that only report.
+    pub fn set_replicas(&self, links: Vec<Arc<dyn ReplicaLink>>) {
+        *lock(&self.replicas) = links;
     }
 
-    /// The running replicators of a mounted store, the first first.
-    pub fn set_replicators(&self, r: Vec<Arc<Replicator>>) {
-        *lock(&self.replica) = ReplicaLink::Running(r);
-    }
-
-    pub(crate) fn replicators(&self) -> Vec<Arc<Replicator>> {
-        match &*lock(&self.replica) {
-            ReplicaLink::Running(r) => r.clone(),
-            _ => Vec::new(),
-        }
+    pub(crate) fn replicas(&self) -> Vec<Arc<dyn ReplicaLink>> {
+        lock(&self.replicas).clone()
     }
 
     /// The state of the first replica (`none` without one).
     pub fn replica_status(&self) -> ReplicaStatus {
-        self.replicas_status()
-            .into_iter()
-            .next()
-            .unwrap_or_else(ReplicaStatus::none)
+        self.replicas()
+            .first()
+            .map_or_else(ReplicaStatus::none, |r| r.status())
     }
 
     /// The state of every replica, the first first.
     pub fn replicas_status(&self) -> Vec<ReplicaStatus> {
-        let link = lock(&self.replica).clone();
-        match link {
-            ReplicaLink::None => Vec::new(),
-            ReplicaLink::Running(r) => r.iter().map(|r| r.status()).collect(),
-            ReplicaLink::Offline(dirs) => dirs
-                .into_iter()
-                .map(|dir| {
-                    crate::replica::lag(&dir, &self.db, &self.store).unwrap_or_else(|e| {
-                        ReplicaStatus {
-                            path: Some(dir),
-                            state: "missing".into(),
-                            last_error: Some(e.to_string()),
-                            ..ReplicaStatus::none()
-                        }
-                    })
-                })
-                .collect(),
-        }
+        self.replicas().iter().map(|r| r.status()).collect()
     }
 
     /// Refuses when the store cannot be written (read-only, poisoned).
@@ -629,7 +592,7 @@ impl Engine {
         if self.opts.replica_sync {
             // Every replica holds it, or the fsync fails.
             let head = CommitSeq(self.db.counter("head")?);
-            for r in self.replicators() {
+            for r in self.replicas() {
                 r.wait_for(head, REPLICA_SYNC_TIMEOUT).map_err(|e| {
                     tracing::error!("fsync with --replica-sync: {e}");
                     Error::Io(std::io::Error::from_raw_os_error(libc::EIO))

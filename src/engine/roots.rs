@@ -83,6 +83,6 @@ impl Engine {
     /// Whether a replica is configured (a prune then leaves its deletions
     /// for the replica to take after the grace window).
     pub fn has_replica(&self) -> bool {
-        !matches!(*lock(&self.replica), super::ReplicaLink::None)
+        !lock(&self.replicas).is_empty()
     }
 }

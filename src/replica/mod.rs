@@ -56,14 +56,13 @@ pub mod remote;
 pub mod target;
 
 use crate::catalog::db::Db;
+use crate::config::{CONF_FILE, Config};
 use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, Result};
 use crate::format::{Dec, Enc, Time};
 use crate::ids::{CommitSeq, ObjectId, PackNo};
-use crate::repo::{CONF_FILE, Config};
 use crate::store::ObjectStore;
 use crate::store::pack;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::File;
 
@@ -79,32 +78,7 @@ pub const ROLE_REPLICA: &str = "replica";
 /// Head files kept on the replica besides the newest.
 const KEEP_HEADS: usize = 3;
 
-/// What `status` reports about the replica.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ReplicaStatus {
-    pub path: Option<PathBuf>,
-    /// "none", "ok", "behind", "missing" or "error".
-    pub state: String,
-    pub lag_commits: u64,
-    pub lag_bytes: u64,
-    pub lag_seconds: f64,
-    pub replica_head: u64,
-    pub last_error: Option<String>,
-}
-
-impl ReplicaStatus {
-    pub fn none() -> Self {
-        ReplicaStatus {
-            state: "none".into(),
-            ..Default::default()
-        }
-    }
-}
-
-/// Writes `bytes` as `dir/name` the safe way: temp, fsync, rename, fsync dir.
-pub fn publish_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    target::DirTarget::new(dir.to_path_buf()).put_replace(name, bytes)
-}
+pub use crate::engine::ReplicaStatus;
 
 /// The target a replica spec names (a directory or `s3://BUCKET/PREFIX`).
 pub fn target_of(spec: &Path) -> Result<Arc<dyn Target>> {
@@ -675,6 +649,59 @@ fn lag_from(
         replica_head: rhead,
         last_error: None,
     })
+}
+
+impl crate::engine::ReplicaLink for Replicator {
+    fn kick(&self) {
+        Replicator::kick(self)
+    }
+
+    fn wait_for(&self, seq: CommitSeq, timeout: Duration) -> Result<()> {
+        Replicator::wait_for(self, seq, timeout)
+    }
+
+    fn status(&self) -> ReplicaStatus {
+        Replicator::status(self)
+    }
+}
+
+/// A replica of a store that is not mounted (no replicator): reports its
+/// lag, read from both sides when asked.
+pub struct Offline {
+    pub dir: PathBuf,
+    pub db: Arc<Db>,
+    pub store: Arc<ObjectStore>,
+}
+
+impl crate::engine::ReplicaLink for Offline {
+    fn kick(&self) {}
+
+    /// Nothing ships without a replicator: nothing to wait for.
+    fn wait_for(&self, _seq: CommitSeq, _timeout: Duration) -> Result<()> {
+        Ok(())
+    }
+
+    fn status(&self) -> ReplicaStatus {
+        lag(&self.dir, &self.db, &self.store).unwrap_or_else(|e| ReplicaStatus {
+            path: Some(self.dir.clone()),
+            state: "missing".into(),
+            last_error: Some(e.to_string()),
+            ..ReplicaStatus::none()
+        })
+    }
+}
+
+/// A replica as a place to read damaged records again from (healing).
+pub struct HealFrom(pub Arc<dyn Target>);
+
+impl crate::store::PackSource for HealFrom {
+    fn read_at(&self, pack: PackNo, offset: u64, len: usize, _fresh: bool) -> Result<Vec<u8>> {
+        target::read_pack_range(&*self.0, pack, offset, len)
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
 }
 
 /// The background replicator of a mounted store.

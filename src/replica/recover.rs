@@ -20,11 +20,12 @@
 
 use super::import::{self, Check, Imported};
 use crate::catalog::db::{Batch, Db, IndexEntry};
+use crate::config::{CONF_FILE, Config};
 use crate::error::{Error, Result};
 use crate::format::{PACK_HEADER_LEN, RECORD_HEADER_LEN};
-use crate::repo::{CONF_FILE, Config, sync_dir};
 use crate::store::check_record;
 use crate::store::pack::{self, PackReader};
+use crate::sys::sync_dir;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -600,7 +600,7 @@ fn sweep(
         progress(done, total);
     }
     if !deleted.is_empty() {
-        crate::repo::sync_dir(engine.store.packs_dir())?;
+        crate::sys::sync_dir(engine.store.packs_dir())?;
     }
     crash_point("prune:packs-deleted");
     let gone: HashSet<PackNo> = deleted.iter().copied().collect();
@@ -703,7 +703,7 @@ fn repack_one(
     db.flush()?;
     crash_point("prune:repack-switched");
     remove_pack(engine, no)?;
-    crate::repo::sync_dir(engine.store.packs_dir())?;
+    crate::sys::sync_dir(engine.store.packs_dir())?;
     report.packs_repacked += 1;
     report.bytes_repacked += copied;
     report.bytes_freed += size.saturating_sub(copied);

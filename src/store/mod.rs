@@ -49,7 +49,7 @@ pub struct ObjectStore {
     poison: Mutex<Option<String>>,
     read_only: bool,
     /// The replica, for healing corrupt reads.
-    heal_from: Mutex<Vec<Arc<dyn crate::replica::target::Target>>>,
+    heal_from: Mutex<Vec<Arc<dyn PackSource>>>,
     /// While a prune runs: every id `put` found already stored (a new
     /// reference to an old object), which the prune must keep.
     gc: Mutex<Option<IdSet>>,
@@ -66,8 +66,10 @@ pub struct ObjectStore {
     remote: Option<Arc<dyn PackSource>>,
 }
 
-/// Where a read-only store reads pack bytes that are not local files: a
-/// replica in a bucket, mounted straight from it (`replica::remote`).
+/// Where pack bytes come from when they are not (good) local files: a
+/// replica in a bucket that a read-only store is served from
+/// (`replica::remote`), or a replica a damaged record is read again from
+/// (`replica::HealFrom`).
 pub trait PackSource: Send + Sync {
     /// `len` bytes of pack `pack` from `offset`; `fresh` asks for them
     /// from the source itself, past any cache (a cached copy was bad).
@@ -199,7 +201,7 @@ impl ObjectStore {
 
     /// Reads that fail their check are served from this replica
     /// (verified) and the object is written again here.
-    pub fn set_heal_from(&self, replicas: Vec<Arc<dyn crate::replica::target::Target>>) {
+    pub fn set_heal_from(&self, replicas: Vec<Arc<dyn PackSource>>) {
         *lock(&self.heal_from) = replicas;
     }
 
@@ -469,7 +471,7 @@ impl ObjectStore {
         // Each replica in turn, the first first.
         let (raw, from) = replicas.iter().find_map(|t| {
             let dir = PathBuf::from(t.describe());
-            let rec = crate::replica::target::read_pack_range(&**t, e.pack, at, len);
+            let rec = t.read_at(e.pack, at, len, true);
             match rec.and_then(|rec| check_record(self.db.crypto(), &rec, &dir, id, e)) {
                 Ok(raw) => Some((raw, dir)),
                 Err(err) => {

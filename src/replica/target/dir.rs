@@ -32,28 +32,7 @@ impl DirTarget {
         name: &str,
         fill: impl FnOnce(&mut File) -> std::io::Result<()>,
     ) -> Result<()> {
-        let dst = self.path(name);
-        let dir = dst.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(Error::io_at(&dir))?;
-        let file = dst
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".tmp-{}-{file}", std::process::id()));
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
-            fill(&mut f)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &dst)
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::IoAt {
-                path: dst,
-                source: e,
-            });
-        }
-        crate::repo::sync_dir(&dir)
+        crate::sys::publish(&self.path(name), fill)
     }
 }
 
@@ -142,7 +121,7 @@ impl Target for DirTarget {
             // Never made (an older replica has no index/): nothing to sync.
             return Ok(());
         }
-        crate::repo::sync_dir(&d)
+        crate::sys::sync_dir(&d)
     }
 
     fn clean(&self) {

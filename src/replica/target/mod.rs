@@ -64,10 +64,7 @@ pub trait Target: Send + Sync {
     }
 }
 
-/// Whether `spec` names an S3 replica (`s3://BUCKET/PREFIX`).
-pub fn is_s3(spec: &str) -> bool {
-    spec.starts_with("s3://")
-}
+pub use crate::config::is_s3;
 
 /// The target `spec` names: `s3://BUCKET/PREFIX` (configured by the
 /// standard AWS environment, see [`S3Target::new`]) or a directory.
