@@ -543,3 +543,69 @@ fn two_replicas_a_directory_and_a_bucket_each_keep_their_own_state_and_both_reco
     let from_bucket = recover_and_mount(&s3, url, &m, "from-bucket");
     assert_eq!(versions(&from_bucket, "model.bin"), saved);
 }
+
+#[test]
+fn a_burst_of_503s_delays_the_replica_and_loses_nothing() {
+    if !common::fuse_available() {
+        return;
+    }
+    let s3 = Seaweed::start("replicas");
+    let proxy =
+        common::fault_proxy::FaultProxy::start(s3.endpoint.strip_prefix("http://").unwrap());
+    // Every request goes through the proxy.
+    let mut env = s3.env();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL", proxy.url()));
+    let url = "s3://replicas/store-503";
+    let tmp = tempfile::Builder::new()
+        .prefix("revfs-s3b")
+        .tempdir()
+        .unwrap();
+    let store = tmp.path().join("store");
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let (ok, out) = rv(
+        &env,
+        &[os("init"), store.as_os_str(), os("--replica"), os(url)],
+    );
+    assert!(ok, "{out}");
+    let mut m = Mount::attach(store, mnt, tmp.path().join("daemon.log"));
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    m.start_env(&[], &envs);
+    let mut rng = Rng::new(8);
+    // Checkpoints larger than a multipart part, so a burst meets an upload.
+    let mut saved = vec![rng.bytes(40 << 20)];
+    save(&m.p("model.bin"), &saved[0]);
+    caught_up(&m, Duration::from_secs(90));
+
+    proxy.unavailable(true);
+    saved.push(rng.bytes(40 << 20));
+    save(&m.p("model.bin"), &saved[1]);
+    common::commit(&m.store);
+    common::wait_until(
+        "the replicator to meet the burst",
+        Duration::from_secs(60),
+        || proxy.refused() >= 5,
+    );
+    // The mount goes on meanwhile: writes and reads never wait for S3.
+    saved.push(rng.bytes(1 << 20));
+    save(&m.p("model.bin"), &saved[2]);
+    assert_eq!(fs::read(m.p("model.bin")).unwrap(), saved[2]);
+    assert!(
+        replica(&m)["lag_commits"].as_u64() > Some(0),
+        "{}",
+        replica(&m)
+    );
+    proxy.unavailable(false);
+    caught_up(&m, Duration::from_secs(120));
+    m.unmount();
+
+    let mut back = recover_and_mount(&s3, url, &m, "recovered");
+    assert_eq!(versions(&back, "model.bin"), saved);
+    back.unmount();
+    let (ok, out) = rv(
+        &s3.env(),
+        &[os("verify"), m.store.as_os_str(), os("--replica"), os(url)],
+    );
+    assert!(ok, "{out}");
+}

@@ -3,6 +3,7 @@
 //! daemon even when the test panics. Every wait has a timeout.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
