@@ -545,7 +545,7 @@ fn two_replicas_a_directory_and_a_bucket_each_keep_their_own_state_and_both_reco
 }
 
 #[test]
-fn a_burst_of_503s_delays_the_replica_and_loses_nothing() {
+fn a_burst_of_503s_or_a_full_quota_delays_the_replica_and_loses_nothing() {
     if !common::fuse_available() {
         return;
     }
@@ -597,6 +597,29 @@ fn a_burst_of_503s_delays_the_replica_and_loses_nothing() {
         replica(&m)
     );
     proxy.unavailable(false);
+    caught_up(&m, Duration::from_secs(120));
+
+    // A full quota: every upload refused, reads and listings still served.
+    proxy.quota_full(true);
+    let refused = proxy.refused();
+    saved.push(rng.bytes(2 << 20));
+    save(&m.p("model.bin"), &saved[3]);
+    common::commit(&m.store);
+    common::wait_until(
+        "status to say the quota is full",
+        Duration::from_secs(60),
+        || {
+            let r = replica(&m);
+            r["state"] == "error"
+                && r["lag_commits"].as_u64() > Some(0)
+                && r["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("QuotaExceeded"))
+        },
+    );
+    assert!(proxy.refused() > refused);
+    assert_eq!(fs::read(m.p("model.bin")).unwrap(), saved[3]);
+    proxy.quota_full(false);
     caught_up(&m, Duration::from_secs(120));
     m.unmount();
 

@@ -895,15 +895,9 @@ impl Replicator {
             }
         }
         let result = self.writable().and_then(|()| {
-            ship(
-                &*self.target,
-                &self.db,
-                &self.store,
-                self.delete_after,
-                &self.peers,
-            )
-            .and_then(|head| Ok((head, replica_packs(&*self.target)?)))
-            .map_err(|e| ("error", e.to_string()))
+            self.ship_now()
+                .and_then(|head| Ok((head, replica_packs(&*self.target)?)))
+                .map_err(|e| ("error", e.to_string()))
         });
         let mut g = self.lock();
         let before = g.status.state.clone();

@@ -1,6 +1,8 @@
 //! A TCP proxy in front of a real server that, on demand, answers every
-//! request with `503 Slow Down` (what S3 says when it sheds load). In its
-//! normal mode every byte goes to and from the real server unchanged.
+//! request with `503 Slow Down` (what S3 says when it sheds load), or every
+//! upload with `403 QuotaExceeded` (what Ceph RGW says when a bucket's
+//! quota is full) while reads, listings and deletes still reach the server.
+//! In its normal mode every byte goes to and from the real server unchanged.
 #![allow(dead_code)] // not every test binary injects faults
 
 use std::io::{Read, Write};
@@ -18,15 +20,13 @@ pub struct FaultProxy {
 struct Shared {
     upstream: SocketAddr,
     unavailable: AtomicBool,
+    quota_full: AtomicBool,
     stop: AtomicBool,
     /// 503 answers given so far.
     refused: AtomicU64,
     /// Live piped connections (both halves), cut when a burst starts.
     live: Mutex<Vec<TcpStream>>,
 }
-
-const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
 
 impl FaultProxy {
     /// A proxy on 127.0.0.1 (a free port) to `upstream` (host:port).
@@ -38,6 +38,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             upstream,
             unavailable: AtomicBool::new(false),
+            quota_full: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             refused: AtomicU64::new(0),
             live: Mutex::new(Vec::new()),
@@ -76,7 +77,19 @@ impl FaultProxy {
         }
     }
 
-    /// How many requests were answered with 503.
+    /// Starts (true) or ends a full quota: from then on each connection
+    /// carries one request (`Connection: close` is added), and an upload
+    /// (PUT, POST) is answered `403 QuotaExceeded`.
+    pub fn quota_full(&self, on: bool) {
+        self.shared.quota_full.store(on, Ordering::SeqCst);
+        if on {
+            for c in self.shared.live.lock().unwrap().drain(..) {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// How many requests were answered with 503 or 403.
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::SeqCst)
     }
@@ -85,31 +98,49 @@ impl FaultProxy {
 impl Shared {
     fn serve(&self, mut conn: TcpStream) {
         let _ = conn.set_nodelay(true);
-        if self.unavailable.load(Ordering::SeqCst) {
-            // Read the request head, answer 503 and close.
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut head = Vec::new();
-            let mut b = [0u8; 4096];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut b) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&b[..n]),
-                }
+        let unavailable = self.unavailable.load(Ordering::SeqCst);
+        let quota = self.quota_full.load(Ordering::SeqCst);
+        let mut first = Vec::new();
+        if unavailable || quota {
+            let Some((head, rest)) = read_head(&mut conn) else {
+                return;
+            };
+            let upload = head.starts_with(b"PUT ") || head.starts_with(b"POST ");
+            if unavailable || upload {
+                let (status, code) = match unavailable {
+                    true => ("503 Slow Down", "SlowDown"),
+                    false => ("403 Forbidden", "QuotaExceeded"),
+                };
+                let body = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code></Error>"
+                );
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes());
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                let _ = conn.shutdown(Shutdown::Write);
+                return;
             }
-            let reply = format!(
-                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{SLOW_DOWN}",
-                SLOW_DOWN.len()
-            );
-            let _ = conn.write_all(reply.as_bytes());
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            let _ = conn.shutdown(Shutdown::Write);
-            return;
+            // Let the server close after this one request, so that the
+            // next one comes on a new connection and is looked at too.
+            let text = String::from_utf8_lossy(&head[..head.len() - 4]).into_owned();
+            let kept: Vec<&str> = text
+                .split("\r\n")
+                .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                .collect();
+            first = format!("{}\r\nConnection: close\r\n\r\n", kept.join("\r\n")).into_bytes();
+            first.extend_from_slice(&rest);
         }
-        let Ok(up) = TcpStream::connect(self.upstream) else {
+        let Ok(mut up) = TcpStream::connect(self.upstream) else {
             return;
         };
         let _ = up.set_nodelay(true);
+        if up.write_all(&first).is_err() {
+            return;
+        }
         {
             let mut live = self.live.lock().unwrap();
             live.push(conn.try_clone().unwrap());
@@ -124,6 +155,24 @@ impl Shared {
         let _ = std::io::copy(&mut c, &mut u);
         let _ = u.shutdown(Shutdown::Write);
         let _ = back.join();
+    }
+}
+
+/// The request head (through its blank line) and what came after it.
+fn read_head(conn: &mut TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = got.split_off(i + 4);
+            let _ = conn.set_read_timeout(None);
+            return Some((got, rest));
+        }
+        match conn.read(&mut b) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+        }
     }
 }
 
