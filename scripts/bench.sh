@@ -3,7 +3,7 @@
 # the same run (absolute times on shared machines are noisy). Prints a
 # Markdown table and writes JSON under bench-results/.
 #
-#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention|encryption|s3]...
+#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention|encryption|s3|reads]...
 #     perf       sequential write/read vs direct disk and bindfs; the AI workload
 #                (shared/bench/gen_workload.py) ingested into revfs vs direct, bindfs,
 #                direct+restic and direct+borg; stored bytes; close() latency; small
@@ -26,7 +26,10 @@
 #                plain one (alternating, best of 3), the dedup ratio of each, and what
 #                opening costs (argon2id unlock)
 #     s3         replication to a real SeaweedFS S3 vs a directory replica: throughput of a
-#                1 GiB checkpoint until lag 0, catch-up after its fsync, recover time per GiB
+#                1 GiB checkpoint until lag 0, catch-up after its fsync, recover time per GiB,
+#                first byte and cold read of a read-only mount of the bucket itself
+#     reads      a 1 GiB file, revfs vs direct (alternating, best of 3): cold sequential read,
+#                re-read after reopen, random 4 KiB cold reads; a snapshot's re-read vs live
 #   --quick runs a tenth of the size, for development. Default: every section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,11 +39,11 @@ SECTIONS=()
 for a in "$@"; do
   case $a in
     --quick) SCALE=0.1 ;;
-    perf|snapshots|replica|history|bigfile|retention|encryption|s3) SECTIONS+=("$a") ;;
+    perf|snapshots|replica|history|bigfile|retention|encryption|s3|reads) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile retention encryption s3)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile retention encryption s3 reads)
 want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 cargo build --release -q
 BIN=$ROOT/target/release/revfs
@@ -251,6 +254,10 @@ if want s3; then
   python3 scripts/bench_s3.py "$BIN" "$WORK" "$SCALE" >> "$RESULTS"
 fi
 
+if want reads; then
+  python3 scripts/bench_reads.py "$BIN" "$WORK" "$SCALE" >> "$RESULTS"
+fi
+
 python3 - "$ROOT/bench-results" "$SCALE" "$RESULTS" <<'PY'
 import json, os, platform, subprocess, sys, time
 out, scale = sys.argv[1], float(sys.argv[2])
@@ -356,5 +363,12 @@ if s:
     if "first_byte_seconds" in b:
         print(f"| read-only mount of the replica: mount command to the first byte, S3 / directory | {b['first_byte_seconds']:.2f} s / {d['first_byte_seconds']:.2f} s | S3: ranged GETs through the block cache |")
         print(f"| cold sequential read of the checkpoint through that mount, S3 / directory | {b['cold_read_mbs'] / d['cold_read_mbs']:.2f}x | S3 {b['cold_read_mbs']:.0f} MB/s, directory {d['cold_read_mbs']:.0f} MB/s (its packs in the page cache) |")
+s = sections.get("reads")
+if s:
+    b, q = s["best"], s["ratios"]
+    print(f"| cold sequential read of a {s['mib']} MiB file, revfs / direct | {q['cold_mbs']:.2f}x (target >= 0.8) | best of {s['rounds']}: direct {b['cold_mbs']['direct']:.0f} MB/s, revfs {b['cold_mbs']['revfs']:.0f} MB/s |")
+    print(f"| re-read after reopen (pages cached), revfs / direct | {q['reread_mbs']:.2f}x (target >= 0.8) | direct {b['reread_mbs']['direct']:.0f} MB/s, revfs {b['reread_mbs']['revfs']:.0f} MB/s |")
+    print(f"| random 4 KiB cold reads, revfs / direct | {q['random_4k_iops']:.2f}x (target >= 0.5) | direct {b['random_4k_iops']['direct']:.0f}/s, revfs {b['random_4k_iops']['revfs']:.0f}/s |")
+    print(f"| re-read after reopen of the file in a snapshot, snapshot / live | {q['snapshot_over_live_reread']:.2f}x (target 1) | snapshot {b['snapshot_reread_mbs']:.0f} MB/s |")
 print(f"\nJSON: {path}")
 PY

@@ -20,6 +20,12 @@ use std::time::Duration;
 /// How long the kernel may cache attributes and entries. Every change goes
 /// through this mount, so the kernel's view cannot go stale behind its back.
 const TTL: Duration = Duration::from_secs(1);
+
+/// Files keep their page cache across opens: every change of content goes
+/// through the kernel (which keeps its pages right), except a `revfs
+/// restore`, which tells the kernel to drop the pages of what it changed;
+/// history files never change.
+const KEEP_CACHE: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
 /// Largest write the kernel sends in one request.
 const MAX_WRITE: u32 = 1 << 20;
 
@@ -309,7 +315,7 @@ impl Filesystem for RevFs {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let trunc = flags.0 & libc::O_TRUNC != 0;
         match self.engine.open(Ino(ino.0), write, trunc) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), KEEP_CACHE),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -520,7 +526,7 @@ impl Filesystem for RevFs {
                     &FileAttr::from(&a),
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    KEEP_CACHE,
                 )
             }
             Err(e) => reply.error(errno(e)),
