@@ -164,6 +164,26 @@ impl FileState {
         Ok(Piece::Zero(next_staged))
     }
 
+    /// The stored chunks that hold bytes `from..to`, in order (what a
+    /// readahead loads); staged, streamed and zero ranges have none.
+    pub fn chunks_in(&self, store: &ObjectStore, from: u64, to: u64) -> Result<Vec<ObjectId>> {
+        let (mut out, mut pos, to) = (Vec::new(), from, to.min(self.size));
+        while pos < to {
+            let end = match self.piece(store, pos)? {
+                Piece::Base { end, id, .. } => {
+                    out.push(id);
+                    end
+                }
+                Piece::Streamed(e) | Piece::Staged(e) | Piece::Zero(e) => e,
+            };
+            if end <= pos {
+                break;
+            }
+            pos = end;
+        }
+        Ok(out)
+    }
+
     /// Reads up to `buf.len()` bytes at `off`; returns how many (0 at EOF).
     pub fn read_into(&self, store: &ObjectStore, off: u64, buf: &mut [u8]) -> Result<usize> {
         let end = self.size.min(off.saturating_add(buf.len() as u64));

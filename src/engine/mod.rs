@@ -15,6 +15,7 @@ mod commit;
 pub mod file;
 pub mod history;
 mod namespace;
+mod readahead;
 pub mod replica_link;
 pub mod restore;
 mod roots;
@@ -152,6 +153,8 @@ pub struct Engine {
     trees: Mutex<lru::LruCache<ObjectId, Arc<crate::format::Tree>>>,
     /// The configured replicas, the first first.
     replicas: Mutex<Vec<Arc<dyn ReplicaLink>>>,
+    /// Loads the chunks ahead of sequential readers.
+    readahead: readahead::Readahead,
     /// How many times the kernel holds each inode (lookups not yet
     /// forgotten). An unlinked inode lives on while the kernel holds it.
     lookups: Mutex<HashMap<Ino, u64>>,
@@ -169,6 +172,9 @@ pub struct Engine {
 
 /// How long statfs reuses a count of the inodes.
 const INODE_COUNT_TTL: Duration = Duration::from_secs(10);
+
+/// Threads that load chunks ahead of sequential readers.
+const READAHEAD_WORKERS: usize = 2;
 
 /// How long an fsync with `--replica-sync` waits for the replica before EIO.
 const REPLICA_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -218,6 +224,7 @@ impl Engine {
             }
             std::fs::create_dir_all(&staging).map_err(Error::io_at(&staging))?;
         }
+        let readahead = readahead::Readahead::new(&store, READAHEAD_WORKERS);
         let e = Engine {
             next_ino: AtomicU64::new(db.counter("next_ino")?.max(2)),
             next_vseq: AtomicU64::new(db.counter("next_vseq")?.max(1)),
@@ -235,6 +242,7 @@ impl Engine {
                 std::num::NonZeroUsize::new(TREE_CACHE).expect("non-zero"),
             )),
             replicas: Mutex::new(Vec::new()),
+            readahead,
             lookups: Mutex::new(HashMap::new()),
             invalidator: Mutex::new(None),
             inode_count: Mutex::new(None),
@@ -515,6 +523,12 @@ impl Engine {
         let mut buf = vec![0u8; len as usize];
         let n = f.read_into(&self.store, off, &mut buf)?;
         buf.truncate(n);
+        if let Some((from, to)) = self.readahead.after_read(fh, off, off + n as u64) {
+            // A chunk the manifest cannot name now is the reader's error later.
+            if let Ok(ids) = f.chunks_in(&self.store, from, to) {
+                self.readahead.load(&self.store, ids);
+            }
+        }
         Ok(buf)
     }
 
@@ -552,6 +566,7 @@ impl Engine {
 
     /// Last close of a handle.
     pub fn release(&self, fh: u64) -> Result<()> {
+        self.readahead.forget(fh);
         let h = lock(&self.handles).remove(&fh);
         let Some(Handle::File { ino, state: f }) = h else {
             return Ok(());

@@ -429,6 +429,11 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Whether the decoded object is in the cache (a read needs no I/O).
+    pub fn is_cached(&self, id: &ObjectId) -> bool {
+        lock(&self.cache).contains(id)
+    }
+
     /// The verified bytes of an object.
     pub fn get(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
         if let Some(v) = lock(&self.cache).get(id) {

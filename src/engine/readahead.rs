@@ -1,0 +1,158 @@
+//! Readahead for sequential reads: when a handle reads on from where it
+//! left off, the chunks of the next `WINDOW` bytes are loaded (read,
+//! decompressed, hash-checked once) into the store's cache by worker
+//! threads, so that the disk, the decoding and the kernel's copies of one
+//! file overlap instead of taking turns.
+
+use crate::ids::ObjectId;
+use crate::store::ObjectStore;
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+/// How far ahead of a sequential reader chunks are loaded.
+pub const WINDOW: u64 = 4 << 20;
+
+/// A read this close to where the last one ended still counts as
+/// sequential (the kernel's readahead requests arrive out of order).
+const SLACK: u64 = 2 << 20;
+
+/// Chunks waiting for a worker, at most (more are not asked for).
+const QUEUE: usize = 256;
+
+pub struct Readahead {
+    tx: Mutex<Option<SyncSender<ObjectId>>>,
+    /// Ids queued or being loaded.
+    queued: Arc<Mutex<HashSet<ObjectId>>>,
+    /// Per handle: (where its next sequential read starts, how far
+    /// chunks were asked for).
+    handles: Mutex<HashMap<u64, (u64, u64)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Readahead {
+    /// `workers` threads loading into `store`'s cache (none: readahead off).
+    pub fn new(store: &Arc<ObjectStore>, workers: usize) -> Readahead {
+        let queued: Arc<Mutex<HashSet<ObjectId>>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ObjectId>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut started = 0;
+        for i in 0..workers {
+            let (store, rx, queued) = (Arc::downgrade(store), rx.clone(), queued.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("revfs-readahead-{i}"))
+                .spawn(move || {
+                    loop {
+                        let next = lock(&rx).recv();
+                        let Ok(id) = next else { return };
+                        // The store went away: nothing more to load.
+                        let Some(store) = store.upgrade() else { return };
+                        // A failure is the reader's to report, when it reads.
+                        let _ = store.get(&id);
+                        lock(&queued).remove(&id);
+                    }
+                });
+            started += usize::from(spawned.is_ok());
+        }
+        Readahead {
+            tx: Mutex::new((started > 0).then_some(tx)),
+            queued,
+            handles: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A read of handle `fh` at `off` that ended at `end`: the range to
+    /// load ahead, when the handle reads sequentially.
+    pub fn after_read(&self, fh: u64, off: u64, end: u64) -> Option<(u64, u64)> {
+        let mut h = lock(&self.handles);
+        let (next, asked) = h.get(&fh).copied().unwrap_or((0, 0));
+        let sequential = off + SLACK >= next && off <= next + SLACK;
+        let from = asked.max(end);
+        let to = end + WINDOW;
+        h.insert(
+            fh,
+            (
+                end.max(next),
+                if sequential { to.max(asked) } else { asked },
+            ),
+        );
+        (sequential && from < to).then_some((from, to))
+    }
+
+    /// Asks the workers for `ids` not cached yet (dropped when they are busy).
+    pub fn load(&self, store: &ObjectStore, ids: impl IntoIterator<Item = ObjectId>) {
+        let tx = lock(&self.tx).clone();
+        let Some(tx) = tx else { return };
+        for id in ids {
+            if store.is_cached(&id) || !lock(&self.queued).insert(id) {
+                continue;
+            }
+            if let Err(TrySendError::Full(id) | TrySendError::Disconnected(id)) = tx.try_send(id) {
+                lock(&self.queued).remove(&id);
+                return;
+            }
+        }
+    }
+
+    /// The handle is closed.
+    pub fn forget(&self, fh: u64) {
+        lock(&self.handles).remove(&fh);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::db::Db;
+    use crate::ids::ObjectKind;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn only_sequential_reads_ask_for_the_window_ahead_and_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::temporary().unwrap());
+        let store = Arc::new(ObjectStore::open(tmp.path(), db, false).unwrap());
+        let r = Readahead::new(&store, 0);
+        // From the start: the window after the read.
+        assert_eq!(
+            r.after_read(1, 0, 128 << 10),
+            Some((128 << 10, (128 << 10) + WINDOW))
+        );
+        // On from there: only what was not asked for yet.
+        let end = 256 << 10;
+        assert_eq!(
+            r.after_read(1, 128 << 10, end),
+            Some(((128 << 10) + WINDOW, end + WINDOW))
+        );
+        // A jump far away (a random read) asks for nothing...
+        assert_eq!(r.after_read(1, 900 << 20, (900 << 20) + 4096), None);
+        // ...another handle has its own position; a closed one starts over.
+        assert!(r.after_read(2, 0, 4096).is_some());
+        r.forget(1);
+        assert!(r.after_read(1, 0, 4096).is_some());
+    }
+
+    #[test]
+    fn the_workers_load_what_is_asked_into_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::temporary().unwrap());
+        let store = Arc::new(ObjectStore::open(tmp.path(), db, false).unwrap());
+        let ids: Vec<ObjectId> = (0..20u8)
+            .map(|i| store.put(ObjectKind::Chunk, &[i; 5000]).unwrap())
+            .collect();
+        assert!(ids.iter().all(|id| !store.is_cached(id)));
+        let r = Readahead::new(&store, 2);
+        r.load(&store, ids.clone());
+        let start = Instant::now();
+        while !ids.iter().all(|id| store.is_cached(id)) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "not loaded in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
