@@ -141,3 +141,73 @@ pub fn publish(
     }
     sync_dir(&dir)
 }
+
+/// `head.len()` bytes of `f` at `offset` into `head`, and the `body_len`
+/// bytes after them into a new buffer, with one `preadv(2)` per attempt:
+/// a record's header and payload apart, without zeroing the payload's
+/// buffer first or copying it out of a joint one.
+pub fn pread_split(
+    f: &File,
+    offset: u64,
+    head: &mut [u8],
+    body_len: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut body: Vec<u8> = Vec::with_capacity(body_len);
+    let total = head.len() + body_len;
+    let mut done = 0usize;
+    while done < total {
+        let (h_at, b_at) = (done.min(head.len()), done.saturating_sub(head.len()));
+        let iov = [
+            libc::iovec {
+                iov_base: head[h_at..].as_mut_ptr().cast(),
+                iov_len: head.len() - h_at,
+            },
+            libc::iovec {
+                // SAFETY: within the capacity reserved above; the kernel
+                // writes these bytes before `set_len` counts them.
+                iov_base: unsafe { body.as_mut_ptr().add(b_at) }.cast(),
+                iov_len: body_len - b_at,
+            },
+        ];
+        let at = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: both iovecs point at writable memory of their length
+        // that lives through the call; the fd is open while `f` is.
+        let n = unsafe { libc::preadv(f.as_raw_fd(), iov.as_ptr(), 2, at) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        done += n as usize;
+        // SAFETY: the kernel wrote every body byte up to here (in order).
+        unsafe { body.set_len(done.saturating_sub(head.len())) };
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pread_split_reads_head_and_body_apart_and_refuses_past_the_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("f");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        let mut head = [0u8; 44];
+        let body = pread_split(&f, 1000, &mut head, 60_000).unwrap();
+        assert_eq!(&head[..], &data[1000..1044]);
+        assert_eq!(body, &data[1044..61_044]);
+        let body = pread_split(&f, 0, &mut head, 0).unwrap();
+        assert!(body.is_empty() && head[..] == data[..44]);
+        assert!(pread_split(&f, 99_990, &mut head, 10).is_err());
+    }
+}

@@ -598,13 +598,27 @@ pub fn read_record(
     id: &ObjectId,
     e: &IndexEntry,
 ) -> Result<Vec<u8>> {
-    let hdr_at = e.offset.checked_sub(RECORD_HEADER_LEN as u64);
-    let stored = hdr_at
-        .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))
-        .and_then(|at| {
-            f.read_at(at, RECORD_HEADER_LEN + e.stored_len as usize)
-                .map_err(Error::io_at(path))
-        })?;
+    let at = e
+        .offset
+        .checked_sub(RECORD_HEADER_LEN as u64)
+        .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))?;
+    if let Some(file) = f.whole_file() {
+        // The common case: header and payload read apart, no copy. The
+        // length is checked first: a damaged one allocates nothing.
+        let len = file.metadata().map_err(Error::io_at(path))?.len();
+        if at + (RECORD_HEADER_LEN as u64) + e.stored_len as u64 > len {
+            return Err(Error::io_at(path)(std::io::Error::from(
+                std::io::ErrorKind::UnexpectedEof,
+            )));
+        }
+        let mut head = [0u8; RECORD_HEADER_LEN];
+        let body = crate::sys::pread_split(file, at, &mut head, e.stored_len as usize)
+            .map_err(Error::io_at(path))?;
+        return check_parts(crypto, &head, body.into(), path, id, e);
+    }
+    let stored = f
+        .read_at(at, RECORD_HEADER_LEN + e.stored_len as usize)
+        .map_err(Error::io_at(path))?;
     check_record(crypto, &stored, path, id, e)
 }
 
@@ -623,8 +637,22 @@ pub fn check_record(
             "record cut short",
         ));
     }
+    let (head, body) = stored.split_at(RECORD_HEADER_LEN);
+    check_parts(crypto, head, body.into(), path, id, e)
+}
+
+/// [`check_record`] of a record read as its header and its payload apart
+/// (an owned payload of a raw record is the result as it is).
+fn check_parts(
+    crypto: &Crypto,
+    head: &[u8],
+    body: std::borrow::Cow<[u8]>,
+    path: &Path,
+    id: &ObjectId,
+    e: &IndexEntry,
+) -> Result<Vec<u8>> {
     let where_ = || format!("object {id} in {} at offset {}", path.display(), e.offset);
-    let header = RecordHeader::decode(&stored[..RECORD_HEADER_LEN]).map_err(|err| match err {
+    let header = RecordHeader::decode(head).map_err(|err| match err {
         Error::Corrupt { detail, .. } => {
             Error::corrupt(where_(), format!("record header: {detail}"))
         }
@@ -651,16 +679,9 @@ pub fn check_record(
         // Opening a sealed payload makes its own buffer: a raw one is used
         // as it is, not copied again.
         let payload: std::borrow::Cow<[u8]> = if sealed {
-            crypto
-                .open(
-                    Domain::Record,
-                    &stored[..RECORD_HEADER_LEN],
-                    &stored[RECORD_HEADER_LEN..],
-                    &where_(),
-                )?
-                .into()
+            crypto.open(Domain::Record, head, &body, &where_())?.into()
         } else {
-            stored[RECORD_HEADER_LEN..].into()
+            body
         };
         let raw = match h.codec & !CODEC_SEALED {
             CODEC_RAW => payload.into_owned(),

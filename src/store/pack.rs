@@ -174,6 +174,11 @@ impl PackReader {
         &self.runs
     }
 
+    /// The file of a whole pack (None for a replica's parts).
+    pub fn whole_file(&self) -> Option<&File> {
+        self.whole.then(|| &self.segments[0].2)
+    }
+
     /// `len` bytes at `offset`, from as many parts as they span.
     pub fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
         let eof = || std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
