@@ -423,7 +423,7 @@ impl Repo {
         let db = Arc::new(Db::temporary_with(crypto)?);
         let mut found = crate::replica::import::Imported::default();
         packs.index_into(&db, &mut found)?;
-        let objects = Arc::new(ObjectStore::open_remote(Arc::new(packs), db.clone()));
+        let objects = Arc::new(ObjectStore::open_remote(Arc::new(packs), db.clone(), &dir));
         crate::replica::import::import(
             &*target,
             objects.clone(),

@@ -84,7 +84,7 @@ pub fn status(engine: &Engine) -> Result<Status> {
     let chunks = db.counter(CHUNKS)?;
     let chunk_bytes = db.counter(CHUNK_BYTES)?;
     // Whole packs, and the parts of a replica's unsealed pack.
-    let stored_bytes = crate::store::pack::packs_bytes(engine.store.packs_dir())?;
+    let stored_bytes = engine.store.stored_bytes()?;
     let (mut live_bytes, mut seen) = (0, std::collections::HashSet::new());
     let mut stack = vec![Ino::ROOT];
     while let Some(dir) = stack.pop() {

@@ -339,6 +339,23 @@ fn a_bucket_mounts_read_only_through_a_bounded_cache_with_or_without_its_indexes
     // Every version byte for byte (36 MiB through a 16 MiB cache)...
     assert_eq!(versions(&b, "model.bin"), saved);
     assert_eq!(fs::read(b.p("notes.txt")).unwrap(), b"small file\n");
+    // status (asked of the mount's daemon) and statfs answer for a bucket.
+    let mut with_pass = s3.env();
+    with_pass.push(("REVFS_PASSWORD", pass.to_string()));
+    let (ok, out) = rv(&with_pass, &[os("status"), os(url), os("--json")]);
+    assert!(ok, "{out}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(st["stored_bytes"].as_u64() > Some(36 << 20), "{st}");
+    assert!(st["encrypted"] == true, "{st}");
+    let df = std::process::Command::new("df")
+        .arg(b.p(""))
+        .output()
+        .unwrap();
+    assert!(
+        df.status.success(),
+        "df: {}",
+        String::from_utf8_lossy(&df.stderr)
+    );
     // ...and the cache stayed within its size and holds no plaintext.
     let held = dir_bytes(&cache);
     assert!(held > 0 && held <= cache_size, "cache holds {held} bytes");
@@ -357,8 +374,6 @@ fn a_bucket_mounts_read_only_through_a_bounded_cache_with_or_without_its_indexes
     fs::create_dir(&other).unwrap();
     let mut args = vec![os("mount"), os(url), other.as_os_str(), os("--read-only")];
     args.extend([os("--cache-dir"), cache.as_os_str()]);
-    let mut with_pass = s3.env();
-    with_pass.push(("REVFS_PASSWORD", pass.to_string()));
     let (ok, out) = rv(&with_pass, &args);
     assert!(!ok && out.contains("cache in use"), "{out}");
     b.unmount();

@@ -257,6 +257,14 @@ impl crate::store::PackSource for RemotePacks {
     fn describe(&self) -> String {
         format!("{}/packs", self.target.describe())
     }
+
+    fn stored_bytes(&self) -> u64 {
+        self.objects
+            .values()
+            .flatten()
+            .map(|o| o.end - o.start)
+            .sum()
+    }
 }
 
 /// Where a bucket mount caches blocks unless told: `$XDG_CACHE_HOME/revfs`

@@ -77,6 +77,11 @@ pub trait PackSource: Send + Sync {
 
     /// What to call the source in messages.
     fn describe(&self) -> String;
+
+    /// Bytes of pack data the source holds (0 when it cannot say).
+    fn stored_bytes(&self) -> u64 {
+        0
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -95,11 +100,19 @@ impl ObjectStore {
     }
 
     /// A read-only store whose packs are read from `source`, whose object
-    /// index `db` already holds.
-    pub fn open_remote(source: Arc<dyn PackSource>, db: Arc<Db>) -> ObjectStore {
-        let dir = PathBuf::from(source.describe());
-        let writer = PackWriter::unused(&dir);
-        ObjectStore::with(&dir, db, true, writer, Some(source))
+    /// index `db` already holds; `local` is the local directory that
+    /// stands for its packs' (its free space is what statfs shows).
+    pub fn open_remote(source: Arc<dyn PackSource>, db: Arc<Db>, local: &Path) -> ObjectStore {
+        let writer = PackWriter::unused(local);
+        ObjectStore::with(local, db, true, writer, Some(source))
+    }
+
+    /// Bytes the packs take (a bucket's, for a store read from one).
+    pub fn stored_bytes(&self) -> Result<u64> {
+        match &self.remote {
+            Some(src) => Ok(src.stored_bytes()),
+            None => pack::packs_bytes(&self.dir),
+        }
     }
 
     fn with(
@@ -529,7 +542,7 @@ impl ObjectStore {
             .checked_sub(RECORD_HEADER_LEN as u64)
             .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))?;
         let len = RECORD_HEADER_LEN + e.stored_len as usize;
-        let path = self.dir.join(pack::pack_name(e.pack));
+        let path = PathBuf::from(src.describe()).join(pack::pack_name(e.pack));
         let check = |fresh| {
             let stored = src.read_at(e.pack, at, len, fresh)?;
             check_record(self.db.crypto(), &stored, &path, id, e)
