@@ -8,11 +8,14 @@
 
 use crate::error::{Error, Result};
 use lru::LruCache;
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 /// The unit of fetching and caching: one ranged GET.
 pub const BLOCK: u64 = 4 << 20;
@@ -22,6 +25,10 @@ pub const MIN_SIZE: u64 = 4 * BLOCK;
 
 pub struct BlockCache {
     dir: PathBuf,
+    /// Signalled when a block finishes loading.
+    loaded: Condvar,
+    /// Makes temporary names unique within the process.
+    tmp_seq: AtomicU64,
     /// Mixed into block names: one directory may serve several replicas.
     scope: String,
     max: u64,
@@ -33,6 +40,16 @@ struct State {
     /// File name -> size, least recently used first.
     lru: LruCache<String, u64>,
     bytes: u64,
+    /// Blocks being fetched now (a second reader waits for the first).
+    loading: HashSet<String>,
+}
+
+/// What a reader of a block is to do.
+enum Claim {
+    /// Read it from its file.
+    Cached,
+    /// Fetch it (this reader is the one loading it).
+    Load,
 }
 
 impl BlockCache {
@@ -68,6 +85,7 @@ impl BlockCache {
         let mut state = State {
             lru: LruCache::unbounded(),
             bytes: 0,
+            loading: HashSet::new(),
         };
         for (_, name, len) in found {
             state.lru.put(name, len);
@@ -76,6 +94,8 @@ impl BlockCache {
         let cache = BlockCache {
             dir: dir.to_path_buf(),
             scope: scope.to_string(),
+            loaded: Condvar::new(),
+            tmp_seq: AtomicU64::new(0),
             max: max.max(MIN_SIZE),
             state: Mutex::new(state),
             _lock: lock,
@@ -146,34 +166,68 @@ impl BlockCache {
         let key = format!("{}\0{object}", self.scope);
         let name = format!("{}-{block:08x}.blk", blake3::hash(key.as_bytes()).to_hex());
         let path = self.dir.join(&name);
-        let cached = self.lock().lru.get(&name).copied() == Some(b_len);
-        if cached {
-            let mut buf = vec![0u8; n as usize];
-            // Evicted since the look (or damaged): fetched again below.
-            if let Ok(f) = File::open(&path)
-                && f.read_exact_at(&mut buf, from).is_ok()
-            {
-                return Ok(buf);
+        // Evicted between the look and the read (or damaged): look again.
+        for _ in 0..3 {
+            if let Claim::Cached = self.claim(&name, b_len) {
+                let mut buf = vec![0u8; n as usize];
+                if let Ok(f) = File::open(&path)
+                    && f.read_exact_at(&mut buf, from).is_ok()
+                {
+                    return Ok(buf);
+                }
+                continue;
             }
+            let got = fetch(object, b_start, b_len as usize).and_then(|bytes| {
+                if bytes.len() as u64 != b_len {
+                    return Err(Error::Store(format!(
+                        "{object}: got {} bytes of block {block}, wanted {b_len}",
+                        bytes.len()
+                    )));
+                }
+                // A cache that cannot be written still serves the read.
+                if let Err(e) = self.keep(&name, &bytes) {
+                    tracing::warn!("cache {}: {e}", self.dir.display());
+                }
+                Ok(bytes)
+            });
+            self.lock().loading.remove(&name);
+            self.loaded.notify_all();
+            return got.map(|b| b[from as usize..(from + n) as usize].to_vec());
         }
         let bytes = fetch(object, b_start, b_len as usize)?;
-        if bytes.len() as u64 != b_len {
-            return Err(Error::Store(format!(
-                "{object}: got {} bytes of block {block}, wanted {b_len}",
-                bytes.len()
-            )));
-        }
-        // A cache that cannot be written still serves the read.
-        if let Err(e) = self.keep(&name, &bytes) {
-            tracing::warn!("cache {}: {e}", self.dir.display());
-        }
         Ok(bytes[from as usize..(from + n) as usize].to_vec())
+    }
+
+    /// Whether block `name` is cached; if not, and no one is fetching it,
+    /// this reader is to (one GET per block, however many wait for it).
+    fn claim(&self, name: &str, len: u64) -> Claim {
+        let mut s = self.lock();
+        loop {
+            if s.lru.get(name).copied() == Some(len) {
+                return Claim::Cached;
+            }
+            if s.loading.insert(name.to_string()) {
+                return Claim::Load;
+            }
+            let (g, waited) = self
+                .loaded
+                .wait_timeout(s, Duration::from_secs(60))
+                .unwrap_or_else(|e| e.into_inner());
+            s = g;
+            if waited.timed_out() {
+                // The other fetch hangs: fetch it here too.
+                return Claim::Load;
+            }
+        }
     }
 
     /// Stores a fetched block (temporary name, then rename) and evicts
     /// beyond the size. Not fsynced: a block lost in a crash is fetched again.
     fn keep(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let tmp = self.dir.join(format!(".tmp-{}-{name}", std::process::id()));
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".tmp-{}-{seq}-{name}", std::process::id()));
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         drop(f);
@@ -245,5 +299,26 @@ mod tests {
         let c = BlockCache::open(tmp.path(), MIN_SIZE, "s").unwrap();
         assert!(c.bytes() > 0 && c.bytes() <= MIN_SIZE);
         assert!(BlockCache::open(tmp.path(), MIN_SIZE, "s").is_err());
+    }
+
+    #[test]
+    fn readers_of_one_block_at_once_share_one_fetch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = BlockCache::open(tmp.path(), MIN_SIZE, "s").unwrap();
+        let fetches = AtomicUsize::new(0);
+        let fetch = |_: &str, _: u64, n: usize| {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            Ok(vec![7u8; n])
+        };
+        std::thread::scope(|sc| {
+            for i in 0..4u64 {
+                let (c, fetch) = (&c, &fetch);
+                sc.spawn(move || {
+                    assert_eq!(c.read("o", BLOCK, i * 10, 5, fetch).unwrap(), [7u8; 5]);
+                });
+            }
+        });
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
     }
 }

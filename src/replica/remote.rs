@@ -18,7 +18,8 @@ use crate::ids::PackNo;
 use crate::store::pack;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 /// The config of the replica at `t`.
@@ -144,20 +145,76 @@ pub fn scan_object(
 /// The packs of a replica at a target, read through a block cache.
 pub struct RemotePacks {
     target: Arc<dyn Target>,
-    cache: BlockCache,
+    cache: Arc<BlockCache>,
     /// Per pack: the whole pack, or its parts sorted by start.
     objects: HashMap<PackNo, Vec<Object>>,
+    /// Blocks to fetch ahead of a sequential reader: (object, its size, block).
+    ahead: Mutex<Option<SyncSender<(String, u64, u64)>>>,
+    /// Per object: the block its last read ended in.
+    last_block: Mutex<HashMap<String, u64>>,
+}
+
+/// A reader that moves into the next block of an object has this many
+/// blocks after it fetched ahead.
+const AHEAD_BLOCKS: u64 = 4;
+
+/// Threads that fetch blocks ahead.
+const AHEAD_WORKERS: usize = 2;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl RemotePacks {
     /// The packs `t` holds now (one listing).
     pub fn open(t: Arc<dyn Target>, cache: BlockCache) -> Result<RemotePacks> {
         let objects = pack_objects(&*t)?.into_iter().collect();
+        let cache = Arc::new(cache);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(String, u64, u64)>(64);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..AHEAD_WORKERS {
+            let (rx, cache, t) = (rx.clone(), cache.clone(), t.clone());
+            let _ = std::thread::Builder::new()
+                .name(format!("revfs-fetch-ahead-{i}"))
+                .spawn(move || {
+                    while let Ok((name, size, block)) = lock(&rx).recv() {
+                        let fetch = |n: &str, off: u64, len: usize| t.get_range(n, off, len);
+                        // A failure is the reader's to meet, when it reads.
+                        let _ = cache.read(&name, size, block * super::cache::BLOCK, 1, fetch);
+                    }
+                });
+        }
         Ok(RemotePacks {
             target: t,
             cache,
             objects,
+            ahead: Mutex::new(Some(tx)),
+            last_block: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// After a read of `o` that ended in `block`: when the reader just
+    /// moved into it from the block before (or starts at the first), the
+    /// blocks after it are fetched ahead.
+    fn fetch_ahead(&self, o: &Object, start_block: u64, block: u64) {
+        let prev = lock(&self.last_block).insert(o.name.clone(), block);
+        let sequential = match prev {
+            Some(p) => block == p + 1,
+            None => start_block == 0,
+        };
+        let size = o.end - o.start;
+        let blocks = size.div_ceil(super::cache::BLOCK);
+        let Some(tx) = lock(&self.ahead).clone() else {
+            return;
+        };
+        if !sequential {
+            return;
+        }
+        for b in block + 1..(block + 1 + AHEAD_BLOCKS).min(blocks) {
+            if tx.try_send((o.name.clone(), size, b)).is_err() {
+                return;
+            }
+        }
     }
 
     /// Fills the object index of `db` from every pack object: from its
@@ -228,7 +285,10 @@ impl RemotePacks {
         if fresh {
             return fetch(&o.name, at - o.start, len);
         }
-        self.cache.read(&o.name, size, at - o.start, len, fetch)
+        let got = self.cache.read(&o.name, size, at - o.start, len, fetch)?;
+        let block = |x: u64| (x - o.start) / super::cache::BLOCK;
+        self.fetch_ahead(o, block(at), block(at + len.max(1) as u64 - 1));
+        Ok(got)
     }
 
     /// Bytes the block cache holds.
