@@ -60,7 +60,13 @@ impl TempMount {
         let exe = std::env::current_exe().map_err(Error::Io)?;
         let log_path = dir.with_extension("log");
         let log = std::fs::File::create(&log_path).map_err(Error::io_at(&log_path))?;
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        // An encrypted store's passphrase, however this drill was given it
+        // (a prompt or --password-file reach no child by themselves).
+        if let Some(p) = crate::crypto::passphrase::known() {
+            cmd.env(crate::crypto::passphrase::ENV, p.as_str());
+        }
+        let child = cmd
             .arg("mount")
             .arg(store)
             .arg(&dir)

@@ -320,6 +320,32 @@ fn a_wrong_passphrase_writes_nothing_and_mounts_nothing() {
     drop(daemon);
 }
 
+#[test]
+fn a_drill_given_the_passphrase_in_a_file_mounts_what_it_recovered() {
+    if !common::fuse_available() {
+        return;
+    }
+    let (mut m, _) = encrypted(true);
+    start(&mut m, PASS);
+    fs::write(m.p("model.bin"), common::bytes(3, 1 << 20)).unwrap();
+    common::wait_replicated(&m.store, Duration::from_secs(30));
+    m.unmount();
+    // No REVFS_PASSWORD: the drill's own mounts get it from the drill.
+    let pf = m.tmp.path().join("pass");
+    fs::write(&pf, format!("{PASS}\n")).unwrap();
+    let args = [
+        os("--password-file"),
+        pf.as_os_str(),
+        os("drill"),
+        m.store.as_os_str(),
+    ];
+    let (ok, out) = rv(None, &[&args[..], &[os("--json")]].concat());
+    assert!(ok, "{out}");
+    let d: serde_json::Value = serde_json::from_str(&out[..out.rfind('}').unwrap() + 1]).unwrap();
+    assert_eq!(d["passed"], true, "{d}");
+    assert!(d["bytes_compared"].as_u64() > Some(0), "{d}");
+}
+
 /// A detached daemon (`mount --daemon`): unmounted and waited for when
 /// dropped, also when the test panics.
 struct Detached {

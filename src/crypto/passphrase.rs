@@ -44,6 +44,19 @@ fn prompt(text: &str) -> Result<Zeroizing<String>> {
         .map_err(|e| Error::Store(format!("reading the passphrase: {e}")))
 }
 
+/// The passphrase this command was given already (file, environment or
+/// an answered prompt), without asking: what a child process it starts
+/// for the same store is handed.
+pub fn known() -> Option<Zeroizing<String>> {
+    if let Some(f) = FILE.get() {
+        return from_file(f).ok();
+    }
+    if let Ok(p) = std::env::var(ENV) {
+        return Some(Zeroizing::new(p));
+    }
+    PROMPTED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// The passphrase of the encrypted store at `store`.
 pub fn current(store: &Path) -> Result<Zeroizing<String>> {
     if let Some(f) = FILE.get() {
