@@ -14,6 +14,16 @@ pub fn is_s3(spec: &str) -> bool {
     spec.starts_with("s3://")
 }
 
+/// A store or replica spec as every process sees the same thing: a path
+/// made absolute (a daemon's working directory is not the caller's), a
+/// bucket as it is.
+pub fn absolute_spec(spec: &Path) -> Result<PathBuf> {
+    if is_s3(&spec.to_string_lossy()) {
+        return Ok(spec.to_path_buf());
+    }
+    std::path::absolute(spec).map_err(Error::io_at(spec))
+}
+
 pub const CONF_FILE: &str = "revfs.conf";
 
 /// The JSON body of `revfs.conf`.

@@ -268,11 +268,7 @@ pub fn run(
 ) -> Result<()> {
     let s3 = crate::replica::target::is_s3(&store.to_string_lossy());
     // Absolute, so that the mount source (revfs:STORE) finds the store from anywhere.
-    let store = &if s3 {
-        store.to_path_buf()
-    } else {
-        std::path::absolute(store).map_err(Error::io_at(store))?
-    };
+    let store = &crate::config::absolute_spec(store)?;
     if let Err(e) = std::fs::metadata(mountpoint)
         && e.raw_os_error() == Some(libc::ENOTCONN)
     {

@@ -228,11 +228,7 @@ pub fn drill(
         ))
     })?;
     let s3 = crate::replica::target::is_s3(&replica.to_string_lossy());
-    let replica = if s3 {
-        replica
-    } else {
-        std::path::absolute(&replica).map_err(Error::io_at(&replica))?
-    };
+    let replica = crate::config::absolute_spec(&replica)?;
 
     // RPO: what the primary has committed that the replica lacks.
     let live = primary_mount(store);

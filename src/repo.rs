@@ -295,11 +295,7 @@ impl Repo {
         if !dirs.is_empty() {
             let mut want = Vec::new();
             for dir in dirs {
-                let dir = if crate::replica::target::is_s3(&dir.to_string_lossy()) {
-                    dir.clone()
-                } else {
-                    std::path::absolute(dir).map_err(Error::io_at(dir))?
-                };
+                let dir = crate::config::absolute_spec(dir)?;
                 if !want.contains(&dir) {
                     want.push(dir);
                 }
@@ -463,11 +459,7 @@ pub fn runtime_dir(store: &Path) -> Result<PathBuf> {
     if !is_replica {
         return Ok(store.to_path_buf());
     }
-    let abs = if s3 {
-        store.to_path_buf()
-    } else {
-        std::path::absolute(store).map_err(Error::io_at(store))?
-    };
+    let abs = crate::config::absolute_spec(store)?;
     let root = crate::sys::is_root();
     let base = match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),

@@ -6,14 +6,8 @@ use revfs::{Error, Result, repo};
 use std::path::PathBuf;
 
 pub fn run(store: PathBuf, replica: Option<PathBuf>, repair: bool, json: bool) -> Result<()> {
-    // Absolute for the daemon (its own working directory); a bucket as given.
     let replica = replica
-        .map(
-            |r| match revfs::replica::target::is_s3(&r.to_string_lossy()) {
-                true => Ok(r),
-                false => std::path::absolute(&r),
-            },
-        )
+        .map(|r| revfs::config::absolute_spec(&r))
         .transpose()?;
     let req = Request::Verify { replica, repair };
     // Offline, verify runs here and can show progress; mounted, the daemon runs it.

@@ -149,7 +149,7 @@ pub struct RemotePacks {
     /// Per pack: the whole pack, or its parts sorted by start.
     objects: HashMap<PackNo, Vec<Object>>,
     /// Blocks to fetch ahead of a sequential reader: (object, its size, block).
-    ahead: Mutex<Option<SyncSender<(String, u64, u64)>>>,
+    ahead: SyncSender<(String, u64, u64)>,
     /// Per object: the block its last read ended in.
     last_block: Mutex<HashMap<String, u64>>,
 }
@@ -188,7 +188,7 @@ impl RemotePacks {
             target: t,
             cache,
             objects,
-            ahead: Mutex::new(Some(tx)),
+            ahead: tx,
             last_block: Mutex::new(HashMap::new()),
         })
     }
@@ -202,16 +202,13 @@ impl RemotePacks {
             Some(p) => block == p + 1,
             None => start_block == 0,
         };
-        let size = o.end - o.start;
-        let blocks = size.div_ceil(super::cache::BLOCK);
-        let Some(tx) = lock(&self.ahead).clone() else {
-            return;
-        };
         if !sequential {
             return;
         }
+        let size = o.end - o.start;
+        let blocks = size.div_ceil(super::cache::BLOCK);
         for b in block + 1..(block + 1 + AHEAD_BLOCKS).min(blocks) {
-            if tx.try_send((o.name.clone(), size, b)).is_err() {
+            if self.ahead.try_send((o.name.clone(), size, b)).is_err() {
                 return;
             }
         }
