@@ -291,3 +291,54 @@ fn the_history_view_is_read_only_first_even_on_a_store_that_refuses_writes() {
         libc::EIO
     );
 }
+
+/// A periodic prune (which skips its sweep when it drops no commit) still
+/// sweeps a store that is over its `max_size`: an earlier round dropped a
+/// commit while the store fitted, leaving its bytes dead in a pack too
+/// little dead to repack then; now that the store is over, only that
+/// repack can bring it under. (Without it the store stayed over its bound
+/// for good: a CI run's `max_size` mount test timed out so.)
+#[test]
+fn a_periodic_prune_repacks_dead_bytes_once_the_store_is_over_its_bound() {
+    use revfs::retention::{Policy, PruneOptions, SizeBound, prune};
+    let _serial = common::serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let r = new_store(&tmp.path().join("s"));
+    let e = &r.engine;
+    for k in 0..40 {
+        write_file(e, &format!("f{k}"), &bytes(100 + k, 1 << 20), false);
+    }
+    e.commit(true).unwrap();
+    write_file(e, "ckpt", &bytes(1, 1 << 20), false);
+    e.commit(true).unwrap();
+    let last = bytes(2, 1 << 20);
+    write_file(e, "ckpt", &last, false);
+    e.commit(true).unwrap();
+    let periodic = |max_size: u64| PruneOptions {
+        policy: Policy {
+            keep_last: Some(1),
+            max_size: Some(SizeBound::Bytes(max_size)),
+            ..Default::default()
+        },
+        dry_run: false,
+        only_if_dropping: true,
+    };
+    // The store fits: two commits go, their 1 MiB is under a tenth of the
+    // pack, so nothing is repacked.
+    let a = prune(e, &periodic(1 << 30), &mut |_, _| {}).unwrap();
+    assert_eq!((a.commits_dropped, a.packs_repacked), (2, 0), "{a:?}");
+    // The bound now just under what the store holds: nothing more to drop,
+    // and the sweep must run.
+    let bound = a.stored_bytes_after - (256 << 10);
+    let b = prune(e, &periodic(bound), &mut |_, _| {}).unwrap();
+    assert_eq!(b.commits_dropped, 0, "{b:?}");
+    assert!(b.packs_repacked >= 1, "{b:?}");
+    assert!(b.stored_bytes_after <= bound, "{b:?}");
+    assert_eq!(read_file(e, "ckpt").unwrap(), last);
+    for k in 0..40 {
+        assert_eq!(
+            read_file(e, &format!("f{k}")).unwrap(),
+            bytes(100 + k, 1 << 20)
+        );
+    }
+}

@@ -395,11 +395,23 @@ fn max_size_holds_a_store_under_its_bound_with_the_protected_set_intact() {
     for step in 1..=50 {
         save(&m.p("ckpt.bin"), &version(step, 2 << 20));
         fs::write(m.p("train.log"), format!("step {step}\n").repeat(step)).unwrap();
-        wait_until(
-            &format!("the store to fit its bound after step {step}"),
-            Duration::from_secs(20),
-            || store_bytes(&m.store) <= bound,
-        );
+        let start = std::time::Instant::now();
+        while store_bytes(&m.store) > bound {
+            if start.elapsed() > Duration::from_secs(20) {
+                let du = Command::new("du")
+                    .arg("-ab")
+                    .arg(&m.store)
+                    .output()
+                    .unwrap();
+                panic!(
+                    "the store is over its bound 20 s after step {step}:\n{}\nstatus: {}\nlog: {}",
+                    String::from_utf8_lossy(&du.stdout),
+                    common::status(&m.store),
+                    m.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     assert_eq!(fs::read(m.p(".snapshots/step0/ckpt.bin")).unwrap(), first);
     assert_eq!(fs::read(m.p("ckpt.bin")).unwrap(), version(50, 2 << 20));

@@ -86,9 +86,14 @@ pub struct PruneReport {
 pub struct PruneOptions {
     pub policy: Policy,
     pub dry_run: bool,
-    /// Skip the mark and sweep when the policy drops no commit (the
-    /// periodic prune of a mounted store: with nothing dropped there is
-    /// next to no garbage, and a mark costs what the store holds).
+    /// Skip the mark and sweep when the policy drops no commit and the
+    /// store is within its `max_size` (the periodic prune of a mounted
+    /// store: then there is next to no garbage, and a mark costs what the
+    /// store holds). Over its bound, the sweep runs anyway: an earlier
+    /// round may have dropped commits while the store still fitted, leaving
+    /// their bytes dead in a pack that only now must be repacked (rounds
+    /// come every `--prune-interval`, so one over a bound it cannot meet
+    /// costs one mark per interval).
     pub only_if_dropping: bool,
 }
 
@@ -161,7 +166,7 @@ fn run(
     report.commits_kept = keep.len() as u64;
     report.commits_dropped = dropped.len() as u64;
     report.oldest_kept = keep.first().map(|c| crate::timefmt::rfc3339(c.2));
-    if dropped.is_empty() && opts.only_if_dropping {
+    if dropped.is_empty() && opts.only_if_dropping && !stored_over(report) {
         report.stored_bytes_after = report.stored_bytes_before;
         return Ok(());
     }
