@@ -3,7 +3,7 @@
 # the same run (absolute times on shared machines are noisy). Prints a
 # Markdown table and writes JSON under bench-results/.
 #
-#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention|encryption|s3|reads]...
+#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention|encryption|s3|reads|small]...
 #     perf       sequential write/read vs direct disk and bindfs; the AI workload
 #                (shared/bench/gen_workload.py) ingested into revfs vs direct, bindfs,
 #                direct+restic and direct+borg; stored bytes; close() latency; small
@@ -30,6 +30,9 @@
 #                first byte and cold read of a read-only mount of the bucket itself
 #     reads      a 1 GiB file, revfs vs direct (alternating, best of 3): cold sequential read,
 #                re-read after reopen, random 4 KiB cold reads; a snapshot's re-read vs live
+#     small      200,000 files of 2 KiB, revfs vs direct (alternating, best of 2): the
+#                create loop, then find and du of the tree cold; the daemon's RSS after
+#                1,000,000 files created in one mount
 #   --quick runs a tenth of the size, for development. Default: every section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,11 +42,11 @@ SECTIONS=()
 for a in "$@"; do
   case $a in
     --quick) SCALE=0.1 ;;
-    perf|snapshots|replica|history|bigfile|retention|encryption|s3|reads) SECTIONS+=("$a") ;;
+    perf|snapshots|replica|history|bigfile|retention|encryption|s3|reads|small) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile retention encryption s3 reads)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile retention encryption s3 reads small)
 want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 cargo build --release -q
 BIN=$ROOT/target/release/revfs
@@ -258,6 +261,10 @@ if want reads; then
   python3 scripts/bench_reads.py "$BIN" "$WORK" "$SCALE" >> "$RESULTS"
 fi
 
+if want small; then
+  python3 scripts/bench_small.py "$BIN" "$WORK" "$SCALE" >> "$RESULTS"
+fi
+
 python3 - "$ROOT/bench-results" "$SCALE" "$RESULTS" <<'PY'
 import json, os, platform, subprocess, sys, time
 out, scale = sys.argv[1], float(sys.argv[2])
@@ -370,5 +377,12 @@ if s:
     print(f"| re-read after reopen (pages cached), revfs / direct | {q['reread_mbs']:.2f}x (target >= 0.8) | direct {b['reread_mbs']['direct']:.0f} MB/s, revfs {b['reread_mbs']['revfs']:.0f} MB/s |")
     print(f"| random 4 KiB cold reads, revfs / direct | {q['random_4k_iops']:.2f}x (target >= 0.5) | direct {b['random_4k_iops']['direct']:.0f}/s, revfs {b['random_4k_iops']['revfs']:.0f}/s |")
     print(f"| re-read after reopen of the file in a snapshot, snapshot / live | {q['snapshot_over_live_reread']:.2f}x (target 1) | snapshot {b['snapshot_reread_mbs']:.0f} MB/s |")
+s = sections.get("small")
+if s:
+    b, q, g = s["best"], s["ratios"], s["big"]
+    print(f"| create {s['files']} files of 2 KiB (open/write/close), revfs / direct | {q['create']:.2f}x (target >= 0.3) | best of {s['rounds']}: direct {b['create_per_s']['direct']:.0f}/s, revfs {b['create_per_s']['revfs']:.0f}/s |")
+    print(f"| find of that tree, cold, revfs / direct | {q['find']:.2f}x (target >= 0.8) | direct {b['find_s']['direct']:.2f} s, revfs {b['find_s']['revfs']:.2f} s |")
+    print(f"| du -s of that tree, cold, revfs / direct | {q['du']:.2f}x (target >= 0.8) | direct {b['du_s']['direct']:.2f} s, revfs {b['du_s']['revfs']:.2f} s |")
+    print(f"| daemon RSS after {g['files']} files created in one mount | {g['rss_mib']:.0f} MiB (peak {g['peak_rss_mib']:.0f}; target <= 300) | {g['per_s']:.0f} files/s |")
 print(f"\nJSON: {path}")
 PY

@@ -19,7 +19,10 @@ pub struct MountOptions {
     /// Replicas that set or override the configured ones.
     pub replicas: Vec<PathBuf>,
     pub commit_interval: Duration,
-    /// FUSE worker threads; more than one so a slow read does not stall others.
+    /// FUSE worker threads: one a core, at least two so a slow read does
+    /// not stall others. (More threads than cores cost: a create loop of
+    /// 2 KiB files ran 1,100-1,200 files/s with 4 threads on 2 cores and
+    /// 1,500-4,600 with 2, each request woken on another thread.)
     pub threads: usize,
     /// The store's keys when the caller unlocked them already (else the
     /// store asks for its passphrase when it opens).
@@ -34,7 +37,7 @@ impl Default for MountOptions {
             engine: Options::default(),
             replicas: Vec::new(),
             commit_interval: Duration::from_secs(1),
-            threads: 4,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
             crypto: None,
             cache: crate::repo::CacheOptions {
                 dir: None,
