@@ -45,7 +45,8 @@ fn main() {
         let t = Instant::now();
         for chunk in data.chunks(64 << 10) {
             let id = c.object_id(revfs::ids::ObjectKind::Chunk, chunk);
-            let rec = revfs::store::encode_record(c, revfs::ids::ObjectKind::Chunk, id, chunk);
+            let rec =
+                revfs::store::encode_record(c, revfs::ids::ObjectKind::Chunk, id, chunk, false);
             std::hint::black_box(rec.unwrap());
         }
         println!(

@@ -295,6 +295,8 @@ if s:
     print(f"| (b) direct+restic / revfs, direct+borg / revfs (time) | {t['direct+restic'] / t['revfs']:.2f}x, {t['direct+borg'] / t['revfs']:.2f}x (target >= 2) | restic {t['direct+restic']:.1f} s, borg {t['direct+borg']:.1f} s |")
     sb = w["stored_bytes"]
     print(f"| (c) stored bytes after all steps, revfs / min(restic, borg) | {sb['revfs'] / min(sb['restic'], sb['borg']):.2f}x (target <= 0.9) | revfs {sb['revfs'] / 2**20:.0f} MiB, restic {sb['restic'] / 2**20:.0f} MiB, borg {sb['borg'] / 2**20:.0f} MiB |")
+    if "revfs_recompressed" in sb:
+        print(f"| (c) stored bytes once recoded cold (prune --recompress), revfs / min(restic, borg) | {sb['revfs_recompressed'] / min(sb['restic'], sb['borg']):.2f}x | revfs {sb['revfs_recompressed'] / 2**20:.0f} MiB ({sb['revfs_recompressed'] / sb['revfs']:.2f} of as written) in {w['recompress_seconds']:.1f} s |")
     per = w["stored_per_step"]
     for i, kind in enumerate(w["steps"]):
         print(f"| (c) step {i} ({kind}) stored MiB: revfs / restic / borg | {per['revfs'][i] / 2**20:.1f} / {per['restic'][i] / 2**20:.1f} / {per['borg'][i] / 2**20:.1f} | checkpoint {w['checkpoint_bytes'] / 2**20:.0f} MiB |")

@@ -52,6 +52,8 @@ pub enum Request {
     Prune {
         policy: crate::retention::Policy,
         dry_run: bool,
+        #[serde(default)]
+        recompress: bool,
     },
 }
 
@@ -98,12 +100,18 @@ fn handle(engine: &Engine, req: Request) -> Result<Value> {
             let t = engine.instant_of(&at)?;
             json(engine.restore(&path, t, to.as_deref())?)
         }
-        Request::Prune { policy, dry_run } => json(crate::retention::prune(
+        Request::Prune {
+            policy,
+            dry_run,
+            recompress,
+        } => json(crate::retention::prune(
             engine,
             &crate::retention::PruneOptions {
                 policy,
                 dry_run,
                 only_if_dropping: false,
+                recompress,
+                recode_rate: None,
             },
             &mut |_, _| {},
         )?),

@@ -7,7 +7,10 @@
 //! `record:chunks-written`, `commit:objects-written`, `commit:packs-synced`,
 //! `commit:catalog-applied`, `commit:flushed`; and in replication:
 //! `replica:packs-shipped`, `replica:head-written`; in `recover`:
-//! `recover:pack-copied`, `recover:packs-copied`, `recover:catalog-built`.
+//! `recover:pack-copied`, `recover:packs-copied`, `recover:catalog-built`,
+//! `recover:config-written`; in prune: `prune:dropped`, `prune:index-swept`,
+//! `prune:packs-deleted`, `prune:repack-copied`, `prune:repack-switched`,
+//! and `recode:encoded` (a chunk recoded cold, not yet appended).
 
 use std::sync::OnceLock;
 

@@ -143,6 +143,11 @@ struct Said {
     fruitless_until: Option<std::time::Instant>,
 }
 
+/// The pace of the background recoding of cold packs, in raw bytes a
+/// second: about a tenth of one core's zstd, so a running job does not
+/// feel it.
+const RECODE_RATE: u64 = 32 << 20;
+
 /// How long the prune loop waits after a round short of space freed nothing.
 const FRUITLESS_WAIT: Duration = Duration::from_secs(10);
 
@@ -191,10 +196,14 @@ fn run_prune_loop(engine: &Engine, store: &Path, stop: &Stop) {
             continue;
         }
         last = std::time::Instant::now();
-        if policy.drops_anything() {
+        // Packs sealed since the last such round are recoded cold (not
+        // while short of space: a recode needs room for its copies).
+        let recompress =
+            low.is_none() && crate::retention::prune::cold_due(engine).unwrap_or(false);
+        if policy.drops_anything() || recompress {
             // Short of space, sweep even when no commit goes
             // (a failed big write leaves unreferenced chunks).
-            prune_round(engine, policy, low.is_none(), &mut said);
+            prune_round(engine, policy, low.is_none(), recompress, &mut said);
         }
     }
 }
@@ -215,12 +224,16 @@ fn prune_round(
     engine: &Engine,
     policy: crate::retention::Policy,
     only_if_dropping: bool,
+    recompress: bool,
     said: &mut Said,
 ) {
     let opts = crate::retention::PruneOptions {
         policy,
         dry_run: false,
         only_if_dropping,
+        recompress,
+        // Short of space, as fast as it goes.
+        recode_rate: only_if_dropping.then_some(RECODE_RATE),
     };
     match crate::retention::prune(engine, &opts, &mut |_, _| {}) {
         Ok(r) => {

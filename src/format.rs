@@ -25,7 +25,7 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic  "RVFSCONF"
-//! 8      4     format version (u32 LE) = 5 (1 to 4 are read too)
+//! 8      4     format version (u32 LE) = 6 (1 to 5 are read too)
 //! 12     ..    UTF-8 JSON object: {"store_id": hex string,
 //!              "created": RFC 3339, "id_key": null,
 //!              "cipher": null | "aes-256-gcm+blake3" (encrypted),
@@ -40,8 +40,8 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic "RVFSPACK"
-//! 8      4     format version (u32 LE) = 5 (1 to 4 are read too; the
-//!              pack layout is the same in all five)
+//! 8      4     format version (u32 LE) = 6 (1 to 5 are read too; the
+//!              pack layout is the same in all six)
 //! 12     4     reserved, 0
 //! 16     ..    object records, back to back
 //! ```
@@ -49,8 +49,12 @@
 //! ```text
 //! 0      1     kind: 1 chunk, 2 manifest, 3 tree, 4 commit
 //! 1      1     codec: 0 raw, 1 lz4 block (lz4_flex, raw length known);
-//!              format 5: 2 sealed raw, 3 sealed lz4 (below); 4..=127
-//!              reserved
+//!              format 5: 2 sealed raw, 3 sealed lz4 (below); format 6
+//!              (cold records, recoded when their pack is repacked;
+//!              `store::codec`): 4 zstd frame, 8 zstd of the bytes as 2
+//!              byte planes (bytes 0, 2, 4, ... then 1, 3, 5, ...; an odd
+//!              tail byte last), 12 zstd of 4 byte planes, 16 raw (zstd
+//!              did not shrink it); each + 2 when sealed; others reserved
 //! 2      2     reserved, 0
 //! 4      4     raw length (u32 LE): bytes after decoding
 //! 8      4     stored length (u32 LE): payload bytes that follow
@@ -240,13 +244,20 @@
 //!   (`tests/fixtures/v4-store`). A revfs that reads only version 4
 //!   refuses a version-5 store (and any store whose config names a
 //!   cipher).
+//! * 6: cold record codecs 4, 8, 12 and 16 (zstd, byte planes): a repack
+//!   recodes the hot (raw, lz4) chunk records it copies, and the daemon
+//!   repacks packs that are mostly hot once they are sealed. A version-5
+//!   store opens as it is and its config version is raised at first
+//!   writable open (`tests/fixtures/v5-store`). A revfs that reads only
+//!   version 5 refuses a version-6 store, whose zstd records it could not
+//!   decode.
 
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectKind};
 use std::collections::BTreeMap;
 
 /// The store format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 pub const CONF_MAGIC: &[u8; 8] = b"RVFSCONF";
 pub const PACK_MAGIC: &[u8; 8] = b"RVFSPACK";
 pub const META_MAGIC: &[u8; 8] = b"RVFSMETA";
@@ -259,6 +270,12 @@ pub const CODEC_RAW: u8 = 0;
 pub const CODEC_LZ4: u8 = 1;
 /// Added to the codec of a record sealed with the store's key (format 5).
 pub const CODEC_SEALED: u8 = 2;
+/// Cold codecs (format 6): zstd of the bytes, of 2 or 4 byte planes, and
+/// raw bytes that zstd did not shrink.
+pub const CODEC_ZSTD: u8 = 4;
+pub const CODEC_ZSTD_PLANES2: u8 = 8;
+pub const CODEC_ZSTD_PLANES4: u8 = 12;
+pub const CODEC_RAW_COLD: u8 = 16;
 
 /// Appends little-endian fields to a byte vector.
 #[derive(Default)]
@@ -823,7 +840,15 @@ impl RecordHeader {
         let mut d = Dec::new(buf, "pack record header");
         let kind = ObjectKind::from_u8(d.u8()?).ok_or_else(|| d.bad("bad object kind"))?;
         let codec = d.u8()?;
-        if codec > (CODEC_LZ4 | CODEC_SEALED) {
+        if !matches!(
+            codec & !CODEC_SEALED,
+            CODEC_RAW
+                | CODEC_LZ4
+                | CODEC_ZSTD
+                | CODEC_ZSTD_PLANES2
+                | CODEC_ZSTD_PLANES4
+                | CODEC_RAW_COLD
+        ) {
             return Err(d.bad("unknown codec"));
         }
         let _reserved = d.u16()?;
@@ -831,8 +856,10 @@ impl RecordHeader {
         // lz4 expands at most ~255x; a raw record is as long as stored. This
         // bounds what a damaged header can make a reader allocate.
         let max_raw = match codec & !CODEC_SEALED {
-            CODEC_RAW => stored_len as u64,
-            _ => stored_len as u64 * 255 + 16,
+            CODEC_RAW | CODEC_RAW_COLD => stored_len as u64,
+            CODEC_LZ4 => stored_len as u64 * 255 + 16,
+            // zstd has no such small bound; no record is near 1 GiB.
+            _ => 1 << 30,
         };
         if raw_len as u64 > max_raw {
             return Err(d.bad("raw length impossible for the stored length"));

@@ -55,6 +55,10 @@ enum Cmd {
         /// Say what would go; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also recode the packs still mostly in the write path's lz4 with
+        /// zstd and byte planes (a mounted store does this by itself).
+        #[arg(long)]
+        recompress: bool,
         #[arg(long)]
         json: bool,
     },
@@ -197,8 +201,9 @@ fn run(cli: Cli) -> Result<()> {
             target,
             policy,
             dry_run,
+            recompress,
             json,
-        } => cli::prune::run(&target, &policy, dry_run, json),
+        } => cli::prune::run(&target, &policy, dry_run, recompress, json),
         Cmd::Policy {
             target,
             policy,

@@ -191,6 +191,39 @@ pub fn pread_split(
     Ok(body)
 }
 
+/// Keeps background work at `rate` bytes a second: `took(n)` sleeps until
+/// the bytes done so far are due (u64::MAX: no wait).
+pub struct Pace {
+    rate: u64,
+    start: std::time::Instant,
+    done: u64,
+}
+
+impl Pace {
+    pub fn new(rate: u64) -> Pace {
+        Pace {
+            rate: rate.max(1),
+            start: std::time::Instant::now(),
+            done: 0,
+        }
+    }
+
+    pub fn unlimited() -> Pace {
+        Pace::new(u64::MAX)
+    }
+
+    pub fn took(&mut self, bytes: u64) {
+        self.done = self.done.saturating_add(bytes);
+        if self.rate == u64::MAX {
+            return;
+        }
+        let due = std::time::Duration::from_secs_f64(self.done as f64 / self.rate as f64);
+        if let Some(wait) = due.checked_sub(self.start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,7 +205,10 @@ fn repair_replica(
         };
         for (id, e) in records {
             let raw = engine.store.get(&id)?;
-            let (hdr, rec) = crate::store::encode_record(engine.store.crypto(), e.kind, id, &raw)?;
+            // Encoded as that record was (zstd and lz4 are deterministic).
+            let cold = !crate::store::codec::is_hot(e.codec & !crate::format::CODEC_SEALED);
+            let (hdr, rec) =
+                crate::store::encode_record(engine.store.crypto(), e.kind, id, &raw, cold)?;
             let payload = &rec[RECORD_HEADER_LEN..];
             let at = e.offset as usize;
             if hdr.stored_len != e.stored_len

@@ -322,6 +322,7 @@ fn a_periodic_prune_repacks_dead_bytes_once_the_store_is_over_its_bound() {
         },
         dry_run: false,
         only_if_dropping: true,
+        ..Default::default()
     };
     // The store fits: two commits go, their 1 MiB is under a tenth of the
     // pack, so nothing is repacked.

@@ -8,7 +8,11 @@
 //! they are and become trees when their file grows. Format 4
 //! (`tests/fixtures/v4-store`, written by the release before encryption:
 //! model.bin saved 4 times, named named-v4, pruned to its last version;
-//! notes.txt) opens as it is under format 5.
+//! notes.txt) opens as it is under format 5. Format 5
+//! (`tests/fixtures/v5-store`, written by the release before cold codecs:
+//! model.bin saved 3 times as "version K\n" + 30,000 random bytes + 1,000
+//! lines "text line\n", named-v5 at version 1; notes.txt) opens, is raised
+//! to format 6, and recompresses.
 // Tests and examples may unwrap, and kill/signal their own children with libc.
 #![allow(clippy::unwrap_used, unsafe_code)]
 
@@ -165,7 +169,7 @@ fn a_format_2_store_opens_and_its_flat_manifests_grow_into_trees() {
 }
 
 #[test]
-fn a_format_4_store_opens_and_is_raised_to_format_5() {
+fn a_format_4_store_opens_and_is_raised_to_the_current_format() {
     if !common::fuse_available() {
         return;
     }
@@ -185,6 +189,49 @@ fn a_format_4_store_opens_and_is_raised_to_format_5() {
     let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
     assert!(ok, "{out}");
     let s = status(&store);
-    assert_eq!(s["format"], 5, "{s}");
+    assert_eq!(s["format"], revfs::format::FORMAT_VERSION, "{s}");
+    assert_eq!(conf_version(&store), revfs::format::FORMAT_VERSION);
     assert_eq!(s["encrypted"], false, "{s}");
+}
+
+#[test]
+fn a_format_5_store_opens_is_raised_to_format_6_and_recompresses() {
+    if !common::fuse_available() {
+        return;
+    }
+    let (tmp, store) = fixture("v5-store");
+    assert_eq!(conf_version(&store), 5);
+    let model = |k: u8| {
+        let m = fs::read(store.parent().unwrap().join("mnt/model.bin")).unwrap();
+        assert_eq!(&m[..10], format!("version {k}\n").as_bytes());
+        assert_eq!(m.len(), 10 + 30_000 + 10_000);
+        assert!(m.ends_with(&b"text line\n".repeat(1000)));
+        m
+    };
+    let mut m = mount(&tmp, &store);
+    let newest = model(2);
+    let named = fs::read(m.p(".snapshots/named-v5/model.bin")).unwrap();
+    assert_eq!(&named[..10], b"version 1\n");
+    assert_eq!(fs::read(m.p("notes.txt")).unwrap(), b"v5 store\n");
+    // Its lz4 records recode cold; everything reads as before.
+    let (ok, out) = revfs(&[
+        "prune".as_ref(),
+        m.mnt.as_os_str(),
+        "--recompress".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{out}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
+    m.unmount();
+    assert_eq!(conf_version(&store), 6);
+    let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
+    assert!(ok, "{out}");
+    m.start(&[]);
+    assert_eq!(model(2), newest);
+    assert_eq!(
+        fs::read(m.p(".snapshots/named-v5/model.bin")).unwrap(),
+        named
+    );
+    m.unmount();
 }

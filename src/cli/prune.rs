@@ -1,4 +1,4 @@
-//! `revfs prune TARGET [policy flags] [--dry-run] [--json]`.
+//! `revfs prune TARGET [policy flags] [--dry-run] [--recompress] [--json]`.
 
 use super::PolicyArgs;
 use revfs::control::{self, Request};
@@ -7,7 +7,13 @@ use revfs::retention::{PruneOptions, PruneReport};
 use revfs::{Error, Result, repo};
 use std::path::Path;
 
-pub fn run(target: &Path, flags: &PolicyArgs, dry_run: bool, json: bool) -> Result<()> {
+pub fn run(
+    target: &Path,
+    flags: &PolicyArgs,
+    dry_run: bool,
+    recompress: bool,
+    json: bool,
+) -> Result<()> {
     let store = repo::resolve_store(target)?;
     let (_, config) = repo::Config::read(&store)?;
     // The flags add to the policy the store keeps (set once).
@@ -15,6 +21,7 @@ pub fn run(target: &Path, flags: &PolicyArgs, dry_run: bool, json: bool) -> Resu
     let req = Request::Prune {
         policy: policy.clone(),
         dry_run,
+        recompress,
     };
     let value = match control::call(&store, &req)? {
         Some(v) => v,
@@ -33,6 +40,8 @@ pub fn run(target: &Path, flags: &PolicyArgs, dry_run: bool, json: bool) -> Resu
                     policy,
                     dry_run,
                     only_if_dropping: false,
+                    recompress,
+                    recode_rate: None,
                 },
                 &mut |d, t| {
                     bar.set_length(t);

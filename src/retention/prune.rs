@@ -95,6 +95,13 @@ pub struct PruneOptions {
     /// come every `--prune-interval`, so one over a bound it cannot meet
     /// costs one mark per interval).
     pub only_if_dropping: bool,
+    /// Also repack the sealed packs whose live bytes are mostly hot chunk
+    /// records (the write path's raw and lz4), to recode them cold (zstd,
+    /// byte planes). Every repack recodes the hot chunks it copies.
+    pub recompress: bool,
+    /// Bytes a second that recoding may take (None: as fast as it goes;
+    /// the daemon's background rounds set a gentle rate).
+    pub recode_rate: Option<u64>,
 }
 
 /// What one pack holds, as the mark sees it.
@@ -102,6 +109,8 @@ pub struct PruneOptions {
 struct PackUse {
     size: u64,
     live: u64,
+    /// Live bytes of hot chunk records (raw, lz4: not recoded yet).
+    hot: u64,
 }
 
 /// Prunes `engine`'s store under `opts`; `progress(done, total)` follows
@@ -166,7 +175,7 @@ fn run(
     report.commits_kept = keep.len() as u64;
     report.commits_dropped = dropped.len() as u64;
     report.oldest_kept = keep.first().map(|c| crate::timefmt::rfc3339(c.2));
-    if dropped.is_empty() && opts.only_if_dropping && !stored_over(report) {
+    if dropped.is_empty() && opts.only_if_dropping && !opts.recompress && !stored_over(report) {
         report.stored_bytes_after = report.stored_bytes_before;
         return Ok(());
     }
@@ -195,7 +204,7 @@ fn run(
         let (uses, _) = account(engine, &reach, first_new)?;
         report.objects_marked = reach.len() as u64;
         report.mark_set_bytes = reach.set_bytes();
-        plan_only(&opts.policy, &uses, report);
+        plan_only(opts, &uses, report);
         report.versions_dropped = versions_dropped_estimate(engine, &keep, head)?;
         report.stored_bytes_after = report
             .stored_bytes_before
@@ -235,6 +244,12 @@ fn run(
     report.mark_set_bytes = reach.set_bytes();
     drop(reach);
     sweep(engine, opts, uses, garbage, first_new, report, progress)?;
+    if opts.recompress {
+        // Every pack sealed before this round has been looked at.
+        let mut b = Batch::default();
+        b.put_counter(COLD_THROUGH, first_new.0);
+        db.apply(b)?;
+    }
     super::plan::forget_old_growth(db, Time::now())?;
     report.stored_bytes_after = stored_bytes(engine)?;
     Ok(())
@@ -425,6 +440,20 @@ fn subtract(db: &crate::catalog::db::Db, b: &mut Batch, name: &str, n: u64) -> R
     Ok(())
 }
 
+/// The catalog counter below which every pack has been looked at by a
+/// recompressing round.
+const COLD_THROUGH: &str = "cold_through";
+
+/// Whether a pack was sealed since the last recompressing round (the
+/// daemon's rounds recompress only then: a round marks the whole store).
+pub fn cold_due(engine: &Engine) -> Result<bool> {
+    let through = engine.db.counter(COLD_THROUGH)?;
+    let open = engine.store.open_pack().map(|p| p.0);
+    Ok(pack::list_packs(engine.store.packs_dir())?
+        .into_iter()
+        .any(|no| no.0 >= through && Some(no) != open))
+}
+
 /// The catalog counter numbering replica deletion records.
 const DELETIONS: &str = "replica_deletions";
 
@@ -462,6 +491,7 @@ fn account(
                     PackUse {
                         size: m.len(),
                         live: 0,
+                        hot: 0,
                     },
                 );
             }
@@ -483,7 +513,13 @@ fn account(
             continue;
         };
         if reach.contains(&id) {
-            u.live += e.stored_len as u64 + RECORD_HEADER_LEN as u64;
+            let bytes = e.stored_len as u64 + RECORD_HEADER_LEN as u64;
+            u.live += bytes;
+            if e.kind == crate::ids::ObjectKind::Chunk
+                && crate::store::codec::is_hot(e.codec & !crate::format::CODEC_SEALED)
+            {
+                u.hot += bytes;
+            }
         } else {
             garbage.push((id, e));
         }
@@ -492,8 +528,8 @@ fn account(
 }
 
 /// Which packs go and which are repacked, for a dry run.
-fn plan_only(policy: &Policy, uses: &HashMap<PackNo, PackUse>, report: &mut PruneReport) {
-    let (delete, repack) = choose(uses, policy, stored_over(report));
+fn plan_only(opts: &PruneOptions, uses: &HashMap<PackNo, PackUse>, report: &mut PruneReport) {
+    let (delete, repack) = choose(uses, opts, stored_over(report));
     report.packs_examined = uses.len() as u64;
     report.bytes_examined = uses.values().map(|u| u.size).sum();
     report.packs_deleted = delete.len() as u64;
@@ -514,12 +550,14 @@ fn stored_over(report: &PruneReport) -> bool {
         .is_some_and(|b| report.stored_bytes_before > b)
 }
 
-/// (packs to delete, packs to repack), the latter most dead first.
+/// (packs to delete, packs to repack), the latter most dead first; with
+/// `recompress`, the packs mostly hot are repacked too (after the others).
 fn choose(
     uses: &HashMap<PackNo, PackUse>,
-    policy: &Policy,
+    opts: &PruneOptions,
     over: bool,
 ) -> (Vec<PackNo>, Vec<PackNo>) {
+    let policy = &opts.policy;
     let header = crate::format::PACK_HEADER_LEN;
     let mut delete = Vec::new();
     let mut repack = Vec::new();
@@ -530,7 +568,8 @@ fn choose(
         }
         let dead = u.size.saturating_sub(u.live + header);
         let share = dead as f64 * 100.0 / u.size.max(1) as f64;
-        if (over && dead > 0) || share > policy.max_unused() {
+        let cold_due = opts.recompress && u.hot * 2 >= u.size;
+        if (over && dead > 0) || share > policy.max_unused() || cold_due {
             repack.push(*no);
         }
     }
@@ -571,7 +610,7 @@ fn sweep(
                 b.del_index(id);
             }
         }
-        let (delete, _) = choose(&uses, &opts.policy, over);
+        let (delete, _) = choose(&uses, opts, over);
         b.put_counter(NEXT_PACK, engine.store.next_pack().0);
         note_for_replica(engine, &mut b, &[], &delete)?;
         db.apply(b)?;
@@ -610,7 +649,8 @@ fn sweep(
     crash_point("prune:packs-deleted");
     let gone: HashSet<PackNo> = deleted.iter().copied().collect();
     uses.retain(|n, _| !gone.contains(n));
-    let (_, repack) = choose(&uses, &opts.policy, over);
+    let (_, repack) = choose(&uses, opts, over);
+    let mut pace = crate::sys::Pace::new(opts.recode_rate.unwrap_or(u64::MAX));
     // The live entries of every pack to repack, in one pass over the index
     // (a sealed pack never gets new records, so this stays true).
     let mut live: HashMap<PackNo, Vec<(ObjectId, crate::catalog::db::IndexEntry)>> =
@@ -636,7 +676,15 @@ fn sweep(
             continue;
         }
         let entries = live.remove(&no).unwrap_or_default();
-        match repack_one(engine, no, uses[&no].size, &entries, first_new, report) {
+        match repack_one(
+            engine,
+            no,
+            uses[&no].size,
+            &entries,
+            first_new,
+            &mut pace,
+            report,
+        ) {
             Ok(()) => {}
             Err(e) if e.errno() == libc::ENOSPC || e.errno() == libc::EDQUOT => {
                 // No room for the copies: the packs stay as they are (what
@@ -695,10 +743,11 @@ fn repack_one(
     size: u64,
     live: &[(ObjectId, crate::catalog::db::IndexEntry)],
     first_new: PackNo,
+    pace: &mut crate::sys::Pace,
     report: &mut PruneReport,
 ) -> Result<()> {
     let db = &engine.db;
-    let moved = engine.store.copy_records(live)?;
+    let moved = engine.store.copy_records(live, Some(pace))?;
     crash_point("prune:repack-copied");
     let mut b = Batch::default();
     let copied = engine.store.relocate(&mut b, live, &moved)?;

@@ -13,13 +13,14 @@
 //! with a log line, never wrong bytes. The first failed write or sync
 //! poisons the store for writing until it is reopened (reads go on).
 
+pub mod codec;
 pub mod pack;
 
 use crate::catalog::db::{Db, IndexEntry};
 use crate::chunker::Chunker;
 use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, Result};
-use crate::format::{CODEC_LZ4, CODEC_RAW, CODEC_SEALED, RECORD_HEADER_LEN, RecordHeader};
+use crate::format::{CODEC_SEALED, RECORD_HEADER_LEN, RecordHeader};
 use crate::ids::{ObjectId, ObjectKind, PackNo};
 use crate::reach::IdSet;
 use lru::LruCache;
@@ -286,7 +287,7 @@ impl ObjectStore {
             // Data only: commits and their trees must still go through.
             self.check_reserve(data.len() as u64)?;
         }
-        let (header, record) = encode_record(self.db.crypto(), kind, id, data)?;
+        let (header, record) = encode_record(self.db.crypto(), kind, id, data, false)?;
         let raw_len = header.raw_len;
         // Hold the pending lock across the append so that `pending()` never
         // sees an entry whose bytes are not yet written.
@@ -352,9 +353,13 @@ impl ObjectStore {
 
     /// Copies the records of `objects` (verified) into the open pack and
     /// makes them durable; their new locations, for the caller to publish.
+    /// With `recode`, hot chunk records (raw, lz4) are written cold (zstd,
+    /// byte planes: `codec`) at the pace it sets; others are copied as
+    /// they are.
     pub fn copy_records(
         &self,
         objects: &[(ObjectId, IndexEntry)],
+        mut recode: Option<&mut crate::sys::Pace>,
     ) -> Result<Vec<(ObjectId, IndexEntry)>> {
         self.check_writable()?;
         let mut out = Vec::with_capacity(objects.len());
@@ -369,11 +374,33 @@ impl ObjectStore {
                 .read_at(hdr_at, RECORD_HEADER_LEN + e.stored_len as usize)
                 .map_err(Error::io_at(&path))?;
             // Never copy damage forward: check before writing.
-            check_record(self.db.crypto(), &stored, &path, id, e)?;
+            let raw = check_record(self.db.crypto(), &stored, &path, id, e)?;
+            let cold = e.kind == ObjectKind::Chunk && codec::is_hot(e.codec & !CODEC_SEALED);
+            let (record, entry) = match recode.as_deref_mut() {
+                Some(pace) if cold => {
+                    pace.took(raw.len() as u64);
+                    let (h, r) = encode_record(self.db.crypto(), e.kind, *id, &raw, true)?;
+                    crate::crashpoint::crash_point("recode:encoded");
+                    let entry = IndexEntry {
+                        stored_len: h.stored_len,
+                        codec: h.codec,
+                        ..*e
+                    };
+                    (std::borrow::Cow::Owned(r), entry)
+                }
+                _ => (std::borrow::Cow::Borrowed(&stored[..]), *e),
+            };
             let (pack, offset) = lock(&self.writer)
-                .append(&stored)
+                .append(&record)
                 .map_err(|err| self.append_failed(err))?;
-            out.push((*id, IndexEntry { pack, offset, ..*e }));
+            out.push((
+                *id,
+                IndexEntry {
+                    pack,
+                    offset,
+                    ..entry
+                },
+            ));
         }
         self.sync()?;
         Ok(out)
@@ -381,7 +408,8 @@ impl ObjectStore {
 
     /// Puts into `b` the new locations `moved` of the objects `was` (as
     /// `copy_records` returned them) whose index entry still points at the
-    /// copy that was read: one batch switches them all. The bytes switched.
+    /// copy that was read: one batch switches them all. The bytes switched
+    /// (as written anew, recoded or not).
     pub fn relocate(
         &self,
         b: &mut crate::catalog::db::Batch,
@@ -392,7 +420,7 @@ impl ObjectStore {
         for ((id, old), (_, new)) in was.iter().zip(moved) {
             if self.db.index(id)? == Some(*old) {
                 b.put_index(id, new);
-                bytes += old.stored_len as u64 + RECORD_HEADER_LEN as u64;
+                bytes += new.stored_len as u64 + RECORD_HEADER_LEN as u64;
             }
         }
         Ok(bytes)
@@ -569,21 +597,23 @@ impl ObjectStore {
 }
 
 /// The header of the record of object `id` (`kind`, bytes `data`) and the
-/// whole record (header, payload): lz4 when that is smaller, then sealed in
-/// an encrypted store (codec | `CODEC_SEALED`) with the header as
-/// associated data. One buffer, so the bytes are copied once.
+/// whole record (header, payload): lz4 when that is smaller (zstd, byte
+/// planes, when `cold`: `codec`), then sealed in an encrypted store
+/// (codec | `CODEC_SEALED`) with the header as associated data. One
+/// buffer, so the bytes are copied once.
 pub fn encode_record(
     crypto: &Crypto,
     kind: ObjectKind,
     id: ObjectId,
     data: &[u8],
+    cold: bool,
 ) -> Result<(RecordHeader, Vec<u8>)> {
     let raw_len = u32::try_from(data.len()).map_err(|_| Error::TooBig)?;
-    let compressed = lz4_flex::block::compress(data);
-    let (codec, payload) = if compressed.len() < data.len() {
-        (CODEC_LZ4, &compressed[..])
+    let (codec, payload): (u8, std::borrow::Cow<[u8]>) = if cold {
+        let (c, p) = codec::encode_cold(data)?;
+        (c, p.into())
     } else {
-        (CODEC_RAW, data)
+        codec::encode_hot(data)
     };
     let header = RecordHeader {
         kind,
@@ -599,7 +629,7 @@ pub fn encode_record(
     let head = header.encode();
     let mut record = Vec::with_capacity(RECORD_HEADER_LEN + header.stored_len as usize);
     record.extend_from_slice(&head);
-    crypto.seal_into(Domain::Record, &head, payload, &mut record);
+    crypto.seal_into(Domain::Record, &head, &payload, &mut record);
     Ok((header, record))
 }
 
@@ -696,15 +726,15 @@ fn check_parts(
         } else {
             body
         };
-        let raw = match h.codec & !CODEC_SEALED {
-            CODEC_RAW => payload.into_owned(),
-            _ => lz4_flex::block::decompress(&payload, h.raw_len as usize).map_err(|err| {
-                Error::corrupt(
-                    format!("object {id} in {}", path.display()),
-                    err.to_string(),
-                )
-            })?,
-        };
+        let raw =
+            codec::decode(h.codec & !CODEC_SEALED, payload, h.raw_len as usize).map_err(|err| {
+                match err {
+                    Error::Corrupt { detail, .. } => {
+                        Error::corrupt(format!("object {id} in {}", path.display()), detail)
+                    }
+                    other => other,
+                }
+            })?;
         if raw.len() != h.raw_len as usize || crypto.object_id(h.kind, &raw) != *id {
             return Err(Error::corrupt(
                 format!("object {id} in {} at offset {}", path.display(), e.offset),

@@ -319,6 +319,20 @@ impl Rng {
     }
 }
 
+/// `revfs verify STORE` passes and says clean.
+pub fn verify_clean(store: &Path) {
+    let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
+    assert!(ok && out.contains("clean"), "verify: {out}");
+}
+
+/// Bytes of the store's pack files.
+pub fn packs_bytes(store: &Path) -> u64 {
+    std::fs::read_dir(store.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
 /// `revfs status STORE --json`.
 pub fn status(store: &Path) -> serde_json::Value {
     let out = Command::new(BIN)
