@@ -79,6 +79,10 @@ pub struct PruneReport {
     pub dropped_for_size: u64,
     /// The oldest kept commit's time (the horizon of kept history).
     pub oldest_kept: Option<String>,
+    /// Packs still mostly hot that this round left for the next (a
+    /// background round recodes a few packs at a time).
+    #[serde(default)]
+    pub packs_left_hot: u64,
 }
 
 /// How to prune.
@@ -244,7 +248,7 @@ fn run(
     report.mark_set_bytes = reach.set_bytes();
     drop(reach);
     sweep(engine, opts, uses, garbage, first_new, report, progress)?;
-    if opts.recompress {
+    if opts.recompress && report.packs_left_hot == 0 {
         // Every pack sealed before this round has been looked at.
         let mut b = Batch::default();
         b.put_counter(COLD_THROUGH, first_new.0);
@@ -439,6 +443,9 @@ fn subtract(db: &crate::catalog::db::Db, b: &mut Batch, name: &str, n: u64) -> R
     b.put_counter(name, db.counter(name)?.saturating_sub(n));
     Ok(())
 }
+
+/// Packs a background round recodes at most (1 GiB of packs).
+const BACKGROUND_RECODE_PACKS: usize = 8;
 
 /// The catalog counter below which every pack has been looked at by a
 /// recompressing round.
@@ -663,7 +670,23 @@ fn sweep(
             }
         }
     }
+    let mut recoded_only = 0;
     for no in repack {
+        let u = uses[&no];
+        let dead = u
+            .size
+            .saturating_sub(u.live + crate::format::PACK_HEADER_LEN);
+        let for_cold = !(over && dead > 0)
+            && (dead as f64 * 100.0 / u.size.max(1) as f64) <= opts.policy.max_unused();
+        if for_cold && opts.recode_rate.is_some() {
+            // In the background, a few packs a round: the round holds
+            // dedup-reuse tracking on while it runs.
+            if recoded_only == BACKGROUND_RECODE_PACKS {
+                report.packs_left_hot += 1;
+                continue;
+            }
+            recoded_only += 1;
+        }
         if let Some(bound) = report.max_size
             && over
             && stored_bytes(engine)? <= bound
