@@ -915,7 +915,7 @@ mod tests {
         assert_eq!(
             pack_header(),
             [
-                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 5, 0, 0, 0, 0, 0, 0, 0
+                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 6, 0, 0, 0, 0, 0, 0, 0
             ]
         );
     }
