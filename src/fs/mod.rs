@@ -116,7 +116,14 @@ impl Filesystem for RevFs {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
         let _ = config.add_capabilities(
-            InitFlags::FUSE_BIG_WRITES | InitFlags::FUSE_MAX_PAGES | InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_BIG_WRITES
+                | InitFlags::FUSE_MAX_PAGES
+                | InitFlags::FUSE_ATOMIC_O_TRUNC
+                // Entries with their attributes in one reply when the kernel
+                // sees they are wanted (`ls -l`, `du`, `find -size`): one
+                // round trip a batch instead of a LOOKUP a name.
+                | InitFlags::FUSE_DO_READDIRPLUS
+                | InitFlags::FUSE_READDIRPLUS_AUTO,
         );
         Ok(())
     }
@@ -417,6 +424,48 @@ impl Filesystem for RevFs {
                 OsStr::from_bytes(&e.name),
             ) {
                 break;
+            }
+        }
+        reply.ok();
+    }
+
+    /// Like `readdir`, each entry with its attributes. The kernel counts
+    /// every entry but "." and ".." as a lookup (it will FORGET it), so
+    /// each one added is remembered as `lookup` does, and only once it is
+    /// in the reply.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let entries = match self.engine.readdir(fh.0, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(e)),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let dots = e.name == b"." || e.name == b"..";
+            let attr = if dots {
+                self.engine.getattr(e.ino)
+            } else {
+                self.engine.lookup(Ino(ino.0), &e.name)
+            };
+            // Gone since the listing was taken: left out, as ext4 would.
+            let Ok(a) = attr else { continue };
+            if reply.add(
+                INodeNo(a.ino.0),
+                (i + 1) as u64,
+                OsStr::from_bytes(&e.name),
+                &TTL,
+                &FileAttr::from(&a),
+                Generation(0),
+            ) {
+                break;
+            }
+            if !dots {
+                self.engine.remember(a.ino);
             }
         }
         reply.ok();
