@@ -703,13 +703,7 @@ fn recompressed_records_of_an_encrypted_store_are_sealed_and_read_back() {
         .collect();
     fs::write(m.p("train.log"), &text).unwrap();
     m.unmount();
-    let packs = |s: &Path| -> u64 {
-        fs::read_dir(s.join("packs"))
-            .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().len())
-            .sum()
-    };
-    let before = packs(&m.store);
+    let before = common::packs_bytes(&m.store);
     let (ok, out) = rv(
         Some(PASS),
         &[
@@ -720,7 +714,7 @@ fn recompressed_records_of_an_encrypted_store_are_sealed_and_read_back() {
         ],
     );
     assert!(ok, "{out}");
-    let after = packs(&m.store);
+    let after = common::packs_bytes(&m.store);
     assert!(after < before * 3 / 4, "packs {before} -> {after}: {out}");
     for (p, bytes) in all_files(&[&m.store]) {
         assert!(

@@ -8,7 +8,7 @@
 mod common;
 
 use common::s3::Seaweed;
-use common::{Mount, Rng, os};
+use common::{Mount, Rng, dir_bytes, os};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -281,16 +281,6 @@ fn a_recover_from_the_bucket_killed_at_any_moment_runs_again() {
         fs::remove_dir_all(&rec).unwrap();
     }
     assert!(interrupted > 0, "no kill landed before recover was done");
-}
-
-/// Bytes of the files in `dir` (not below it); a file gone between the
-/// listing and its stat (a cache block evicted meanwhile) counts nothing.
-fn dir_bytes(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.unwrap().metadata().ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 #[test]

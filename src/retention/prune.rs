@@ -117,6 +117,18 @@ struct PackUse {
     hot: u64,
 }
 
+impl PackUse {
+    /// Whether its dead bytes alone call for a repack (over the bound:
+    /// any; else more than `max_unused` of the pack).
+    fn wants_repack(&self, policy: &Policy, over: bool) -> bool {
+        let dead = self
+            .size
+            .saturating_sub(self.live + crate::format::PACK_HEADER_LEN);
+        let share = dead as f64 * 100.0 / self.size.max(1) as f64;
+        (over && dead > 0) || share > policy.max_unused()
+    }
+}
+
 /// Prunes `engine`'s store under `opts`; `progress(done, total)` follows
 /// the mark over the kept commits and then the packs.
 pub fn prune(
@@ -564,8 +576,6 @@ fn choose(
     opts: &PruneOptions,
     over: bool,
 ) -> (Vec<PackNo>, Vec<PackNo>) {
-    let policy = &opts.policy;
-    let header = crate::format::PACK_HEADER_LEN;
     let mut delete = Vec::new();
     let mut repack = Vec::new();
     for (no, u) in uses {
@@ -573,10 +583,8 @@ fn choose(
             delete.push(*no);
             continue;
         }
-        let dead = u.size.saturating_sub(u.live + header);
-        let share = dead as f64 * 100.0 / u.size.max(1) as f64;
         let cold_due = opts.recompress && u.hot * 2 >= u.size;
-        if (over && dead > 0) || share > policy.max_unused() || cold_due {
+        if u.wants_repack(&opts.policy, over) || cold_due {
             repack.push(*no);
         }
     }
@@ -672,12 +680,7 @@ fn sweep(
     }
     let mut recoded_only = 0;
     for no in repack {
-        let u = uses[&no];
-        let dead = u
-            .size
-            .saturating_sub(u.live + crate::format::PACK_HEADER_LEN);
-        let for_cold = !(over && dead > 0)
-            && (dead as f64 * 100.0 / u.size.max(1) as f64) <= opts.policy.max_unused();
+        let for_cold = !uses[&no].wants_repack(&opts.policy, over);
         if for_cold && opts.recode_rate.is_some() {
             // In the background, a few packs a round: the round holds
             // dedup-reuse tracking on while it runs.

@@ -90,9 +90,10 @@ fn zstd_error(e: std::io::Error) -> Error {
 
 /// `data` as `width` planes: every width-th byte from offset 0, then from
 /// offset 1, ...; a tail shorter than `width` stays at the end as it is.
-fn planes(data: &[u8], width: usize) -> Vec<u8> {
+/// One plane is `data` itself (not copied).
+fn planes(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
     if width == 1 {
-        return data.to_vec();
+        return data.into();
     }
     let n = data.len() / width;
     let mut out = Vec::with_capacity(data.len());
@@ -100,7 +101,7 @@ fn planes(data: &[u8], width: usize) -> Vec<u8> {
         out.extend(data[..n * width].iter().skip(plane).step_by(width));
     }
     out.extend_from_slice(&data[n * width..]);
-    out
+    out.into()
 }
 
 /// The inverse of [`planes`].

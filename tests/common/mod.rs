@@ -325,12 +325,19 @@ pub fn verify_clean(store: &Path) {
     assert!(ok && out.contains("clean"), "verify: {out}");
 }
 
+/// Bytes of the files in `dir` (not below it); a file gone between the
+/// listing and its stat (a cache block evicted meanwhile) counts nothing.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Bytes of the store's pack files.
 pub fn packs_bytes(store: &Path) -> u64 {
-    std::fs::read_dir(store.join("packs"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum()
+    dir_bytes(&store.join("packs"))
 }
 
 /// `revfs status STORE --json`.
