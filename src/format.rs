@@ -25,7 +25,7 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic  "RVFSCONF"
-//! 8      4     format version (u32 LE) = 6 (1 to 5 are read too)
+//! 8      4     format version (u32 LE) = 7 (1 to 6 are read too)
 //! 12     ..    UTF-8 JSON object: {"store_id": hex string,
 //!              "created": RFC 3339, "id_key": null,
 //!              "cipher": null | "aes-256-gcm+blake3" (encrypted),
@@ -40,8 +40,8 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic "RVFSPACK"
-//! 8      4     format version (u32 LE) = 6 (1 to 5 are read too; the
-//!              pack layout is the same in all six)
+//! 8      4     format version (u32 LE) = 7 (1 to 6 are read too; the
+//!              pack layout is the same in all seven)
 //! 12     4     reserved, 0
 //! 16     ..    object records, back to back
 //! ```
@@ -54,7 +54,8 @@
 //!              `store::codec`): 4 zstd frame, 8 zstd of the bytes as 2
 //!              byte planes (bytes 0, 2, 4, ... then 1, 3, 5, ...; an odd
 //!              tail byte last), 12 zstd of 4 byte planes, 16 raw (zstd
-//!              did not shrink it); each + 2 when sealed; others reserved
+//!              did not shrink it); format 7: 32 a delta record (below);
+//!              each + 2 when sealed; others reserved
 //! 2      2     reserved, 0
 //! 4      4     raw length (u32 LE): bytes after decoding
 //! 8      4     stored length (u32 LE): payload bytes that follow
@@ -73,6 +74,24 @@
 //! under the key BLAKE3-keyed(record key, salt) with a zero nonce, and the
 //! 44-byte record header as associated data (`crypto` module docs: the
 //! keys, why a key never seals two messages). Stored length = n + 32.
+//!
+//! A delta record (codec 32, format 7; `store::delta`) holds a chunk as
+//! the XOR of its bytes with bytes of other chunks, its bases (a version
+//! of a checkpoint against the next version of it: nearly the same
+//! floats). Its payload (sealed like any other in an encrypted store):
+//! ```text
+//! 0      16    check: the first 16 bytes of BLAKE3 of the rest of the payload
+//! 16     1     codec of the residual: 4, 8, 12 or 16 (as above)
+//! 17     1     n: segments, 1 to 32
+//! 18     40n   n x (32 base chunk id, all zeros for "no base";
+//!              u32 LE start in the base; u32 LE length)
+//! 18+40n ..    the residual, encoded by its codec: the chunk's bytes XOR
+//!              the segments' bytes, which follow one another and cover
+//!              the chunk exactly (a "no base" segment XORs nothing)
+//! ```
+//! The raw length in the header is the chunk's; the id is checked against
+//! the rebuilt bytes, and the check lets a record be checked on its own
+//! (a replica's scan, recover) without its bases.
 //! Packs are only appended to. A process never appends to a pack it did not
 //! create in this session: after a crash the tail of the last pack may be
 //! torn, but nothing references a torn record (see ordering). A pack is
@@ -251,13 +270,19 @@
 //!   writable open (`tests/fixtures/v5-store`). A revfs that reads only
 //!   version 5 refuses a version-6 store, whose zstd records it could not
 //!   decode.
+//! * 7: delta records (codec 32): a prune with `--recompress` (and the
+//!   daemon's background rounds) stores an old version's chunks as deltas
+//!   of the next version's bytes at the same place. A version-6 store
+//!   opens as it is and its config version is raised at first writable
+//!   open (`tests/fixtures/v6-store`). A revfs that reads only version 6
+//!   refuses a version-7 store, whose delta records it could not decode.
 
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectKind};
 use std::collections::BTreeMap;
 
 /// The store format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 pub const CONF_MAGIC: &[u8; 8] = b"RVFSCONF";
 pub const PACK_MAGIC: &[u8; 8] = b"RVFSPACK";
 pub const META_MAGIC: &[u8; 8] = b"RVFSMETA";
@@ -276,6 +301,8 @@ pub const CODEC_ZSTD: u8 = 4;
 pub const CODEC_ZSTD_PLANES2: u8 = 8;
 pub const CODEC_ZSTD_PLANES4: u8 = 12;
 pub const CODEC_RAW_COLD: u8 = 16;
+/// A delta record (format 7): a chunk as the XOR with its bases' bytes.
+pub const CODEC_DELTA: u8 = 32;
 
 /// Appends little-endian fields to a byte vector.
 #[derive(Default)]
@@ -848,6 +875,7 @@ impl RecordHeader {
                 | CODEC_ZSTD_PLANES2
                 | CODEC_ZSTD_PLANES4
                 | CODEC_RAW_COLD
+                | CODEC_DELTA
         ) {
             return Err(d.bad("unknown codec"));
         }
@@ -915,7 +943,7 @@ mod tests {
         assert_eq!(
             pack_header(),
             [
-                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 6, 0, 0, 0, 0, 0, 0, 0
+                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 7, 0, 0, 0, 0, 0, 0, 0
             ]
         );
     }

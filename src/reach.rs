@@ -114,6 +114,25 @@ impl<'a> Reach<'a> {
         Ok(true)
     }
 
+    /// Marks chunk `id` and, when it is stored as a delta, the chunks its
+    /// bytes are rebuilt from (a kept chunk keeps its bases).
+    fn chunk(&mut self, id: ObjectId) -> Result<bool> {
+        let mut stack = vec![id];
+        while let Some(id) = stack.pop() {
+            if !self.mark(id)? {
+                continue;
+            }
+            let Some(e) = self.store.locate(&id)? else {
+                continue;
+            };
+            match self.store.bases(&id, &e) {
+                Ok(b) => stack.extend(b),
+                Err(err) => self.failed(id, err)?,
+            }
+        }
+        Ok(true)
+    }
+
     fn failed(&mut self, id: ObjectId, e: Error) -> Result<()> {
         match self.missing {
             Missing::Fail => Err(e),
@@ -148,7 +167,7 @@ impl<'a> Reach<'a> {
     /// An object of a known kind (a pending or just-deduplicated one).
     pub fn object(&mut self, id: ObjectId, kind: ObjectKind) -> Result<()> {
         match kind {
-            ObjectKind::Chunk => self.mark(id).map(|_| ()),
+            ObjectKind::Chunk => self.chunk(id).map(|_| ()),
             ObjectKind::Manifest => self.content(id),
             ObjectKind::Tree => self.tree(id),
             ObjectKind::Commit => self.commit(id),
@@ -189,10 +208,27 @@ impl<'a> Reach<'a> {
         let store = self.store;
         let walked = manifest::walk(store, root, |v| match v {
             Visit::Node(n) => self.mark(*n),
-            Visit::Extent(Extent::Chunk { id, .. }) => self.mark(*id),
+            Visit::Extent(Extent::Chunk { id, .. }) => self.chunk(*id),
             Visit::Extent(Extent::Hole { .. }) => Ok(true),
         });
         walked.or_else(|e| self.failed(root, e))
+    }
+}
+
+/// Whether chunk `id` is indexed, and the bases it is rebuilt from (as
+/// far as a read follows them).
+fn chunk_stored(store: &ObjectStore, id: &ObjectId, depth: usize) -> Result<()> {
+    let missing = || Error::corrupt(format!("chunk {id}"), "not in the replica");
+    match store.locate(id)? {
+        Some(e) if e.kind == ObjectKind::Chunk => {
+            if depth < 64 {
+                for b in store.bases(id, &e)? {
+                    chunk_stored(store, &b, depth + 1)?;
+                }
+            }
+            Ok(())
+        }
+        _ => Err(missing()),
     }
 }
 
@@ -250,10 +286,7 @@ impl<'a> Complete<'a> {
                 walked.push(*n);
                 Ok(true)
             }
-            Visit::Extent(Extent::Chunk { id, .. }) => match store.locate(id)? {
-                Some(e) if e.kind == ObjectKind::Chunk => Ok(true),
-                _ => Err(Error::corrupt(format!("chunk {id}"), "not in the replica")),
-            },
+            Visit::Extent(Extent::Chunk { id, .. }) => chunk_stored(store, id, 0).map(|_| true),
             Visit::Extent(Extent::Hole { .. }) => Ok(true),
         })
         .is_ok();

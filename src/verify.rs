@@ -20,7 +20,7 @@ use crate::format::RECORD_HEADER_LEN;
 use crate::ids::{ObjectId, PackNo};
 use crate::reach::{Missing, Reach};
 use crate::replica;
-use crate::store::check_record;
+use crate::store::{check_record, check_record_alone};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -118,7 +118,7 @@ pub fn verify(
                 replica::remote::scan_object(t, o, |h, offset, rec| {
                     let e = IndexEntry::of_record(no, offset, &h);
                     side.objects_checked += 1;
-                    match check_record(crypto, rec, path, &h.id, &e) {
+                    match check_record_alone(crypto, rec, path, &h.id, &e) {
                         Ok(_) => {
                             replica_index.insert(h.id, (no, offset));
                         }
@@ -154,7 +154,8 @@ pub fn verify(
                     offset: *offset,
                     ..*e
                 };
-                let raw = check_record(crypto, &rec, Path::new(&t.describe()), id, &re)?;
+                let bases = |b: &ObjectId| engine.store.get(b);
+                let raw = check_record(crypto, &rec, Path::new(&t.describe()), id, &re, &bases)?;
                 engine.store.rewrite(e.kind, &raw)?;
                 report.primary.repaired += 1;
             }

@@ -729,3 +729,55 @@ fn recompressed_records_of_an_encrypted_store_are_sealed_and_read_back() {
     assert!(fs::read(m.p("train.log")).unwrap() == text);
     m.unmount();
 }
+
+/// Delta records (format 7) in an encrypted store: an old checkpoint
+/// version becomes a delta of the plaintext of the next one, then sealed;
+/// every version reads back, the store verifies clean.
+#[test]
+fn delta_records_of_an_encrypted_store_are_sealed_and_read_back() {
+    let Some(mut m) = mounted() else {
+        return;
+    };
+    // A checkpoint of f32-like words, three full-training steps.
+    let mut r = common::Rng::new(11);
+    let mut v: Vec<u8> = r.bytes(1 << 20);
+    for w in v.chunks_exact_mut(4) {
+        w[3] = 0x3c;
+    }
+    let mut vs = Vec::new();
+    for k in 0..3 {
+        if k > 0 {
+            for w in v.chunks_exact_mut(4) {
+                w[0] ^= (r.next() & 0x1f) as u8;
+            }
+        }
+        let tmp = m.p("ckpt.tmp");
+        fs::write(&tmp, &v).unwrap();
+        fs::File::open(&tmp).unwrap().sync_all().unwrap();
+        fs::rename(&tmp, m.p("ckpt.bin")).unwrap();
+        if k == 0 {
+            fs::create_dir(m.p(".snapshots/first")).unwrap();
+        }
+        common::commit(&m.store);
+        vs.push(v.clone());
+    }
+    m.unmount();
+    let (ok, out) = rv(
+        Some(PASS),
+        &[
+            os("prune"),
+            m.store.as_os_str(),
+            os("--recompress"),
+            os("--json"),
+        ],
+    );
+    assert!(ok, "{out}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(r["deltas_written"].as_u64().unwrap() >= 10, "{r}");
+    let (ok, out) = rv(Some(PASS), &[os("verify"), m.store.as_os_str()]);
+    assert!(ok && out.contains("clean"), "{out}");
+    start(&mut m, PASS);
+    assert!(fs::read(m.p("ckpt.bin")).unwrap() == vs[2]);
+    assert!(fs::read(m.p(".snapshots/first/ckpt.bin")).unwrap() == vs[0]);
+    m.unmount();
+}

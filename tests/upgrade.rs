@@ -12,7 +12,11 @@
 //! (`tests/fixtures/v5-store`, written by the release before cold codecs:
 //! model.bin saved 3 times as "version K\n" + 30,000 random bytes + 1,000
 //! lines "text line\n", named-v5 at version 1; notes.txt) opens, is raised
-//! to format 6, and recompresses.
+//! to format 7, and recompresses. Format 6 (`tests/fixtures/v6-store`,
+//! written by the release before delta records: model.bin saved 3 times
+//! by rename as "version K\n" + 20,000 f32 values nudged each time, the
+//! pack recompressed, named-v6 at version 2; notes.txt) opens, is raised
+//! to format 7, and its old versions become deltas.
 // Tests and examples may unwrap, and kill/signal their own children with libc.
 #![allow(clippy::unwrap_used, unsafe_code)]
 
@@ -195,7 +199,7 @@ fn a_format_4_store_opens_and_is_raised_to_the_current_format() {
 }
 
 #[test]
-fn a_format_5_store_opens_is_raised_to_format_6_and_recompresses() {
+fn a_format_5_store_opens_is_raised_to_the_current_format_and_recompresses() {
     if !common::fuse_available() {
         return;
     }
@@ -224,7 +228,7 @@ fn a_format_5_store_opens_is_raised_to_format_6_and_recompresses() {
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
     m.unmount();
-    assert_eq!(conf_version(&store), 6);
+    assert_eq!(conf_version(&store), 7);
     let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
     assert!(ok, "{out}");
     m.start(&[]);
@@ -233,5 +237,42 @@ fn a_format_5_store_opens_is_raised_to_format_6_and_recompresses() {
         fs::read(m.p(".snapshots/named-v5/model.bin")).unwrap(),
         named
     );
+    m.unmount();
+}
+
+#[test]
+fn a_format_6_store_opens_is_raised_to_format_7_and_makes_deltas() {
+    if !common::fuse_available() {
+        return;
+    }
+    let (tmp, store) = fixture("v6-store");
+    assert_eq!(conf_version(&store), 6);
+    let sha = |p: &Path| {
+        let out = Command::new("sha256sum").arg(p).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)[..64].to_string()
+    };
+    // As the fixture was written (sha256 of the newest and of named-v6's).
+    const NEWEST: &str = "265bcc925380290aa8a5dcfc117922a34f081c9b78e98b01e2f2dbe24097005d";
+    const NAMED: &str = "999aa4b728cc9678f4fe24d37e5a34af93cfd69b229139bbab3a696503937d6c";
+    let mut m = mount(&tmp, &store);
+    assert_eq!(sha(&m.p("model.bin")), NEWEST);
+    assert_eq!(sha(&m.p(".snapshots/named-v6/model.bin")), NAMED);
+    assert_eq!(fs::read(m.p("notes.txt")).unwrap(), b"v6 store\n");
+    let (ok, out) = revfs(&[
+        "prune".as_ref(),
+        m.mnt.as_os_str(),
+        "--recompress".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{out}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(r["deltas_written"].as_u64().unwrap() >= 2, "{r}");
+    m.unmount();
+    assert_eq!(conf_version(&store), 7);
+    let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
+    assert!(ok, "{out}");
+    m.start(&[]);
+    assert_eq!(sha(&m.p("model.bin")), NEWEST);
+    assert_eq!(sha(&m.p(".snapshots/named-v6/model.bin")), NAMED);
     m.unmount();
 }

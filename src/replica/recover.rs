@@ -23,7 +23,7 @@ use crate::catalog::db::{Batch, Db, IndexEntry};
 use crate::config::{CONF_FILE, Config};
 use crate::error::{Error, Result};
 use crate::format::{PACK_HEADER_LEN, RECORD_HEADER_LEN};
-use crate::store::check_record;
+use crate::store::check_record_alone;
 use crate::store::pack::{self, PackReader};
 use crate::sys::sync_dir;
 use std::fs::{File, OpenOptions};
@@ -178,7 +178,9 @@ fn copy_packs(
             let checked = r
                 .read_at(hdr_at, len)
                 .map_err(Error::io_at(&src_path))
-                .and_then(|rec| check_record(db.crypto(), &rec, &src_path, &h.id, &e).map(|_| rec));
+                .and_then(|rec| {
+                    check_record_alone(db.crypto(), &rec, &src_path, &h.id, &e).map(|_| rec)
+                });
             match checked {
                 Ok(rec) => {
                     w.write_all(&rec).map_err(io)?;

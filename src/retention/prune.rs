@@ -83,6 +83,9 @@ pub struct PruneReport {
     /// background round recodes a few packs at a time).
     #[serde(default)]
     pub packs_left_hot: u64,
+    /// Chunk records this round wrote as deltas of newer bytes.
+    #[serde(default)]
+    pub deltas_written: u64,
 }
 
 /// How to prune.
@@ -115,6 +118,8 @@ struct PackUse {
     live: u64,
     /// Live bytes of hot chunk records (raw, lz4: not recoded yet).
     hot: u64,
+    /// Live bytes of chunk records the delta plan would store as deltas.
+    delta: u64,
 }
 
 impl PackUse {
@@ -208,6 +213,14 @@ fn run(
         engine.store.rotate()?
     };
 
+    // Which old chunks become deltas of newer bytes (from the kept
+    // history, after the drop).
+    let plan = if opts.recompress {
+        super::deltas::plan(engine)?
+    } else {
+        super::deltas::Plan::new()
+    };
+
     // Mark.
     let mut reach = Reach::new(&engine.store, Missing::Fail);
     let total = keep.len() as u64;
@@ -217,7 +230,7 @@ fn run(
     }
     mark_live(engine, &mut reach)?;
     if opts.dry_run {
-        let (uses, _) = account(engine, &reach, first_new)?;
+        let (uses, _) = account(engine, &reach, first_new, &plan)?;
         report.objects_marked = reach.len() as u64;
         report.mark_set_bytes = reach.set_bytes();
         plan_only(opts, &uses, report);
@@ -254,12 +267,17 @@ fn run(
                 reach.object(id, e.kind)?;
             }
         }
-        account(engine, &reach, first_new)
+        account(engine, &reach, first_new, &plan)
     })?;
     report.objects_marked = reach.len() as u64;
     report.mark_set_bytes = reach.set_bytes();
     drop(reach);
-    sweep(engine, opts, uses, garbage, first_new, report, progress)?;
+    let round = Round {
+        opts,
+        first_new,
+        plan: &plan,
+    };
+    sweep(engine, &round, uses, garbage, report, progress)?;
     if opts.recompress && report.packs_left_hot == 0 {
         // Every pack sealed before this round has been looked at.
         let mut b = Batch::default();
@@ -492,6 +510,7 @@ fn account(
     engine: &Engine,
     reach: &Reach,
     first_new: PackNo,
+    plan: &super::deltas::Plan,
 ) -> Result<(
     HashMap<PackNo, PackUse>,
     Vec<(ObjectId, crate::catalog::db::IndexEntry)>,
@@ -509,8 +528,7 @@ fn account(
                     no,
                     PackUse {
                         size: m.len(),
-                        live: 0,
-                        hot: 0,
+                        ..Default::default()
                     },
                 );
             }
@@ -538,6 +556,9 @@ fn account(
                 && crate::store::codec::is_hot(e.codec & !crate::format::CODEC_SEALED)
             {
                 u.hot += bytes;
+            }
+            if plan.contains_key(&id) {
+                u.delta += bytes;
             }
         } else {
             garbage.push((id, e));
@@ -570,7 +591,8 @@ fn stored_over(report: &PruneReport) -> bool {
 }
 
 /// (packs to delete, packs to repack), the latter most dead first; with
-/// `recompress`, the packs mostly hot are repacked too (after the others).
+/// `recompress`, the packs mostly hot, or a quarter of whose live bytes
+/// the delta plan would store as deltas, are repacked too.
 fn choose(
     uses: &HashMap<PackNo, PackUse>,
     opts: &PruneOptions,
@@ -583,7 +605,7 @@ fn choose(
             delete.push(*no);
             continue;
         }
-        let cold_due = opts.recompress && u.hot * 2 >= u.size;
+        let cold_due = opts.recompress && (u.hot * 2 >= u.size || u.delta * 4 >= u.size);
         if u.wants_repack(&opts.policy, over) || cold_due {
             repack.push(*no);
         }
@@ -599,16 +621,25 @@ fn choose(
     (delete, repack)
 }
 
+/// What steps 4 and 5 of one round work from.
+struct Round<'a> {
+    opts: &'a PruneOptions,
+    /// Packs at or above this number are newer than the mark.
+    first_new: PackNo,
+    /// Chunks to store as deltas when their pack is repacked.
+    plan: &'a super::deltas::Plan,
+}
+
 /// Steps 4 and 5.
 fn sweep(
     engine: &Engine,
-    opts: &PruneOptions,
+    round: &Round,
     mut uses: HashMap<PackNo, PackUse>,
     garbage: Vec<(ObjectId, crate::catalog::db::IndexEntry)>,
-    first_new: PackNo,
     report: &mut PruneReport,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
+    let (opts, first_new) = (round.opts, round.first_new);
     let db = &engine.db;
     report.packs_examined = uses.len() as u64;
     report.bytes_examined = uses.values().map(|u| u.size).sum();
@@ -702,13 +733,17 @@ fn sweep(
             continue;
         }
         let entries = live.remove(&no).unwrap_or_default();
+        let recode = crate::store::Recode {
+            pace: &mut pace,
+            deltas: round.plan,
+        };
         match repack_one(
             engine,
             no,
             uses[&no].size,
             &entries,
             first_new,
-            &mut pace,
+            recode,
             report,
         ) {
             Ok(()) => {}
@@ -769,11 +804,19 @@ fn repack_one(
     size: u64,
     live: &[(ObjectId, crate::catalog::db::IndexEntry)],
     first_new: PackNo,
-    pace: &mut crate::sys::Pace,
+    recode: crate::store::Recode,
     report: &mut PruneReport,
 ) -> Result<()> {
     let db = &engine.db;
-    let moved = engine.store.copy_records(live, Some(pace))?;
+    let moved = engine.store.copy_records(live, Some(recode))?;
+    let is_delta = |e: &crate::catalog::db::IndexEntry| {
+        e.codec & !crate::format::CODEC_SEALED == crate::format::CODEC_DELTA
+    };
+    report.deltas_written += live
+        .iter()
+        .zip(&moved)
+        .filter(|((_, was), (_, now))| !is_delta(was) && is_delta(now))
+        .count() as u64;
     crash_point("prune:repack-copied");
     let mut b = Batch::default();
     let copied = engine.store.relocate(&mut b, live, &moved)?;

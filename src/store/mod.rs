@@ -14,13 +14,14 @@
 //! poisons the store for writing until it is reopened (reads go on).
 
 pub mod codec;
+pub mod delta;
 pub mod pack;
 
 use crate::catalog::db::{Db, IndexEntry};
 use crate::chunker::Chunker;
 use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, Result};
-use crate::format::{CODEC_SEALED, RECORD_HEADER_LEN, RecordHeader};
+use crate::format::{CODEC_DELTA, CODEC_SEALED, RECORD_HEADER_LEN, RecordHeader};
 use crate::ids::{ObjectId, ObjectKind, PackNo};
 use crate::reach::IdSet;
 use lru::LruCache;
@@ -36,6 +37,11 @@ pub const NEXT_PACK: &str = "next_pack";
 /// Decoded objects kept in memory; reads of a hot chunk skip decompression
 /// and re-hashing. Bounded by entry count (chunks are at most `MAX_CHUNK`).
 const CACHE_ENTRIES: usize = 256;
+/// Delta bases a read follows at most (a chain is kept far shorter,
+/// `retention::deltas`; this only stops a damaged or circular one).
+const MAX_DELTA_DEPTH: usize = 64;
+/// Delta records whose bases are remembered (`bases`).
+const BASES_ENTRIES: usize = 1 << 16;
 
 pub struct ObjectStore {
     dir: PathBuf,
@@ -47,6 +53,8 @@ pub struct ObjectStore {
     rewritten: Mutex<std::collections::HashSet<ObjectId>>,
     readers: Mutex<HashMap<PackNo, Arc<PackReader>>>,
     cache: Mutex<LruCache<ObjectId, Arc<Vec<u8>>>>,
+    /// The bases of delta records read so far, with the record's entry.
+    bases: Mutex<LruCache<ObjectId, (IndexEntry, Vec<ObjectId>)>>,
     poison: Mutex<Option<String>>,
     read_only: bool,
     /// The replica, for healing corrupt reads.
@@ -134,6 +142,9 @@ impl ObjectStore {
             readers: Mutex::new(HashMap::new()),
             cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CACHE_ENTRIES).expect("non-zero"),
+            )),
+            bases: Mutex::new(LruCache::new(
+                NonZeroUsize::new(BASES_ENTRIES).expect("non-zero"),
             )),
             poison: Mutex::new(None),
             read_only,
@@ -354,15 +365,17 @@ impl ObjectStore {
     /// Copies the records of `objects` (verified) into the open pack and
     /// makes them durable; their new locations, for the caller to publish.
     /// With `recode`, hot chunk records (raw, lz4) are written cold (zstd,
-    /// byte planes: `codec`) at the pace it sets; others are copied as
-    /// they are.
+    /// byte planes: `codec`) and the chunks it plans as deltas are written
+    /// as deltas of their bases when that is smaller (`delta`), at the
+    /// pace it sets; others are copied as they are.
     pub fn copy_records(
         &self,
         objects: &[(ObjectId, IndexEntry)],
-        mut recode: Option<&mut crate::sys::Pace>,
+        mut recode: Option<Recode>,
     ) -> Result<Vec<(ObjectId, IndexEntry)>> {
         self.check_writable()?;
         let mut out = Vec::with_capacity(objects.len());
+        let bases = |b: &ObjectId| self.get(b);
         for (id, e) in objects {
             let f = self.reader(e.pack)?;
             let path = pack::pack_path(&self.dir, e.pack);
@@ -374,12 +387,13 @@ impl ObjectStore {
                 .read_at(hdr_at, RECORD_HEADER_LEN + e.stored_len as usize)
                 .map_err(Error::io_at(&path))?;
             // Never copy damage forward: check before writing.
-            let raw = check_record(self.db.crypto(), &stored, &path, id, e)?;
-            let cold = e.kind == ObjectKind::Chunk && codec::is_hot(e.codec & !CODEC_SEALED);
-            let (record, entry) = match recode.as_deref_mut() {
-                Some(pace) if cold => {
-                    pace.took(raw.len() as u64);
-                    let (h, r) = encode_record(self.db.crypto(), e.kind, *id, &raw, true)?;
+            let raw = check_record(self.db.crypto(), &stored, &path, id, e, &bases)?;
+            let encoded = match recode.as_mut() {
+                Some(r) if e.kind == ObjectKind::Chunk => r.encode(self, id, e, &raw)?,
+                _ => None,
+            };
+            let (record, entry) = match encoded {
+                Some((h, r)) => {
                     crate::crashpoint::crash_point("recode:encoded");
                     let entry = IndexEntry {
                         stored_len: h.stored_len,
@@ -388,7 +402,7 @@ impl ObjectStore {
                     };
                     (std::borrow::Cow::Owned(r), entry)
                 }
-                _ => (std::borrow::Cow::Borrowed(&stored[..]), *e),
+                None => (std::borrow::Cow::Borrowed(&stored[..]), *e),
             };
             let (pack, offset) = lock(&self.writer)
                 .append(&record)
@@ -477,8 +491,20 @@ impl ObjectStore {
 
     /// The verified bytes of an object.
     pub fn get(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
+        self.get_at(id, 0)
+    }
+
+    /// [`get`](Self::get) of an object `depth` delta bases below the one
+    /// asked for.
+    fn get_at(&self, id: &ObjectId, depth: usize) -> Result<Arc<Vec<u8>>> {
         if let Some(v) = lock(&self.cache).get(id) {
             return Ok(v.clone());
+        }
+        if depth > MAX_DELTA_DEPTH {
+            return Err(Error::corrupt(
+                format!("chunk {id}"),
+                "delta chain too long (a cycle?)",
+            ));
         }
         let e = self.locate(id)?.ok_or_else(|| {
             let err = Error::corrupt(format!("object {id}"), "missing from the index");
@@ -486,31 +512,91 @@ impl ObjectStore {
             err
         })?;
         let data = match self
-            .read_verified(id, &e)
-            .or_else(|err| self.read_moved(id, &e, err))
+            .read_verified_at(id, &e, depth)
+            .or_else(|err| self.read_moved(id, &e, err, depth))
         {
             Ok(d) => Arc::new(d),
             Err(err) => {
                 tracing::error!("read failed: {err}");
-                Arc::new(self.heal(id, &e).ok_or(err)?)
+                Arc::new(self.heal(id, &e, depth).ok_or(err)?)
             }
         };
         lock(&self.cache).put(*id, data.clone());
         Ok(data)
     }
 
+    /// The chunks a delta record's bytes are rebuilt from (none for any
+    /// other record): read from the head of a plain record, the whole of a
+    /// sealed one; remembered per record.
+    pub fn bases(&self, id: &ObjectId, e: &IndexEntry) -> Result<Vec<ObjectId>> {
+        if e.codec & !CODEC_SEALED != CODEC_DELTA {
+            return Ok(Vec::new());
+        }
+        if let Some((at, b)) = lock(&self.bases).get(id)
+            && at == e
+        {
+            return Ok(b.clone());
+        }
+        let segments = self.segments(id, e)?;
+        let mut b: Vec<ObjectId> = segments
+            .iter()
+            .map(|s| s.base)
+            .filter(|b| *b != delta::NO_BASE)
+            .collect();
+        b.sort();
+        b.dedup();
+        lock(&self.bases).put(*id, (*e, b.clone()));
+        Ok(b)
+    }
+
+    /// The segments of the delta record of `id` at `e`.
+    pub fn segments(&self, id: &ObjectId, e: &IndexEntry) -> Result<Vec<delta::Segment>> {
+        let at = e
+            .offset
+            .checked_sub(RECORD_HEADER_LEN as u64)
+            .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))?;
+        let path = pack::pack_path(&self.dir, e.pack);
+        let sealed = e.codec & CODEC_SEALED != 0;
+        let len = if sealed {
+            e.stored_len as usize
+        } else {
+            (e.stored_len as usize).min(delta::HEAD_LEN)
+        };
+        let stored = match &self.remote {
+            Some(src) => src.read_at(e.pack, at, RECORD_HEADER_LEN + len, false)?,
+            None => self
+                .reader(e.pack)?
+                .read_at(at, RECORD_HEADER_LEN + len)
+                .map_err(Error::io_at(&path))?,
+        };
+        let (head, body) = split_record(&stored, &path, id)?;
+        let payload = if sealed {
+            let where_ = format!("object {id} in {}", path.display());
+            std::borrow::Cow::Owned(self.db.crypto().open(Domain::Record, head, body, &where_)?)
+        } else {
+            std::borrow::Cow::Borrowed(body)
+        };
+        delta::segments_of_head(&payload)
+    }
+
     /// A read that failed because a prune moved the object (repack) and
     /// deleted its old pack meanwhile: read it where it is now.
-    fn read_moved(&self, id: &ObjectId, was: &IndexEntry, err: Error) -> Result<Vec<u8>> {
+    fn read_moved(
+        &self,
+        id: &ObjectId,
+        was: &IndexEntry,
+        err: Error,
+        depth: usize,
+    ) -> Result<Vec<u8>> {
         match self.locate(id)? {
-            Some(now) if now != *was => self.read_verified(id, &now),
+            Some(now) if now != *was => self.read_verified_at(id, &now, depth),
             _ => Err(err),
         }
     }
 
     /// The replica's copy of a damaged object, verified; the primary gets a
     /// good copy again when it is writable.
-    fn heal(&self, id: &ObjectId, e: &IndexEntry) -> Option<Vec<u8>> {
+    fn heal(&self, id: &ObjectId, e: &IndexEntry, depth: usize) -> Option<Vec<u8>> {
         let replicas = lock(&self.heal_from).clone();
         let at = e.offset.checked_sub(RECORD_HEADER_LEN as u64)?;
         let len = RECORD_HEADER_LEN + e.stored_len as usize;
@@ -518,7 +604,8 @@ impl ObjectStore {
         let (raw, from) = replicas.iter().find_map(|t| {
             let dir = PathBuf::from(t.describe());
             let rec = t.read_at(e.pack, at, len, true);
-            match rec.and_then(|rec| check_record(self.db.crypto(), &rec, &dir, id, e)) {
+            let bases = |b: &ObjectId| self.get_at(b, depth + 1);
+            match rec.and_then(|rec| check_record(self.db.crypto(), &rec, &dir, id, e, &bases)) {
                 Ok(raw) => Some((raw, dir)),
                 Err(err) => {
                     tracing::warn!("object {id}: not healed from {}: {err}", dir.display());
@@ -549,8 +636,13 @@ impl ObjectStore {
 
     /// Reads, decodes and hash-checks one record.
     pub fn read_verified(&self, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
+        self.read_verified_at(id, e, 0)
+    }
+
+    fn read_verified_at(&self, id: &ObjectId, e: &IndexEntry, depth: usize) -> Result<Vec<u8>> {
+        let bases = |b: &ObjectId| self.get_at(b, depth + 1);
         if let Some(src) = &self.remote {
-            return self.read_remote(&**src, id, e);
+            return self.read_remote(&**src, id, e, &bases);
         }
         let f = self.reader(e.pack)?;
         read_record(
@@ -559,12 +651,19 @@ impl ObjectStore {
             &pack::pack_path(&self.dir, e.pack),
             id,
             e,
+            &bases,
         )
     }
 
     /// A record read from the pack source; a cached copy that fails its
     /// check is read once more from the source itself.
-    fn read_remote(&self, src: &dyn PackSource, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
+    fn read_remote(
+        &self,
+        src: &dyn PackSource,
+        id: &ObjectId,
+        e: &IndexEntry,
+        bases: Bases,
+    ) -> Result<Vec<u8>> {
         let at = e
             .offset
             .checked_sub(RECORD_HEADER_LEN as u64)
@@ -573,7 +672,7 @@ impl ObjectStore {
         let path = PathBuf::from(src.describe()).join(pack::pack_name(e.pack));
         let check = |fresh| {
             let stored = src.read_at(e.pack, at, len, fresh)?;
-            check_record(self.db.crypto(), &stored, &path, id, e)
+            check_record(self.db.crypto(), &stored, &path, id, e, bases)
         };
         check(false).or_else(|err| {
             tracing::warn!("{err}; reading it again from {}", src.describe());
@@ -608,13 +707,45 @@ pub fn encode_record(
     data: &[u8],
     cold: bool,
 ) -> Result<(RecordHeader, Vec<u8>)> {
-    let raw_len = u32::try_from(data.len()).map_err(|_| Error::TooBig)?;
     let (codec, payload): (u8, std::borrow::Cow<[u8]>) = if cold {
         let (c, p) = codec::encode_cold(data)?;
         (c, p.into())
     } else {
         codec::encode_hot(data)
     };
+    seal_record(crypto, kind, id, data.len(), codec, &payload)
+}
+
+/// The record of chunk `id` (bytes `data`) as a delta of `segments`
+/// (`delta::encode`), sealed like any other.
+pub fn encode_delta_record<'b>(
+    crypto: &Crypto,
+    id: ObjectId,
+    data: &[u8],
+    segments: &[delta::Segment],
+    base_of: impl FnMut(&delta::Segment) -> Result<&'b [u8]>,
+) -> Result<(RecordHeader, Vec<u8>)> {
+    let payload = delta::encode(data, segments, base_of)?;
+    seal_record(
+        crypto,
+        ObjectKind::Chunk,
+        id,
+        data.len(),
+        CODEC_DELTA,
+        &payload,
+    )
+}
+
+/// Header and record of an encoded payload (sealed in an encrypted store).
+fn seal_record(
+    crypto: &Crypto,
+    kind: ObjectKind,
+    id: ObjectId,
+    raw_len: usize,
+    codec: u8,
+    payload: &[u8],
+) -> Result<(RecordHeader, Vec<u8>)> {
+    let raw_len = u32::try_from(raw_len).map_err(|_| Error::TooBig)?;
     let header = RecordHeader {
         kind,
         codec: if crypto.is_encrypted() {
@@ -629,9 +760,67 @@ pub fn encode_record(
     let head = header.encode();
     let mut record = Vec::with_capacity(RECORD_HEADER_LEN + header.stored_len as usize);
     record.extend_from_slice(&head);
-    crypto.seal_into(Domain::Record, &head, &payload, &mut record);
+    crypto.seal_into(Domain::Record, &head, payload, &mut record);
     Ok((header, record))
 }
+
+/// How [`ObjectStore::copy_records`] recodes chunk records: at `pace`,
+/// and the chunks in `deltas` as deltas of those segments' bytes.
+pub struct Recode<'a> {
+    pub pace: &'a mut crate::sys::Pace,
+    pub deltas: &'a HashMap<ObjectId, Vec<delta::Segment>>,
+}
+
+impl Recode<'_> {
+    /// The new record of chunk `id` (bytes `raw`, now at `e`), or None to
+    /// copy it as it is: a delta when one is planned and comes out at most
+    /// 9/10 of the cold record; else cold, when it is hot.
+    fn encode(
+        &mut self,
+        store: &ObjectStore,
+        id: &ObjectId,
+        e: &IndexEntry,
+        raw: &[u8],
+    ) -> Result<Option<(RecordHeader, Vec<u8>)>> {
+        let crypto = store.db.crypto();
+        let hot = codec::is_hot(e.codec & !CODEC_SEALED);
+        let planned = self.deltas.get(id);
+        if hot || planned.is_some() {
+            self.pace.took(raw.len() as u64);
+        }
+        let cold = if hot {
+            Some(encode_record(crypto, e.kind, *id, raw, true)?)
+        } else {
+            None
+        };
+        if let Some(segments) = planned {
+            let mut held = Vec::new();
+            for s in segments {
+                if s.base != delta::NO_BASE {
+                    held.push((s.base, store.get(&s.base)?));
+                }
+            }
+            let base_of = |s: &delta::Segment| -> Result<&[u8]> {
+                let b = held
+                    .iter()
+                    .find(|(id, _)| *id == s.base)
+                    .map(|(_, b)| b)
+                    .ok_or_else(|| Error::Store("delta base not loaded".into()))?;
+                b.get(s.start as usize..(s.start as usize + s.len as usize))
+                    .ok_or_else(|| Error::Store("delta segment past its base".into()))
+            };
+            let d = encode_delta_record(crypto, *id, raw, segments, base_of)?;
+            let full = cold.as_ref().map_or(e.stored_len, |c| c.0.stored_len);
+            if (d.0.stored_len as u64) * 10 <= full as u64 * 9 {
+                return Ok(Some(d));
+            }
+        }
+        Ok(cold)
+    }
+}
+
+/// Where a delta record's bases come from: the verified bytes of a chunk.
+pub type Bases<'a> = &'a dyn Fn(&ObjectId) -> Result<Arc<Vec<u8>>>;
 
 /// Reads, decodes and hash-checks the record of `id` at `e` in `pack`.
 pub fn read_record(
@@ -640,6 +829,7 @@ pub fn read_record(
     path: &Path,
     id: &ObjectId,
     e: &IndexEntry,
+    bases: Bases,
 ) -> Result<Vec<u8>> {
     let at = e
         .offset
@@ -657,35 +847,56 @@ pub fn read_record(
         let mut head = [0u8; RECORD_HEADER_LEN];
         let body = crate::sys::pread_split(file, at, &mut head, e.stored_len as usize)
             .map_err(Error::io_at(path))?;
-        return check_parts(crypto, &head, body.into(), path, id, e);
+        return check_parts(crypto, &head, body.into(), path, id, e, Some(bases));
     }
     let stored = f
         .read_at(at, RECORD_HEADER_LEN + e.stored_len as usize)
         .map_err(Error::io_at(path))?;
-    check_record(crypto, &stored, path, id, e)
+    check_record(crypto, &stored, path, id, e, bases)
 }
 
 /// Decodes and hash-checks `stored` (a record header and its payload),
-/// the record of `id` at `e` in the pack at `path`; the raw bytes.
+/// the record of `id` at `e` in the pack at `path`; the raw bytes (a
+/// delta record's rebuilt from its `bases`).
 pub fn check_record(
     crypto: &Crypto,
     stored: &[u8],
     path: &Path,
     id: &ObjectId,
     e: &IndexEntry,
+    bases: Bases,
 ) -> Result<Vec<u8>> {
+    let (head, body) = split_record(stored, path, id)?;
+    check_parts(crypto, head, body.into(), path, id, e, Some(bases))
+}
+
+/// [`check_record`] of a record on its own: a delta record's payload is
+/// checked against its own check, not rebuilt (its bases are other
+/// records, checked on their own: a replica's scan, recover).
+pub fn check_record_alone(
+    crypto: &Crypto,
+    stored: &[u8],
+    path: &Path,
+    id: &ObjectId,
+    e: &IndexEntry,
+) -> Result<()> {
+    let (head, body) = split_record(stored, path, id)?;
+    check_parts(crypto, head, body.into(), path, id, e, None).map(|_| ())
+}
+
+fn split_record<'s>(stored: &'s [u8], path: &Path, id: &ObjectId) -> Result<(&'s [u8], &'s [u8])> {
     if stored.len() < RECORD_HEADER_LEN {
         return Err(Error::corrupt(
             format!("object {id} in {}", path.display()),
             "record cut short",
         ));
     }
-    let (head, body) = stored.split_at(RECORD_HEADER_LEN);
-    check_parts(crypto, head, body.into(), path, id, e)
+    Ok(stored.split_at(RECORD_HEADER_LEN))
 }
 
 /// [`check_record`] of a record read as its header and its payload apart
-/// (an owned payload of a raw record is the result as it is).
+/// (an owned payload of a raw record is the result as it is); without
+/// `bases`, a delta record is checked on its own and gives no bytes.
 fn check_parts(
     crypto: &Crypto,
     head: &[u8],
@@ -693,6 +904,7 @@ fn check_parts(
     path: &Path,
     id: &ObjectId,
     e: &IndexEntry,
+    bases: Option<Bases>,
 ) -> Result<Vec<u8>> {
     let where_ = || format!("object {id} in {} at offset {}", path.display(), e.offset);
     let header = RecordHeader::decode(head).map_err(|err| match err {
@@ -726,15 +938,26 @@ fn check_parts(
         } else {
             body
         };
-        let raw =
-            codec::decode(h.codec & !CODEC_SEALED, payload, h.raw_len as usize).map_err(|err| {
-                match err {
-                    Error::Corrupt { detail, .. } => {
-                        Error::corrupt(format!("object {id} in {}", path.display()), detail)
-                    }
-                    other => other,
+        let here = |err| match err {
+            Error::Corrupt { detail, .. } => {
+                Error::corrupt(format!("object {id} in {}", path.display()), detail)
+            }
+            other => other,
+        };
+        let raw = if h.codec & !CODEC_SEALED == CODEC_DELTA {
+            let parsed = delta::parse(&payload).map_err(here)?;
+            match bases {
+                None => {
+                    return parsed
+                        .residual(h.raw_len as usize)
+                        .map(|_| Vec::new())
+                        .map_err(here);
                 }
-            })?;
+                Some(b) => parsed.rebuild(h.raw_len as usize, b).map_err(here)?,
+            }
+        } else {
+            codec::decode(h.codec & !CODEC_SEALED, payload, h.raw_len as usize).map_err(here)?
+        };
         if raw.len() != h.raw_len as usize || crypto.object_id(h.kind, &raw) != *id {
             return Err(Error::corrupt(
                 format!("object {id} in {} at offset {}", path.display(), e.offset),

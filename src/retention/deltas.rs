@@ -1,0 +1,440 @@
+//! Which chunks a recompressing prune stores as deltas (`store::delta`),
+//! and of which bytes.
+//!
+//! **Reverse deltas.** For every path, each pair of consecutive kept
+//! versions (older, newer): every chunk of the older one that the newer
+//! one does not hold as it is becomes a delta of the newer version's bytes
+//! at the same place. The newest version of a file is always stored whole,
+//! so reading what a job resumes from never follows a chain; the versions
+//! retention drops first (the oldest) are the ends of chains, which
+//! nothing else needs.
+//!
+//! **The same place** is the same offset, except between two safetensors
+//! files, where it is the same tensor (name, dtype and shape) wherever its
+//! offset moved (a tensor added in front shifts all the others).
+//!
+//! **Chains stay short.** A chunk becomes a delta only if the longest chain
+//! through it stays within [`MAX_CHAIN`] bases: its new bases' own depth
+//! plus the deltas already hanging below it. So every `MAX_CHAIN + 1`-th
+//! version along a path stays whole (a key), and a read of the oldest kept
+//! version follows at most `MAX_CHAIN` bases. No chunk is a delta of a
+//! chain that leads back to itself.
+//!
+//! Deduplication stays: an unchanged chunk is one record, whole or delta,
+//! whatever files hold it; the mark (`reach`) keeps every base a kept
+//! delta needs, also when the versions that held it are dropped.
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::format::Extent;
+use crate::format::{CODEC_DELTA, CODEC_SEALED};
+use crate::ids::ObjectId;
+use crate::manifest::Visit;
+use crate::store::ObjectStore;
+use crate::store::delta::{MAX_SEGMENTS, NO_BASE, Segment};
+use std::collections::{HashMap, HashSet};
+
+/// Bases a read of a delta follows at most (reading the oldest kept
+/// version of a checkpoint costs up to this many extra chunk reads).
+pub const MAX_CHAIN: usize = 4;
+/// Chunks smaller than this are not worth a delta.
+const MIN_CHUNK: u64 = 4096;
+/// The biggest safetensors header looked at.
+const MAX_HEADER: u64 = 16 << 20;
+
+/// The chunks to store as deltas, with their segments.
+pub type Plan = HashMap<ObjectId, Vec<Segment>>;
+
+/// The plan for the store's kept history as the path-version index holds
+/// it (after this round's drop).
+pub fn plan(engine: &Engine) -> Result<Plan> {
+    let store = &engine.store;
+    let mut g = Graph::default();
+    for entry in engine.db.index_all() {
+        let (id, e) = entry?;
+        if e.codec & !CODEC_SEALED == CODEC_DELTA {
+            match store.bases(&id, &e) {
+                Ok(b) => g.add(id, b),
+                // The mark reads it too and stops the round.
+                Err(err) => tracing::warn!("delta record {id}: {err}"),
+            }
+        }
+    }
+    let mut plan = Plan::new();
+    for (_, entries) in engine.db.path_version_groups()? {
+        let mut contents: Vec<ObjectId> = Vec::new();
+        for (_, v) in &entries {
+            if let Some(c) = v.content
+                && contents.last() != Some(&c)
+            {
+                contents.push(c);
+            }
+        }
+        // Newest pair first: its chunks are the bases the older pairs'
+        // chains end in.
+        for pair in contents.windows(2).rev() {
+            plan_pair(store, pair[0], pair[1], &mut g, &mut plan)?;
+        }
+    }
+    Ok(plan)
+}
+
+/// The delta graph: each delta chunk's bases, and who has each as a base.
+#[derive(Default)]
+struct Graph {
+    bases: HashMap<ObjectId, Vec<ObjectId>>,
+    dependents: HashMap<ObjectId, Vec<ObjectId>>,
+}
+
+impl Graph {
+    fn add(&mut self, id: ObjectId, bases: Vec<ObjectId>) {
+        for b in &bases {
+            self.dependents.entry(*b).or_default().push(id);
+        }
+        self.bases.insert(id, bases);
+    }
+
+    /// How many bases a read of `id` follows at most; None when that is
+    /// over `limit` or the chain reaches `avoid`.
+    fn depth(&self, id: &ObjectId, avoid: &ObjectId, limit: usize) -> Option<usize> {
+        if id == avoid {
+            return None;
+        }
+        let Some(bases) = self.bases.get(id) else {
+            return Some(0);
+        };
+        if limit == 0 {
+            return None;
+        }
+        let mut d = 0;
+        for b in bases {
+            d = d.max(self.depth(b, avoid, limit - 1)? + 1);
+        }
+        Some(d)
+    }
+
+    /// The longest chain of deltas below `id` (None: over `limit`).
+    fn height(&self, id: &ObjectId, limit: usize) -> Option<usize> {
+        let Some(deps) = self.dependents.get(id) else {
+            return Some(0);
+        };
+        if limit == 0 {
+            return None;
+        }
+        let mut h = 0;
+        for d in deps {
+            h = h.max(self.height(d, limit - 1)? + 1);
+        }
+        Some(h)
+    }
+
+    /// Whether `id` may become a delta of `bases`.
+    fn allows(&self, id: &ObjectId, bases: &[ObjectId]) -> bool {
+        let mut depth = 0;
+        for b in bases {
+            match self.depth(b, id, MAX_CHAIN) {
+                Some(d) => depth = depth.max(d + 1),
+                None => return false,
+            }
+        }
+        self.height(id, MAX_CHAIN)
+            .is_some_and(|h| depth + h <= MAX_CHAIN)
+    }
+}
+
+/// A file version's extents: (offset, length, chunk or None for a hole).
+type Extents = Vec<(u64, u64, Option<ObjectId>)>;
+
+fn extents(store: &ObjectStore, root: ObjectId) -> Result<Extents> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    crate::manifest::walk(store, root, |v| {
+        if let Visit::Extent(x) = v {
+            let id = match x {
+                Extent::Chunk { id, .. } => Some(*id),
+                Extent::Hole { .. } => None,
+            };
+            out.push((pos, x.len(), id));
+            pos += x.len();
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// Plans the chunks of `older` as deltas of `newer`'s bytes.
+fn plan_pair(
+    store: &ObjectStore,
+    older: ObjectId,
+    newer: ObjectId,
+    g: &mut Graph,
+    plan: &mut Plan,
+) -> Result<()> {
+    let old_x = extents(store, older)?;
+    let new_x = extents(store, newer)?;
+    let new_ids: HashSet<ObjectId> = new_x.iter().filter_map(|x| x.2).collect();
+    let candidates: Vec<_> = old_x
+        .iter()
+        .filter_map(|&(off, len, id)| Some((off, len, id?)))
+        .filter(|(_, len, id)| {
+            *len >= MIN_CHUNK
+                && !new_ids.contains(id)
+                && !g.bases.contains_key(id)
+                && !plan.contains_key(id)
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let map = OffsetMap::new(store, &old_x, &new_x)?;
+    for (off, len, id) in candidates {
+        let Some(segments) = segments(&map, &new_x, off, len) else {
+            continue;
+        };
+        let mut bases: Vec<ObjectId> = segments
+            .iter()
+            .map(|s| s.base)
+            .filter(|b| *b != NO_BASE)
+            .collect();
+        bases.sort();
+        bases.dedup();
+        if g.allows(&id, &bases) {
+            g.add(id, bases);
+            plan.insert(id, segments);
+        }
+    }
+    Ok(())
+}
+
+/// The segments of the older version's bytes `off..off + len` in the newer
+/// version; None when under half of them have a base there, or when they
+/// would take too many segments.
+fn segments(map: &OffsetMap, new_x: &Extents, off: u64, len: u64) -> Option<Vec<Segment>> {
+    let mut out: Vec<Segment> = Vec::new();
+    let mut based = 0u64;
+    let mut pos = off;
+    let end = off + len;
+    while pos < end {
+        let (to, run) = map.to_newer(pos);
+        let run = run.min(end - pos);
+        let mut piece = Segment {
+            base: NO_BASE,
+            start: 0,
+            len: run as u32,
+        };
+        if let Some(q) = to {
+            // The newer extent holding q.
+            let i = new_x.partition_point(|x| x.0 <= q);
+            if i > 0 {
+                let (x_off, x_len, x_id) = new_x[i - 1];
+                if q < x_off + x_len {
+                    piece.len = run.min(x_off + x_len - q) as u32;
+                    if let Some(b) = x_id {
+                        piece.base = b;
+                        piece.start = (q - x_off) as u32;
+                        based += piece.len as u64;
+                    }
+                }
+            }
+        }
+        pos += piece.len as u64;
+        match out.last_mut() {
+            Some(last) if last.base == NO_BASE && piece.base == NO_BASE => last.len += piece.len,
+            Some(last)
+                if last.base == piece.base
+                    && piece.base != NO_BASE
+                    && last.start + last.len == piece.start =>
+            {
+                last.len += piece.len
+            }
+            _ => out.push(piece),
+        }
+        if out.len() > MAX_SEGMENTS {
+            return None;
+        }
+    }
+    (based * 2 >= len).then_some(out)
+}
+
+/// Where the older version's bytes are in the newer one: the same offset,
+/// or, between two safetensors files, the same tensor's.
+struct OffsetMap {
+    /// (older start, older end, newer start), sorted, for safetensors.
+    tensors: Option<Vec<(u64, u64, u64)>>,
+}
+
+impl OffsetMap {
+    fn new(store: &ObjectStore, old_x: &Extents, new_x: &Extents) -> Result<OffsetMap> {
+        let tensors = match (safetensors(store, old_x)?, safetensors(store, new_x)?) {
+            (Some(old), Some(new)) => {
+                let mut ranges: Vec<(u64, u64, u64)> = old
+                    .iter()
+                    .filter_map(|(name, (key, s, e))| {
+                        let (nkey, ns, ne) = new.get(name)?;
+                        (nkey == key && ne - ns == e - s).then_some((*s, *e, *ns))
+                    })
+                    .collect();
+                ranges.sort();
+                Some(ranges)
+            }
+            _ => None,
+        };
+        Ok(OffsetMap { tensors })
+    }
+
+    /// Where older offset `pos` is in the newer version (None: nowhere),
+    /// and for how many bytes on that holds.
+    fn to_newer(&self, pos: u64) -> (Option<u64>, u64) {
+        let Some(t) = &self.tensors else {
+            return (Some(pos), u64::MAX);
+        };
+        let i = t.partition_point(|r| r.0 <= pos);
+        if i > 0 && pos < t[i - 1].1 {
+            let (s, e, ns) = t[i - 1];
+            return (Some(ns + pos - s), e - pos);
+        }
+        let next = t.get(i).map_or(u64::MAX, |r| r.0);
+        (None, next - pos)
+    }
+}
+
+/// The tensors of a safetensors file: name -> (dtype and shape, absolute
+/// start, end); None when it is not one.
+type Tensors = HashMap<String, (String, u64, u64)>;
+
+fn safetensors(store: &ObjectStore, x: &Extents) -> Result<Option<Tensors>> {
+    let Some(len8) = read_prefix(store, x, 8)? else {
+        return Ok(None);
+    };
+    let n = u64::from_le_bytes(len8[..8].try_into().unwrap_or([0; 8]));
+    let size = x.last().map_or(0, |l| l.0 + l.1);
+    if !(2..=MAX_HEADER).contains(&n) || 8 + n > size {
+        return Ok(None);
+    }
+    let Some(head) = read_prefix(store, x, 8 + n)? else {
+        return Ok(None);
+    };
+    if head[8] != b'{' {
+        return Ok(None);
+    }
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&head[8..]) else {
+        return Ok(None);
+    };
+    let mut out = Tensors::new();
+    for (name, t) in map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let (Some(dtype), Some(shape), Some(offs)) = (
+            t.get("dtype").and_then(|d| d.as_str()),
+            t.get("shape"),
+            t.get("data_offsets").and_then(|o| o.as_array()),
+        ) else {
+            return Ok(None);
+        };
+        let (Some(s), Some(e)) = (
+            offs.first().and_then(|v| v.as_u64()),
+            offs.get(1).and_then(|v| v.as_u64()),
+        ) else {
+            return Ok(None);
+        };
+        if s > e {
+            return Ok(None);
+        }
+        out.insert(name, (format!("{dtype}{shape}"), 8 + n + s, 8 + n + e));
+    }
+    Ok(Some(out))
+}
+
+/// The first `n` bytes of a file version (None: it is shorter, or starts
+/// with a hole).
+fn read_prefix(store: &ObjectStore, x: &Extents, n: u64) -> Result<Option<Vec<u8>>> {
+    let mut out = Vec::with_capacity(n as usize);
+    for &(_, len, id) in x {
+        if out.len() as u64 >= n {
+            break;
+        }
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let data = store.get(&id)?;
+        let take = (n - out.len() as u64).min(len) as usize;
+        out.extend_from_slice(data.get(..take).unwrap_or(&data[..]));
+    }
+    Ok((out.len() as u64 >= n).then_some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(b: u8) -> ObjectId {
+        ObjectId([b; 32])
+    }
+
+    #[test]
+    fn chains_stay_within_the_bound_and_never_loop() {
+        let mut g = Graph::default();
+        // v1 <- v2 <- v3 ... as reverse deltas: chunk k is a delta of k+1.
+        let mut made = Vec::new();
+        for k in (1..=10u8).rev() {
+            if g.allows(&id(k), &[id(k + 1)]) {
+                g.add(id(k), vec![id(k + 1)]);
+                made.push(k);
+            }
+        }
+        for k in &made {
+            assert!(g.depth(&id(*k), &id(0), 64).unwrap() <= MAX_CHAIN);
+        }
+        // Newest first: chunks 10..7 join one chain, 6 is a key, 5..2 ...
+        assert_eq!(made.len(), 10 - 10 / (MAX_CHAIN + 1));
+        // A base whose chain leads back is refused.
+        assert!(!g.allows(&id(11), &[id(10)]));
+    }
+
+    #[test]
+    fn segments_follow_the_newer_extents() {
+        let new_x: Extents = vec![
+            (0, 100, Some(id(1))),
+            (100, 50, None),
+            (150, 100, Some(id(2))),
+        ];
+        let same = OffsetMap { tensors: None };
+        let s = segments(&same, &new_x, 80, 100).unwrap();
+        assert_eq!(
+            s,
+            vec![
+                Segment {
+                    base: id(1),
+                    start: 80,
+                    len: 20
+                },
+                Segment {
+                    base: NO_BASE,
+                    start: 0,
+                    len: 50
+                },
+                Segment {
+                    base: id(2),
+                    start: 0,
+                    len: 30
+                },
+            ]
+        );
+        // Past the newer end: no base; under half based: no delta.
+        assert!(segments(&same, &new_x, 200, 200).is_none());
+        // A tensor that moved by 7 bytes.
+        let moved = OffsetMap {
+            tensors: Some(vec![(10, 90, 17)]),
+        };
+        let s = segments(&moved, &new_x, 10, 80).unwrap();
+        assert_eq!(
+            s,
+            vec![Segment {
+                base: id(1),
+                start: 17,
+                len: 80
+            }]
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! Delta records (format 7; the layout is in `format`): a chunk stored as
+//! the XOR of its bytes with bytes of other chunks, its bases. A
+//! full-training step changes every float of a checkpoint by about one
+//! unit in the last place, so an old version XOR the next one at the same
+//! offsets is mostly zero bits: its byte planes compress several times
+//! better than the floats themselves (`codec::encode_cold` encodes the
+//! residual). Which chunks become deltas of which bytes is the prune's
+//! call (`retention::deltas`); this module only builds and takes apart
+//! payloads.
+
+use super::codec;
+use crate::error::{Error, Result};
+use crate::ids::ObjectId;
+
+/// Segments a delta record has at most.
+pub const MAX_SEGMENTS: usize = 32;
+const CHECK_LEN: usize = 16;
+const SEGMENT_LEN: usize = 40;
+/// The id of a segment with no base (its bytes are stored as they are).
+pub const NO_BASE: ObjectId = ObjectId([0; 32]);
+
+/// `len` bytes of the chunk, XOR the bytes `start..start + len` of chunk
+/// `base` (or nothing, for [`NO_BASE`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub base: ObjectId,
+    pub start: u32,
+    pub len: u32,
+}
+
+/// A payload taken apart (its check passed).
+pub struct Parsed<'a> {
+    pub segments: Vec<Segment>,
+    inner: u8,
+    body: &'a [u8],
+}
+
+/// The payload of `raw` as a delta of `segments`, whose bytes
+/// `base_of(segment)` gives (each as long as its segment).
+pub fn encode<'b>(
+    raw: &[u8],
+    segments: &[Segment],
+    mut base_of: impl FnMut(&Segment) -> Result<&'b [u8]>,
+) -> Result<Vec<u8>> {
+    let n = segments.len();
+    let covered: u64 = segments.iter().map(|s| s.len as u64).sum();
+    if n == 0 || n > MAX_SEGMENTS || covered != raw.len() as u64 {
+        return Err(Error::Store(format!(
+            "delta of {} bytes: {n} segments covering {covered}",
+            raw.len()
+        )));
+    }
+    let mut residual = raw.to_vec();
+    let mut at = 0;
+    for s in segments {
+        let len = s.len as usize;
+        if s.base != NO_BASE {
+            let b = base_of(s)?;
+            if b.len() != len {
+                return Err(Error::Store("delta base shorter than its segment".into()));
+            }
+            xor(&mut residual[at..at + len], b);
+        }
+        at += len;
+    }
+    let (inner, body) = codec::encode_cold(&residual)?;
+    let mut out = Vec::with_capacity(CHECK_LEN + 2 + n * SEGMENT_LEN + body.len());
+    out.extend_from_slice(&[0; CHECK_LEN]);
+    out.push(inner);
+    out.push(n as u8);
+    for s in segments {
+        out.extend_from_slice(&s.base.0);
+        out.extend_from_slice(&s.start.to_le_bytes());
+        out.extend_from_slice(&s.len.to_le_bytes());
+    }
+    out.extend_from_slice(&body);
+    let check = blake3::hash(&out[CHECK_LEN..]);
+    out[..CHECK_LEN].copy_from_slice(&check.as_bytes()[..CHECK_LEN]);
+    Ok(out)
+}
+
+/// Takes a payload apart, checking it on its own (not its bases).
+pub fn parse(payload: &[u8]) -> Result<Parsed<'_>> {
+    if payload.len() < CHECK_LEN + 2 {
+        return Err(Error::corrupt("delta record", "payload cut short"));
+    }
+    let check = blake3::hash(&payload[CHECK_LEN..]);
+    if payload[..CHECK_LEN] != check.as_bytes()[..CHECK_LEN] {
+        return Err(Error::corrupt(
+            "delta record",
+            "payload does not match its check",
+        ));
+    }
+    let (segments, end) = segments_at(payload)?;
+    Ok(Parsed {
+        segments,
+        inner: payload[CHECK_LEN],
+        body: &payload[end..],
+    })
+}
+
+/// Bytes of a payload's head that hold its segments (at most): what a
+/// reader of bases alone reads of a plain record.
+pub const HEAD_LEN: usize = CHECK_LEN + 2 + MAX_SEGMENTS * SEGMENT_LEN;
+
+/// The segments of a payload of which only the head may be there (the
+/// check is not looked at: the whole record is checked when it is read).
+pub fn segments_of_head(head: &[u8]) -> Result<Vec<Segment>> {
+    Ok(segments_at(head)?.0)
+}
+
+/// The segments of a payload and where they end.
+fn segments_at(payload: &[u8]) -> Result<(Vec<Segment>, usize)> {
+    let n = *payload
+        .get(CHECK_LEN + 1)
+        .ok_or_else(|| Error::corrupt("delta record", "payload cut short"))? as usize;
+    let end = CHECK_LEN + 2 + n * SEGMENT_LEN;
+    if n == 0 || n > MAX_SEGMENTS || payload.len() < end {
+        return Err(Error::corrupt("delta record", "bad segment count"));
+    }
+    let segments = payload[CHECK_LEN + 2..end]
+        .chunks_exact(SEGMENT_LEN)
+        .map(|s| {
+            let u32_at = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+            let mut base = [0u8; 32];
+            base.copy_from_slice(&s[..32]);
+            Segment {
+                base: ObjectId(base),
+                start: u32_at(32),
+                len: u32_at(36),
+            }
+        })
+        .collect();
+    Ok((segments, end))
+}
+
+impl Parsed<'_> {
+    /// The chunk's bytes (`raw_len` of them), with `base_of` giving each
+    /// segment's base bytes (the whole base chunk).
+    pub fn rebuild(
+        &self,
+        raw_len: usize,
+        mut base_of: impl FnMut(&ObjectId) -> Result<std::sync::Arc<Vec<u8>>>,
+    ) -> Result<Vec<u8>> {
+        let mut out = self.residual(raw_len)?;
+        let mut at = 0usize;
+        for s in &self.segments {
+            let (start, len) = (s.start as usize, s.len as usize);
+            if at + len > out.len() {
+                return Err(Error::corrupt("delta record", "segments past its end"));
+            }
+            if s.base != NO_BASE {
+                let b = base_of(&s.base)?;
+                let src = b.get(start..start + len).ok_or_else(|| {
+                    Error::corrupt("delta record", "segment past the end of its base")
+                })?;
+                xor(&mut out[at..at + len], src);
+            }
+            at += len;
+        }
+        if at != out.len() {
+            return Err(Error::corrupt("delta record", "segments do not cover it"));
+        }
+        Ok(out)
+    }
+
+    /// The decoded residual (what [`parse`]'s check vouches for, before
+    /// the bases are applied).
+    pub fn residual(&self, raw_len: usize) -> Result<Vec<u8>> {
+        if !matches!(
+            self.inner,
+            crate::format::CODEC_ZSTD
+                | crate::format::CODEC_ZSTD_PLANES2
+                | crate::format::CODEC_ZSTD_PLANES4
+                | crate::format::CODEC_RAW_COLD
+        ) {
+            return Err(Error::corrupt("delta record", "bad residual codec"));
+        }
+        let out = codec::decode(self.inner, self.body.into(), raw_len)?;
+        if out.len() != raw_len {
+            return Err(Error::corrupt(
+                "delta record",
+                "residual of the wrong length",
+            ));
+        }
+        Ok(out)
+    }
+}
+
+fn xor(dst: &mut [u8], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d ^= s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ObjectKind;
+    use std::sync::Arc;
+
+    /// f32-like words and the same words with their low byte nudged.
+    fn versions(n: usize) -> (Vec<u8>, Vec<u8>) {
+        let noise = crate::chunker::tests::bytes(5, n);
+        let old: Vec<u8> = (0..n)
+            .map(|i| if i % 4 >= 2 { 0x3c } else { noise[i] })
+            .collect();
+        let new: Vec<u8> = old
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if i % 4 == 0 {
+                    b ^ (noise[i / 4] & 3)
+                } else {
+                    *b
+                }
+            })
+            .collect();
+        (old, new)
+    }
+
+    #[test]
+    fn a_delta_round_trips_and_is_small() {
+        let (old, new) = versions(70_001);
+        let base = Arc::new(new.clone());
+        let bid = ObjectId::of(ObjectKind::Chunk, &new);
+        // Two segments of the base and a tail with none.
+        let segs = [
+            Segment {
+                base: bid,
+                start: 0,
+                len: 40_000,
+            },
+            Segment {
+                base: bid,
+                start: 40_000,
+                len: 30_000,
+            },
+            Segment {
+                base: NO_BASE,
+                start: 0,
+                len: 1,
+            },
+        ];
+        let p = encode(&old, &segs, |s| {
+            Ok(&base[s.start as usize..(s.start + s.len) as usize])
+        })
+        .unwrap();
+        assert!(p.len() < old.len() / 4, "{} of {}", p.len(), old.len());
+        let parsed = parse(&p).unwrap();
+        assert_eq!(parsed.segments, segs);
+        assert_eq!(segments_of_head(&p[..p.len().min(HEAD_LEN)]).unwrap(), segs);
+        let back = parsed.rebuild(old.len(), |_| Ok(base.clone())).unwrap();
+        assert!(back == old);
+    }
+
+    #[test]
+    fn damage_is_an_error_not_a_panic() {
+        let (old, new) = versions(10_000);
+        let segs = [Segment {
+            base: ObjectId([1; 32]),
+            start: 0,
+            len: 10_000,
+        }];
+        let mut p = encode(&old, &segs, |_| Ok(&new[..])).unwrap();
+        let n = p.len();
+        p[n - 1] ^= 1;
+        assert!(parse(&p).is_err());
+        assert!(parse(&p[..10]).is_err());
+        p[n - 1] ^= 1;
+        // A base shorter than its segment, a wrong length, a bad cover.
+        let parsed = parse(&p).unwrap();
+        assert!(
+            parsed
+                .rebuild(10_000, |_| Ok(Arc::new(vec![0; 5])))
+                .is_err()
+        );
+        assert!(
+            parsed
+                .rebuild(9_999, |_| Ok(Arc::new(new.clone())))
+                .is_err()
+        );
+        assert!(encode(&old, &segs[..0], |_| Ok(&new[..])).is_err());
+    }
+}

@@ -1,0 +1,346 @@
+//! Delta records (format 7): `prune --recompress` stores the chunks of an
+//! old checkpoint version as deltas of the next version's bytes (XOR, byte
+//! planes, zstd). Through a real mount: the store shrinks far below what
+//! zstd alone gives, every version reads back byte-exact (live, snapshots,
+//! after a remount, from a recovered replica), a kept delta keeps its
+//! bases when the versions that held them are dropped, damage is EIO
+//! never wrong bytes, and a crash at any step of the round loses nothing.
+// Tests and examples may unwrap, and kill/signal their own children with libc.
+#![allow(clippy::unwrap_used, unsafe_code)]
+
+mod common;
+
+use common::{Mount, Rng, packs_bytes, revfs, verify_clean};
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// A safetensors checkpoint of f32 tensors (`names`, `values` each).
+fn safetensors(tensors: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut header = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
+    let mut at = 0;
+    for (name, data) in tensors {
+        header += &format!(
+            ",\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{at},{}]}}",
+            data.len() / 4,
+            at + data.len()
+        );
+        at += data.len();
+    }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    for (_, data) in tensors {
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+/// f32 weights near N(0, 0.02): random mantissas, few exponents.
+fn weights(r: &mut Rng, values: usize) -> Vec<u8> {
+    (0..values)
+        .flat_map(|_| {
+            let x = r.next();
+            let m = (x & 0x7f_ffff) as u32;
+            let e = 120 + (x >> 40) as u32 % 3;
+            let s = ((x >> 50) & 1) as u32;
+            ((s << 31) | (e << 23) | m).to_le_bytes()
+        })
+        .collect()
+}
+
+/// A full-training step: every value moves by a few units in the last
+/// place (its low mantissa bits change).
+fn train(r: &mut Rng, t: &mut [u8]) {
+    for w in t.chunks_exact_mut(4) {
+        let x = r.next();
+        w[0] ^= (x & 0x3f) as u8;
+        if x & 0x300 == 0 {
+            w[1] ^= ((x >> 12) & 3) as u8;
+        }
+    }
+}
+
+/// Saves `data` at `path` as torch.save users do (temporary file, fsync,
+/// rename over) and waits for the commit holding it.
+fn save(m: &Mount, name: &str, data: &[u8]) {
+    use std::io::Write;
+    let tmp = m.p(&format!("{name}.tmp"));
+    let mut f = fs::File::create(&tmp).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+    fs::rename(&tmp, m.p(name)).unwrap();
+    common::commit(&m.store);
+}
+
+/// Versions of one checkpoint, oldest first: full-training steps, and one
+/// re-save with a tensor added in front (every offset moves).
+fn versions(steps: usize) -> Vec<Vec<u8>> {
+    let mut r = Rng::new(42);
+    let mut tensors: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("layer{i}.weight"), weights(&mut r, 90_000 + i * 7)))
+        .collect();
+    let mut out = Vec::new();
+    for step in 0..steps {
+        if step > 0 {
+            for (_, t) in tensors.iter_mut() {
+                train(&mut r, t);
+            }
+        }
+        if step == 3 {
+            tensors.insert(0, ("embed.bias".into(), weights(&mut r, 301)));
+        }
+        out.push(safetensors(&tensors));
+    }
+    out
+}
+
+fn prune_json(target: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["prune".as_ref(), target.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    args.push("--json".as_ref());
+    let (ok, out) = revfs(&args);
+    assert!(ok, "{out}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Every version `revfs log` lists for `file`, read through its snapshot
+/// path, must be one of `expected`, and all of `expected` must be there.
+fn check_versions(file: &Path, expected: &[Vec<u8>]) {
+    let (ok, out) = revfs(&["log".as_ref(), file.as_os_str(), "--json".as_ref()]);
+    assert!(ok, "{out}");
+    let log: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut seen = vec![false; expected.len()];
+    let mnt = file.parent().unwrap();
+    for v in log.as_array().unwrap() {
+        let got = fs::read(mnt.join(v["path"].as_str().unwrap())).unwrap();
+        let k = expected.iter().position(|e| *e == got);
+        assert!(k.is_some(), "version {} reads back wrong", v["version"]);
+        seen[k.unwrap()] = true;
+    }
+    assert!(seen.iter().all(|s| *s), "versions missing: {seen:?}");
+}
+
+fn write_history(m: &Mount, vs: &[Vec<u8>]) {
+    for v in vs {
+        save(m, "model.safetensors", v);
+    }
+    assert!(fs::read(m.p("model.safetensors")).unwrap() == *vs.last().unwrap());
+}
+
+#[test]
+fn old_checkpoint_versions_become_deltas_and_every_version_reads_back_exactly() {
+    let Some(mut m) = Mount::new(&[]) else {
+        return;
+    };
+    let vs = versions(7);
+    write_history(&m, &vs);
+    let raw: u64 = vs.iter().map(|v| v.len() as u64).sum();
+    let r = prune_json(&m.mnt, &["--recompress"]);
+    let deltas = r["deltas_written"].as_u64().unwrap();
+    assert!(deltas >= 20, "{r}");
+    let after = packs_bytes(&m.store);
+    // 7 versions of 2.1 MiB: zstd alone leaves each at ~0.8 of raw; the
+    // six old ones as deltas take under half of that.
+    assert!(
+        after * 100 < raw * 50,
+        "stored {after} of {raw} raw bytes: {r}"
+    );
+    check_versions(&m.p("model.safetensors"), &vs);
+    // A second round makes no more deltas (a chain is never redone).
+    let again = prune_json(&m.mnt, &["--recompress"]);
+    assert_eq!(again["deltas_written"], 0, "{again}");
+    m.unmount();
+    verify_clean(&m.store);
+    // From the records, not the page cache.
+    m.start(&[]);
+    check_versions(&m.p("model.safetensors"), &vs);
+    // Two more versions: the old newest is a key (its chain is full, at
+    // MAX_CHAIN), so it stays whole; the next one becomes a delta.
+    let mut next = vs.clone();
+    let mut r2 = Rng::new(7);
+    for _ in 0..2 {
+        let mut t = next.last().unwrap().clone();
+        let data_at = 8 + u64::from_le_bytes(t[..8].try_into().unwrap()) as usize;
+        train(&mut r2, &mut t[data_at..]);
+        save(&m, "model.safetensors", &t);
+        next.push(t);
+    }
+    let r = prune_json(&m.mnt, &["--recompress"]);
+    assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
+    check_versions(&m.p("model.safetensors"), &next);
+    m.unmount();
+    verify_clean(&m.store);
+}
+
+#[test]
+fn a_kept_delta_keeps_its_bases_when_their_versions_are_dropped() {
+    let Some(mut m) = Mount::new(&[]) else {
+        return;
+    };
+    let vs = versions(4);
+    save(&m, "model.safetensors", &vs[0]);
+    let (ok, out) = revfs(&[
+        "snapshot".as_ref(),
+        "create".as_ref(),
+        m.mnt.as_os_str(),
+        "first".as_ref(),
+    ]);
+    assert!(ok, "{out}");
+    write_history(&m, &vs[1..]);
+    let r = prune_json(&m.mnt, &["--recompress"]);
+    assert!(r["deltas_written"].as_u64().unwrap() >= 10, "{r}");
+    // The file is replaced by unrelated bytes and every version between
+    // goes: only "first" (all deltas) and the new head are kept.
+    let other = Rng::new(3).bytes(1 << 20);
+    save(&m, "model.safetensors", &other);
+    let r = prune_json(&m.mnt, &["--keep-last", "1"]);
+    assert!(r["commits_dropped"].as_u64().unwrap() >= 3, "{r}");
+    assert!(
+        fs::read(m.p(".snapshots/first/model.safetensors")).unwrap() == vs[0],
+        "the named snapshot's version"
+    );
+    m.unmount();
+    verify_clean(&m.store);
+    m.start(&[]);
+    assert!(fs::read(m.p(".snapshots/first/model.safetensors")).unwrap() == vs[0]);
+    assert!(fs::read(m.p("model.safetensors")).unwrap() == other);
+    m.unmount();
+}
+
+#[test]
+fn damage_under_a_delta_is_eio_never_wrong_bytes() {
+    let Some(mut m) = Mount::new(&[]) else {
+        return;
+    };
+    let vs = versions(3);
+    write_history(&m, &vs);
+    m.unmount();
+    let r = prune_json(&m.store, &["--recompress"]);
+    assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
+    // The newest pack holds the deltas and the whole newest version (their
+    // bases): flip a byte in its middle, then in a quarter.
+    let mut packs: Vec<_> = fs::read_dir(m.store.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    packs.sort();
+    let pack = packs.last().unwrap();
+    let mut bytes = fs::read(pack).unwrap();
+    let n = bytes.len();
+    for at in [n / 2, n / 4, 3 * n / 4] {
+        bytes[at] ^= 0x40;
+    }
+    fs::write(pack, &bytes).unwrap();
+    m.start(&[]);
+    let (ok, out) = revfs(&[
+        "log".as_ref(),
+        m.p("model.safetensors").as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{out}");
+    let log: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut eio = 0;
+    for v in log.as_array().unwrap() {
+        match fs::read(m.mnt.join(v["path"].as_str().unwrap())) {
+            Ok(got) => assert!(
+                vs.contains(&got),
+                "wrong bytes for version {}",
+                v["version"]
+            ),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+                eio += 1;
+            }
+        }
+    }
+    // The oldest version reads through the newest one's chunks.
+    assert!(eio >= 2, "{eio} versions failed of {}", vs.len());
+    m.unmount();
+    let (ok, out) = revfs(&["verify".as_ref(), m.store.as_os_str()]);
+    assert!(!ok, "{out}");
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_delta_round_loses_nothing() {
+    let Some(mut base) = Mount::new(&[]) else {
+        return;
+    };
+    let vs = versions(4);
+    write_history(&base, &vs);
+    base.unmount();
+    let raw: u64 = vs.iter().map(|v| v.len() as u64).sum();
+    for point in [
+        "recode:encoded",
+        "prune:repack-copied",
+        "prune:repack-switched",
+    ] {
+        let store = base
+            .tmp
+            .path()
+            .join(format!("at-{}", point.replace(':', "-")));
+        assert!(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&base.store)
+                .arg(&store)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = Command::new(common::BIN)
+            .args(["prune", "--recompress"])
+            .arg(&store)
+            .env("REVFS_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(point),
+            "{point}: the prune did not stop there: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        verify_clean(&store);
+        // The next round finishes the job: the old versions end up deltas.
+        let r = prune_json(&store, &["--recompress"]);
+        assert!(
+            packs_bytes(&store) * 100 < raw * 60,
+            "{point}: {} of {raw} raw bytes stored: {r}",
+            packs_bytes(&store)
+        );
+        verify_clean(&store);
+        let mnt = base.tmp.path().join("mnt2");
+        fs::create_dir_all(&mnt).unwrap();
+        let mut m = Mount::attach(store.clone(), mnt, base.tmp.path().join("log2"));
+        m.start(&[]);
+        check_versions(&m.p("model.safetensors"), &vs);
+        m.unmount();
+    }
+}
+
+#[test]
+fn a_replica_of_a_store_with_deltas_recovers_every_version() {
+    let Some((mut m, replica)) = Mount::with_replica(&[]) else {
+        return;
+    };
+    let vs = versions(4);
+    write_history(&m, &vs);
+    common::wait_replicated(&m.store, Duration::from_secs(30));
+    let r = prune_json(&m.mnt, &["--recompress"]);
+    assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
+    common::wait_replicated(&m.store, Duration::from_secs(30));
+    m.unmount();
+    let rec = m.tmp.path().join("recovered");
+    let (ok, out) = revfs(&["recover".as_ref(), replica.as_os_str(), rec.as_os_str()]);
+    assert!(ok, "{out}");
+    verify_clean(&rec);
+    let mnt = m.tmp.path().join("mnt-rec");
+    fs::create_dir(&mnt).unwrap();
+    let mut back = Mount::attach(rec, mnt, m.tmp.path().join("rec.log"));
+    back.start(&[]);
+    check_versions(&back.p("model.safetensors"), &vs);
+    back.unmount();
+}
