@@ -3,7 +3,7 @@
 # the same run (absolute times on shared machines are noisy). Prints a
 # Markdown table and writes JSON under bench-results/.
 #
-#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention|encryption|s3|reads|small]...
+#   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention|encryption|s3|reads|small|deltas]...
 #     perf       sequential write/read vs direct disk and bindfs; the AI workload
 #                (shared/bench/gen_workload.py) ingested into revfs vs direct, bindfs,
 #                direct+restic and direct+borg; stored bytes; close() latency; small
@@ -33,6 +33,12 @@
 #     small      200,000 files of 2 KiB, revfs vs direct (alternating, best of 2): the
 #                create loop, then find and du of the tree cold; the daemon's RSS after
 #                1,000,000 files created in one mount
+#     deltas     checkpoint histories (bf16 seed 1, f32 seed 42; 12 steps, scale 0.3): stored
+#                bytes after every step with a recompressing round after each (zstd, byte
+#                planes, old versions as deltas) vs restic, borg (zstd 3) and rustic with
+#                64 KiB chunks when installed; each full-training step's bytes against its
+#                checkpoint; cold reads of the newest and oldest checkpoint vs a store
+#                without deltas
 #   --quick runs a tenth of the size, for development. Default: every section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,11 +48,11 @@ SECTIONS=()
 for a in "$@"; do
   case $a in
     --quick) SCALE=0.1 ;;
-    perf|snapshots|replica|history|bigfile|retention|encryption|s3|reads|small) SECTIONS+=("$a") ;;
+    perf|snapshots|replica|history|bigfile|retention|encryption|s3|reads|small|deltas) SECTIONS+=("$a") ;;
     *) echo "bench: unknown argument $a" >&2; exit 2 ;;
   esac
 done
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile retention encryption s3 reads small)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(perf snapshots replica history bigfile retention encryption s3 reads small deltas)
 want() { [[ " ${SECTIONS[*]} " == *" $1 "* ]]; }
 cargo build --release -q
 BIN=$ROOT/target/release/revfs
@@ -265,6 +271,10 @@ if want small; then
   python3 scripts/bench_small.py "$BIN" "$WORK" "$SCALE" >> "$RESULTS"
 fi
 
+if want deltas; then
+  python3 scripts/bench_deltas.py "$BIN" "$WORK" "$SCALE" "$ROOT/../shared/bench/gen_workload.py" >> "$RESULTS"
+fi
+
 python3 - "$ROOT/bench-results" "$SCALE" "$RESULTS" <<'PY'
 import json, os, platform, subprocess, sys, time
 out, scale = sys.argv[1], float(sys.argv[2])
@@ -386,5 +396,17 @@ if s:
     print(f"| find of that tree, cold, revfs / direct | {q['find']:.2f}x (target >= 0.8) | direct {b['find_s']['direct']:.2f} s, revfs {b['find_s']['revfs']:.2f} s |")
     print(f"| du -s of that tree, cold, revfs / direct | {q['du']:.2f}x (target >= 0.8) | direct {b['du_s']['direct']:.2f} s, revfs {b['du_s']['revfs']:.2f} s |")
     print(f"| daemon RSS after {g['files']} files created in one mount | {g['rss_mib']:.0f} MiB (peak {g['peak_rss_mib']:.0f}; target <= 300) | {g['per_s']:.0f} files/s |")
+s = sections.get("deltas")
+if s:
+    for key, (t_all, t_step) in (("bf16", (0.6, 0.35)), ("f32", (0.8, 0.65))):
+        d = s[key]
+        sb, per, ck = d["stored_bytes"], d["stored_per_step"], d["checkpoint_bytes"]
+        best = "rustic_64k" if "rustic_64k" in sb else min(("restic", "borg"), key=lambda t: sb[t])
+        peers = ", ".join(f"{t} {sb[t] / 2**20:.0f} MiB" for t in ("restic", "borg", "rustic_64k") if t in sb)
+        print(f"| {key} seed {d['seed']}: stored bytes after {len(d['steps'])} steps, revfs / {best} | {sb['revfs'] / sb[best]:.2f}x (target <= {t_all} of rustic 64K) | revfs {sb['revfs'] / 2**20:.0f} MiB (as written {sb['revfs_as_written'] / 2**20:.0f}), {peers} |")
+        full = [per["revfs"][i] / ck for i, k in enumerate(d["steps"]) if k == "train_full"]
+        print(f"| {key}: a full-training step's stored bytes / its checkpoint | {max(full):.2f}x worst, {min(full):.2f}x best (target <= {t_step}) | checkpoint {ck / 2**20:.0f} MiB; {d['deltas_written']} delta records |")
+        r = d["read_mbs"]
+        print(f"| {key}: cold read of the newest / oldest checkpoint, deltas / none | {r['newest']['deltas'] / r['newest']['plain']:.2f}x / {r['oldest']['deltas'] / r['oldest']['plain']:.2f}x (target >= 0.8 / 0.5) | without deltas {r['newest']['plain']:.0f} / {r['oldest']['plain']:.0f} MB/s |")
 print(f"\nJSON: {path}")
 PY

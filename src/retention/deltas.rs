@@ -28,7 +28,7 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::format::Extent;
 use crate::format::{CODEC_DELTA, CODEC_SEALED};
-use crate::ids::ObjectId;
+use crate::ids::{CommitSeq, ObjectId};
 use crate::manifest::Visit;
 use crate::store::ObjectStore;
 use crate::store::delta::{MAX_SEGMENTS, NO_BASE, Segment};
@@ -46,8 +46,10 @@ const MAX_HEADER: u64 = 16 << 20;
 pub type Plan = HashMap<ObjectId, Vec<Segment>>;
 
 /// The plan for the store's kept history as the path-version index holds
-/// it (after this round's drop).
-pub fn plan(engine: &Engine) -> Result<Plan> {
+/// it (after this round's drop): the pairs whose newer version came with
+/// commit `since` or later (each pair is planned by one round that
+/// finishes, so a chunk whose delta did not pay is not tried again).
+pub fn plan(engine: &Engine, since: CommitSeq) -> Result<Plan> {
     let store = &engine.store;
     let mut g = Graph::default();
     for entry in engine.db.index_all() {
@@ -62,18 +64,20 @@ pub fn plan(engine: &Engine) -> Result<Plan> {
     }
     let mut plan = Plan::new();
     for (_, entries) in engine.db.path_version_groups()? {
-        let mut contents: Vec<ObjectId> = Vec::new();
-        for (_, v) in &entries {
+        let mut contents: Vec<(CommitSeq, ObjectId)> = Vec::new();
+        for (seq, v) in &entries {
             if let Some(c) = v.content
-                && contents.last() != Some(&c)
+                && contents.last().map(|l| l.1) != Some(c)
             {
-                contents.push(c);
+                contents.push((*seq, c));
             }
         }
         // Newest pair first: its chunks are the bases the older pairs'
         // chains end in.
         for pair in contents.windows(2).rev() {
-            plan_pair(store, pair[0], pair[1], &mut g, &mut plan)?;
+            if pair[1].0 >= since {
+                plan_pair(store, pair[0].1, pair[1].1, &mut g, &mut plan)?;
+            }
         }
     }
     Ok(plan)

@@ -216,7 +216,7 @@ fn run(
     // Which old chunks become deltas of newer bytes (from the kept
     // history, after the drop).
     let plan = if opts.recompress {
-        super::deltas::plan(engine)?
+        super::deltas::plan(engine, CommitSeq(db.counter(DELTA_THROUGH)?))?
     } else {
         super::deltas::Plan::new()
     };
@@ -279,9 +279,11 @@ fn run(
     };
     sweep(engine, &round, uses, garbage, report, progress)?;
     if opts.recompress && report.packs_left_hot == 0 {
-        // Every pack sealed before this round has been looked at.
+        // Every pack sealed before this round has been looked at, and
+        // every pair of versions up to the head planned.
         let mut b = Batch::default();
         b.put_counter(COLD_THROUGH, first_new.0);
+        b.put_counter(DELTA_THROUGH, head.0 + 1);
         db.apply(b)?;
     }
     super::plan::forget_old_growth(db, Time::now())?;
@@ -490,6 +492,10 @@ pub fn cold_due(engine: &Engine) -> Result<bool> {
         .into_iter()
         .any(|no| no.0 >= through && Some(no) != open))
 }
+
+/// The catalog counter: pairs of versions whose newer one came before this
+/// commit have been planned as deltas by a round that finished.
+const DELTA_THROUGH: &str = "delta_through";
 
 /// The catalog counter numbering replica deletion records.
 const DELETIONS: &str = "replica_deletions";

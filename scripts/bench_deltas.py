@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""The deltas section of scripts/bench.sh (issue: checkpoint histories at a
+fraction of the best backup tool's size). For the bf16 workload (seed 1) and
+the f32 one (seed 42), 12 steps each, in the same run:
+
+* stored bytes after every step: revfs with a recompressing round after each
+  step (what a mounted store does in the background: zstd, byte planes, old
+  versions as deltas of the next), restic (default compression), borg
+  (zstd level 3), and rustic with 64 KiB chunks when `rustic` is installed;
+* the bytes each full-training step added, against its checkpoint's size;
+* the codec mix and chain lengths (from `revfs prune --json` and `status`);
+* cold reads of the newest and of the oldest checkpoint against the same
+  files in a store of the same steps without any recompressing round (no
+  deltas, no zstd).
+
+Usage (from bench.sh): bench_deltas.py REVFS_BIN WORKDIR SCALE WORKLOAD_GENERATOR
+Prints one JSON object on stdout; progress on stderr.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_perf as perf  # noqa: E402  (its helpers: replay_step, RevfsMount, du, seq_read)
+
+BIN, WORK, SCALE, GEN = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+STEPS = 12
+CKPT = os.path.join("checkpoints", "model.safetensors")
+
+
+def log(*a):
+    print("==", *a, file=sys.stderr, flush=True)
+
+
+def run(*cmd, **kw):
+    return subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
+
+
+def out(*cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def commit(m):
+    f = os.path.join(m.mnt, CKPT)
+    if os.path.exists(f):
+        fd = os.open(f, os.O_RDONLY)
+        os.fsync(fd)  # the step is committed before its bytes are counted
+        os.close(fd)
+
+
+def revfs_steps(manifest, name, rounds):
+    """Ingests every step; with `rounds`, a recompressing prune after each.
+    Returns (store bytes after each step, prune reports, the unmounted mount)."""
+    m = perf.RevfsMount(os.path.join(WORK, f"store-{name}"), os.path.join(WORK, f"mnt-{name}"))
+    sizes, reports = [], []
+    try:
+        for step in range(len(manifest["step_info"])):
+            perf.replay_step(manifest, step, m.mnt)
+            commit(m)
+            if rounds:
+                reports.append(json.loads(out(BIN, "prune", m.mnt, "--recompress", "--json")))
+            sizes.append(perf.du(os.path.join(m.store, "packs")))
+            time.sleep(1.1)  # one commit a step, as a job saving every few minutes
+    finally:
+        m.close()
+    return sizes, reports, m
+
+
+def peers(manifest, name):
+    """Stored bytes after each step for restic, borg and (if installed) rustic."""
+    env = dict(os.environ, RESTIC_PASSWORD="bench", RUSTIC_PASSWORD="bench", BORG_PASSPHRASE="",
+               BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes")
+    src = perf.fresh(os.path.join(WORK, f"src-{name}"))
+    tools = {"restic": os.path.join(WORK, f"restic-{name}"), "borg": os.path.join(WORK, f"borg-{name}")}
+    run("restic", "init", "--repo", tools["restic"], "--repository-version", "2", env=env)
+    run("borg", "init", "--encryption", "none", tools["borg"], env=env)
+    if shutil.which("rustic"):
+        tools["rustic_64k"] = os.path.join(WORK, f"rustic-{name}")
+        run("rustic", "-r", tools["rustic_64k"], "init", "--set-chunk-size", "64KiB",
+            "--set-chunk-min-size", "16KiB", "--set-chunk-max-size", "256KiB", env=env)
+    sizes = {t: [] for t in tools}
+    for step in range(len(manifest["step_info"])):
+        perf.replay_step(manifest, step, src)
+        run("restic", "--repo", tools["restic"], "backup", "--quiet", ".", cwd=src, env=env)
+        run("borg", "create", "--compression", "zstd,3", f"{tools['borg']}::s{step}", ".", cwd=src, env=env)
+        if "rustic_64k" in tools:
+            run("rustic", "-r", tools["rustic_64k"], "backup", ".", cwd=src, env=env)
+        for t, repo in tools.items():
+            sizes[t].append(perf.du(repo))
+    for p in [src, *tools.values()]:
+        shutil.rmtree(p, ignore_errors=True)
+    return sizes
+
+
+def cold_read(path):
+    return perf.seq_read(path)
+
+
+def oldest(mnt):
+    """The oldest version of the checkpoint, by its snapshot path."""
+    log = json.loads(out(BIN, "log", os.path.join(mnt, CKPT), "--json"))
+    return os.path.join(mnt, log[0]["path"])
+
+
+def one(dtype, seed):
+    name = f"{dtype}-s{seed}"
+    wl = os.path.join(WORK, f"wl-{name}")
+    scale = 0.3 * SCALE
+    log(f"deltas: workload {name} scale {scale} steps {STEPS}")
+    subprocess.run([sys.executable, GEN, wl, "--seed", str(seed), "--dtype", dtype, "--scale", str(scale),
+                    "--steps", str(STEPS)], check=True, stdout=subprocess.DEVNULL)
+    manifest = json.load(open(os.path.join(wl, "manifest.json")))
+    kinds = [s["kind"] for s in manifest["step_info"]]
+    ckpt = manifest["step_info"][0]["checkpoint_bytes"]
+    log("deltas: revfs with a recompressing round after each step")
+    sizes, reports, m = revfs_steps(manifest, name, rounds=True)
+    log("deltas: revfs without (the read baseline)")
+    plain_sizes, _, p = revfs_steps(manifest, name + "-plain", rounds=False)
+    # Cold reads, each store freshly mounted, alternating, best of 3.
+    reads = {"newest": {"deltas": 0, "plain": 0}, "oldest": {"deltas": 0, "plain": 0}}
+    md = perf.RevfsMount(m.store, m.mnt)
+    try:
+        mp = perf.RevfsMount(p.store, p.mnt)
+        try:
+            for _ in range(3):
+                for key, mount in (("deltas", md), ("plain", mp)):
+                    reads["newest"][key] = max(reads["newest"][key], cold_read(os.path.join(mount.mnt, CKPT)))
+                    reads["oldest"][key] = max(reads["oldest"][key], cold_read(oldest(mount.mnt)))
+            status = md.status()
+        finally:
+            mp.close()
+    finally:
+        md.close()
+    peer = peers(manifest, name)
+    shutil.rmtree(wl, ignore_errors=True)
+    shutil.rmtree(m.store, ignore_errors=True)
+    shutil.rmtree(p.store, ignore_errors=True)
+    diff = lambda xs: [b - a for a, b in zip([0] + xs[:-1], xs)]
+    return {
+        "dtype": dtype, "seed": seed, "scale": scale, "steps": kinds, "checkpoint_bytes": ckpt,
+        "stored_bytes": {"revfs": sizes[-1], "revfs_as_written": plain_sizes[-1],
+                         **{t: s[-1] for t, s in peer.items()}},
+        "stored_per_step": {"revfs": diff(sizes), **{t: diff(s) for t, s in peer.items()}},
+        "deltas_written": sum(r.get("deltas_written", 0) for r in reports),
+        "prune_seconds": [r["seconds"] for r in reports],
+        "read_mbs": reads,
+        "status": {k: status.get(k) for k in ("stored_bytes", "chunks", "chunk_bytes")},
+    }
+
+
+def main():
+    results = {"section": "deltas", "bf16": one("bf16", 1), "f32": one("f32", 42)}
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
