@@ -256,6 +256,7 @@ impl Repo {
             )));
         }
         let objects = Arc::new(ObjectStore::open(&packs, db.clone(), opts.read_only)?);
+        objects.set_cache_limit(opts.chunk_cache);
         if let Some((total, _)) = crate::sys::fs_space(&packs) {
             // Half the low-water mark at which a mounted store drops history,
             // at most 1 GiB: room for that prune's copies on a full disk.

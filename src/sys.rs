@@ -60,6 +60,18 @@ pub fn fs_space(path: &Path) -> Option<(u64, u64)> {
 
 /// Detaches the mount at `mnt` (`umount -l`); errors are ignored (there
 /// may be nothing mounted).
+/// The machine's memory in bytes (`sysconf`), None when it cannot say.
+pub fn memory_bytes() -> Option<u64> {
+    // sysconf only reads system configuration.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
+}
+
 pub fn lazy_unmount(mnt: &Path) {
     if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
         // SAFETY: `c` is a NUL-terminated string; umount2 touches no memory of ours.

@@ -344,3 +344,42 @@ fn a_replica_of_a_store_with_deltas_recovers_every_version() {
     check_versions(&back.p("model.safetensors"), &vs);
     back.unmount();
 }
+
+#[test]
+fn damage_under_a_delta_heals_from_the_replica_and_verify_repairs_it() {
+    let Some((mut m, replica)) = Mount::with_replica(&[]) else {
+        return;
+    };
+    let vs = versions(3);
+    write_history(&m, &vs);
+    let r = prune_json(&m.mnt, &["--recompress"]);
+    assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
+    common::wait_replicated(&m.store, Duration::from_secs(30));
+    m.unmount();
+    // Damage the newest pack (deltas and their bases) in several places.
+    let mut packs: Vec<_> = fs::read_dir(m.store.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    packs.sort();
+    let pack = packs.last().unwrap();
+    let mut bytes = fs::read(pack).unwrap();
+    let n = bytes.len();
+    for at in [n / 5, n / 2, 4 * n / 5] {
+        bytes[at] ^= 0x10;
+    }
+    fs::write(pack, &bytes).unwrap();
+    m.start(&["--replica", replica.to_str().unwrap()]);
+    check_versions(&m.p("model.safetensors"), &vs);
+    assert!(m.log_text().contains("healed"), "{}", m.log_text());
+    m.unmount();
+    let (ok, out) = revfs(&[
+        "verify".as_ref(),
+        m.store.as_os_str(),
+        "--replica".as_ref(),
+        replica.as_os_str(),
+        "--repair".as_ref(),
+    ]);
+    assert!(ok, "{out}");
+    verify_clean(&m.store);
+}

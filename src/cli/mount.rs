@@ -54,6 +54,11 @@ pub struct MountArgs {
     /// ...at most this much (e.g. 500M, 10G; default 1G).
     #[arg(long, value_parser = parse_size)]
     pub cache_size: Option<u64>,
+    /// Memory for decoded chunks (e.g. 64M, 1G; default 1/32 of the
+    /// machine's memory, 32M to 256M). Old versions stored as deltas read
+    /// faster with more.
+    #[arg(long, value_parser = parse_size)]
+    pub chunk_cache: Option<u64>,
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
@@ -73,6 +78,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         replica_delete_after,
         cache_dir,
         cache_size,
+        chunk_cache,
     } = args;
     let s3 = revfs::replica::target::is_s3(&store.to_string_lossy());
     if s3 && !read_only {
@@ -113,6 +119,7 @@ pub fn run(args: MountArgs) -> Result<()> {
             },
             replica_sync,
             policy: Default::default(),
+            chunk_cache: chunk_cache.unwrap_or_else(revfs::store::cache::default_bytes),
         },
         replicas: replica,
         commit_interval,

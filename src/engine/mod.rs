@@ -52,6 +52,8 @@ pub struct Options {
     pub replica_sync: bool,
     /// The retention policy the store keeps (from its config).
     pub policy: crate::retention::Policy,
+    /// Bytes of decoded chunks kept in memory (`store::cache`).
+    pub chunk_cache: u64,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             thinning: history::Thinning::default(),
             replica_sync: false,
             policy: Default::default(),
+            chunk_cache: crate::store::cache::default_bytes(),
         }
     }
 }

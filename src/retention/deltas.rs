@@ -191,10 +191,14 @@ fn plan_pair(
         return Ok(());
     }
     let map = OffsetMap::new(store, &old_x, &new_x)?;
-    for (off, len, id) in candidates {
-        let Some(segments) = segments(&map, &new_x, off, len) else {
-            continue;
-        };
+    let planned: Vec<_> = candidates
+        .into_iter()
+        .filter_map(|(off, len, id)| Some((id, segments(&map, &new_x, off, len)?)))
+        .collect();
+    if !pays(store, &planned)? {
+        return Ok(());
+    }
+    for (id, segments) in planned {
         let mut bases: Vec<ObjectId> = segments
             .iter()
             .map(|s| s.base)
@@ -208,6 +212,48 @@ fn plan_pair(
         }
     }
     Ok(())
+}
+
+/// Chunks of a pair tried before planning it.
+const SAMPLES: usize = 3;
+/// The head of each tried chunk that is encoded both ways.
+const SAMPLE_BYTES: usize = 16 << 10;
+
+/// Whether deltas pay for a pair of versions, judged on the heads of a few
+/// of its planned chunks spread over the file: their residuals must come
+/// out at most 3/4 of the chunks' own cold encoding (two unrelated versions
+/// are not repacked for nothing).
+fn pays(store: &ObjectStore, planned: &[(ObjectId, Vec<Segment>)]) -> Result<bool> {
+    if planned.is_empty() {
+        return Ok(false);
+    }
+    let (mut whole, mut delta) = (0usize, 0usize);
+    for k in 0..SAMPLES.min(planned.len()) {
+        let (id, segs) = &planned[k * (planned.len() - 1) / (SAMPLES - 1).max(1)];
+        let raw = store.get(id)?;
+        let n = raw.len().min(SAMPLE_BYTES);
+        let mut residual = raw[..n].to_vec();
+        let mut at = 0usize;
+        for s in segs {
+            if at >= n {
+                break;
+            }
+            let len = (s.len as usize).min(n - at);
+            if s.base != NO_BASE {
+                let b = store.get(&s.base)?;
+                let src = b
+                    .get(s.start as usize..s.start as usize + len)
+                    .ok_or_else(|| {
+                        crate::error::Error::corrupt("delta base", "shorter than planned")
+                    })?;
+                crate::store::delta::xor(&mut residual[at..at + len], src);
+            }
+            at += len;
+        }
+        whole += crate::store::codec::encode_cold(&raw[..n])?.1.len();
+        delta += crate::store::codec::encode_cold(&residual)?.1.len();
+    }
+    Ok(delta * 4 <= whole * 3)
 }
 
 /// The segments of the older version's bytes `off..off + len` in the newer

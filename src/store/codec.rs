@@ -43,15 +43,13 @@ pub fn encode_cold(data: &[u8]) -> Result<(u8, Vec<u8>)> {
     let sample = &data[..data.len().min(SAMPLE)];
     let mut best = (usize::MAX, 1);
     for width in [1usize, 2, 4] {
-        let n = zstd::bulk::compress(&planes(sample, width), 1)
-            .map_err(zstd_error)?
-            .len();
+        let n = zstd_compress(&planes(sample, width), 1)?.len();
         if n < best.0 {
             best = (n, width);
         }
     }
     let width = best.1;
-    let packed = zstd::bulk::compress(&planes(data, width), ZSTD_LEVEL).map_err(zstd_error)?;
+    let packed = zstd_compress(&planes(data, width), ZSTD_LEVEL)?;
     if packed.len() >= data.len() {
         return Ok((CODEC_RAW_COLD, data.to_vec()));
     }
@@ -70,7 +68,7 @@ pub fn decode(codec: u8, payload: std::borrow::Cow<[u8]>, raw_len: usize) -> Res
         CODEC_RAW | CODEC_RAW_COLD => Ok(payload.into_owned()),
         CODEC_LZ4 => lz4_flex::block::decompress(&payload, raw_len).map_err(|e| bad(e.to_string())),
         CODEC_ZSTD | CODEC_ZSTD_PLANES2 | CODEC_ZSTD_PLANES4 => {
-            let out = zstd::bulk::decompress(&payload, raw_len).map_err(|e| bad(e.to_string()))?;
+            let out = zstd_decompress(&payload, raw_len).map_err(|e| bad(e.to_string()))?;
             if out.len() != raw_len {
                 return Err(bad(format!("{} bytes, not {raw_len}", out.len())));
             }
@@ -88,6 +86,46 @@ fn zstd_error(e: std::io::Error) -> Error {
     Error::Store(format!("zstd: {e}"))
 }
 
+thread_local! {
+    /// One zstd context of each kind a thread (a context costs up to a
+    /// MiB to set up: not once a chunk).
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// zstd of `data` at `level`, with this thread's context.
+fn zstd_compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        let (at, z) = match c.as_mut() {
+            Some(z) => z,
+            None => c.insert((
+                level,
+                zstd::bulk::Compressor::new(level).map_err(zstd_error)?,
+            )),
+        };
+        if *at != level {
+            z.set_compression_level(level).map_err(zstd_error)?;
+            *at = level;
+        }
+        z.compress(data).map_err(zstd_error)
+    })
+}
+
+/// The `raw_len` bytes a zstd frame holds, with this thread's context.
+fn zstd_decompress(payload: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        let z = match d.as_mut() {
+            Some(z) => z,
+            None => d.insert(zstd::bulk::Decompressor::new()?),
+        };
+        z.decompress(payload, raw_len)
+    })
+}
+
 /// `data` as `width` planes: every width-th byte from offset 0, then from
 /// offset 1, ...; a tail shorter than `width` stays at the end as it is.
 /// One plane is `data` itself (not copied).
@@ -96,11 +134,25 @@ fn planes(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
         return data.into();
     }
     let n = data.len() / width;
-    let mut out = Vec::with_capacity(data.len());
-    for plane in 0..width {
-        out.extend(data[..n * width].iter().skip(plane).step_by(width));
+    let mut out = vec![0u8; data.len()];
+    let (body, tail) = out.split_at_mut(n * width);
+    match width {
+        2 => {
+            let (p0, p1) = body.split_at_mut(n);
+            for ((w, a), b) in data.chunks_exact(2).zip(p0).zip(p1) {
+                (*a, *b) = (w[0], w[1]);
+            }
+        }
+        _ => {
+            let (p0, rest) = body.split_at_mut(n);
+            let (p1, rest) = rest.split_at_mut(n);
+            let (p2, p3) = rest.split_at_mut(n);
+            for ((((w, a), b), c), d) in data.chunks_exact(4).zip(p0).zip(p1).zip(p2).zip(p3) {
+                (*a, *b, *c, *d) = (w[0], w[1], w[2], w[3]);
+            }
+        }
     }
-    out.extend_from_slice(&data[n * width..]);
+    tail.copy_from_slice(&data[n * width..]);
     out.into()
 }
 
@@ -108,13 +160,24 @@ fn planes(data: &[u8], width: usize) -> std::borrow::Cow<'_, [u8]> {
 fn unplanes(data: &[u8], width: usize) -> Vec<u8> {
     let n = data.len() / width;
     let mut out = vec![0u8; data.len()];
-    for plane in 0..width {
-        let src = &data[plane * n..(plane + 1) * n];
-        for (i, b) in src.iter().enumerate() {
-            out[i * width + plane] = *b;
+    let (body, tail) = data.split_at(n * width);
+    match width {
+        2 => {
+            let (p0, p1) = body.split_at(n);
+            for ((w, a), b) in out.chunks_exact_mut(2).zip(p0).zip(p1) {
+                (w[0], w[1]) = (*a, *b);
+            }
+        }
+        _ => {
+            let (p0, rest) = body.split_at(n);
+            let (p1, rest) = rest.split_at(n);
+            let (p2, p3) = rest.split_at(n);
+            for ((((w, a), b), c), d) in out.chunks_exact_mut(4).zip(p0).zip(p1).zip(p2).zip(p3) {
+                (w[0], w[1], w[2], w[3]) = (*a, *b, *c, *d);
+            }
         }
     }
-    out[n * width..].copy_from_slice(&data[n * width..]);
+    out[n * width..].copy_from_slice(tail);
     out
 }
 

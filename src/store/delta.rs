@@ -187,7 +187,8 @@ impl Parsed<'_> {
     }
 }
 
-fn xor(dst: &mut [u8], src: &[u8]) {
+/// `dst` ^= `src`, byte by byte (as far as the shorter goes).
+pub fn xor(dst: &mut [u8], src: &[u8]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d ^= s;
     }

@@ -13,6 +13,7 @@
 //! with a log line, never wrong bytes. The first failed write or sync
 //! poisons the store for writing until it is reopened (reads go on).
 
+pub mod cache;
 pub mod codec;
 pub mod delta;
 pub mod pack;
@@ -34,9 +35,6 @@ use std::sync::{Arc, Mutex};
 /// The catalog counter that keeps pack numbers unique.
 pub const NEXT_PACK: &str = "next_pack";
 
-/// Decoded objects kept in memory; reads of a hot chunk skip decompression
-/// and re-hashing. Bounded by entry count (chunks are at most `MAX_CHUNK`).
-const CACHE_ENTRIES: usize = 256;
 /// Delta bases a read follows at most (a chain is kept far shorter,
 /// `retention::deltas`; this only stops a damaged or circular one).
 const MAX_DELTA_DEPTH: usize = 64;
@@ -52,7 +50,8 @@ pub struct ObjectStore {
     /// not new objects.
     rewritten: Mutex<std::collections::HashSet<ObjectId>>,
     readers: Mutex<HashMap<PackNo, Arc<PackReader>>>,
-    cache: Mutex<LruCache<ObjectId, Arc<Vec<u8>>>>,
+    /// Decoded objects (`cache`), bounded by bytes.
+    cache: Mutex<cache::Cache>,
     /// The bases of delta records read so far, with the record's entry.
     bases: Mutex<LruCache<ObjectId, (IndexEntry, Vec<ObjectId>)>>,
     poison: Mutex<Option<String>>,
@@ -140,9 +139,7 @@ impl ObjectStore {
             pending: Mutex::new(HashMap::new()),
             rewritten: Mutex::new(Default::default()),
             readers: Mutex::new(HashMap::new()),
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CACHE_ENTRIES).expect("non-zero"),
-            )),
+            cache: Mutex::new(cache::Cache::new(cache::default_bytes())),
             bases: Mutex::new(LruCache::new(
                 NonZeroUsize::new(BASES_ENTRIES).expect("non-zero"),
             )),
@@ -157,6 +154,11 @@ impl ObjectStore {
 
     /// Keeps `bytes` free on the packs' filesystem: new file data (chunks)
     /// gets ENOSPC below that; metadata and a prune's copies may use it.
+    /// Bytes of decoded objects kept in memory at most.
+    pub fn set_cache_limit(&self, bytes: u64) {
+        lock(&self.cache).set_limit(bytes);
+    }
+
     pub fn set_reserve(&self, bytes: u64) {
         self.reserve
             .store(bytes, std::sync::atomic::Ordering::Relaxed);
