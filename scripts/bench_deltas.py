@@ -9,9 +9,10 @@ the f32 one (seed 42), 12 steps each, in the same run:
   (zstd level 3), and rustic with 64 KiB chunks when `rustic` is installed;
 * the bytes each full-training step added, against its checkpoint's size;
 * the codec mix and chain lengths (from `revfs prune --json` and `status`);
-* cold reads of the newest and of the oldest checkpoint against the same
-  files in a store of the same steps without any recompressing round (no
-  deltas, no zstd).
+* cold reads (each in a fresh mount) of the newest and of the oldest
+  checkpoint against the same files in a store of the same steps whose
+  rounds made no deltas (`--no-deltas`: zstd, byte planes), and in one
+  without any round (the write path's lz4).
 
 Usage (from bench.sh): bench_deltas.py REVFS_BIN WORKDIR SCALE WORKLOAD_GENERATOR
 Prints one JSON object on stdout; progress on stderr.
@@ -52,7 +53,8 @@ def commit(m):
 
 
 def revfs_steps(manifest, name, rounds):
-    """Ingests every step; with `rounds`, a recompressing prune after each.
+    """Ingests every step; with `rounds` (extra `prune` flags), a
+    recompressing prune after each.
     Returns (store bytes after each step, prune reports, the unmounted mount)."""
     m = perf.RevfsMount(os.path.join(WORK, f"store-{name}"), os.path.join(WORK, f"mnt-{name}"))
     sizes, reports = [], []
@@ -60,8 +62,8 @@ def revfs_steps(manifest, name, rounds):
         for step in range(len(manifest["step_info"])):
             perf.replay_step(manifest, step, m.mnt)
             commit(m)
-            if rounds:
-                reports.append(json.loads(out(BIN, "prune", m.mnt, "--recompress", "--json")))
+            if rounds is not None:
+                reports.append(json.loads(out(BIN, "prune", m.mnt, "--recompress", *rounds, "--json")))
             sizes.append(perf.du(os.path.join(m.store, "packs")))
             time.sleep(1.1)  # one commit a step, as a job saving every few minutes
     finally:
@@ -96,6 +98,7 @@ def peers(manifest, name):
 
 
 def cold_read(path):
+    """MB/s of a cold sequential read (the kernel's caches dropped)."""
     return perf.seq_read(path)
 
 
@@ -116,32 +119,35 @@ def one(dtype, seed):
     kinds = [s["kind"] for s in manifest["step_info"]]
     ckpt = manifest["step_info"][0]["checkpoint_bytes"]
     log("deltas: revfs with a recompressing round after each step")
-    sizes, reports, m = revfs_steps(manifest, name, rounds=True)
-    log("deltas: revfs without (the read baseline)")
-    plain_sizes, _, p = revfs_steps(manifest, name + "-plain", rounds=False)
-    # Cold reads, each store freshly mounted, alternating, best of 3.
-    reads = {"newest": {"deltas": 0, "plain": 0}, "oldest": {"deltas": 0, "plain": 0}}
-    md = perf.RevfsMount(m.store, m.mnt)
-    try:
-        mp = perf.RevfsMount(p.store, p.mnt)
-        try:
-            for _ in range(3):
-                for key, mount in (("deltas", md), ("plain", mp)):
-                    reads["newest"][key] = max(reads["newest"][key], cold_read(os.path.join(mount.mnt, CKPT)))
-                    reads["oldest"][key] = max(reads["oldest"][key], cold_read(oldest(mount.mnt)))
-            status = md.status()
-        finally:
-            mp.close()
-    finally:
-        md.close()
+    sizes, reports, m = revfs_steps(manifest, name, rounds=[])
+    log("deltas: revfs with rounds that make no deltas (--no-deltas), and with none")
+    cold_sizes, _, c = revfs_steps(manifest, name + "-cold", rounds=["--no-deltas"])
+    plain_sizes, _, p = revfs_steps(manifest, name + "-plain", rounds=None)
+    # Cold reads, alternating, best of 3: each read in a fresh mount (the
+    # daemon's chunk cache would serve a second read, and a newest read
+    # would warm the bases of the oldest).
+    reads = {w: {"deltas": 0, "cold": 0, "plain": 0} for w in ("newest", "oldest")}
+    status = None
+    for _ in range(3):
+        for key, store, mnt in (("deltas", m.store, m.mnt), ("cold", c.store, c.mnt), ("plain", p.store, p.mnt)):
+            for which in ("newest", "oldest"):
+                mount = perf.RevfsMount(store, mnt)
+                try:
+                    path = os.path.join(mnt, CKPT) if which == "newest" else oldest(mnt)
+                    reads[which][key] = max(reads[which][key], cold_read(path))
+                    if key == "deltas" and status is None:
+                        status = mount.status()
+                finally:
+                    mount.close()
     peer = peers(manifest, name)
     shutil.rmtree(wl, ignore_errors=True)
     shutil.rmtree(m.store, ignore_errors=True)
     shutil.rmtree(p.store, ignore_errors=True)
+    shutil.rmtree(c.store, ignore_errors=True)
     diff = lambda xs: [b - a for a, b in zip([0] + xs[:-1], xs)]
     return {
         "dtype": dtype, "seed": seed, "scale": scale, "steps": kinds, "checkpoint_bytes": ckpt,
-        "stored_bytes": {"revfs": sizes[-1], "revfs_as_written": plain_sizes[-1],
+        "stored_bytes": {"revfs": sizes[-1], "revfs_as_written": plain_sizes[-1], "revfs_no_deltas": cold_sizes[-1],
                          **{t: s[-1] for t, s in peer.items()}},
         "stored_per_step": {"revfs": diff(sizes), **{t: diff(s) for t, s in peer.items()}},
         "deltas_written": sum(r.get("deltas_written", 0) for r in reports),

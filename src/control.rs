@@ -54,6 +54,8 @@ pub enum Request {
         dry_run: bool,
         #[serde(default)]
         recompress: bool,
+        #[serde(default)]
+        no_deltas: bool,
     },
 }
 
@@ -104,6 +106,7 @@ fn handle(engine: &Engine, req: Request) -> Result<Value> {
             policy,
             dry_run,
             recompress,
+            no_deltas,
         } => json(crate::retention::prune(
             engine,
             &crate::retention::PruneOptions {
@@ -111,6 +114,7 @@ fn handle(engine: &Engine, req: Request) -> Result<Value> {
                 dry_run,
                 only_if_dropping: false,
                 recompress,
+                no_deltas,
                 recode_rate: None,
             },
             &mut |_, _| {},

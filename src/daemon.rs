@@ -232,6 +232,7 @@ fn prune_round(
         dry_run: false,
         only_if_dropping,
         recompress,
+        no_deltas: false,
         // Short of space, as fast as it goes.
         recode_rate: only_if_dropping.then_some(RECODE_RATE),
     };

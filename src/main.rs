@@ -56,9 +56,14 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
         /// Also recode the packs still mostly in the write path's lz4 with
-        /// zstd and byte planes (a mounted store does this by itself).
+        /// zstd and byte planes, and store old versions as deltas of the
+        /// next (a mounted store does this by itself).
         #[arg(long)]
         recompress: bool,
+        /// With --recompress: recode, but store no new deltas (old
+        /// versions read as fast as the newest, and take more room).
+        #[arg(long, requires = "recompress")]
+        no_deltas: bool,
         #[arg(long)]
         json: bool,
     },
@@ -202,8 +207,18 @@ fn run(cli: Cli) -> Result<()> {
             policy,
             dry_run,
             recompress,
+            no_deltas,
             json,
-        } => cli::prune::run(&target, &policy, dry_run, recompress, json),
+        } => cli::prune::run(
+            &target,
+            &policy,
+            &cli::prune::Modes {
+                dry_run,
+                recompress,
+                no_deltas,
+            },
+            json,
+        ),
         Cmd::Policy {
             target,
             policy,

@@ -383,3 +383,28 @@ fn damage_under_a_delta_heals_from_the_replica_and_verify_repairs_it() {
     assert!(ok, "{out}");
     verify_clean(&m.store);
 }
+
+#[test]
+fn no_deltas_recodes_without_them_and_a_later_round_still_makes_them() {
+    let Some(mut m) = Mount::new(&[]) else {
+        return;
+    };
+    let vs = versions(3);
+    write_history(&m, &vs);
+    let r = prune_json(&m.mnt, &["--recompress", "--no-deltas"]);
+    assert_eq!(r["deltas_written"], 0, "{r}");
+    assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
+    check_versions(&m.p("model.safetensors"), &vs);
+    let r = prune_json(&m.mnt, &["--recompress"]);
+    assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
+    check_versions(&m.p("model.safetensors"), &vs);
+    m.unmount();
+    verify_clean(&m.store);
+    // --no-deltas means nothing without --recompress.
+    let (ok, _) = revfs(&[
+        "prune".as_ref(),
+        m.store.as_os_str(),
+        "--no-deltas".as_ref(),
+    ]);
+    assert!(!ok);
+}

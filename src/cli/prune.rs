@@ -1,4 +1,4 @@
-//! `revfs prune TARGET [policy flags] [--dry-run] [--recompress] [--json]`.
+//! `revfs prune TARGET [policy flags] [--dry-run] [--recompress [--no-deltas]] [--json]`.
 
 use super::PolicyArgs;
 use revfs::control::{self, Request};
@@ -7,13 +7,19 @@ use revfs::retention::{PruneOptions, PruneReport};
 use revfs::{Error, Result, repo};
 use std::path::Path;
 
-pub fn run(
-    target: &Path,
-    flags: &PolicyArgs,
-    dry_run: bool,
-    recompress: bool,
-    json: bool,
-) -> Result<()> {
+/// What a prune does besides dropping what the policy lets go.
+pub struct Modes {
+    pub dry_run: bool,
+    pub recompress: bool,
+    pub no_deltas: bool,
+}
+
+pub fn run(target: &Path, flags: &PolicyArgs, modes: &Modes, json: bool) -> Result<()> {
+    let &Modes {
+        dry_run,
+        recompress,
+        no_deltas,
+    } = modes;
     let store = repo::resolve_store(target)?;
     let (_, config) = repo::Config::read(&store)?;
     // The flags add to the policy the store keeps (set once).
@@ -22,6 +28,7 @@ pub fn run(
         policy: policy.clone(),
         dry_run,
         recompress,
+        no_deltas,
     };
     let value = match control::call(&store, &req)? {
         Some(v) => v,
@@ -41,6 +48,7 @@ pub fn run(
                     dry_run,
                     only_if_dropping: false,
                     recompress,
+                    no_deltas,
                     recode_rate: None,
                 },
                 &mut |d, t| {
@@ -82,6 +90,12 @@ pub fn run(
         mib(r.bytes_examined),
         r.seconds
     );
+    if r.deltas_written > 0 {
+        println!(
+            "{} chunks of old versions stored as deltas of newer ones",
+            r.deltas_written
+        );
+    }
     if r.over_max_size {
         eprintln!(
             "revfs: warning: the protected history alone is over --max-size ({:.1} MiB); it is kept",

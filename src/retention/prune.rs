@@ -106,6 +106,8 @@ pub struct PruneOptions {
     /// records (the write path's raw and lz4), to recode them cold (zstd,
     /// byte planes). Every repack recodes the hot chunks it copies.
     pub recompress: bool,
+    /// With `recompress`: store no new deltas (`deltas`).
+    pub no_deltas: bool,
     /// Bytes a second that recoding may take (None: as fast as it goes;
     /// the daemon's background rounds set a gentle rate).
     pub recode_rate: Option<u64>,
@@ -215,7 +217,7 @@ fn run(
 
     // Which old chunks become deltas of newer bytes (from the kept
     // history, after the drop).
-    let plan = if opts.recompress {
+    let plan = if opts.recompress && !opts.no_deltas {
         super::deltas::plan(engine, CommitSeq(db.counter(DELTA_THROUGH)?))?
     } else {
         super::deltas::Plan::new()
@@ -283,7 +285,9 @@ fn run(
         // every pair of versions up to the head planned.
         let mut b = Batch::default();
         b.put_counter(COLD_THROUGH, first_new.0);
-        b.put_counter(DELTA_THROUGH, head.0 + 1);
+        if !opts.no_deltas {
+            b.put_counter(DELTA_THROUGH, head.0 + 1);
+        }
         db.apply(b)?;
     }
     super::plan::forget_old_growth(db, Time::now())?;
