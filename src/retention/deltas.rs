@@ -35,7 +35,13 @@ use crate::store::delta::{MAX_SEGMENTS, NO_BASE, Segment};
 use std::collections::{HashMap, HashSet};
 
 /// Bases a read of a delta follows at most (reading the oldest kept
-/// version of a checkpoint costs up to this many extra chunk reads).
+/// version of a checkpoint costs up to this many extra chunk decodes).
+/// Measured (`scripts/bench.sh deltas`, 12 steps, bf16 and f32): with 4,
+/// 98 and 321 MiB stored, a full-training step 0.16-0.20x (bf16) and
+/// 0.56-0.63x (f32) of its checkpoint, the oldest checkpoint read at
+/// 0.32x and 0.25x of a store without deltas; with 2, 115 and 335 MiB,
+/// steps up to 0.60x and 0.83x (a key every third version), the oldest
+/// read at 0.45x and 0.39x.
 pub const MAX_CHAIN: usize = 4;
 /// Chunks smaller than this are not worth a delta.
 const MIN_CHUNK: u64 = 4096;
