@@ -29,6 +29,8 @@ pub struct MountOptions {
     pub crypto: Option<crate::crypto::Crypto>,
     /// The block cache of a bucket mount.
     pub cache: crate::repo::CacheOptions,
+    /// Where Prometheus metrics are served (`HOST:PORT`), if anywhere.
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for MountOptions {
@@ -43,6 +45,7 @@ impl Default for MountOptions {
                 dir: None,
                 size: DEFAULT_CACHE_SIZE,
             },
+            metrics_addr: None,
         }
     }
 }
@@ -321,6 +324,9 @@ pub fn run(
         startup.warn(&w);
     }
     let engine = repo.engine.clone();
+    if let Some(addr) = &opts.metrics_addr {
+        crate::metrics::http::serve(addr, crate::metrics::registry(&engine))?;
+    }
     let mut replicators = Vec::new();
     if !engine.read_only() {
         for (dir, target) in &repo.replicas {

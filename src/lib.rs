@@ -27,6 +27,7 @@ pub mod format;
 pub mod fs;
 pub mod ids;
 pub mod manifest;
+pub mod metrics;
 pub mod reach;
 pub mod replica;
 pub mod repo;

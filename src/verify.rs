@@ -180,6 +180,18 @@ pub fn verify(
             .replica
             .as_ref()
             .is_none_or(|s| side_clean(s, repair));
+    let stats = &engine.store.stats;
+    let found = |s: &Side| (s.corrupt.len() + s.missing.len()) as u64;
+    crate::metrics::Stats::add(
+        &stats.verify_errors,
+        found(&report.primary) + report.replica.as_ref().map_or(0, found),
+    );
+    if report.clean {
+        let now = crate::format::Time::now().secs.max(0) as u64;
+        stats
+            .verify_last_ok
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(report)
 }
 

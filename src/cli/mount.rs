@@ -59,6 +59,9 @@ pub struct MountArgs {
     /// faster with more.
     #[arg(long, value_parser = parse_size)]
     pub chunk_cache: Option<u64>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
@@ -79,6 +82,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         cache_dir,
         cache_size,
         chunk_cache,
+        metrics_addr,
     } = args;
     let s3 = revfs::replica::target::is_s3(&store.to_string_lossy());
     if s3 && !read_only {
@@ -128,6 +132,7 @@ pub fn run(args: MountArgs) -> Result<()> {
             dir: cache_dir,
             size: cache_size.unwrap_or(daemon::DEFAULT_CACHE_SIZE),
         },
+        metrics_addr,
         ..MountOptions::default()
     };
     if daemon {

@@ -19,6 +19,18 @@ impl Engine {
     /// Makes a commit if anything changed; with `flush`, also makes every
     /// metadata change durable even when nothing needs a commit.
     pub fn commit(&self, flush: bool) -> Result<Option<CommitSeq>> {
+        let started = std::time::Instant::now();
+        let made = self.commit_now(flush)?;
+        if made.is_some() {
+            self.store
+                .stats
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(made)
+    }
+
+    fn commit_now(&self, flush: bool) -> Result<Option<CommitSeq>> {
         if self.opts.read_only {
             return Ok(None);
         }
@@ -197,6 +209,7 @@ impl Engine {
         crash_point("commit:catalog-applied");
         self.db.flush().map_err(|e| self.store.poison(e))?;
         crash_point("commit:flushed");
+        crate::metrics::Stats::add(&self.store.stats.versions, versions.len() as u64);
 
         self.store.published(index.into_iter().map(|(id, _)| id));
         let mut p = lock(&self.pending);

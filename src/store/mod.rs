@@ -72,6 +72,8 @@ pub struct ObjectStore {
     chunker: Chunker,
     /// Where the packs are read from when they are not in `dir`.
     remote: Option<Arc<dyn PackSource>>,
+    /// What is counted as it happens (heals, failed reads, commits).
+    pub stats: Arc<crate::metrics::Stats>,
 }
 
 /// Where pack bytes come from when they are not (good) local files: a
@@ -132,6 +134,7 @@ impl ObjectStore {
     ) -> ObjectStore {
         ObjectStore {
             remote,
+            stats: Arc::default(),
             chunker: Chunker::new(db.crypto()),
             dir: packs_dir.to_path_buf(),
             writer: Mutex::new(writer),
@@ -520,7 +523,16 @@ impl ObjectStore {
             Ok(d) => Arc::new(d),
             Err(err) => {
                 tracing::error!("read failed: {err}");
-                Arc::new(self.heal(id, &e, depth).ok_or(err)?)
+                match self.heal(id, &e, depth) {
+                    Some(d) => {
+                        crate::metrics::Stats::add(&self.stats.healed, 1);
+                        Arc::new(d)
+                    }
+                    None => {
+                        crate::metrics::Stats::add(&self.stats.read_errors, 1);
+                        return Err(err);
+                    }
+                }
             }
         };
         lock(&self.cache).put(*id, data.clone());
