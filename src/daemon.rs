@@ -31,6 +31,8 @@ pub struct MountOptions {
     pub cache: crate::repo::CacheOptions,
     /// Where Prometheus metrics are served (`HOST:PORT`), if anywhere.
     pub metrics_addr: Option<String>,
+    /// Scheduled verification, if any (`scrub`).
+    pub verify: Option<crate::scrub::Schedule>,
 }
 
 impl Default for MountOptions {
@@ -46,6 +48,7 @@ impl Default for MountOptions {
                 size: DEFAULT_CACHE_SIZE,
             },
             metrics_addr: None,
+            verify: None,
         }
     }
 }
@@ -326,6 +329,11 @@ pub fn run(
     let engine = repo.engine.clone();
     if let Some(addr) = &opts.metrics_addr {
         crate::metrics::http::serve(addr, crate::metrics::registry(&engine))?;
+    }
+    if let Some(schedule) = opts.verify
+        && !engine.read_only()
+    {
+        crate::scrub::spawn(&engine, schedule)?;
     }
     let mut replicators = Vec::new();
     if !engine.read_only() {

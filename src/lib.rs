@@ -32,6 +32,7 @@ pub mod reach;
 pub mod replica;
 pub mod repo;
 pub mod retention;
+pub mod scrub;
 pub mod status;
 pub mod store;
 pub mod sys;

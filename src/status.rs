@@ -43,6 +43,9 @@ pub struct Status {
     /// The capacity plan under the store's retention policy.
     #[serde(default)]
     pub plan: crate::retention::plan::Plan,
+    /// Scheduled verification (`mount --verify-every`).
+    #[serde(default)]
+    pub verify: crate::scrub::VerifyStatus,
 }
 
 /// Sets the counters that `status` reads (kept up to date by every
@@ -109,6 +112,7 @@ pub fn status(engine: &Engine) -> Result<Status> {
         .map(|(_, t)| crate::timefmt::rfc3339(t));
     let plan = plan(engine, stored_bytes, live_bytes)?;
     Ok(Status {
+        verify: crate::scrub::status(engine)?,
         plan,
         format: FORMAT_VERSION,
         encrypted: db.crypto().is_encrypted(),
@@ -289,6 +293,19 @@ impl std::fmt::Display for Status {
                 f,
                 "OVER MAX SIZE:  the protected history alone is over --max-size"
             )?;
+        }
+        let v = &self.verify;
+        writeln!(
+            f,
+            "verified:       {}{}",
+            v.last_ok.as_deref().unwrap_or("never clean"),
+            v.next
+                .as_ref()
+                .map(|n| format!("; next pass {n}"))
+                .unwrap_or_default()
+        )?;
+        if let Some(e) = &v.last_error {
+            writeln!(f, "DAMAGE FOUND:   {e}")?;
         }
         if let Some(p) = &self.poisoned {
             writeln!(f, "WRITES REFUSED: {p}")?;

@@ -191,6 +191,11 @@ pub fn verify(
         stats
             .verify_last_ok
             .store(now, std::sync::atomic::Ordering::Relaxed);
+        if !engine.read_only() {
+            let mut b = crate::catalog::db::Batch::default();
+            b.put_counter(crate::scrub::LAST_OK, now);
+            engine.db.apply(b)?;
+        }
     }
     Ok(report)
 }

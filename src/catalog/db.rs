@@ -727,6 +727,24 @@ impl Db {
         })
     }
 
+    /// Index entries whose id starts at or after `from` (8 bytes, big
+    /// endian), in id order: where a paced walk over every object resumes.
+    pub fn index_from(
+        &self,
+        from: u64,
+    ) -> impl Iterator<Item = Result<(ObjectId, IndexEntry)>> + '_ {
+        let mut start = vec![b'o'];
+        start.extend_from_slice(&from.to_be_bytes());
+        self.db.range(start..b"p".to_vec()).map(move |kv| {
+            let (k, v) = kv?;
+            let v = self.open_value(&k, &v, "object index entry")?;
+            let id: [u8; 32] = k[1..]
+                .try_into()
+                .map_err(|_| Error::corrupt("object index key", "bad length"))?;
+            Ok((ObjectId(id), IndexEntry::decode(&v)?))
+        })
+    }
+
     pub fn dirty_dirs(&self) -> Result<Vec<Ino>> {
         self.inos_with_prefix(b'y')
     }

@@ -62,6 +62,13 @@ pub struct MountArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+    /// Re-read and hash-check every object this often (e.g. 1d), healing
+    /// damage from a replica; resumes after a remount.
+    #[arg(long, value_parser = parse_duration)]
+    pub verify_every: Option<Duration>,
+    /// ...at most this many bytes a second (default 16M).
+    #[arg(long, value_parser = parse_size, requires = "verify_every")]
+    pub verify_rate: Option<u64>,
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
@@ -83,6 +90,8 @@ pub fn run(args: MountArgs) -> Result<()> {
         cache_size,
         chunk_cache,
         metrics_addr,
+        verify_every,
+        verify_rate,
     } = args;
     let s3 = revfs::replica::target::is_s3(&store.to_string_lossy());
     if s3 && !read_only {
@@ -133,6 +142,10 @@ pub fn run(args: MountArgs) -> Result<()> {
             size: cache_size.unwrap_or(daemon::DEFAULT_CACHE_SIZE),
         },
         metrics_addr,
+        verify: verify_every.map(|every| revfs::scrub::Schedule {
+            every,
+            rate: verify_rate.unwrap_or(revfs::scrub::DEFAULT_RATE),
+        }),
         ..MountOptions::default()
     };
     if daemon {

@@ -32,6 +32,10 @@ pub struct Stats {
     pub verify_errors: AtomicU64,
     /// When a verify run last found everything intact (Unix seconds; 0: never).
     pub verify_last_ok: AtomicU64,
+    /// Scheduled verification (`scrub`): when its next pass starts (Unix
+    /// seconds; 0: running or off), and the last damage it found.
+    pub scrub_next: AtomicU64,
+    pub scrub_last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Stats {
@@ -46,6 +50,8 @@ impl Default for Stats {
             read_errors: AtomicU64::new(0),
             verify_errors: AtomicU64::new(0),
             verify_last_ok: AtomicU64::new(0),
+            scrub_next: AtomicU64::new(0),
+            scrub_last_error: Default::default(),
         }
     }
 }

@@ -37,6 +37,12 @@ impl Cache {
         self.lru.get(id).cloned()
     }
 
+    pub fn remove(&mut self, id: &ObjectId) {
+        if let Some(v) = self.lru.pop(id) {
+            self.bytes -= v.len() as u64;
+        }
+    }
+
     pub fn contains(&self, id: &ObjectId) -> bool {
         self.lru.contains(id)
     }

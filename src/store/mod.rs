@@ -643,6 +643,18 @@ impl ObjectStore {
         Some(raw)
     }
 
+    /// Reads the record of `id` at `e` again from a replica after it was
+    /// found damaged (and rewrites it when the store is writable); whether
+    /// a good copy was found.
+    pub fn repair(&self, id: &ObjectId, e: &IndexEntry) -> bool {
+        lock(&self.cache).remove(id);
+        let healed = self.heal(id, e, 0).is_some();
+        if healed {
+            crate::metrics::Stats::add(&self.stats.healed, 1);
+        }
+        healed
+    }
+
     /// Whether object locations wait for the next commit.
     pub fn has_pending(&self) -> bool {
         !lock(&self.pending).is_empty()

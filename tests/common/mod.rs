@@ -191,8 +191,20 @@ impl Mount {
 
     /// Clean unmount; asserts the daemon flushed and exited 0.
     pub fn unmount(&mut self) {
-        let st = Command::new("umount").arg(&self.mnt).status().unwrap();
-        assert!(st.success(), "umount failed");
+        // Busy for a moment when another test thread forked a child while
+        // this one had a file of the mount open (the child holds a copy of
+        // the descriptor until it execs): tried again, bounded.
+        let mut tries = 0;
+        while !Command::new("umount")
+            .arg(&self.mnt)
+            .status()
+            .unwrap()
+            .success()
+        {
+            tries += 1;
+            assert!(tries < 50, "umount failed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         self.wait_exit_ok();
     }
 
