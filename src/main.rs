@@ -125,7 +125,7 @@ enum Cmd {
         json: bool,
     },
     /// Mount STORE at MOUNTPOINT; stays in the foreground until unmounted.
-    Mount(cli::mount::MountArgs),
+    Mount(Box<cli::mount::MountArgs>),
     /// Make, list or drop named snapshots (on a store or a mounted path).
     Snapshot {
         #[command(subcommand)]
@@ -198,7 +198,7 @@ fn run(cli: Cli) -> Result<()> {
             new_store,
             json,
         } => cli::recover::run(replica, new_store, json),
-        Cmd::Mount(args) => cli::mount::run(args),
+        Cmd::Mount(args) => cli::mount::run(*args),
         Cmd::Status { store, json } => cli::status::run(&store, json),
         Cmd::Snapshot { cmd } => cli::snapshot::run(cmd),
         Cmd::Log { path, json } => cli::log::run(&path, json),
