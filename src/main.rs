@@ -250,7 +250,24 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    // `mount -t fuse.revfs` (mount.fuse) runs `revfs STORE MNT -o OPTS`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let subcommands: Vec<String> = <Cli as clap::CommandFactory>::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .chain(["help".to_string()])
+        .collect();
+    let effective = cli::fstab::translate(&args, &subcommands).unwrap_or(args);
+    let mut cli = Cli::parse_from(&effective);
+    if let Cmd::Mount(m) = &mut cli.cmd {
+        // What a detached daemon is started with (less --daemon).
+        m.argv = effective
+            .iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("revfs: {e}");

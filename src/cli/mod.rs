@@ -3,6 +3,7 @@
 //! mount.
 
 pub mod drill;
+pub mod fstab;
 pub mod init;
 pub mod key;
 pub mod log;

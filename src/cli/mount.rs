@@ -69,6 +69,9 @@ pub struct MountArgs {
     /// ...at most this many bytes a second (default 16M).
     #[arg(long, value_parser = parse_size, requires = "verify_every")]
     pub verify_rate: Option<u64>,
+    /// The command line as given (after the fstab form's translation).
+    #[arg(skip)]
+    pub argv: Vec<String>,
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
@@ -92,6 +95,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         metrics_addr,
         verify_every,
         verify_rate,
+        argv,
     } = args;
     let s3 = revfs::replica::target::is_s3(&store.to_string_lossy());
     if s3 && !read_only {
@@ -149,10 +153,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         ..MountOptions::default()
     };
     if daemon {
-        let args: Vec<String> = std::env::args()
-            .skip(1)
-            .filter(|a| a != "--daemon")
-            .collect();
+        let args: Vec<String> = argv.into_iter().filter(|a| a != "--daemon").collect();
         let env: Vec<(&str, &str)> = passphrase
             .as_ref()
             .map(|p| (revfs::crypto::passphrase::ENV, p.as_str()))
