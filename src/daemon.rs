@@ -408,7 +408,9 @@ pub fn run(
     let control = control::Server::start(&runtime_dir(store)?.join(SOCKET_FILE), engine.clone())?;
     tracing::info!("mounted {} at {}", store.display(), mountpoint.display());
     startup.ready();
+    crate::sys::sd_notify("READY=1");
     let served = session.run();
+    crate::sys::sd_notify("STOPPING=1");
     drop(control);
     drop(pruner);
     drop(commits);

@@ -72,6 +72,27 @@ pub fn memory_bytes() -> Option<u64> {
     (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
 }
 
+/// Tells systemd (a `Type=notify` unit: `$NOTIFY_SOCKET`) the service's
+/// `state` ("READY=1", "STOPPING=1"); nothing without one.
+pub fn sd_notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name),
+        None => std::os::unix::net::SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|a| {
+        let s = std::os::unix::net::UnixDatagram::unbound()?;
+        s.send_to_addr(state.as_bytes(), &a)
+    });
+    if let Err(e) = sent {
+        tracing::warn!("systemd notify {state}: {e}");
+    }
+}
+
 pub fn lazy_unmount(mnt: &Path) {
     if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
         // SAFETY: `c` is a NUL-terminated string; umount2 touches no memory of ours.

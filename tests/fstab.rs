@@ -131,3 +131,51 @@ fn an_unknown_fstab_option_is_refused_with_its_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-option"), "{err}");
 }
+
+#[test]
+fn a_mount_tells_systemd_it_is_ready_and_stopping() {
+    let Some(mut m) = common::Mount::new(&[]) else {
+        return;
+    };
+    m.unmount();
+    let sock = m.tmp.path().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    m.start_env(&[], &[("NOTIFY_SOCKET", sock.to_str().unwrap())]);
+    let mut buf = [0u8; 256];
+    let n = listener.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(common::is_mountpoint(&m.mnt));
+    m.unmount();
+    let n = listener.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze missing: the unit is not checked");
+        return;
+    };
+    assert!(probe.status.success());
+    let tmp = tempfile::tempdir().unwrap();
+    let unit = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/revfs@.service"))
+        .unwrap()
+        // Checked with the revfs under test where the unit expects it.
+        .replace("/usr/local/bin/revfs", common::BIN);
+    let path = tmp.path().join("revfs@data.service");
+    fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
