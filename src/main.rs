@@ -162,6 +162,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `revfs man > /usr/local/share/man/man1/revfs.1`.
+    Man,
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -200,6 +204,17 @@ fn run(cli: Cli) -> Result<()> {
         } => cli::recover::run(replica, new_store, json),
         Cmd::Mount(args) => cli::mount::run(*args),
         Cmd::Status { store, json } => cli::status::run(&store, json),
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "revfs", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(revfs::Error::Io)
+        }
         Cmd::Snapshot { cmd } => cli::snapshot::run(cmd),
         Cmd::Log { path, json } => cli::log::run(&path, json),
         Cmd::Prune {
