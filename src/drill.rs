@@ -212,13 +212,16 @@ fn read_only() -> Options {
 }
 
 /// Runs the drill: recover into `scratch` (default the temp directory),
-/// verify, mount, compare with the primary.
+/// verify, mount, compare with the primary; `progress(step, done, total)`
+/// follows each step ("recovering", "verifying": bytes; "comparing":
+/// versions).
 pub fn drill(
     store: &Path,
     replica: Option<PathBuf>,
     full: bool,
     sample: usize,
     scratch: Option<PathBuf>,
+    progress: &mut dyn FnMut(&'static str, u64, u64),
 ) -> Result<DrillReport> {
     let (_, cfg) = Config::read(store)?;
     let replica = replica.or(cfg.replica).ok_or_else(|| {
@@ -269,11 +272,14 @@ pub fn drill(
     // The recovery itself, by the code of `revfs recover`.
     let start = Instant::now();
     let recovered_dir = tmp.0.join("recovered");
-    let recovered = crate::replica::recover::recover(&replica, &recovered_dir, |_, _| {})?;
+    let recovered = crate::replica::recover::recover(&replica, &recovered_dir, |d, t| {
+        progress("recovering", d, t)
+    })?;
     let rto_recover_seconds = start.elapsed().as_secs_f64();
     let (recovered_clean, history) = {
         let r = Repo::open(&recovered_dir, read_only())?;
-        let report = crate::verify::verify(&r.engine, None, false, |_, _| {})?;
+        let report =
+            crate::verify::verify(&r.engine, None, false, |d, t| progress("verifying", d, t))?;
         (report.clean, r.engine.history()?)
     };
     let rmount = TempMount::new(&recovered_dir, tmp.0.join("recovered-mnt"), &[])?;
@@ -342,7 +348,9 @@ pub fn drill(
             r.corrupt_records, r.lost_commits, r.damaged_commits
         ));
     }
-    for v in picked {
+    let total = picked.len() as u64;
+    for (i, v) in picked.into_iter().enumerate() {
+        progress("comparing", i as u64, total);
         let rel = format!(".snapshots/at/{}/{}", v.time, v.path);
         let mounts = [
             Some(("recovered", &rmount.dir)),

@@ -11,7 +11,18 @@ pub fn run(
     scratch: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
-    let r = revfs::drill::drill(&store, replica, full, sample, scratch)?;
+    let bar = super::bar("drill", "{msg} [{bar:40}] {percent}% {eta}");
+    let mut step = "";
+    let r = revfs::drill::drill(&store, replica, full, sample, scratch, &mut |s, d, t| {
+        if s != step {
+            step = s;
+            bar.set_message(s);
+        }
+        bar.set_length(t);
+        bar.set_position(d);
+    });
+    bar.finish_and_clear();
+    let r = r?;
     if json {
         println!(
             "{}",
