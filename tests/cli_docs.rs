@@ -40,3 +40,30 @@ fn the_man_page_is_roff_and_names_every_command() {
         assert!(page.contains(cmd), "{cmd} missing from the man page");
     }
 }
+
+#[test]
+fn install_puts_the_binary_man_page_and_completions_under_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(root.join("scripts/install.sh"))
+        .env("PREFIX", tmp.path())
+        .env("REVFS_BIN", common::BIN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "bin/revfs",
+        "share/man/man1/revfs.1",
+        "share/bash-completion/completions/revfs",
+        "share/zsh/site-functions/_revfs",
+        "share/fish/vendor_completions.d/revfs.fish",
+    ] {
+        let p = tmp.path().join(f);
+        assert!(std::fs::metadata(&p).unwrap().len() > 0, "{f}");
+    }
+}
