@@ -88,21 +88,7 @@ pub fn status(engine: &Engine) -> Result<Status> {
     let chunk_bytes = db.counter(CHUNK_BYTES)?;
     // Whole packs, and the parts of a replica's unsealed pack.
     let stored_bytes = engine.store.stored_bytes()?;
-    let (mut live_bytes, mut seen) = (0, std::collections::HashSet::new());
-    let mut stack = vec![Ino::ROOT];
-    while let Some(dir) = stack.pop() {
-        for (_, d) in db.list_dir(dir)? {
-            match d.kind {
-                FileType::Directory => stack.push(d.ino),
-                // Hard links are one file.
-                FileType::Regular if seen.insert(d.ino) => {
-                    live_bytes += engine.getattr(d.ino).map(|a| a.node.size).unwrap_or(0);
-                }
-                _ => {}
-            }
-        }
-    }
-    let files = seen.len() as u64;
+    let (live_bytes, files) = live(engine)?;
     let versions = db.counter(VERSIONS)?;
     let logical_bytes = db.counter(LOGICAL_BYTES)?;
     let head = db.counter("head")?;
@@ -139,6 +125,32 @@ pub fn status(engine: &Engine) -> Result<Status> {
             .unwrap_or_else(crate::engine::ReplicaStatus::none),
         replicas,
     })
+}
+
+/// Bytes and count of the live regular files (a walk of the live tree).
+fn live(engine: &Engine) -> Result<(u64, u64)> {
+    let (mut live_bytes, mut seen) = (0, std::collections::HashSet::new());
+    let mut stack = vec![Ino::ROOT];
+    while let Some(dir) = stack.pop() {
+        for (_, d) in engine.db.list_dir(dir)? {
+            match d.kind {
+                FileType::Directory => stack.push(d.ino),
+                // Hard links are one file.
+                FileType::Regular if seen.insert(d.ino) => {
+                    live_bytes += engine.getattr(d.ino).map(|a| a.node.size).unwrap_or(0);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((live_bytes, seen.len() as u64))
+}
+
+/// The capacity plan alone (what the metrics endpoint shows; it walks the
+/// live tree, so a caller keeps it a while).
+pub fn capacity_plan(engine: &Engine) -> Result<crate::retention::plan::Plan> {
+    let stored = engine.store.stored_bytes()?;
+    plan(engine, stored, live(engine)?.0)
 }
 
 /// The capacity plan of `engine`'s store under the policy it runs with.

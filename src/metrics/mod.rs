@@ -70,7 +70,7 @@ pub fn registry(engine: &Arc<Engine>) -> Registry {
         "Time a commit took",
         engine.store.stats.commit_seconds.clone(),
     );
-    r.register_collector(Box::new(Scrape(Arc::downgrade(engine))));
+    r.register_collector(Box::new(Scrape(Arc::downgrade(engine), Default::default())));
     r
 }
 
@@ -83,9 +83,15 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
-/// The values read at each scrape.
+/// The values read at each scrape (the capacity plan, which walks the
+/// live tree, at most once every [`PLAN_EVERY`]).
 #[derive(Debug)]
-struct Scrape(Weak<Engine>);
+struct Scrape(
+    Weak<Engine>,
+    std::sync::Mutex<Option<(std::time::Instant, crate::retention::plan::Plan)>>,
+);
+
+const PLAN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> std::fmt::Result {
     let g = ConstGauge::new(v);
@@ -201,6 +207,40 @@ impl Collector for Scrape {
                 .filter(|r| r.state == "missing" || r.state == "error")
                 .count() as f64,
         )?;
+        let plan = {
+            let mut held = self.1.lock().unwrap_or_else(|p| p.into_inner());
+            let stale = held.as_ref().is_none_or(|(t, _)| t.elapsed() > PLAN_EVERY);
+            if stale && let Ok(p) = crate::status::capacity_plan(&engine) {
+                *held = Some((std::time::Instant::now(), p));
+            }
+            held.as_ref().map(|(_, p)| p.clone())
+        };
+        if let Some(p) = plan {
+            gauge(
+                &mut e,
+                "plan_growth_bytes_per_day",
+                "New stored bytes a day (capacity plan)",
+                p.growth_bytes_per_day,
+            )?;
+            gauge(
+                &mut e,
+                "plan_projected_bytes",
+                "Where the store's size settles under its retention policy",
+                p.projected_bytes as f64,
+            )?;
+            gauge(
+                &mut e,
+                "plan_capacity_bytes",
+                "The bound the plan is against (--max-size, else the filesystem)",
+                p.capacity_bytes as f64,
+            )?;
+            gauge(
+                &mut e,
+                "plan_seconds_until_full",
+                "Time until the store reaches its capacity (-1: it settles below it)",
+                p.days_until_full.map_or(-1.0, |d| d * 86400.0),
+            )?;
+        }
         gauge(
             &mut e,
             "poisoned",
