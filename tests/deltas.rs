@@ -125,6 +125,35 @@ fn check_versions(file: &Path, expected: &[Vec<u8>]) {
     assert!(seen.iter().all(|s| *s), "versions missing: {seen:?}");
 }
 
+/// Flips `bit` of the byte at len / d of the newest pack, for each d.
+fn flip_newest_pack(store: &Path, bit: u8, at: &[usize]) {
+    let mut packs: Vec<_> = fs::read_dir(store.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    packs.sort();
+    let pack = packs.last().unwrap();
+    let mut bytes = fs::read(pack).unwrap();
+    let n = bytes.len();
+    for d in at {
+        bytes[n / d] ^= bit;
+    }
+    fs::write(pack, &bytes).unwrap();
+}
+
+/// A mount with a replica whose history of `steps` checkpoint versions
+/// was recompressed into deltas and replicated.
+fn deltas_with_replica(steps: usize) -> Option<(Mount, std::path::PathBuf, Vec<Vec<u8>>)> {
+    let (m, replica) = Mount::with_replica(&[])?;
+    let vs = versions(steps);
+    write_history(&m, &vs);
+    common::wait_replicated(&m.store, Duration::from_secs(30));
+    let r = prune_json(&m.mnt, &["--recompress"]);
+    assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
+    common::wait_replicated(&m.store, Duration::from_secs(30));
+    Some((m, replica, vs))
+}
+
 fn write_history(m: &Mount, vs: &[Vec<u8>]) {
     for v in vs {
         save(m, "model.safetensors", v);
@@ -223,19 +252,8 @@ fn damage_under_a_delta_is_eio_never_wrong_bytes() {
     let r = prune_json(&m.store, &["--recompress"]);
     assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
     // The newest pack holds the deltas and the whole newest version (their
-    // bases): flip a byte in its middle, then in a quarter.
-    let mut packs: Vec<_> = fs::read_dir(m.store.join("packs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    packs.sort();
-    let pack = packs.last().unwrap();
-    let mut bytes = fs::read(pack).unwrap();
-    let n = bytes.len();
-    for at in [n / 2, n / 4, 3 * n / 4] {
-        bytes[at] ^= 0x40;
-    }
-    fs::write(pack, &bytes).unwrap();
+    // bases): flip a byte at a half, a quarter and a third of it.
+    flip_newest_pack(&m.store, 0x40, &[2, 4, 3]);
     m.start(&[]);
     let (ok, out) = revfs(&[
         "log".as_ref(),
@@ -323,15 +341,9 @@ fn a_crash_at_any_step_of_a_delta_round_loses_nothing() {
 
 #[test]
 fn a_replica_of_a_store_with_deltas_recovers_every_version() {
-    let Some((mut m, replica)) = Mount::with_replica(&[]) else {
+    let Some((mut m, replica, vs)) = deltas_with_replica(4) else {
         return;
     };
-    let vs = versions(4);
-    write_history(&m, &vs);
-    common::wait_replicated(&m.store, Duration::from_secs(30));
-    let r = prune_json(&m.mnt, &["--recompress"]);
-    assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
-    common::wait_replicated(&m.store, Duration::from_secs(30));
     m.unmount();
     let rec = m.tmp.path().join("recovered");
     let (ok, out) = revfs(&["recover".as_ref(), replica.as_os_str(), rec.as_os_str()]);
@@ -347,28 +359,12 @@ fn a_replica_of_a_store_with_deltas_recovers_every_version() {
 
 #[test]
 fn damage_under_a_delta_heals_from_the_replica_and_verify_repairs_it() {
-    let Some((mut m, replica)) = Mount::with_replica(&[]) else {
+    let Some((mut m, replica, vs)) = deltas_with_replica(3) else {
         return;
     };
-    let vs = versions(3);
-    write_history(&m, &vs);
-    let r = prune_json(&m.mnt, &["--recompress"]);
-    assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
-    common::wait_replicated(&m.store, Duration::from_secs(30));
     m.unmount();
     // Damage the newest pack (deltas and their bases) in several places.
-    let mut packs: Vec<_> = fs::read_dir(m.store.join("packs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    packs.sort();
-    let pack = packs.last().unwrap();
-    let mut bytes = fs::read(pack).unwrap();
-    let n = bytes.len();
-    for at in [n / 5, n / 2, 4 * n / 5] {
-        bytes[at] ^= 0x10;
-    }
-    fs::write(pack, &bytes).unwrap();
+    flip_newest_pack(&m.store, 0x10, &[5, 2, 3]);
     m.start(&["--replica", replica.to_str().unwrap()]);
     check_versions(&m.p("model.safetensors"), &vs);
     assert!(m.log_text().contains("healed"), "{}", m.log_text());

@@ -144,7 +144,7 @@ fn metrics_pass_promtool_and_move_with_commits_heals_and_verify() {
     assert_eq!(v["revfs_verify_errors_total"], 0.0);
     // Damage: verify counts it; a read heals from the replica (counted).
     m.unmount();
-    damage(&m.store);
+    common::flip_in_largest_pack(&m.store);
     m.start(&args);
     let (ok, out) = revfs(&["verify".as_ref(), m.store.as_os_str()]);
     assert!(!ok, "{out}");
@@ -157,19 +157,6 @@ fn metrics_pass_promtool_and_move_with_commits_heals_and_verify() {
     m.unmount();
 }
 
-/// Flips a byte in the middle of the largest pack.
-fn damage(store: &Path) {
-    let pack = fs::read_dir(store.join("packs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut b = fs::read(&pack).unwrap();
-    let n = b.len();
-    b[n / 2] ^= 0x08;
-    fs::write(&pack, &b).unwrap();
-}
-
 #[test]
 fn a_read_with_no_good_copy_is_counted() {
     let Some(mut m) = Mount::new(&[]) else {
@@ -177,7 +164,7 @@ fn a_read_with_no_good_copy_is_counted() {
     };
     save(&m.p("w.bin"), &common::bytes(6, 4 << 20));
     m.unmount();
-    damage(&m.store);
+    common::flip_in_largest_pack(&m.store);
     let port = free_port();
     m.start(&["--metrics-addr", &format!("127.0.0.1:{port}")]);
     assert_eq!(scrape(port)["revfs_read_errors_total"], 0.0);

@@ -18,19 +18,6 @@ fn save(path: &Path, data: &[u8]) {
     f.sync_all().unwrap();
 }
 
-/// Flips a byte in the middle of the largest pack.
-fn damage(store: &Path) {
-    let pack = fs::read_dir(store.join("packs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut b = fs::read(&pack).unwrap();
-    let n = b.len();
-    b[n / 2] ^= 0x08;
-    fs::write(&pack, &b).unwrap();
-}
-
 #[test]
 fn a_scheduled_pass_finds_damage_heals_it_and_status_shows_it() {
     let Some((mut m, replica)) = Mount::with_replica(&[]) else {
@@ -41,7 +28,7 @@ fn a_scheduled_pass_finds_damage_heals_it_and_status_shows_it() {
     common::wait_replicated(&m.store, Duration::from_secs(30));
     m.unmount();
     assert!(status(&m.store)["verify"]["last_ok"].is_null());
-    damage(&m.store);
+    common::flip_in_largest_pack(&m.store);
     m.start(&[
         "--replica",
         replica.to_str().unwrap(),

@@ -332,6 +332,19 @@ impl Rng {
 }
 
 /// `revfs verify STORE` passes and says clean.
+/// Flips one bit of the byte in the middle of the largest pack of `store`.
+pub fn flip_in_largest_pack(store: &Path) {
+    let pack = std::fs::read_dir(store.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut b = std::fs::read(&pack).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 0x08;
+    std::fs::write(&pack, &b).unwrap();
+}
+
 pub fn verify_clean(store: &Path) {
     let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
     assert!(ok && out.contains("clean"), "verify: {out}");
