@@ -119,12 +119,16 @@ impl<'a> Reach<'a> {
     fn chunk(&mut self, id: ObjectId) -> Result<bool> {
         let mut stack = vec![id];
         while let Some(id) = stack.pop() {
-            if !self.mark(id)? {
+            if !self.seen.insert(id) {
                 continue;
             }
+            // One lookup for the count and the codec.
             let Some(e) = self.store.locate(&id)? else {
                 continue;
             };
+            if let Some(b) = self.bytes.as_mut() {
+                *b += e.stored_len as u64 + RECORD_HEADER_LEN as u64;
+            }
             match self.store.bases(&id, &e) {
                 Ok(b) => stack.extend(b),
                 Err(err) => self.failed(id, err)?,

@@ -239,23 +239,7 @@ fn pays(store: &ObjectStore, planned: &[(ObjectId, Vec<Segment>)]) -> Result<boo
         let raw = store.get(id)?;
         let n = raw.len().min(SAMPLE_BYTES);
         let mut residual = raw[..n].to_vec();
-        let mut at = 0usize;
-        for s in segs {
-            if at >= n {
-                break;
-            }
-            let len = (s.len as usize).min(n - at);
-            if s.base != NO_BASE {
-                let b = store.get(&s.base)?;
-                let src = b
-                    .get(s.start as usize..s.start as usize + len)
-                    .ok_or_else(|| {
-                        crate::error::Error::corrupt("delta base", "shorter than planned")
-                    })?;
-                crate::store::delta::xor(&mut residual[at..at + len], src);
-            }
-            at += len;
-        }
+        crate::store::delta::xor_segments(&mut residual, segs, |b| store.get(b))?;
         whole += crate::store::codec::encode_cold(&raw[..n])?.1.len();
         delta += crate::store::codec::encode_cold(&residual)?.1.len();
     }

@@ -35,12 +35,12 @@ pub struct Parsed<'a> {
     body: &'a [u8],
 }
 
-/// The payload of `raw` as a delta of `segments`, whose bytes
-/// `base_of(segment)` gives (each as long as its segment).
-pub fn encode<'b>(
+/// The payload of `raw` as a delta of `segments`, whose base chunks
+/// `base_of` gives.
+pub fn encode(
     raw: &[u8],
     segments: &[Segment],
-    mut base_of: impl FnMut(&Segment) -> Result<&'b [u8]>,
+    base_of: impl FnMut(&ObjectId) -> Result<std::sync::Arc<Vec<u8>>>,
 ) -> Result<Vec<u8>> {
     let n = segments.len();
     let covered: u64 = segments.iter().map(|s| s.len as u64).sum();
@@ -51,18 +51,7 @@ pub fn encode<'b>(
         )));
     }
     let mut residual = raw.to_vec();
-    let mut at = 0;
-    for s in segments {
-        let len = s.len as usize;
-        if s.base != NO_BASE {
-            let b = base_of(s)?;
-            if b.len() != len {
-                return Err(Error::Store("delta base shorter than its segment".into()));
-            }
-            xor(&mut residual[at..at + len], b);
-        }
-        at += len;
-    }
+    xor_segments(&mut residual, segments, base_of)?;
     let (inner, body) = codec::encode_cold(&residual)?;
     let mut out = Vec::with_capacity(CHECK_LEN + 2 + n * SEGMENT_LEN + body.len());
     out.extend_from_slice(&[0; CHECK_LEN]);
@@ -143,21 +132,11 @@ impl Parsed<'_> {
         mut base_of: impl FnMut(&ObjectId) -> Result<std::sync::Arc<Vec<u8>>>,
     ) -> Result<Vec<u8>> {
         let mut out = self.residual(raw_len)?;
-        let mut at = 0usize;
-        for s in &self.segments {
-            let (start, len) = (s.start as usize, s.len as usize);
-            if at + len > out.len() {
-                return Err(Error::corrupt("delta record", "segments past its end"));
-            }
-            if s.base != NO_BASE {
-                let b = base_of(&s.base)?;
-                let src = b.get(start..start + len).ok_or_else(|| {
-                    Error::corrupt("delta record", "segment past the end of its base")
-                })?;
-                xor(&mut out[at..at + len], src);
-            }
-            at += len;
+        let covered: u64 = self.segments.iter().map(|s| s.len as u64).sum();
+        if covered > out.len() as u64 {
+            return Err(Error::corrupt("delta record", "segments past its end"));
         }
+        let at = xor_segments(&mut out, &self.segments, &mut base_of)?;
         if at != out.len() {
             return Err(Error::corrupt("delta record", "segments do not cover it"));
         }
@@ -187,8 +166,36 @@ impl Parsed<'_> {
     }
 }
 
+/// XORs into `buf` the bytes of `segments` (one after the other from its
+/// start, as far as `buf` goes), their base chunks from `base_of`; the
+/// bytes covered.
+pub fn xor_segments(
+    buf: &mut [u8],
+    segments: &[Segment],
+    mut base_of: impl FnMut(&ObjectId) -> Result<std::sync::Arc<Vec<u8>>>,
+) -> Result<usize> {
+    let mut at = 0usize;
+    for s in segments {
+        if at >= buf.len() {
+            break;
+        }
+        let len = (s.len as usize).min(buf.len() - at);
+        if s.base != NO_BASE {
+            let b = base_of(&s.base)?;
+            let src = b
+                .get(s.start as usize..s.start as usize + len)
+                .ok_or_else(|| {
+                    Error::corrupt("delta record", "segment past the end of its base")
+                })?;
+            xor(&mut buf[at..at + len], src);
+        }
+        at += len;
+    }
+    Ok(at)
+}
+
 /// `dst` ^= `src`, byte by byte (as far as the shorter goes).
-pub fn xor(dst: &mut [u8], src: &[u8]) {
+fn xor(dst: &mut [u8], src: &[u8]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d ^= s;
     }
@@ -243,10 +250,7 @@ mod tests {
                 len: 1,
             },
         ];
-        let p = encode(&old, &segs, |s| {
-            Ok(&base[s.start as usize..(s.start + s.len) as usize])
-        })
-        .unwrap();
+        let p = encode(&old, &segs, |_| Ok(base.clone())).unwrap();
         assert!(p.len() < old.len() / 4, "{} of {}", p.len(), old.len());
         let parsed = parse(&p).unwrap();
         assert_eq!(parsed.segments, segs);
@@ -263,7 +267,8 @@ mod tests {
             start: 0,
             len: 10_000,
         }];
-        let mut p = encode(&old, &segs, |_| Ok(&new[..])).unwrap();
+        let base = Arc::new(new.clone());
+        let mut p = encode(&old, &segs, |_| Ok(base.clone())).unwrap();
         let n = p.len();
         p[n - 1] ^= 1;
         assert!(parse(&p).is_err());
@@ -281,6 +286,6 @@ mod tests {
                 .rebuild(9_999, |_| Ok(Arc::new(new.clone())))
                 .is_err()
         );
-        assert!(encode(&old, &segs[..0], |_| Ok(&new[..])).is_err());
+        assert!(encode(&old, &segs[..0], |_| Ok(base.clone())).is_err());
     }
 }

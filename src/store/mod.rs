@@ -384,10 +384,7 @@ impl ObjectStore {
         for (id, e) in objects {
             let f = self.reader(e.pack)?;
             let path = pack::pack_path(&self.dir, e.pack);
-            let hdr_at = e
-                .offset
-                .checked_sub(RECORD_HEADER_LEN as u64)
-                .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))?;
+            let hdr_at = record_start(e)?;
             let stored = f
                 .read_at(hdr_at, RECORD_HEADER_LEN + e.stored_len as usize)
                 .map_err(Error::io_at(&path))?;
@@ -565,10 +562,7 @@ impl ObjectStore {
 
     /// The segments of the delta record of `id` at `e`.
     pub fn segments(&self, id: &ObjectId, e: &IndexEntry) -> Result<Vec<delta::Segment>> {
-        let at = e
-            .offset
-            .checked_sub(RECORD_HEADER_LEN as u64)
-            .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))?;
+        let at = record_start(e)?;
         let path = pack::pack_path(&self.dir, e.pack);
         let sealed = e.codec & CODEC_SEALED != 0;
         let len = if sealed {
@@ -690,10 +684,7 @@ impl ObjectStore {
         e: &IndexEntry,
         bases: Bases,
     ) -> Result<Vec<u8>> {
-        let at = e
-            .offset
-            .checked_sub(RECORD_HEADER_LEN as u64)
-            .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))?;
+        let at = record_start(e)?;
         let len = RECORD_HEADER_LEN + e.stored_len as usize;
         let path = PathBuf::from(src.describe()).join(pack::pack_name(e.pack));
         let check = |fresh| {
@@ -744,12 +735,12 @@ pub fn encode_record(
 
 /// The record of chunk `id` (bytes `data`) as a delta of `segments`
 /// (`delta::encode`), sealed like any other.
-pub fn encode_delta_record<'b>(
+pub fn encode_delta_record(
     crypto: &Crypto,
     id: ObjectId,
     data: &[u8],
     segments: &[delta::Segment],
-    base_of: impl FnMut(&delta::Segment) -> Result<&'b [u8]>,
+    base_of: impl FnMut(&ObjectId) -> Result<Arc<Vec<u8>>>,
 ) -> Result<(RecordHeader, Vec<u8>)> {
     let payload = delta::encode(data, segments, base_of)?;
     seal_record(
@@ -820,22 +811,7 @@ impl Recode<'_> {
             None
         };
         if let Some(segments) = planned {
-            let mut held = Vec::new();
-            for s in segments {
-                if s.base != delta::NO_BASE {
-                    held.push((s.base, store.get(&s.base)?));
-                }
-            }
-            let base_of = |s: &delta::Segment| -> Result<&[u8]> {
-                let b = held
-                    .iter()
-                    .find(|(id, _)| *id == s.base)
-                    .map(|(_, b)| b)
-                    .ok_or_else(|| Error::Store("delta base not loaded".into()))?;
-                b.get(s.start as usize..(s.start as usize + s.len as usize))
-                    .ok_or_else(|| Error::Store("delta segment past its base".into()))
-            };
-            let d = encode_delta_record(crypto, *id, raw, segments, base_of)?;
+            let d = encode_delta_record(crypto, *id, raw, segments, |b| store.get(b))?;
             let full = cold.as_ref().map_or(e.stored_len, |c| c.0.stored_len);
             if (d.0.stored_len as u64) * 10 <= full as u64 * 9 {
                 return Ok(Some(d));
@@ -843,6 +819,13 @@ impl Recode<'_> {
         }
         Ok(cold)
     }
+}
+
+/// Where the record of index entry `e` starts in its pack (its header).
+fn record_start(e: &IndexEntry) -> Result<u64> {
+    e.offset
+        .checked_sub(RECORD_HEADER_LEN as u64)
+        .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))
 }
 
 /// Where a delta record's bases come from: the verified bytes of a chunk.
@@ -857,10 +840,7 @@ pub fn read_record(
     e: &IndexEntry,
     bases: Bases,
 ) -> Result<Vec<u8>> {
-    let at = e
-        .offset
-        .checked_sub(RECORD_HEADER_LEN as u64)
-        .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))?;
+    let at = record_start(e)?;
     if let Some(file) = f.whole_file() {
         // The common case: header and payload read apart, no copy. The
         // length is checked first: a damaged one allocates nothing.
