@@ -58,8 +58,16 @@ pub fn fs_space(path: &Path) -> Option<(u64, u64)> {
     Some((s.f_blocks * frsize, s.f_bavail * frsize))
 }
 
-/// Detaches the mount at `mnt` (`umount -l`); errors are ignored (there
-/// may be nothing mounted).
+/// The thread group (process) of thread `tid`, from /proc; None when it
+/// is gone.
+pub fn tgid(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The machine's memory in bytes (`sysconf`), None when it cannot say.
 pub fn memory_bytes() -> Option<u64> {
     // sysconf only reads system configuration.
@@ -93,6 +101,8 @@ pub fn sd_notify(state: &str) {
     }
 }
 
+/// Detaches the mount at `mnt` (`umount -l`); errors are ignored (there
+/// may be nothing mounted).
 pub fn lazy_unmount(mnt: &Path) {
     if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
         // SAFETY: `c` is a NUL-terminated string; umount2 touches no memory of ours.
@@ -275,5 +285,23 @@ mod tests {
         let body = pread_split(&f, 0, &mut head, 0).unwrap();
         assert!(body.is_empty() && head[..] == data[..44]);
         assert!(pread_split(&f, 99_990, &mut head, 10).is_err());
+    }
+
+    #[test]
+    fn tgid_names_the_process_of_a_thread_and_not_of_a_child() {
+        let me = std::process::id();
+        // gettid only names the calling thread.
+        let tid = unsafe { libc::gettid() } as u32;
+        assert_eq!(tgid(tid), Some(me));
+        let other = std::thread::spawn(|| tgid(unsafe { libc::gettid() } as u32));
+        assert_eq!(other.join().unwrap(), Some(me));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert_eq!(tgid(child.id()), Some(child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(tgid(u32::MAX), None);
     }
 }

@@ -52,6 +52,34 @@ fn rapid_rename_over_saves_are_each_a_version() {
 }
 
 #[test]
+fn a_child_closing_its_copy_of_a_writers_descriptor_makes_no_half_written_version() {
+    use std::io::Write;
+    let Some(m) = Mount::new(&["--min-version-interval", "0s"]) else {
+        return;
+    };
+    let p = m.p("ckpt.bin");
+    let first = bytes(1, 300_000);
+    fs::write(&p, &first).unwrap();
+    let second = bytes(2, 600_000);
+    let mut f = fs::File::create(&p).unwrap();
+    f.write_all(&second[..200_000]).unwrap();
+    // Each child starts with a copy of the writer's descriptors, and its
+    // exec closes them (they are close-on-exec), which flushes the file
+    // half-written: what a data loader's workers or any program the job
+    // starts do while a checkpoint is being written.
+    for _ in 0..3 {
+        assert!(Command::new("true").status().unwrap().success());
+    }
+    f.write_all(&second[200_000..]).unwrap();
+    drop(f);
+    // The writer's own close is the save.
+    assert_eq!(
+        common::digests(&logged(&p)),
+        common::digests(&[first, second])
+    );
+}
+
+#[test]
 fn saves_seconds_apart_are_each_a_version_with_the_defaults() {
     let Some(m) = Mount::new(&[]) else { return };
     let want = save_by_rename(&m, "ckpt.bin", 20, 200_000, Duration::from_millis(1300));

@@ -67,15 +67,16 @@ fn caught_up(m: &Mount, timeout: Duration) {
     });
 }
 
-/// Every version `revfs log` lists of `rel` in mount `m`, oldest first.
-fn versions(m: &Mount, rel: &str) -> Vec<Vec<u8>> {
+/// Every version `revfs log` lists of `rel` in mount `m`, oldest first
+/// (as digests, to compare with `common::digests` of what was saved).
+fn versions(m: &Mount, rel: &str) -> Vec<common::Digest> {
     let (ok, out) = rv(&[], &[os("log"), m.p(rel).as_os_str(), os("--json")]);
     assert!(ok, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v.as_array()
         .unwrap()
         .iter()
-        .map(|e| fs::read(e["path"].as_str().unwrap()).unwrap())
+        .map(|e| common::digest(&fs::read(e["path"].as_str().unwrap()).unwrap()))
         .collect()
 }
 
@@ -137,8 +138,11 @@ fn an_s3_replica_catches_up_after_the_server_comes_back_and_recovers_every_versi
     m.unmount();
     // Recover from the bucket alone: every version, byte for byte.
     let mut back = recover_and_mount(&s3, url, &m, "recovered");
-    assert_eq!(versions(&back, "model.bin"), saved);
-    assert_eq!(fs::read(back.p("big.bin")).unwrap(), big);
+    assert_eq!(versions(&back, "model.bin"), common::digests(&saved));
+    assert_eq!(
+        common::digest(&fs::read(back.p("big.bin")).unwrap()),
+        common::digest(&big)
+    );
     back.unmount();
 }
 
@@ -202,7 +206,7 @@ fn kill_9_of_the_daemon_mid_upload_then_recover_from_the_bucket() {
     // The bucket is a consistent store at this instant: recover holds
     // everything the replica had reported, and verifies clean.
     let mut back = recover_and_mount(&s3, url, &m, "recovered");
-    assert_eq!(versions(&back, "model.bin"), std::slice::from_ref(&first));
+    assert_eq!(versions(&back, "model.bin"), vec![common::digest(&first)]);
     match fs::read(back.p("big.bin")) {
         Ok(b) => assert_eq!(b, big, "big.bin recovered with other bytes"),
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
@@ -215,7 +219,10 @@ fn kill_9_of_the_daemon_mid_upload_then_recover_from_the_bucket() {
     caught_up(&m, Duration::from_secs(90));
     m.unmount();
     let mut again = recover_and_mount(&s3, url, &m, "recovered-2");
-    assert_eq!(fs::read(again.p("big.bin")).unwrap(), big);
+    assert_eq!(
+        common::digest(&fs::read(again.p("big.bin")).unwrap()),
+        common::digest(&big)
+    );
     again.unmount();
 }
 
@@ -268,7 +275,11 @@ fn a_recover_from_the_bucket_killed_at_any_moment_runs_again() {
         fs::create_dir(&mnt).unwrap();
         let mut back = Mount::attach(rec.clone(), mnt, m.tmp.path().join(format!("rec{i}.log")));
         back.start(&[]);
-        assert_eq!(versions(&back, "model.bin"), saved, "run {i}");
+        assert_eq!(
+            versions(&back, "model.bin"),
+            common::digests(&saved),
+            "run {i}"
+        );
         back.unmount();
         let (ok, out) = rv(&[], &[os("verify"), rec.as_os_str()]);
         assert!(ok, "run {i}: the recovered store is not clean: {out}");
@@ -329,7 +340,7 @@ fn a_bucket_mounts_read_only_through_a_bounded_cache_with_or_without_its_indexes
     };
     let (mut b, cache) = serve("bucket");
     // Every version byte for byte (36 MiB through a 16 MiB cache)...
-    assert_eq!(versions(&b, "model.bin"), saved);
+    assert_eq!(versions(&b, "model.bin"), common::digests(&saved));
     assert_eq!(fs::read(b.p("notes.txt")).unwrap(), b"small file\n");
     // status (asked of the mount's daemon) and statfs answer for a bucket.
     let mut with_pass = s3.env();
@@ -386,7 +397,7 @@ fn a_bucket_mounts_read_only_through_a_bounded_cache_with_or_without_its_indexes
         t.delete(name).unwrap();
     }
     let (mut old, _) = serve("no-index");
-    assert_eq!(versions(&old, "model.bin"), saved);
+    assert_eq!(versions(&old, "model.bin"), common::digests(&saved));
     old.unmount();
 }
 
@@ -541,7 +552,7 @@ fn two_replicas_a_directory_and_a_bucket_each_keep_their_own_state_and_both_reco
     fs::write(&pack, &bytes).unwrap();
     fs::remove_file(nas.join("packs").join(pack.file_name().unwrap())).unwrap();
     m.start_env(&[], &envs);
-    assert_eq!(versions(&m, "model.bin"), saved);
+    assert_eq!(versions(&m, "model.bin"), common::digests(&saved));
     assert!(
         m.log_text().contains(&format!("healed from replica {url}")),
         "{}",
@@ -552,9 +563,9 @@ fn two_replicas_a_directory_and_a_bucket_each_keep_their_own_state_and_both_reco
 
     // Each replica alone recovers every version.
     let from_nas = recover_and_mount(&s3, nas.to_str().unwrap(), &m, "from-nas");
-    assert_eq!(versions(&from_nas, "model.bin"), saved);
+    assert_eq!(versions(&from_nas, "model.bin"), common::digests(&saved));
     let from_bucket = recover_and_mount(&s3, url, &m, "from-bucket");
-    assert_eq!(versions(&from_bucket, "model.bin"), saved);
+    assert_eq!(versions(&from_bucket, "model.bin"), common::digests(&saved));
 }
 
 #[test]
@@ -603,7 +614,10 @@ fn a_burst_of_503s_or_a_full_quota_delays_the_replica_and_loses_nothing() {
     // The mount goes on meanwhile: writes and reads never wait for S3.
     saved.push(rng.bytes(1 << 20));
     save(&m.p("model.bin"), &saved[2]);
-    assert_eq!(fs::read(m.p("model.bin")).unwrap(), saved[2]);
+    assert_eq!(
+        common::digest(&fs::read(m.p("model.bin")).unwrap()),
+        common::digest(&saved[2])
+    );
     assert!(
         replica(&m)["lag_commits"].as_u64() > Some(0),
         "{}",
@@ -631,13 +645,16 @@ fn a_burst_of_503s_or_a_full_quota_delays_the_replica_and_loses_nothing() {
         },
     );
     assert!(proxy.refused() > refused);
-    assert_eq!(fs::read(m.p("model.bin")).unwrap(), saved[3]);
+    assert_eq!(
+        common::digest(&fs::read(m.p("model.bin")).unwrap()),
+        common::digest(&saved[3])
+    );
     proxy.quota_full(false);
     caught_up(&m, Duration::from_secs(120));
     m.unmount();
 
     let mut back = recover_and_mount(&s3, url, &m, "recovered");
-    assert_eq!(versions(&back, "model.bin"), saved);
+    assert_eq!(versions(&back, "model.bin"), common::digests(&saved));
     back.unmount();
     let (ok, out) = rv(
         &s3.env(),

@@ -131,6 +131,8 @@ enum Handle {
     File {
         ino: Ino,
         state: Arc<RwLock<FileState>>,
+        /// The thread that opened it (0: not known).
+        opener: u32,
     },
     Dir {
         ino: Ino,
@@ -187,6 +189,19 @@ const TREE_CACHE: usize = 128;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether threads `a` and `b` are of one process (0: not known, taken
+/// as the same; so is a thread that is gone: the closer then holds the
+/// last copies of a descriptor whose opener has exited).
+fn same_process(a: u32, b: u32) -> bool {
+    if a == 0 || b == 0 || a == b {
+        return true;
+    }
+    match (crate::sys::tgid(a), crate::sys::tgid(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    }
 }
 
 /// The attributes the FUSE layer reports for an inode.
@@ -468,6 +483,12 @@ impl Engine {
     /// Opens a regular file (emptying it with `truncate`, as O_TRUNC);
     /// returns a handle number.
     pub fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<u64> {
+        self.open_by(ino, write, truncate, 0)
+    }
+
+    /// `open` by thread `tid` (the FUSE request's pid; 0: not known), so
+    /// that a close by another process can be told apart (`flush_by`).
+    pub fn open_by(&self, ino: Ino, write: bool, truncate: bool, tid: u32) -> Result<u64> {
         if Space::of(ino) == Space::History {
             return self.snap_open(ino, write || truncate);
         }
@@ -497,6 +518,7 @@ impl Engine {
         let fh = self.new_handle(Handle::File {
             ino,
             state: state.clone(),
+            opener: tid,
         });
         if truncate {
             state
@@ -515,7 +537,7 @@ impl Engine {
 
     fn handle_file(&self, fh: u64) -> Result<(Ino, Arc<RwLock<FileState>>)> {
         match lock(&self.handles).get(&fh) {
-            Some(Handle::File { ino, state }) => Ok((*ino, state.clone())),
+            Some(Handle::File { ino, state, .. }) => Ok((*ino, state.clone())),
             _ => Err(Error::Invalid),
         }
     }
@@ -560,6 +582,25 @@ impl Engine {
 
     /// Called at every close(2): records a version if the file changed.
     pub fn flush(&self, fh: u64) -> Result<()> {
+        self.flush_by(fh, 0)
+    }
+
+    /// `flush` of a close by thread `tid` (0: not known). A close by
+    /// another process than the opener's is not a save: a process that
+    /// forks while it writes a file (a sibling thread starting a program;
+    /// a data loader's workers) hands the child a copy of the descriptor,
+    /// and the child's exec closes it, which flushes, mid-write. Recording
+    /// then would put a half-written file in history as a version. The
+    /// writer's own close, or the last close of all, records it.
+    pub fn flush_by(&self, fh: u64, tid: u32) -> Result<()> {
+        let opener = match lock(&self.handles).get(&fh) {
+            Some(Handle::File { opener, .. }) => *opener,
+            _ => 0,
+        };
+        if !same_process(opener, tid) {
+            tracing::debug!("close of handle {fh} by {tid}, not its opener {opener}'s process");
+            return Ok(());
+        }
         let (ino, f) = self.handle_file(fh)?;
         if Space::of(ino) == Space::History {
             return Ok(());
@@ -571,7 +612,7 @@ impl Engine {
     pub fn release(&self, fh: u64) -> Result<()> {
         self.readahead.forget(fh);
         let h = lock(&self.handles).remove(&fh);
-        let Some(Handle::File { ino, state: f }) = h else {
+        let Some(Handle::File { ino, state: f, .. }) = h else {
             return Ok(());
         };
         if Space::of(ino) == Space::History {

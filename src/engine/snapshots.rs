@@ -425,6 +425,7 @@ impl Engine {
         Ok(self.new_handle(Handle::File {
             ino,
             state: Arc::new(RwLock::new(state)),
+            opener: 0,
         }))
     }
 

@@ -318,10 +318,10 @@ impl Filesystem for RevFs {
         );
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let trunc = flags.0 & libc::O_TRUNC != 0;
-        match self.engine.open(Ino(ino.0), write, trunc) {
+        match self.engine.open_by(Ino(ino.0), write, trunc, req.pid()) {
             Ok(fh) => reply.opened(FileHandle(fh), KEEP_CACHE),
             Err(e) => reply.error(errno(e)),
         }
@@ -364,13 +364,13 @@ impl Filesystem for RevFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.engine.flush(fh.0));
+        empty(reply, self.engine.flush_by(fh.0, req.pid()));
     }
 
     fn release(
@@ -565,7 +565,7 @@ impl Filesystem for RevFs {
             )
             .and_then(|a| {
                 let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-                Ok((self.engine.open(a.ino, write, false)?, a))
+                Ok((self.engine.open_by(a.ino, write, false, req.pid())?, a))
             });
         match r {
             Ok((fh, a)) => {

@@ -267,6 +267,15 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the daemon said is the first thing a failed CI run needs.
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of {} ---", self.log.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("umount").arg(&self.mnt).status();
             let start = Instant::now();
@@ -283,6 +292,19 @@ impl Drop for Mount {
             let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         }
     }
+}
+
+/// A byte string as an assertion shows it: its length and a hash (a
+/// failed `assert_eq!` of two 40 MiB checkpoints prints 40 MiB).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Digest(pub usize, pub String);
+
+pub fn digest(b: &[u8]) -> Digest {
+    Digest(b.len(), blake3::hash(b).to_hex()[..16].to_string())
+}
+
+pub fn digests(v: &[Vec<u8>]) -> Vec<Digest> {
+    v.iter().map(|b| digest(b)).collect()
 }
 
 /// The raw errno of an io::Error.
@@ -331,7 +353,6 @@ impl Rng {
     }
 }
 
-/// `revfs verify STORE` passes and says clean.
 /// Flips one bit of the byte in the middle of the largest pack of `store`.
 pub fn flip_in_largest_pack(store: &Path) {
     let pack = std::fs::read_dir(store.join("packs"))
@@ -345,6 +366,7 @@ pub fn flip_in_largest_pack(store: &Path) {
     std::fs::write(&pack, &b).unwrap();
 }
 
+/// `revfs verify STORE` passes and says clean.
 pub fn verify_clean(store: &Path) {
     let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
     assert!(ok && out.contains("clean"), "verify: {out}");
