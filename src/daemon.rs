@@ -333,7 +333,8 @@ pub fn run(
     if let Some(schedule) = opts.verify
         && !engine.read_only()
     {
-        crate::scrub::spawn(&engine, schedule)?;
+        let targets = repo.replicas.iter().map(|(_, t)| t.clone()).collect();
+        crate::scrub::spawn(&engine, schedule, targets)?;
     }
     let mut replicators = Vec::new();
     if !engine.read_only() {

@@ -114,21 +114,19 @@ pub fn verify(
         let crypto = engine.store.crypto();
         for (no, objects) in replica::remote::pack_objects(t)? {
             for o in &objects {
-                let path = Path::new(&o.name);
-                replica::remote::scan_object(t, o, |h, offset, rec| {
-                    let e = IndexEntry::of_record(no, offset, &h);
-                    side.objects_checked += 1;
-                    match check_record_alone(crypto, rec, path, &h.id, &e) {
-                        Ok(_) => {
-                            replica_index.insert(h.id, (no, offset));
-                        }
-                        Err(err) => {
-                            side.corrupt.push(format!("{} in {}: {err}", h.id, o.name));
-                            bad_replica.push((o.name.clone(), h.id, e));
-                        }
-                    }
-                    Ok(())
-                })?;
+                let c = check_replica_object(crypto, t, no, o, |_| {})?;
+                side.objects_checked += (c.good.len() + c.bad.len()) as u64;
+                replica_index.extend(c.good.into_iter().map(|(id, at)| (id, (no, at))));
+                for (id, e, err) in c.bad {
+                    side.corrupt.push(format!("{id} in {}: {err}", o.name));
+                    bad_replica.push((o.name.clone(), id, e));
+                }
+                if let Some(at) = c.short_at {
+                    side.corrupt.push(format!(
+                        "{}: a damaged record header at offset {at}; the records after it are unchecked",
+                        o.name
+                    ));
+                }
             }
         }
         if let Some((_, head)) = replica::read_head(t, crypto)? {
@@ -191,10 +189,14 @@ pub fn verify(
         stats
             .verify_last_ok
             .store(now, std::sync::atomic::Ordering::Relaxed);
-        if !engine.read_only() {
-            let mut b = crate::catalog::db::Batch::default();
-            b.put_counter(crate::scrub::LAST_OK, now);
-            engine.db.apply(b)?;
+        // Kept in the catalog, also by an offline `verify` of a store opened
+        // read-only (only its data is never written), so that status and
+        // the metrics of the next mount show it.
+        let mut b = crate::catalog::db::Batch::default();
+        b.put_counter(crate::scrub::LAST_OK, now);
+        engine.db.apply(b)?;
+        if engine.read_only() {
+            engine.db.flush()?;
         }
     }
     Ok(report)
@@ -204,7 +206,51 @@ pub fn verify(
 /// corrected copy of each affected pack object (replaced whole: a
 /// directory's temp, fsync, rename; one PUT in a bucket). Parts are left
 /// to the replicator, which ships the sealed pack in their place.
-fn repair_replica(
+/// What one pack object of a replica holds, every record hash-checked.
+pub struct ObjectCheck {
+    /// Intact records: id and payload offset in the pack.
+    pub good: Vec<(ObjectId, u64)>,
+    /// Damaged ones, with what is wrong.
+    pub bad: Vec<(ObjectId, IndexEntry, String)>,
+    /// A whole pack whose scan a damaged record header ended early: where.
+    pub short_at: Option<u64>,
+}
+
+/// Reads and hash-checks every record of object `o` of pack `no` at `t`;
+/// `read(n)` is told of each record's `n` bytes as it goes (for a pace).
+pub fn check_replica_object(
+    crypto: &crate::crypto::Crypto,
+    t: &dyn replica::target::Target,
+    no: PackNo,
+    o: &replica::remote::Object,
+    mut read: impl FnMut(u64),
+) -> Result<ObjectCheck> {
+    let mut c = ObjectCheck {
+        good: Vec::new(),
+        bad: Vec::new(),
+        short_at: None,
+    };
+    let path = Path::new(&o.name);
+    let end = replica::remote::scan_object(t, o, |h, offset, rec| {
+        read(rec.len() as u64);
+        let e = IndexEntry::of_record(no, offset, &h);
+        match check_record_alone(crypto, rec, path, &h.id, &e) {
+            Ok(_) => c.good.push((h.id, offset)),
+            Err(err) => c.bad.push((h.id, e, err.to_string())),
+        }
+        Ok(())
+    })?;
+    // A part of an open pack may end anywhere; a whole pack ends at a record.
+    if end < o.end && o.name.ends_with(".pack") {
+        c.short_at = Some(end);
+    }
+    Ok(c)
+}
+
+/// Rewrites the damaged records `bad` of replica pack objects from the
+/// primary's copies (each object replaced whole: temp and rename, or one
+/// PUT); returns how many it fixed.
+pub(crate) fn repair_replica(
     engine: &Engine,
     t: &dyn replica::target::Target,
     bad: &[(String, ObjectId, IndexEntry)],

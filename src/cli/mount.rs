@@ -69,6 +69,10 @@ pub struct MountArgs {
     /// ...at most this many bytes a second (default 16M).
     #[arg(long, value_parser = parse_size, requires = "verify_every")]
     pub verify_rate: Option<u64>,
+    /// ...and every pack of each replica each pass (by default an eighth
+    /// of them, a different eighth each pass).
+    #[arg(long, requires = "verify_every")]
+    pub verify_replica_full: bool,
     /// The command line as given (after the fstab form's translation).
     #[arg(skip)]
     pub argv: Vec<String>,
@@ -95,6 +99,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         metrics_addr,
         verify_every,
         verify_rate,
+        verify_replica_full,
         argv,
     } = args;
     let s3 = revfs::replica::target::is_s3(&store.to_string_lossy());
@@ -149,6 +154,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         verify: verify_every.map(|every| revfs::scrub::Schedule {
             every,
             rate: verify_rate.unwrap_or(revfs::scrub::DEFAULT_RATE),
+            replica_full: verify_replica_full,
         }),
         ..MountOptions::default()
     };

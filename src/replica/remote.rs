@@ -104,12 +104,13 @@ pub fn pack_objects(t: &dyn Target) -> Result<Vec<(PackNo, Vec<Object>)>> {
 
 /// Every well-formed record of object `o`, in order, read in windows of
 /// `WINDOW` bytes: `f(header, payload offset in the pack, header and
-/// payload)`. Stops at the object's end or a torn or damaged header.
+/// payload)`. Stops at the object's end or a torn or damaged header;
+/// returns the pack offset where it stopped (`o.end` when it read all).
 pub fn scan_object(
     t: &dyn Target,
     o: &Object,
     mut f: impl FnMut(RecordHeader, u64, &[u8]) -> Result<()>,
-) -> Result<()> {
+) -> Result<u64> {
     const WINDOW: u64 = 8 << 20;
     let (mut buf, mut buf_at) = (Vec::new(), o.start);
     let mut bytes = |at: u64, len: usize| -> Result<Vec<u8>> {
@@ -139,7 +140,7 @@ pub fn scan_object(
         f(h, at + RECORD_HEADER_LEN as u64, &rec)?;
         at += len as u64;
     }
-    Ok(())
+    Ok(at)
 }
 
 /// The packs of a replica at a target, read through a block cache.
