@@ -4,7 +4,9 @@
 
 use crate::ids::ObjectId;
 use lru::LruCache;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// What the cache holds when not told otherwise: 1/32 of the machine's
 /// memory, between 32 MiB and 256 MiB.
@@ -69,9 +71,90 @@ impl Cache {
     }
 }
 
+/// Objects being loaded now: a second reader of one waits for the first
+/// instead of reading and decoding it again (a reader that catches up
+/// with readahead asks for the chunk a worker is loading; a chunk of an
+/// old version may be a chain of deltas, several times a chunk's work).
+#[derive(Default)]
+pub struct InFlight {
+    loading: Mutex<HashMap<ObjectId, Arc<Flight>>>,
+}
+
+#[derive(Default)]
+struct Flight {
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+/// How long a reader waits for another's load before it loads itself.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The loader's turn: ends the flight (and wakes the waiters) when dropped.
+pub struct Loading<'a> {
+    of: &'a InFlight,
+    id: ObjectId,
+    flight: Arc<Flight>,
+}
+
+impl InFlight {
+    /// Some: the caller loads `id` (and puts it in the cache before the
+    /// guard drops). None: another thread was loading it and is done (or
+    /// took too long): look in the cache, and load it there is nothing.
+    pub fn begin(&self, id: &ObjectId) -> Option<Loading<'_>> {
+        let other = {
+            let mut m = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+            match m.get(id) {
+                Some(f) => f.clone(),
+                None => {
+                    let flight = Arc::new(Flight::default());
+                    m.insert(*id, flight.clone());
+                    return Some(Loading {
+                        of: self,
+                        id: *id,
+                        flight,
+                    });
+                }
+            }
+        };
+        let done = other.done.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = other.cv.wait_timeout_while(done, WAIT, |d| !*d);
+        None
+    }
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        self.of
+            .loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        *self.flight.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.flight.cv.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_loader_of_an_object_waits_for_the_first() {
+        let f = Arc::new(InFlight::default());
+        let id = ObjectId([7; 32]);
+        let first = f.begin(&id).expect("the first loads");
+        let f2 = f.clone();
+        let waiter = std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            (f2.begin(&id).is_none(), t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        drop(first);
+        let (waited, took) = waiter.join().unwrap();
+        assert!(waited && took >= Duration::from_millis(150), "{took:?}");
+        // Done: the next one loads again.
+        assert!(f.begin(&id).is_some());
+    }
 
     #[test]
     fn it_holds_at_most_its_bytes_newest_first() {

@@ -52,6 +52,8 @@ pub struct ObjectStore {
     readers: Mutex<HashMap<PackNo, Arc<PackReader>>>,
     /// Decoded objects (`cache`), bounded by bytes.
     cache: Mutex<cache::Cache>,
+    /// Chunks being loaded (each loaded once when readers meet).
+    loading: cache::InFlight,
     /// The bases of delta records read so far, with the record's entry.
     bases: Mutex<LruCache<ObjectId, (IndexEntry, Vec<ObjectId>)>>,
     poison: Mutex<Option<String>>,
@@ -143,6 +145,7 @@ impl ObjectStore {
             rewritten: Mutex::new(Default::default()),
             readers: Mutex::new(HashMap::new()),
             cache: Mutex::new(cache::Cache::new(cache::default_bytes())),
+            loading: cache::InFlight::default(),
             bases: Mutex::new(LruCache::new(
                 NonZeroUsize::new(BASES_ENTRIES).expect("non-zero"),
             )),
@@ -502,6 +505,19 @@ impl ObjectStore {
         if let Some(v) = lock(&self.cache).get(id) {
             return Ok(v.clone());
         }
+        // One load of a chunk asked for by two readers at once (the bases
+        // below it are its loader's: no waiting on a chain, so no cycle).
+        let _loading = if depth == 0 {
+            let turn = self.loading.begin(id);
+            if turn.is_none()
+                && let Some(v) = lock(&self.cache).get(id)
+            {
+                return Ok(v.clone());
+            }
+            turn
+        } else {
+            None
+        };
         if depth > MAX_DELTA_DEPTH {
             return Err(Error::corrupt(
                 format!("chunk {id}"),
