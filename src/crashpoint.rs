@@ -10,6 +10,7 @@
 //! `recover:pack-copied`, `recover:packs-copied`, `recover:catalog-built`,
 //! `recover:config-written`; in prune: `prune:dropped`, `prune:index-swept`,
 //! `prune:packs-deleted`, `prune:repack-copied`, `prune:repack-switched`,
+//! `prune:rebase-copied` (deltas rebased off base-only chunks, not switched),
 //! and `recode:encoded` (a chunk recoded cold, not yet appended).
 
 use std::sync::OnceLock;

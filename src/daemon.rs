@@ -249,11 +249,12 @@ fn prune_round(
                 .then(|| std::time::Instant::now() + FRUITLESS_WAIT);
             if r.commits_dropped + r.packs_deleted + r.packs_repacked > 0 {
                 tracing::info!(
-                    "prune: dropped {} commits, freed {} bytes ({} packs deleted, {} repacked) in {:.2} s",
+                    "prune: dropped {} commits, freed {} bytes ({} packs deleted, {} repacked, {} deltas rebased) in {:.2} s",
                     r.commits_dropped,
                     r.bytes_freed,
                     r.packs_deleted,
                     r.packs_repacked,
+                    r.deltas_rebased,
                     r.seconds
                 );
             }

@@ -56,6 +56,10 @@ pub struct Reach<'a> {
     /// Stored bytes (record headers included) of the objects marked, when
     /// counting.
     bytes: Option<u64>,
+    /// Chunks marked only as the bases of deltas, never from content.
+    base_only: IdSet,
+    /// The bases of every delta chunk marked.
+    delta_bases: HashMap<ObjectId, Vec<ObjectId>>,
 }
 
 impl<'a> Reach<'a> {
@@ -66,6 +70,30 @@ impl<'a> Reach<'a> {
             missing,
             unreadable: Vec::new(),
             bytes: None,
+            base_only: IdSet::default(),
+            delta_bases: HashMap::new(),
+        }
+    }
+
+    /// Chunks marked only as the bases of deltas: every version that held
+    /// them is gone (thinning dropped the versions between kept ones).
+    pub fn base_only(&self) -> &IdSet {
+        &self.base_only
+    }
+
+    /// The bases of every delta chunk marked.
+    pub fn delta_bases(&self) -> &HashMap<ObjectId, Vec<ObjectId>> {
+        &self.delta_bases
+    }
+
+    /// Unmarks base-only chunks that no marked delta needs any more (its
+    /// deltas were rebased).
+    pub fn release(&mut self, ids: &[ObjectId]) {
+        for id in ids {
+            if self.base_only.remove(id) {
+                self.seen.remove(id);
+                self.delta_bases.remove(id);
+            }
         }
     }
 
@@ -117,10 +145,15 @@ impl<'a> Reach<'a> {
     /// Marks chunk `id` and, when it is stored as a delta, the chunks its
     /// bytes are rebuilt from (a kept chunk keeps its bases).
     fn chunk(&mut self, id: ObjectId) -> Result<bool> {
-        let mut stack = vec![id];
-        while let Some(id) = stack.pop() {
+        // Reached from content: kept for itself (again).
+        self.base_only.remove(&id);
+        let mut stack = vec![(id, false)];
+        while let Some((id, as_base)) = stack.pop() {
             if !self.seen.insert(id) {
                 continue;
+            }
+            if as_base {
+                self.base_only.insert(id);
             }
             // One lookup for the count and the codec.
             let Some(e) = self.store.locate(&id)? else {
@@ -130,7 +163,11 @@ impl<'a> Reach<'a> {
                 *b += e.stored_len as u64 + RECORD_HEADER_LEN as u64;
             }
             match self.store.bases(&id, &e) {
-                Ok(b) => stack.extend(b),
+                Ok(b) if b.is_empty() => {}
+                Ok(b) => {
+                    stack.extend(b.iter().map(|b| (*b, true)));
+                    self.delta_bases.insert(id, b);
+                }
                 Err(err) => self.failed(id, err)?,
             }
         }

@@ -229,6 +229,9 @@ fn a_kept_delta_keeps_its_bases_when_their_versions_are_dropped() {
     save(&m, "model.safetensors", &other);
     let r = prune_json(&m.mnt, &["--keep-last", "1"]);
     assert!(r["commits_dropped"].as_u64().unwrap() >= 3, "{r}");
+    // Its bases' chain ends at a whole chunk that goes too: it is stored
+    // whole, and the chain is freed.
+    assert!(r["deltas_rebased"].as_u64().unwrap() >= 1, "{r}");
     assert!(
         fs::read(m.p(".snapshots/first/model.safetensors")).unwrap() == vs[0],
         "the named snapshot's version"
@@ -239,6 +242,118 @@ fn a_kept_delta_keeps_its_bases_when_their_versions_are_dropped() {
     assert!(fs::read(m.p(".snapshots/first/model.safetensors")).unwrap() == vs[0]);
     assert!(fs::read(m.p("model.safetensors")).unwrap() == other);
     m.unmount();
+}
+
+/// Seven versions, made deltas, with step 2 kept by a named snapshot
+/// ("step2"): a delta of step 3, of 4, of 5, of the head.
+fn history_with_step2_named(m: &Mount) -> Vec<Vec<u8>> {
+    let vs = versions(7);
+    write_history(m, &vs[..3]);
+    let (ok, out) = revfs(&[
+        "snapshot".as_ref(),
+        "create".as_ref(),
+        m.mnt.as_os_str(),
+        "step2".as_ref(),
+    ]);
+    assert!(ok, "{out}");
+    write_history(m, &vs[3..]);
+    let r = prune_json(&m.mnt, &["--recompress"]);
+    assert!(r["deltas_written"].as_u64().unwrap() >= 20, "{r}");
+    vs
+}
+
+/// After `--keep-last 1` on that history: steps 3 to 5 are gone, step 2
+/// reads back exactly, and the store holds the head whole (zstd: ~0.8 of
+/// raw) and step 2 as a delta of it four steps apart (~0.35 here): step 2
+/// whole (re-keyed) would take 1.54 of raw, the versions between kept as
+/// its bases more.
+fn step2_rebased(m: &Mount, vs: &[Vec<u8>], why: &str) {
+    let raw = vs[6].len() as u64;
+    let after = packs_bytes(&m.store);
+    assert!(
+        fs::read(m.p(".snapshots/step2/model.safetensors")).unwrap() == vs[2],
+        "{why}: the named snapshot's version"
+    );
+    assert!(
+        fs::read(m.p("model.safetensors")).unwrap() == vs[6],
+        "{why}"
+    );
+    assert!(
+        after * 100 < raw * 130,
+        "{why}: stored {after} for {raw} raw"
+    );
+}
+
+#[test]
+fn thinning_rebases_a_kept_delta_onto_the_next_kept_version_and_frees_the_versions_between() {
+    let Some(mut m) = Mount::new(&[]) else {
+        return;
+    };
+    let vs = history_with_step2_named(&m);
+    let r = prune_json(&m.mnt, &["--keep-last", "1"]);
+    assert!(r["commits_dropped"].as_u64().unwrap() >= 5, "{r}");
+    assert!(r["deltas_rebased"].as_u64().unwrap() >= 5, "{r}");
+    step2_rebased(&m, &vs, "rebased");
+    // Nothing is left to rebase.
+    let again = prune_json(&m.mnt, &["--keep-last", "1"]);
+    assert_eq!(again["deltas_rebased"], 0, "{again}");
+    m.unmount();
+    verify_clean(&m.store);
+    m.start(&[]);
+    step2_rebased(&m, &vs, "after a remount");
+    m.unmount();
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_rebasing_prune_loses_nothing() {
+    let Some(mut base) = Mount::new(&[]) else {
+        return;
+    };
+    let vs = history_with_step2_named(&base);
+    base.unmount();
+    for point in [
+        "prune:dropped",
+        "prune:rebase-copied",
+        "prune:index-swept",
+        "prune:packs-deleted",
+        "prune:repack-copied",
+        "prune:repack-switched",
+    ] {
+        let store = base
+            .tmp
+            .path()
+            .join(format!("at-{}", point.replace(':', "-")));
+        assert!(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&base.store)
+                .arg(&store)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = Command::new(common::BIN)
+            .args(["prune", "--keep-last", "1"])
+            .arg(&store)
+            .env("REVFS_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(point),
+            "{point}: the prune did not stop there: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        verify_clean(&store);
+        // The next prune finishes the job.
+        prune_json(&store, &["--keep-last", "1"]);
+        verify_clean(&store);
+        let mnt = base.tmp.path().join("mnt2");
+        fs::create_dir_all(&mnt).unwrap();
+        let mut m = Mount::attach(store.clone(), mnt, base.tmp.path().join("log2"));
+        m.start(&[]);
+        step2_rebased(&m, &vs, point);
+        m.unmount();
+    }
 }
 
 #[test]

@@ -86,6 +86,10 @@ pub struct PruneReport {
     /// Chunk records this round wrote as deltas of newer bytes.
     #[serde(default)]
     pub deltas_written: u64,
+    /// Deltas rewritten onto other bases (or whole) so that chunks no kept
+    /// version holds could go.
+    #[serde(default)]
+    pub deltas_rebased: u64,
 }
 
 /// How to prune.
@@ -242,6 +246,11 @@ fn run(
             .saturating_sub(report.bytes_freed);
         return Ok(());
     }
+    // Chunks only deltas still name: those deltas move to other bases
+    // first (written and switched before the sweep drops anything).
+    let mut pace = crate::sys::Pace::new(opts.recode_rate.unwrap_or(u64::MAX));
+    let rebased = super::rebase::rebase(engine, &reach, &mut pace)?;
+    report.deltas_rebased = rebased.ids.len() as u64;
     let in_memory = engine.memory_refs();
     let (uses, garbage) = engine.paused(|paused| {
         // Commits made since the decision, and the live inodes again
@@ -269,6 +278,7 @@ fn run(
                 reach.object(id, e.kind)?;
             }
         }
+        super::rebase::release(&mut reach, &rebased);
         account(engine, &reach, first_new, &plan)
     })?;
     report.objects_marked = reach.len() as u64;
@@ -746,6 +756,7 @@ fn sweep(
         let recode = crate::store::Recode {
             pace: &mut pace,
             deltas: round.plan,
+            rewrite: false,
         };
         match repack_one(
             engine,

@@ -68,6 +68,57 @@ pub fn encode(
     Ok(out)
 }
 
+/// `segments` rebuilt on the bases of `via` instead of on `via`: each
+/// segment on `via` is replaced by the parts of `via`'s own segments
+/// (`of_via`, which cover `via` exactly) under its range. XOR is
+/// associative, so encoding the same bytes against the result stores what
+/// `via` added in the residual, and `via` is needed no more. Neighbouring
+/// segments that continue each other are merged. None when `of_via` does
+/// not cover the range, or the result has too many segments.
+pub fn compose(segments: &[Segment], via: &ObjectId, of_via: &[Segment]) -> Option<Vec<Segment>> {
+    let mut out: Vec<Segment> = Vec::new();
+    let mut push = |s: Segment| match out.last_mut() {
+        Some(l)
+            if l.base == s.base
+                && (s.base == NO_BASE || l.start.checked_add(l.len) == Some(s.start)) =>
+        {
+            l.len += s.len;
+        }
+        _ => out.push(s),
+    };
+    for s in segments {
+        if s.base != *via {
+            push(*s);
+            continue;
+        }
+        let (lo, hi) = (s.start as u64, s.start as u64 + s.len as u64);
+        let (mut at, mut covered) = (0u64, 0u64);
+        for v in of_via {
+            let (vlo, vhi) = (at, at + v.len as u64);
+            at = vhi;
+            let (a, b) = (vlo.max(lo), vhi.min(hi));
+            if a >= b {
+                continue;
+            }
+            covered += b - a;
+            let start = if v.base == NO_BASE {
+                0
+            } else {
+                v.start + (a - vlo) as u32
+            };
+            push(Segment {
+                base: v.base,
+                start,
+                len: (b - a) as u32,
+            });
+        }
+        if covered != hi - lo {
+            return None;
+        }
+    }
+    (out.len() <= MAX_SEGMENTS).then_some(out)
+}
+
 /// Takes a payload apart, checking it on its own (not its bases).
 pub fn parse(payload: &[u8]) -> Result<Parsed<'_>> {
     if payload.len() < CHECK_LEN + 2 {
@@ -204,6 +255,70 @@ fn xor(dst: &mut [u8], src: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delta_composed_through_its_base_rebuilds_the_same_bytes_without_it() {
+        let id = |b: u8| ObjectId([b; 32]);
+        let c: Vec<u8> = (0..100u32).map(|i| (i * 7) as u8).collect();
+        // b: its first 60 bytes on c from 10, the rest its own.
+        let b_segs = [
+            Segment {
+                base: id(3),
+                start: 10,
+                len: 60,
+            },
+            Segment {
+                base: NO_BASE,
+                start: 0,
+                len: 40,
+            },
+        ];
+        let mut b: Vec<u8> = (0..100u32).map(|i| (i * 13 + 1) as u8).collect();
+        xor_segments(&mut b, &b_segs, |_| Ok(std::sync::Arc::new(c.clone()))).unwrap();
+        // d: 50 bytes on b from 30 (across b's two segments), 20 its own.
+        let d_segs = [
+            Segment {
+                base: id(2),
+                start: 30,
+                len: 50,
+            },
+            Segment {
+                base: NO_BASE,
+                start: 0,
+                len: 20,
+            },
+        ];
+        let d: Vec<u8> = (0..70u32).map(|i| (i * 5 + 3) as u8).collect();
+        let bases = |x: &ObjectId| {
+            Ok(std::sync::Arc::new(if *x == id(2) {
+                b.clone()
+            } else {
+                c.clone()
+            }))
+        };
+        let composed = compose(&d_segs, &id(2), &b_segs).unwrap();
+        assert_eq!(
+            composed,
+            vec![
+                Segment {
+                    base: id(3),
+                    start: 40,
+                    len: 30
+                },
+                Segment {
+                    base: NO_BASE,
+                    start: 0,
+                    len: 40
+                },
+            ]
+        );
+        assert!(composed.iter().all(|s| s.base != id(2)));
+        let payload = encode(&d, &composed, bases).unwrap();
+        let rebuilt = parse(&payload).unwrap().rebuild(d.len(), bases).unwrap();
+        assert_eq!(rebuilt, d);
+        // A range the base's segments do not cover: no composition.
+        assert!(compose(&d_segs, &id(2), &b_segs[..1]).is_none());
+    }
     use crate::ids::ObjectKind;
     use std::sync::Arc;
 

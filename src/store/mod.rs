@@ -802,12 +802,15 @@ fn seal_record(
 pub struct Recode<'a> {
     pub pace: &'a mut crate::sys::Pace,
     pub deltas: &'a HashMap<ObjectId, Vec<delta::Segment>>,
+    /// Every chunk gets a new record, never a copy of its old one (a
+    /// rebase: the old records name bases that go).
+    pub rewrite: bool,
 }
 
 impl Recode<'_> {
     /// The new record of chunk `id` (bytes `raw`, now at `e`), or None to
     /// copy it as it is: a delta when one is planned and comes out at most
-    /// 9/10 of the cold record; else cold, when it is hot.
+    /// 9/10 of the cold record; else cold, when it is hot or rewritten.
     fn encode(
         &mut self,
         store: &ObjectStore,
@@ -818,10 +821,10 @@ impl Recode<'_> {
         let crypto = store.db.crypto();
         let hot = codec::is_hot(e.codec & !CODEC_SEALED);
         let planned = self.deltas.get(id);
-        if hot || planned.is_some() {
+        if hot || planned.is_some() || self.rewrite {
             self.pace.took(raw.len() as u64);
         }
-        let cold = if hot {
+        let cold = if hot || self.rewrite {
             Some(encode_record(crypto, e.kind, *id, raw, true)?)
         } else {
             None
