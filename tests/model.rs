@@ -58,6 +58,15 @@ enum Op {
         p: String,
         mode: u32,
     },
+    /// fallocate PUNCH_HOLE|KEEP_SIZE, or ZERO_RANGE (with KEEP_SIZE when
+    /// `keep`).
+    Hole {
+        f: String,
+        off: u64,
+        len: u64,
+        zero: bool,
+        keep: bool,
+    },
     Remount,
 }
 
@@ -68,7 +77,7 @@ fn generate(seed: u64, steps: usize) -> Vec<Op> {
     let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let path = |r: &mut Rng| format!("{}{}", r.pick(DIRS), r.pick(NAMES));
     (0..steps)
-        .map(|i| match r.next() % 22 {
+        .map(|i| match r.next() % 24 {
             0..=4 => Op::Write {
                 f: path(&mut r),
                 off: r.next() % 300_000,
@@ -102,6 +111,13 @@ fn generate(seed: u64, steps: usize) -> Vec<Op> {
             18..=19 => Op::Chmod {
                 p: path(&mut r),
                 mode: [0o600, 0o644, 0o755, 0o700][(r.next() % 4) as usize],
+            },
+            20..=21 => Op::Hole {
+                f: path(&mut r),
+                off: r.next() % 300_000,
+                len: 1 + r.next() % 200_000,
+                zero: r.next() % 2 == 0,
+                keep: r.next() % 2 == 0,
             },
             _ if i % 50 == 49 => Op::Remount,
             _ => Op::Write {
@@ -159,6 +175,26 @@ fn apply(root: &Path, op: &Op) -> Result<(), i32> {
                 )),
             }
         }
+        Op::Hole {
+            f,
+            off,
+            len,
+            zero,
+            keep,
+        } => e((|| {
+            let file = OpenOptions::new().write(true).open(p(f))?;
+            let mode = match (zero, keep) {
+                (false, _) => libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                (true, true) => libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                (true, false) => libc::FALLOC_FL_ZERO_RANGE,
+            };
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+            // SAFETY: a valid fd and plain integers.
+            match unsafe { libc::fallocate(fd, mode, *off as i64, *len as i64) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        })()),
         Op::Remount => Ok(()),
     }
 }

@@ -119,21 +119,93 @@ fn fallocate_and_sparse_files_over_4gib() {
     let rc = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, 65536) };
     assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
     assert_eq!(f.metadata().unwrap().len(), 65536);
-    // Unsupported modes are refused with EOPNOTSUPP, not a crash.
-    // SAFETY: as above.
+}
+
+fn fallocate(f: &File, mode: i32, off: u64, len: u64) -> Result<(), i32> {
+    // SAFETY: a valid fd and plain integers.
     let rc = unsafe {
         libc::fallocate(
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            0,
-            4096,
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            mode,
+            off as i64,
+            len as i64,
         )
     };
-    assert_eq!(rc, -1);
-    assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::EOPNOTSUPP)
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+#[test]
+fn punched_and_zeroed_ranges_read_as_zeros_and_are_stored_as_holes() {
+    use libc::{
+        FALLOC_FL_KEEP_SIZE as KEEP, FALLOC_FL_PUNCH_HOLE as PUNCH, FALLOC_FL_ZERO_RANGE as ZERO,
+    };
+    let Some(mut m) = Mount::new(&[]) else { return };
+    let mut want = bytes(5, 8 << 20);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.p("db"))
+        .unwrap();
+    f.write_all(&want).unwrap();
+    f.sync_all().unwrap();
+    let stored = common::packs_bytes(&m.store);
+    let blocks = f.metadata().unwrap().blocks();
+    // A hole in the middle (what a database or `fallocate --dig-holes` does).
+    fallocate(&f, PUNCH | KEEP, 2 << 20, 4 << 20).unwrap();
+    want[2 << 20..6 << 20].fill(0);
+    // Zeroed at the start, keeping the size; then past the end, growing it.
+    fallocate(&f, ZERO | KEEP, 0, 1 << 20).unwrap();
+    want[..1 << 20].fill(0);
+    fallocate(&f, ZERO, 8 << 20, 1 << 20).unwrap();
+    want.resize(9 << 20, 0);
+    // Punching past the end changes nothing.
+    fallocate(&f, PUNCH | KEEP, 9 << 20, 1 << 20).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 9 << 20);
+    let mut got = Vec::new();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_to_end(&mut got).unwrap();
+    assert!(got == want, "reads before the version is recorded");
+    f.sync_all().unwrap();
+    // The new version holds holes: no new chunk bytes, and fewer blocks.
+    let grew = common::packs_bytes(&m.store) - stored;
+    assert!(
+        grew < 256 << 10,
+        "the punched version stored {grew} new bytes"
     );
+    let now = f.metadata().unwrap().blocks();
+    assert!(
+        now * 512 <= blocks * 512 - (4 << 20),
+        "blocks {blocks} -> {now}"
+    );
+    // Punch needs KEEP_SIZE; collapse and insert do not reach a FUSE
+    // filesystem (the kernel answers for it), as on ext4 unaligned.
+    assert_eq!(fallocate(&f, PUNCH, 0, 4096), Err(libc::EOPNOTSUPP));
+    assert_eq!(
+        fallocate(&f, libc::FALLOC_FL_COLLAPSE_RANGE, 0, 4096),
+        Err(libc::EOPNOTSUPP)
+    );
+    assert_eq!(
+        fallocate(&f, libc::FALLOC_FL_INSERT_RANGE, 0, 4096),
+        Err(libc::EOPNOTSUPP)
+    );
+    drop(f);
+    // Both versions, exactly, after a remount.
+    m.remount(&[]);
+    assert!(fs::read(m.p("db")).unwrap() == want);
+    let (ok, out) = common::revfs(&["log".as_ref(), m.p("db").as_os_str(), "--json".as_ref()]);
+    assert!(ok, "{out}");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(log.len(), 2, "{out}");
+    let first = fs::read(log[0]["path"].as_str().unwrap()).unwrap();
+    assert!(first == bytes(5, 8 << 20), "the version before the punch");
+    let last = fs::read(log[1]["path"].as_str().unwrap()).unwrap();
+    assert!(last == want, "the punched version through .snapshots");
 }
 
 #[test]

@@ -64,6 +64,29 @@ impl RangeSet {
         }
     }
 
+    /// Takes `[start, end)` out (ranges across its ends are cut).
+    pub fn remove(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let over: Vec<(u64, u64)> = self
+            .0
+            .range(..end)
+            .rev()
+            .take_while(|(_, e)| **e > start)
+            .map(|(s, e)| (*s, *e))
+            .collect();
+        for (s, e) in over {
+            self.0.remove(&s);
+            if s < start {
+                self.0.insert(s, start);
+            }
+            if e > end {
+                self.0.insert(end, e);
+            }
+        }
+    }
+
     pub fn first(&self) -> Option<u64> {
         self.0.keys().next().copied()
     }
@@ -101,6 +124,8 @@ pub struct FileState {
     base_limit: u64,
     pub size: u64,
     written: RangeSet,
+    /// Ranges punched out (`fallocate`): zeros, unless written since.
+    zeroed: RangeSet,
     staging: Option<Staging>,
     stream: Option<Stream>,
     /// Something changed since the last recorded version.
@@ -119,6 +144,7 @@ impl FileState {
             base_limit: size,
             size,
             written: RangeSet::default(),
+            zeroed: RangeSet::default(),
             staging: None,
             stream: None,
             dirty: false,
@@ -152,10 +178,17 @@ impl FileState {
             Ok((_, e)) => return Ok(Piece::Staged(e.min(self.size))),
             Err(next) => next.unwrap_or(u64::MAX).min(self.size),
         };
+        let next_zeroed = match self.zeroed.at(pos) {
+            Ok((_, e)) => return Ok(Piece::Zero(e.min(next_staged))),
+            Err(next) => next.unwrap_or(u64::MAX),
+        };
         if pos < self.base_limit
             && let Some((start, x)) = self.base.extent_at(store, pos)?
         {
-            let end = (start + x.len()).min(self.base_limit).min(next_staged);
+            let end = (start + x.len())
+                .min(self.base_limit)
+                .min(next_staged)
+                .min(next_zeroed);
             return Ok(match x {
                 Extent::Hole { .. } => Piece::Zero(end),
                 Extent::Chunk { id, .. } => Piece::Base { end, start, id },
@@ -248,6 +281,7 @@ impl FileState {
         }
         if self.stream.is_none()
             && self.written.first().is_none()
+            && self.zeroed.first().is_none()
             && off == self.size
             && off <= self.base_limit
         {
@@ -287,6 +321,7 @@ impl FileState {
             dirty: self.dirty,
             staging: self.staging.take(),
             written: std::mem::take(&mut self.written),
+            zeroed: std::mem::take(&mut self.zeroed),
             ..FileState::new(base)
         };
         debug_assert_eq!(self.size, size);
@@ -303,6 +338,7 @@ impl FileState {
         self.fold(store)?;
         if size < self.size {
             self.written.clip(size);
+            self.zeroed.clip(size);
             self.base_limit = self.base_limit.min(size);
         }
         self.size = size;
@@ -310,14 +346,32 @@ impl FileState {
         Ok(())
     }
 
+    /// Makes bytes `from..to` (within the size) read as zeros: a punched
+    /// hole (`fallocate`), stored as a hole extent by the next `record`.
+    pub fn zero(&mut self, store: &ObjectStore, from: u64, to: u64) -> Result<()> {
+        let to = to.min(self.size);
+        if from >= to {
+            return Ok(());
+        }
+        self.fold(store)?;
+        self.written.remove(from, to);
+        self.zeroed.insert(from, to);
+        self.dirty = true;
+        self.mtime = Some(Time::now());
+        Ok(())
+    }
+
     /// Where the next byte at or after `pos` that differs from the base
     /// is (`size` when none): a written byte, or the end of the base.
     fn next_change(&self, pos: u64) -> u64 {
-        let written = match self.written.at(pos) {
+        let next = |r: &RangeSet| match r.at(pos) {
             Ok(_) => pos,
             Err(next) => next.unwrap_or(u64::MAX),
         };
-        written.min(self.base_limit).min(self.size)
+        next(&self.written)
+            .min(next(&self.zeroed))
+            .min(self.base_limit)
+            .min(self.size)
     }
 
     /// Whether a base extent starts at `pos` and is unchanged as a whole
@@ -587,5 +641,57 @@ mod tests {
         assert_eq!(r.0.iter().collect::<Vec<_>>(), vec![(&10, &40), (&50, &55)]);
         r.clip(5);
         assert!(r.0.is_empty());
+        r.insert(10, 40);
+        r.insert(50, 60);
+        r.remove(20, 55);
+        assert_eq!(r.0.iter().collect::<Vec<_>>(), vec![(&10, &20), (&55, &60)]);
+        r.remove(0, 100);
+        assert!(r.0.is_empty());
+    }
+
+    /// A punched range reads as zeros at once, is a hole extent of exactly
+    /// that range in the next version (no chunk bytes), and a write into
+    /// it afterwards wins; a write before it is punched away.
+    #[test]
+    fn a_punched_range_is_zeros_and_a_hole_in_the_next_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Arc::new(crate::catalog::db::Db::temporary().unwrap());
+        let packs = tmp.path().join("packs");
+        std::fs::create_dir(&packs).unwrap();
+        let store = ObjectStore::open(&packs, db, false).unwrap();
+        let mut content = bytes(3, 8 << 20);
+        let mut st = FileState::new(Content::default());
+        st.write(&store, tmp.path(), 0, &content).unwrap();
+        st.record(&store).unwrap();
+        // Written, then punched: the punch wins.
+        st.write(&store, tmp.path(), (3 << 20) + 5, b"gone")
+            .unwrap();
+        st.zero(&store, 2 << 20, 6 << 20).unwrap();
+        content[2 << 20..6 << 20].fill(0);
+        // Punched, then written: the write wins.
+        st.write(&store, tmp.path(), 4 << 20, b"kept").unwrap();
+        content[4 << 20..(4 << 20) + 4].copy_from_slice(b"kept");
+        let mut back = vec![0u8; content.len()];
+        st.read_into(&store, 0, &mut back).unwrap();
+        assert!(back == content, "before the record");
+        st.record(&store).unwrap();
+        st.read_into(&store, 0, &mut back).unwrap();
+        assert!(back == content, "after the record");
+        let holes: Vec<(u64, u64)> = {
+            let mut at = 0;
+            let mut out = Vec::new();
+            for x in extents(&store, &st) {
+                if let Extent::Hole { len } = x {
+                    out.push((at, len));
+                }
+                at += x.len();
+            }
+            out
+        };
+        assert_eq!(
+            holes,
+            vec![(2 << 20, 2 << 20), ((4 << 20) + 4, (2 << 20) - 4)]
+        );
+        assert!(st.allocated() <= (4 << 20) + 2 * chunker::MAX_CHUNK as u64 + 4);
     }
 }

@@ -567,22 +567,37 @@ impl Engine {
         Ok(())
     }
 
-    /// fallocate(2) mode 0: extends the size; allocation itself is lazy.
+    /// fallocate(2). Mode 0 (and KEEP_SIZE) extends the size; allocation
+    /// itself is lazy. PUNCH_HOLE (with KEEP_SIZE, as the kernel demands)
+    /// and ZERO_RANGE make the range read as zeros and store it as a hole
+    /// extent in the next version, so it costs nothing; ZERO_RANGE without
+    /// KEEP_SIZE also extends the size. COLLAPSE_RANGE and INSERT_RANGE
+    /// never reach a FUSE daemon (the kernel answers EOPNOTSUPP itself).
     pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        use libc::{
+            FALLOC_FL_KEEP_SIZE as KEEP, FALLOC_FL_PUNCH_HOLE as PUNCH,
+            FALLOC_FL_ZERO_RANGE as ZERO,
+        };
         self.check_writable()?;
-        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+        if mode & !(KEEP | PUNCH | ZERO) != 0
+            || (mode & PUNCH != 0 && (mode & KEEP == 0 || mode & ZERO != 0))
+        {
             return Err(Error::NotSupported);
+        }
+        if len == 0 {
+            return Err(Error::Invalid);
         }
         let end = offset.checked_add(len).ok_or(Error::TooBig)?;
         let (ino, f) = self.handle_file(fh)?;
         if Space::of(ino) == Space::History {
             return Err(Error::ReadOnly);
         }
-        if mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
-            let mut st = f.write().unwrap_or_else(|e| e.into_inner());
-            if end > st.size {
-                st.truncate(&self.store, end)?;
-            }
+        let mut st = f.write().unwrap_or_else(|e| e.into_inner());
+        if mode & KEEP == 0 && end > st.size {
+            st.truncate(&self.store, end)?;
+        }
+        if mode & (PUNCH | ZERO) != 0 {
+            st.zero(&self.store, offset, end)?;
         }
         Ok(())
     }
