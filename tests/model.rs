@@ -116,8 +116,8 @@ fn generate(seed: u64, steps: usize) -> Vec<Op> {
                 f: path(&mut r),
                 off: r.next() % 300_000,
                 len: 1 + r.next() % 200_000,
-                zero: r.next() % 2 == 0,
-                keep: r.next() % 2 == 0,
+                zero: r.next().is_multiple_of(2),
+                keep: r.next().is_multiple_of(2),
             },
             _ if i % 50 == 49 => Op::Remount,
             _ => Op::Write {
