@@ -11,6 +11,7 @@
 //! objects durable and publishes it (see `format` for the ordering); the
 //! catalog itself only ever points at durable objects.
 
+pub mod acl;
 mod commit;
 pub mod file;
 pub mod history;

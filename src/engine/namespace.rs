@@ -3,6 +3,7 @@
 //! catalog batch under the namespace lock, and marks the directories whose
 //! next tree changes.
 
+use super::acl;
 use super::file::FileState;
 use super::snapshots::{SNAP_ROOT, SNAPSHOTS_NAME, Space};
 use super::{Attr, Engine, Handle, lock};
@@ -103,6 +104,25 @@ impl Engine {
         gid: u32,
         target: &[u8],
     ) -> Result<Attr> {
+        self.create_node_umask(parent, name, kind, mode, 0, rdev, uid, gid, target)
+    }
+
+    /// `create_node` as the kernel asks it: `mode` with `umask` not applied
+    /// yet. In a directory with a default ACL the umask does not count: the
+    /// node inherits that ACL, masked by `mode` (`acl`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_node_umask(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        kind: FileType,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+        target: &[u8],
+    ) -> Result<Attr> {
         if Space::of(parent) == Space::History {
             return match kind {
                 FileType::Directory => self.snap_mkdir(parent, name),
@@ -117,7 +137,14 @@ impl Engine {
         if self.db.dentry(parent, name)?.is_some() {
             return Err(Error::Exists);
         }
-        let mut perm = (mode & 0o7777) as u16;
+        let inherited = match dir.node.xattrs.get(acl::DEFAULT) {
+            Some(b) if kind != FileType::Symlink => Some(acl::Acl::parse(b)?),
+            _ => None,
+        };
+        let mut perm = match inherited {
+            Some(_) => mode & 0o7777,
+            None => mode & 0o7777 & !umask,
+        } as u16;
         let mut gid = gid;
         // setgid directories pass their group on, and their setgid bit to subdirectories.
         if dir.node.perm & libc::S_ISGID as u16 != 0 {
@@ -130,6 +157,16 @@ impl Engine {
             perm = 0o777;
         }
         let mut node = Node::new(kind, perm, uid, gid);
+        if let Some(default) = inherited {
+            let mut access = default.clone();
+            node.perm = access.create_masq(node.perm);
+            if !access.is_minimal() {
+                node.xattrs.insert(acl::ACCESS.to_vec(), access.encode());
+            }
+            if kind == FileType::Directory {
+                node.xattrs.insert(acl::DEFAULT.to_vec(), default.encode());
+            }
+        }
         node.rdev = rdev;
         if kind == FileType::Symlink {
             node.target = target.to_vec();
@@ -509,6 +546,12 @@ impl Engine {
         let n = &mut inode.node;
         if let Some(mode) = s.mode {
             n.perm = (mode & 0o7777) as u16;
+            // The access ACL follows the mode (its owner, mask, other).
+            if let Some(b) = n.xattrs.get(acl::ACCESS) {
+                let mut a = acl::Acl::parse(b)?;
+                a.chmod(n.perm);
+                n.xattrs.insert(acl::ACCESS.to_vec(), a.encode());
+            }
         }
         if let Some(uid) = s.uid {
             n.uid = uid;
@@ -632,6 +675,9 @@ impl Engine {
         if value.len() > XATTR_SIZE_MAX {
             return Err(Error::TooBig);
         }
+        if name == acl::ACCESS || name == acl::DEFAULT {
+            return self.set_acl(ino, name, value);
+        }
         self.change_xattrs(ino, |x| {
             let exists = x.contains_key(name);
             if flags & libc::XATTR_CREATE != 0 && exists {
@@ -654,14 +700,41 @@ impl Engine {
         self.change_xattrs(ino, |x| x.remove(name).map(|_| ()).ok_or(Error::NoAttr))
     }
 
+    /// setfacl: an access ACL also sets the mode's permission bits (and one
+    /// that says no more than they do is not kept); a default ACL is a
+    /// directory's only.
+    fn set_acl(&self, ino: Ino, name: &[u8], value: &[u8]) -> Result<()> {
+        let a = acl::Acl::parse(value)?;
+        self.change_node(ino, |n| {
+            if name == acl::DEFAULT {
+                if n.kind != FileType::Directory {
+                    return Err(Error::Access);
+                }
+                n.xattrs.insert(name.to_vec(), a.encode());
+                return Ok(());
+            }
+            n.perm = (n.perm & !0o777) | a.mode_bits();
+            if a.is_minimal() {
+                n.xattrs.remove(name);
+            } else {
+                n.xattrs.insert(name.to_vec(), a.encode());
+            }
+            Ok(())
+        })
+    }
+
     fn change_xattrs(
         &self,
         ino: Ino,
         f: impl FnOnce(&mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>) -> Result<()>,
     ) -> Result<()> {
+        self.change_node(ino, |n| f(&mut n.xattrs))
+    }
+
+    fn change_node(&self, ino: Ino, f: impl FnOnce(&mut Node) -> Result<()>) -> Result<()> {
         let _ns = lock(&self.ns);
         let mut inode = self.inode(ino)?;
-        f(&mut inode.node.xattrs)?;
+        f(&mut inode.node)?;
         inode.node.ctime = Time::now();
         let mut b = Batch::default();
         self.put_inode(&mut b, ino, &inode);
@@ -768,8 +841,9 @@ fn check_xattr_name(name: &[u8]) -> Result<()> {
     if name.len() > XATTR_NAME_MAX {
         return Err(Error::Range);
     }
-    // POSIX ACLs are not supported; say so rather than store them unenforced.
-    if name.starts_with(b"system.") {
+    // POSIX ACLs are kept (the kernel enforces them); no other system.
+    // attribute is.
+    if name.starts_with(b"system.") && name != acl::ACCESS && name != acl::DEFAULT {
         return Err(Error::NotSupported);
     }
     Ok(())

@@ -123,7 +123,12 @@ impl Filesystem for RevFs {
                 // sees they are wanted (`ls -l`, `du`, `find -size`): one
                 // round trip a batch instead of a LOOKUP a name.
                 | InitFlags::FUSE_DO_READDIRPLUS
-                | InitFlags::FUSE_READDIRPLUS_AUTO,
+                | InitFlags::FUSE_READDIRPLUS_AUTO
+                // ACLs enforced by the kernel from the xattrs revfs keeps;
+                // the umask left to revfs, which ignores it where a default
+                // ACL is inherited (`engine::acl`).
+                | InitFlags::FUSE_POSIX_ACL
+                | InitFlags::FUSE_DONT_MASK,
         );
         Ok(())
     }
@@ -207,11 +212,12 @@ impl Filesystem for RevFs {
         };
         self.entry(
             reply,
-            self.engine.create_node(
+            self.engine.create_node_umask(
                 Ino(parent.0),
                 name.as_bytes(),
                 k,
-                mode & !umask,
+                mode,
+                umask,
                 rdev,
                 req.uid(),
                 req.gid(),
@@ -231,11 +237,12 @@ impl Filesystem for RevFs {
     ) {
         self.entry(
             reply,
-            self.engine.create_node(
+            self.engine.create_node_umask(
                 Ino(parent.0),
                 name.as_bytes(),
                 Ft::Directory,
-                mode & !umask,
+                mode,
+                umask,
                 0,
                 req.uid(),
                 req.gid(),
@@ -553,11 +560,12 @@ impl Filesystem for RevFs {
     ) {
         let r = self
             .engine
-            .create_node(
+            .create_node_umask(
                 Ino(parent.0),
                 name.as_bytes(),
                 Ft::Regular,
-                mode & !umask,
+                mode,
+                umask,
                 0,
                 req.uid(),
                 req.gid(),
