@@ -37,7 +37,7 @@ impl Acl {
     /// A well-formed ACL: version 2, one owner, owning group and other
     /// entry, a mask when there are named entries, permissions within rwx.
     pub fn parse(b: &[u8]) -> Result<Acl> {
-        if b.len() < 4 || (b.len() - 4) % 8 != 0 {
+        if b.len() < 4 || !(b.len() - 4).is_multiple_of(8) {
             return Err(Error::Invalid);
         }
         if u32::from_le_bytes([b[0], b[1], b[2], b[3]]) != VERSION {
