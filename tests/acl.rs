@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::Mount;
+use common::{Mount, as_nobody};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
@@ -18,23 +18,6 @@ fn sh(script: &str) -> (bool, String) {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
-}
-
-fn as_nobody(script: &str) -> bool {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            "sh",
-            "-c",
-        ])
-        .arg(script)
-        .output()
-        .unwrap()
-        .status
-        .success()
 }
 
 /// `getfacl` of `path`, the entries only.

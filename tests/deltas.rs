@@ -13,7 +13,6 @@ mod common;
 use common::{Mount, Rng, packs_bytes, revfs, verify_clean};
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// A safetensors checkpoint of f32 tensors (`names`, `values` each).
@@ -319,30 +318,8 @@ fn a_crash_at_any_step_of_a_rebasing_prune_loses_nothing() {
         "prune:repack-copied",
         "prune:repack-switched",
     ] {
-        let store = base
-            .tmp
-            .path()
-            .join(format!("at-{}", point.replace(':', "-")));
-        assert!(
-            Command::new("cp")
-                .arg("-a")
-                .arg(&base.store)
-                .arg(&store)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let out = Command::new(common::BIN)
-            .args(["prune", "--keep-last", "1"])
-            .arg(&store)
-            .env("REVFS_CRASH_AT", point)
-            .output()
-            .unwrap();
-        assert!(
-            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(point),
-            "{point}: the prune did not stop there: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let store =
+            common::pruned_until_crash(&base.store, base.tmp.path(), &["--keep-last", "1"], point);
         verify_clean(&store);
         // The next prune finishes the job.
         prune_json(&store, &["--keep-last", "1"]);
@@ -412,30 +389,8 @@ fn a_crash_at_any_step_of_a_delta_round_loses_nothing() {
         "prune:repack-copied",
         "prune:repack-switched",
     ] {
-        let store = base
-            .tmp
-            .path()
-            .join(format!("at-{}", point.replace(':', "-")));
-        assert!(
-            Command::new("cp")
-                .arg("-a")
-                .arg(&base.store)
-                .arg(&store)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let out = Command::new(common::BIN)
-            .args(["prune", "--recompress"])
-            .arg(&store)
-            .env("REVFS_CRASH_AT", point)
-            .output()
-            .unwrap();
-        assert!(
-            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(point),
-            "{point}: the prune did not stop there: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let store =
+            common::pruned_until_crash(&base.store, base.tmp.path(), &["--recompress"], point);
         verify_clean(&store);
         // The next round finishes the job: the old versions end up deltas.
         let r = prune_json(&store, &["--recompress"]);

@@ -7,30 +7,12 @@
 
 mod common;
 
-use common::Mount;
+use common::{Mount, as_nobody};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-/// Runs `script` as user and group 65534 (nobody); whether it succeeded.
-fn as_nobody(script: &str) -> bool {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            "sh",
-            "-c",
-        ])
-        .arg(script)
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
 
 /// Every path under `dir` with group or other permission bits set.
 fn open_to_others(dir: &Path) -> Vec<String> {

@@ -305,30 +305,8 @@ fn kill_at_every_step_of_a_prune_keeps_all_kept_history_and_the_next_prune_recla
     // and the named v6.
     let kept = [vs[6].clone(), vs[9].clone()];
     for point in PRUNE_POINTS {
-        let store = base
-            .tmp
-            .path()
-            .join(format!("at-{}", point.replace(':', "-")));
-        assert!(
-            Command::new("cp")
-                .arg("-a")
-                .arg(&base.store)
-                .arg(&store)
-                .status()
-                .unwrap()
-                .success()
-        );
-        let out = Command::new(common::BIN)
-            .args(["prune", "--keep-last", "2"])
-            .arg(&store)
-            .env("REVFS_CRASH_AT", point)
-            .output()
-            .unwrap();
-        assert!(
-            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(point),
-            "{point}: the prune did not stop there: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let store =
+            common::pruned_until_crash(&base.store, base.tmp.path(), &["--keep-last", "2"], point);
         // Opens without repair, verifies clean, and holds what is kept.
         verify_clean(&store);
         let mnt = base.tmp.path().join("mnt2");

@@ -294,6 +294,54 @@ impl Drop for Mount {
     }
 }
 
+/// A copy of `store` (at `name` in `dir`) after a `revfs prune ARGS`
+/// of it that was killed at crash point `point` (asserted to have
+/// stopped there).
+pub fn pruned_until_crash(store: &Path, dir: &Path, args: &[&str], point: &str) -> PathBuf {
+    let copy = dir.join(format!("at-{}", point.replace(':', "-")));
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(store)
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = Command::new(BIN)
+        .arg("prune")
+        .args(args)
+        .arg(&copy)
+        .env("REVFS_CRASH_AT", point)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(point),
+        "{point}: the prune did not stop there: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    copy
+}
+
+/// Runs `script` with `sh` as user and group 65534 (nobody); whether it
+/// succeeded.
+pub fn as_nobody(script: &str) -> bool {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(script)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
 /// A byte string as an assertion shows it: its length and a hash (a
 /// failed `assert_eq!` of two 40 MiB checkpoints prints 40 MiB).
 #[derive(Debug, PartialEq, Eq)]
