@@ -276,13 +276,21 @@
 //!   opens as it is and its config version is raised at first writable
 //!   open (`tests/fixtures/v6-store`). A revfs that reads only version 6
 //!   refuses a version-7 store, whose delta records it could not decode.
+//! * 8: catalog inode records of version 2 (`catalog::db::Inode`): the
+//!   parent directories of a file's links as (directory, links) pairs, not
+//!   one entry a link (65,000 links to a file in one directory rewrote a
+//!   record of 520 KB at each link). Version-1 records are read as before
+//!   and rewritten as version 2 when the inode changes; a version-7 store
+//!   opens and its config version is raised at first writable open
+//!   (`tests/fixtures/v7-store`). A revfs that reads only version 7
+//!   refuses a version-8 store, whose inode records it could not decode.
 
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectKind};
 use std::collections::BTreeMap;
 
 /// The store format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 pub const CONF_MAGIC: &[u8; 8] = b"RVFSCONF";
 pub const PACK_MAGIC: &[u8; 8] = b"RVFSPACK";
 pub const META_MAGIC: &[u8; 8] = b"RVFSMETA";

@@ -343,3 +343,36 @@ fn a_periodic_prune_repacks_dead_bytes_once_the_store_is_over_its_bound() {
         );
     }
 }
+
+/// ext4's 65,000 links to one file, in one directory, then EMLINK; each
+/// link stays cheap (the inode record holds a directory once, with its
+/// count), a commit in between sees them all, and they survive a reopen.
+#[test]
+fn a_file_takes_65000_links_in_one_directory_then_emlink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = new_store(tmp.path());
+    let e = &r.engine;
+    let f = write_file(e, "f", b"linked", false);
+    let dir = e
+        .create_node(Ino::ROOT, b"l", FileType::Directory, 0o755, 0, 0, 0, b"")
+        .unwrap();
+    for i in 1..65_000u32 {
+        e.link(f, dir.ino, format!("{i}").as_bytes()).unwrap();
+        if i == 30_000 {
+            e.commit(true).unwrap();
+        }
+    }
+    assert_eq!(e.getattr(f).unwrap().node.nlink, 65_000);
+    assert_eq!(
+        e.link(f, dir.ino, b"one-more").unwrap_err().errno(),
+        libc::EMLINK
+    );
+    e.commit(true).unwrap();
+    r.engine.shutdown().unwrap();
+    drop(r);
+    let r = Repo::open(tmp.path(), Options::default()).unwrap();
+    assert_eq!(r.engine.getattr(f).unwrap().node.nlink, 65_000);
+    r.engine.remove(dir.ino, b"64999", false).unwrap();
+    assert_eq!(r.engine.getattr(f).unwrap().node.nlink, 64_999);
+    assert_eq!(read_file(&r.engine, "f").unwrap(), b"linked");
+}

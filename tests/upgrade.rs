@@ -17,6 +17,10 @@
 //! by rename as "version K\n" + 20,000 f32 values nudged each time, the
 //! pack recompressed, named-v6 at version 2; notes.txt) opens, is raised
 //! to format 7, and its old versions become deltas.
+//! Format 7 (`tests/fixtures/v7-store`, written by the release before
+//! counted parent links: notes.txt "v7 store\n"; a/f "linked\n" with hard
+//! links a/l1, a/l2, a/l3 and b/l4) opens with its links, and its inode
+//! records are rewritten in the new layout as they change.
 // Tests and examples may unwrap, and kill/signal their own children with libc.
 #![allow(clippy::unwrap_used, unsafe_code)]
 
@@ -228,7 +232,7 @@ fn a_format_5_store_opens_is_raised_to_the_current_format_and_recompresses() {
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
     m.unmount();
-    assert_eq!(conf_version(&store), 7);
+    assert_eq!(conf_version(&store), revfs::format::FORMAT_VERSION);
     let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
     assert!(ok, "{out}");
     m.start(&[]);
@@ -241,7 +245,7 @@ fn a_format_5_store_opens_is_raised_to_the_current_format_and_recompresses() {
 }
 
 #[test]
-fn a_format_6_store_opens_is_raised_to_format_7_and_makes_deltas() {
+fn a_format_6_store_opens_is_raised_to_the_current_format_and_makes_deltas() {
     if !common::fuse_available() {
         return;
     }
@@ -268,11 +272,37 @@ fn a_format_6_store_opens_is_raised_to_format_7_and_makes_deltas() {
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(r["deltas_written"].as_u64().unwrap() >= 2, "{r}");
     m.unmount();
-    assert_eq!(conf_version(&store), 7);
+    assert_eq!(conf_version(&store), revfs::format::FORMAT_VERSION);
     let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
     assert!(ok, "{out}");
     m.start(&[]);
     assert_eq!(sha(&m.p("model.bin")), NEWEST);
     assert_eq!(sha(&m.p(".snapshots/named-v6/model.bin")), NAMED);
+    m.unmount();
+}
+
+#[test]
+fn a_format_7_store_opens_with_its_links_and_is_raised_to_format_8() {
+    if !common::fuse_available() {
+        return;
+    }
+    let (tmp, store) = fixture("v7-store");
+    assert_eq!(conf_version(&store), 7);
+    let mut m = mount(&tmp, &store);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(m.p("a/f")).unwrap().nlink(), 5);
+    assert_eq!(fs::read(m.p("b/l4")).unwrap(), b"linked\n");
+    assert_eq!(fs::read(m.p("notes.txt")).unwrap(), b"v7 store\n");
+    // The inode changes: its record is written anew.
+    fs::remove_file(m.p("a/l1")).unwrap();
+    fs::hard_link(m.p("a/f"), m.p("b/l5")).unwrap();
+    fs::remove_file(m.p("a/f")).unwrap();
+    m.unmount();
+    assert_eq!(conf_version(&store), revfs::format::FORMAT_VERSION);
+    common::verify_clean(&store);
+    m.start(&[]);
+    assert_eq!(fs::metadata(m.p("b/l5")).unwrap().nlink(), 4);
+    assert_eq!(fs::read(m.p("a/l3")).unwrap(), b"linked\n");
+    assert!(!m.p("a/f").exists() && !m.p("a/l1").exists());
     m.unmount();
 }

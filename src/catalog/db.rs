@@ -66,27 +66,98 @@ impl IndexEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inode {
     pub node: Node,
-    /// One entry per link (a directory has exactly one).
-    pub parents: Vec<Ino>,
+    /// The directories holding its links (a directory's: exactly one).
+    pub parents: Parents,
+}
+
+/// The directories that link to an inode, each once with its number of
+/// links there, in the order of their first link: 65,000 links to a file
+/// in one directory are one entry, so a link costs the same at the last
+/// as at the first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Parents(Vec<(Ino, u32)>);
+
+impl Parents {
+    /// One link, in `dir`.
+    pub fn one(dir: Ino) -> Parents {
+        Parents(vec![(dir, 1)])
+    }
+
+    /// The directory of the first link.
+    pub fn first(&self) -> Option<&Ino> {
+        self.0.first().map(|(d, _)| d)
+    }
+
+    /// One more link, in `dir`.
+    pub fn push(&mut self, dir: Ino) {
+        match self.0.iter_mut().find(|(d, _)| *d == dir) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((dir, 1)),
+        }
+    }
+
+    /// One link fewer in `dir`; false when it had none there.
+    pub fn remove_one(&mut self, dir: Ino) -> bool {
+        let Some(i) = self.0.iter().position(|(d, _)| *d == dir) else {
+            return false;
+        };
+        self.0[i].1 -= 1;
+        if self.0[i].1 == 0 {
+            self.0.remove(i);
+        }
+        true
+    }
+
+    /// A link moved from `from` to `to` (a rename).
+    pub fn moved(&mut self, from: Ino, to: Ino) {
+        self.remove_one(from);
+        self.push(to);
+    }
+
+    /// Each directory once.
+    pub fn dirs(&self) -> impl Iterator<Item = Ino> + '_ {
+        self.0.iter().map(|(d, _)| *d)
+    }
 }
 
 impl Inode {
+    /// Version 2: the parents as (directory, links there) pairs.
     fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
-        e.u8(1);
+        e.u8(2);
         self.node.encode(&mut e);
-        e.u32(self.parents.len() as u32);
-        for p in &self.parents {
-            e.u64(p.0);
+        e.u32(self.parents.0.len() as u32);
+        for (p, n) in &self.parents.0 {
+            e.u64(p.0).u32(*n);
         }
         e.0
     }
     pub fn decode(b: &[u8]) -> Result<Inode> {
         let mut d = Dec::new(b, "inode record");
-        d.version(1)?;
+        let version = d.u8()?;
+        if version != 1 && version != 2 {
+            return Err(Error::corrupt(
+                "inode record",
+                format!("record version {version}, expected 1 or 2"),
+            ));
+        }
         let node = Node::decode(&mut d)?;
-        let n = d.count(8)?;
-        let parents = (0..n).map(|_| d.u64().map(Ino)).collect::<Result<_>>()?;
+        let mut parents = Parents::default();
+        if version == 1 {
+            // One entry a link.
+            for _ in 0..d.count(8)? {
+                parents.push(Ino(d.u64()?));
+            }
+        } else {
+            for _ in 0..d.count(12)? {
+                let p = Ino(d.u64()?);
+                let n = d.u32()?;
+                if n == 0 || parents.dirs().any(|q| q == p) {
+                    return Err(Error::corrupt("inode record", "bad parent links"));
+                }
+                parents.0.push((p, n));
+            }
+        }
         d.end()?;
         Ok(Inode { node, parents })
     }
@@ -907,6 +978,35 @@ mod tests {
     }
 
     #[test]
+    fn inode_records_of_version_1_read_as_before_and_version_2_counts_links() {
+        let node = Node::new(FileType::Regular, 0o644, 0, 0);
+        // Version 1 (format 7 and before): one parent entry a link.
+        let mut e = Enc::default();
+        e.u8(1);
+        node.encode(&mut e);
+        e.u32(4);
+        for p in [5u64, 9, 5, 5] {
+            e.u64(p);
+        }
+        let old = Inode::decode(&e.0).unwrap();
+        assert_eq!(old.parents.first(), Some(&Ino(5)));
+        assert_eq!(old.parents.dirs().collect::<Vec<_>>(), vec![Ino(5), Ino(9)]);
+        // Version 2: the same as two pairs, whatever the number of links.
+        let mut many = old.clone();
+        for _ in 0..60_000 {
+            many.parents.push(Ino(5));
+        }
+        let b = many.encode();
+        assert_eq!(b.len(), old.encode().len(), "a link costs no record bytes");
+        assert_eq!(Inode::decode(&b).unwrap(), many);
+        assert_eq!(Inode::decode(&old.encode()).unwrap(), old);
+        let mut p = old.parents.clone();
+        assert!(p.remove_one(Ino(9)) && !p.remove_one(Ino(9)));
+        p.moved(Ino(5), Ino(2));
+        assert_eq!(p.dirs().collect::<Vec<_>>(), vec![Ino(5), Ino(2)]);
+    }
+
+    #[test]
     fn an_encrypted_catalog_holds_no_name_and_refuses_any_changed_value() {
         let db = encrypted();
         let mut node = Node::new(FileType::Regular, 0o600, 0, 0);
@@ -916,7 +1016,7 @@ mod tests {
             Ino(7),
             &Inode {
                 node,
-                parents: vec![Ino::ROOT],
+                parents: Parents::one(Ino::ROOT),
             },
         );
         for name in [&b"zeta-secret-file"[..], b"alpha-secret-file"] {

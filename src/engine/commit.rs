@@ -93,10 +93,19 @@ impl Engine {
 
         let mut trees: HashMap<Ino, ObjectId> = HashMap::new();
         let mut rebuilt: HashMap<Ino, Rebuilt> = HashMap::new();
+        // A file's node once per commit, however many links it has here.
+        let mut nodes: HashMap<Ino, crate::format::Node> = HashMap::new();
         for (dir, _) in &order {
             let mut tree = Tree::default();
             for (name, d) in self.db.list_dir(*dir)? {
-                let mut node = self.inode(d.ino)?.node;
+                let mut node = match nodes.get(&d.ino) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let n = self.inode(d.ino)?.node;
+                        nodes.insert(d.ino, n.clone());
+                        n
+                    }
+                };
                 if let Some(t) = trees.get(&d.ino) {
                     node.content = Some(*t);
                 }

@@ -220,7 +220,7 @@ impl Engine {
             Ino::ROOT,
             &Inode {
                 node: Node::new(FileType::Directory, 0o755, uid, gid),
-                parents: vec![Ino::ROOT],
+                parents: crate::catalog::db::Parents::one(Ino::ROOT),
             },
         );
         b.mark_dirty(Ino::ROOT);
@@ -469,8 +469,8 @@ impl Engine {
 
     /// Marks every directory holding `inode` as changed since the last commit.
     fn touch_parents(b: &mut Batch, inode: &Inode) {
-        for p in &inode.parents {
-            b.mark_dirty(*p);
+        for p in inode.parents.dirs() {
+            b.mark_dirty(p);
         }
     }
 

@@ -7,7 +7,7 @@ use super::acl;
 use super::file::FileState;
 use super::snapshots::{SNAP_ROOT, SNAPSHOTS_NAME, Space};
 use super::{Attr, Engine, Handle, lock};
-use crate::catalog::db::{Batch, Dentry, Inode};
+use crate::catalog::db::{Batch, Dentry, Inode, Parents};
 use crate::error::{Error, Result};
 use crate::format::{FileType, Node, Time};
 use crate::ids::Ino;
@@ -176,7 +176,7 @@ impl Engine {
         let ino = self.alloc_ino(&mut b);
         let inode = Inode {
             node,
-            parents: vec![parent],
+            parents: Parents::one(parent),
         };
         b.put_inode(ino, &inode);
         b.put_dentry(parent, name, Dentry { ino, kind });
@@ -335,9 +335,7 @@ impl Engine {
     /// link and no open handle is left.
     fn unlink_inode(&self, b: &mut Batch, ino: Ino, parent: Ino, now: Time) -> Result<()> {
         let mut inode = self.inode(ino)?;
-        if let Some(i) = inode.parents.iter().position(|p| *p == parent) {
-            inode.parents.remove(i);
-        }
+        inode.parents.remove_one(parent);
         inode.node.ctime = now;
         if inode.node.kind == FileType::Directory {
             inode.node.nlink = 0;
@@ -504,11 +502,7 @@ impl Engine {
     /// Moves one link of `ino` from directory `from` to `to`.
     fn reparent(&self, b: &mut Batch, ino: Ino, from: Ino, to: Ino, now: Time) -> Result<()> {
         let mut inode = self.inode(ino)?;
-        if let Some(i) = inode.parents.iter().position(|p| *p == from) {
-            inode.parents[i] = to;
-        } else {
-            inode.parents.push(to);
-        }
+        inode.parents.moved(from, to);
         inode.node.ctime = now;
         self.put_inode(b, ino, &inode);
         Ok(())

@@ -142,9 +142,7 @@ impl Txn<'_> {
             self.file_set(ino, src);
             self.links.insert(src_ino, ino);
         }
-        for p in inode.parents.clone() {
-            self.dirty.push(p);
-        }
+        self.dirty.extend(inode.parents.dirs());
         self.put(ino, inode);
         Ok(())
     }
@@ -215,7 +213,7 @@ impl Txn<'_> {
             ino,
             Inode {
                 node: node.clone(),
-                parents: vec![parent],
+                parents: crate::catalog::db::Parents::one(parent),
             },
         );
         match src.kind {
@@ -264,9 +262,7 @@ impl Txn<'_> {
         } else {
             inode.node.nlink = inode.node.nlink.saturating_sub(1);
         }
-        if let Some(i) = inode.parents.iter().position(|p| *p == parent) {
-            inode.parents.remove(i);
-        }
+        inode.parents.remove_one(parent);
         inode.node.ctime = self.now;
         if inode.node.nlink > 0 {
             self.put(d.ino, inode);

@@ -209,7 +209,7 @@ fn live_tree(store: &ObjectStore, db: &Db, c: &Commit, out: &mut Imported) -> Re
         Ino::ROOT.0,
         Inode {
             node: root,
-            parents: vec![Ino::ROOT],
+            parents: crate::catalog::db::Parents::one(Ino::ROOT),
         },
     );
     let mut b = Batch::default();
@@ -238,7 +238,7 @@ fn live_tree(store: &ObjectStore, db: &Db, c: &Commit, out: &mut Imported) -> Re
                 .entry(e.ino)
                 .or_insert_with(|| Inode {
                     node: e.node.clone(),
-                    parents: Vec::new(),
+                    parents: crate::catalog::db::Parents::default(),
                 })
                 .parents
                 .push(dir);
