@@ -104,6 +104,16 @@ fn a_pass_stopped_by_an_unmount_resumes_where_it_stopped() {
     assert!((24 << 20..30 << 20).contains(&done), "{done}");
 }
 
+/// `revfs verify STORE --replica REPLICA`: whether clean, and what it said.
+fn verify_with_replica(store: &Path, replica: &Path) -> (bool, String) {
+    common::revfs(&[
+        "verify".as_ref(),
+        store.as_os_str(),
+        "--replica".as_ref(),
+        replica.as_os_str(),
+    ])
+}
+
 /// A replica whose largest pack has a flipped bit, found and rewritten by
 /// scheduled verification mounted with `args` (plus the replica).
 fn replica_damage_found_and_rewritten(args: &[&str]) {
@@ -115,12 +125,7 @@ fn replica_damage_found_and_rewritten(args: &[&str]) {
     common::wait_replicated(&m.store, Duration::from_secs(30));
     m.unmount();
     common::flip_in_largest_pack(&replica);
-    let (ok, out) = common::revfs(&[
-        "verify".as_ref(),
-        m.store.as_os_str(),
-        "--replica".as_ref(),
-        replica.as_os_str(),
-    ]);
+    let (ok, out) = verify_with_replica(&m.store, &replica);
     assert!(!ok, "the flipped bit is not found by verify: {out}");
     let mut with = vec!["--replica", replica.to_str().unwrap()];
     with.extend_from_slice(args);
@@ -141,12 +146,7 @@ fn replica_damage_found_and_rewritten(args: &[&str]) {
     );
     assert!(fs::read(m.p("weights.bin")).unwrap() == data);
     m.unmount();
-    let (ok, out) = common::revfs(&[
-        "verify".as_ref(),
-        m.store.as_os_str(),
-        "--replica".as_ref(),
-        replica.as_os_str(),
-    ]);
+    let (ok, out) = verify_with_replica(&m.store, &replica);
     assert!(ok, "the replica is still damaged: {out}");
 }
 

@@ -25,6 +25,11 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
+    /// Whether the record is a delta of other chunks (format 7).
+    pub fn is_delta(&self) -> bool {
+        self.codec & !crate::format::CODEC_SEALED == crate::format::CODEC_DELTA
+    }
+
     /// The entry of a record found in pack `pack` with its payload at `offset`.
     pub fn of_record(pack: PackNo, offset: u64, h: &crate::format::RecordHeader) -> IndexEntry {
         IndexEntry {

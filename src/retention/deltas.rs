@@ -27,7 +27,6 @@
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::format::Extent;
-use crate::format::{CODEC_DELTA, CODEC_SEALED};
 use crate::ids::{CommitSeq, ObjectId};
 use crate::manifest::Visit;
 use crate::store::ObjectStore;
@@ -60,7 +59,7 @@ pub fn plan(engine: &Engine, since: CommitSeq) -> Result<Plan> {
     let mut g = Graph::default();
     for entry in engine.db.index_all() {
         let (id, e) = entry?;
-        if e.codec & !CODEC_SEALED == CODEC_DELTA {
+        if e.is_delta() {
             match store.bases(&id, &e) {
                 Ok(b) => g.add(id, b),
                 // The mark reads it too and stops the round.

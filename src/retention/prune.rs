@@ -830,13 +830,10 @@ fn repack_one(
 ) -> Result<()> {
     let db = &engine.db;
     let moved = engine.store.copy_records(live, Some(recode))?;
-    let is_delta = |e: &crate::catalog::db::IndexEntry| {
-        e.codec & !crate::format::CODEC_SEALED == crate::format::CODEC_DELTA
-    };
     report.deltas_written += live
         .iter()
         .zip(&moved)
-        .filter(|((_, was), (_, now))| !is_delta(was) && is_delta(now))
+        .filter(|((_, was), (_, now))| !was.is_delta() && now.is_delta())
         .count() as u64;
     crash_point("prune:repack-copied");
     let mut b = Batch::default();

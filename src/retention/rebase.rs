@@ -35,11 +35,10 @@ pub struct Rebased {
 fn plan(engine: &Engine, reach: &Reach) -> Result<HashMap<ObjectId, Option<Vec<Segment>>>> {
     let store = &engine.store;
     let base_only = reach.base_only();
+    // A delta's segments (one read of its head); None for a whole chunk.
     let segments_of = |id: &ObjectId| -> Result<Option<Vec<Segment>>> {
         match store.locate(id)? {
-            Some(e) if store.bases(id, &e).is_ok_and(|b| !b.is_empty()) => {
-                Ok(Some(store.segments(id, &e)?))
-            }
+            Some(e) if e.is_delta() => Ok(Some(store.segments(id, &e)?)),
             _ => Ok(None),
         }
     };

@@ -556,7 +556,7 @@ impl ObjectStore {
     /// other record): read from the head of a plain record, the whole of a
     /// sealed one; remembered per record.
     pub fn bases(&self, id: &ObjectId, e: &IndexEntry) -> Result<Vec<ObjectId>> {
-        if e.codec & !CODEC_SEALED != CODEC_DELTA {
+        if !e.is_delta() {
             return Ok(Vec::new());
         }
         if let Some((at, b)) = lock(&self.bases).get(id)
