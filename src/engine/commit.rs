@@ -35,7 +35,12 @@ impl Engine {
             return Ok(None);
         }
         self.check_writable()?;
-        let _ns = lock(&self.ns);
+        // The chunks of the files recorded so far, made durable before the
+        // namespace is locked: creates and closes go on meanwhile. Under the
+        // lock only this commit's trees (and what was recorded since) wait
+        // for the disk.
+        self.store.sync()?;
+        let ns = lock(&self.ns);
         let dirty = self.db.dirty_dirs()?;
         let (content, versions) = {
             let p = lock(&self.pending);
@@ -215,17 +220,21 @@ impl Engine {
         // A catalog that failed to take or persist a commit is in an unknown
         // state: refuse writes until reopened (sled recovers on open).
         self.db.apply(b).map_err(|e| self.store.poison(e))?;
-        crash_point("commit:catalog-applied");
-        self.db.flush().map_err(|e| self.store.poison(e))?;
-        crash_point("commit:flushed");
-        crate::metrics::Stats::add(&self.store.stats.versions, versions.len() as u64);
-
+        // The catalog holds all of it now (in memory): what was pending goes.
         self.store.published(index.into_iter().map(|(id, _)| id));
         let mut p = lock(&self.pending);
         p.content.clear();
         p.versions.clear();
         p.placed.clear();
         drop(p);
+        drop(ns);
+        crash_point("commit:catalog-applied");
+        // Durable outside the namespace lock: the next commit cannot reach
+        // the disk before this one (sled's log is recovered as a prefix),
+        // and whoever asked for this commit still waits for it.
+        self.db.flush().map_err(|e| self.store.poison(e))?;
+        crash_point("commit:flushed");
+        crate::metrics::Stats::add(&self.store.stats.versions, versions.len() as u64);
         tracing::debug!(seq = seq.0, dirs = trees.len(), "commit");
         for r in self.replicas() {
             r.kick();

@@ -1,7 +1,7 @@
 //! The FUSE adapter (fuser 0.18): translates kernel requests into engine
 //! calls and engine errors into errnos. No storage logic lives here.
 
-use crate::engine::{Attr, Engine, SetAttr};
+use crate::engine::{Attr, Engine, SetAttr, Space};
 use crate::error::Error;
 use crate::format::{FileType as Ft, Time};
 use crate::ids::Ino;
@@ -140,7 +140,21 @@ impl Filesystem for RevFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(reply, self.engine.lookup(Ino(parent.0), name.as_bytes()));
+        match self.engine.lookup(Ino(parent.0), name.as_bytes()) {
+            // A name missing from the live tree stays missing until it is
+            // made through this mount (or by a restore, which tells the
+            // kernel): the kernel may remember that for TTL (node 0), and a
+            // create does not ask first. History names come and go with
+            // commits, so their misses are not cached.
+            Err(Error::NotFound) if Space::of(Ino(parent.0)) == Space::Live => {
+                let none = Attr {
+                    ino: Ino(0),
+                    node: crate::format::Node::new(Ft::Regular, 0, 0, 0),
+                };
+                reply.entry(&TTL, &FileAttr::from(&none), Generation(0))
+            }
+            r => self.entry(reply, r),
+        }
     }
 
     /// (fuser's default `batch_forget` calls this for each inode.)

@@ -343,7 +343,21 @@ impl ObjectStore {
     /// Makes every object put so far durable.
     pub fn sync(&self) -> Result<()> {
         self.check_writable()?;
-        lock(&self.writer).sync().map_err(|e| self.poison(e))
+        // The fdatasync runs without the writer's lock: files being closed
+        // meanwhile append their chunks instead of waiting for the disk.
+        let target = lock(&self.writer)
+            .sync_target()
+            .map_err(|e| self.poison(e))?;
+        if let Some((no, file, len)) = target {
+            file.sync_data().map_err(|e| {
+                self.poison(Error::IoAt {
+                    path: pack::pack_path(&self.dir, no),
+                    source: e,
+                })
+            })?;
+            lock(&self.writer).synced_to(no, len);
+        }
+        Ok(())
     }
 
     /// The pack being appended to and its durable length.

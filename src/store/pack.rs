@@ -10,6 +10,7 @@ use crate::ids::PackNo;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The file name of sealed pack `no`.
 pub fn pack_name(no: PackNo) -> String {
@@ -266,7 +267,8 @@ pub struct PackWriter {
 
 struct OpenPack {
     no: PackNo,
-    file: File,
+    /// Shared with a sync that runs outside the writer's lock.
+    file: Arc<File>,
     len: u64,
     synced: u64,
 }
@@ -335,7 +337,7 @@ impl PackWriter {
             self.unsynced_dir = true;
             self.open = Some(OpenPack {
                 no,
-                file,
+                file: Arc::new(file),
                 len: PACK_HEADER_LEN,
                 synced: 0,
             });
@@ -367,6 +369,36 @@ impl PackWriter {
             self.unsynced_dir = false;
         }
         Ok(())
+    }
+
+    /// What a sync outside the writer's lock has to make durable: the open
+    /// pack's file and its length now (None when all of it is durable). The
+    /// pack directory, when a pack was created in it, is synced here.
+    /// Appends go on while that sync runs; [`PackWriter::synced_to`] then
+    /// records how far it got.
+    pub fn sync_target(&mut self) -> Result<Option<(PackNo, Arc<File>, u64)>> {
+        if self.unsynced_dir {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(Error::io_at(&self.dir))?;
+            self.unsynced_dir = false;
+        }
+        Ok(self
+            .open
+            .as_ref()
+            .filter(|p| p.synced < p.len)
+            .map(|p| (p.no, p.file.clone(), p.len)))
+    }
+
+    /// The first `len` bytes of pack `no` are durable (a sync of a
+    /// [`PackWriter::sync_target`] finished).
+    pub fn synced_to(&mut self, no: PackNo, len: u64) {
+        if let Some(p) = self.open.as_mut()
+            && p.no == no
+            && p.synced < len
+        {
+            p.synced = len;
+        }
     }
 
     /// The open pack and how many of its bytes are durable (a record
