@@ -35,11 +35,6 @@ impl Engine {
             return Ok(None);
         }
         self.check_writable()?;
-        // The chunks of the files recorded so far, made durable before the
-        // namespace is locked: creates and closes go on meanwhile. Under the
-        // lock only this commit's trees (and what was recorded since) wait
-        // for the disk.
-        self.store.sync()?;
         let ns = lock(&self.ns);
         let dirty = self.db.dirty_dirs()?;
         let (content, versions) = {

@@ -349,12 +349,9 @@ impl ObjectStore {
             .sync_target()
             .map_err(|e| self.poison(e))?;
         if let Some((no, file, len)) = target {
-            file.sync_data().map_err(|e| {
-                self.poison(Error::IoAt {
-                    path: pack::pack_path(&self.dir, no),
-                    source: e,
-                })
-            })?;
+            file.sync_data()
+                .map_err(Error::io_at(pack::pack_path(&self.dir, no)))
+                .map_err(|e| self.poison(e))?;
             lock(&self.writer).synced_to(no, len);
         }
         Ok(())

@@ -354,19 +354,10 @@ impl PackWriter {
     /// Makes every appended record durable: fdatasync of the open pack, and
     /// an fsync of the pack directory when a pack file was created.
     pub fn sync(&mut self) -> Result<()> {
-        if let Some(p) = self.open.as_mut()
-            && p.synced < p.len
-        {
-            p.file
-                .sync_data()
-                .map_err(Error::io_at(pack_path(&self.dir, p.no)))?;
-            p.synced = p.len;
-        }
-        if self.unsynced_dir {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(Error::io_at(&self.dir))?;
-            self.unsynced_dir = false;
+        if let Some((no, file, len)) = self.sync_target()? {
+            file.sync_data()
+                .map_err(Error::io_at(pack_path(&self.dir, no)))?;
+            self.synced_to(no, len);
         }
         Ok(())
     }
