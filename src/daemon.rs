@@ -373,6 +373,10 @@ pub fn run(
     config.acl = SessionACL::All;
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
+    // Answering before the mount appears: a command run as soon as the
+    // mountpoint shows up (`revfs log` right after a mount) must reach this
+    // daemon, not find the store locked and no one at the socket.
+    let control = control::Server::start(&runtime_dir(store)?.join(SOCKET_FILE), engine.clone())?;
     let mut session = fuser::Session::new(RevFs::new(engine.clone()), mountpoint, &config)
         .map_err(|e| Error::Store(format!("cannot mount at {}: {e}", mountpoint.display())))?;
     let notifier = session.notifier();
@@ -407,7 +411,6 @@ pub fn run(
 
     let commits = commit_loop(engine.clone(), opts.commit_interval);
     let pruner = (!engine.read_only()).then(|| prune_loop(engine.clone(), store.clone()));
-    let control = control::Server::start(&runtime_dir(store)?.join(SOCKET_FILE), engine.clone())?;
     tracing::info!("mounted {} at {}", store.display(), mountpoint.display());
     startup.ready();
     crate::sys::sd_notify("READY=1");
