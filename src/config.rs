@@ -54,6 +54,10 @@ pub struct Config {
     /// How long what a prune deletes stays on the replica (seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_delete_after_secs: Option<f64>,
+    /// The checkpoint marker globs (`--checkpoint-marker`; absent: the
+    /// defaults of `engine::checkpoints`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_markers: Option<Vec<String>>,
 }
 
 /// A mounted store prunes itself this often by default.
@@ -75,6 +79,14 @@ impl Config {
     /// The policy, or the empty one (keep everything).
     pub fn policy(&self) -> crate::retention::Policy {
         self.retention.clone().unwrap_or_default()
+    }
+
+    /// The checkpoint markers the store watches.
+    pub fn markers(&self) -> Result<crate::engine::checkpoints::Markers> {
+        match &self.checkpoint_markers {
+            Some(globs) => crate::engine::checkpoints::Markers::new(globs),
+            None => Ok(crate::engine::checkpoints::Markers::defaults()),
+        }
     }
 
     pub fn prune_interval(&self) -> std::time::Duration {

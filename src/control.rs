@@ -6,6 +6,8 @@
 //! Requests: `{"cmd": "status"}`, `{"cmd": "commit"}`,
 //! `{"cmd": "snapshot_create", "name": N}`, `{"cmd": "snapshot_delete", "name": N}`,
 //! `{"cmd": "snapshot_list"}`, `{"cmd": "log", "path": "relative/path"}`,
+//! `{"cmd": "checkpoints"}`, `{"cmd": "checkpoint_pin", "name": N}`,
+//! `{"cmd": "checkpoint_unpin", "name": N}`,
 //! `{"cmd": "verify", "replica": P, "repair": B}`,
 //! `{"cmd": "restore", "path": P, "at": TIME_OR_NAME, "to": P}`,
 //! `{"cmd": "prune", "policy": {...}, "dry_run": B}`.
@@ -36,6 +38,13 @@ pub enum Request {
         name: String,
     },
     SnapshotList,
+    Checkpoints,
+    CheckpointPin {
+        name: String,
+    },
+    CheckpointUnpin {
+        name: String,
+    },
     Log {
         path: String,
     },
@@ -67,6 +76,8 @@ impl Request {
             Request::Commit
                 | Request::SnapshotCreate { .. }
                 | Request::SnapshotDelete { .. }
+                | Request::CheckpointPin { .. }
+                | Request::CheckpointUnpin { .. }
                 | Request::Verify { repair: true, .. }
                 | Request::Restore { .. }
                 | Request::Prune { dry_run: false, .. }
@@ -92,6 +103,9 @@ fn handle(engine: &Engine, req: Request) -> Result<Value> {
         Request::SnapshotCreate { name } => json(engine.snapshot_create(&name)?.0),
         Request::SnapshotDelete { name } => json(engine.snapshot_delete(&name)?),
         Request::SnapshotList => json(engine.snapshot_list(&engine.options().thinning)?),
+        Request::Checkpoints => json(engine.checkpoints()?),
+        Request::CheckpointPin { name } => json(engine.checkpoint_pin(&name)?.0),
+        Request::CheckpointUnpin { name } => json(engine.checkpoint_unpin(&name)?),
         Request::Log { path } => {
             // Versions recorded since the last commit are listed too: commit
             // them now so that their snapshot paths exist.

@@ -25,7 +25,7 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic  "RVFSCONF"
-//! 8      4     format version (u32 LE) = 7 (1 to 6 are read too)
+//! 8      4     format version (u32 LE) = 9 (1 to 8 are read too)
 //! 12     ..    UTF-8 JSON object: {"store_id": hex string,
 //!              "created": RFC 3339, "id_key": null,
 //!              "cipher": null | "aes-256-gcm+blake3" (encrypted),
@@ -40,8 +40,8 @@
 //! ```text
 //! offset size  field
 //! 0      8     magic "RVFSPACK"
-//! 8      4     format version (u32 LE) = 7 (1 to 6 are read too; the
-//!              pack layout is the same in all seven)
+//! 8      4     format version (u32 LE) = 9 (1 to 8 are read too; the
+//!              pack layout is the same in all nine)
 //! 12     4     reserved, 0
 //! 16     ..    object records, back to back
 //! ```
@@ -125,6 +125,13 @@
 //! ```text
 //! u8 version = 1, u64 seq, Time time, Opt<Id> parent, Id root tree, Node root
 //! ```
+//! A commit made where a training checkpoint completed (format 9) is
+//! version 2: the same, then the checkpoints it completes
+//! (`engine::checkpoints`), paths relative to the root, `/`-separated:
+//! ```text
+//! u32 count, count × (Bytes16 checkpoint directory, Bytes16 what marked it:
+//!   the marker file, or the directory renamed into place)
+//! ```
 //! Node (the attributes and content of one inode, shared by trees and the catalog):
 //! ```text
 //! u8 file type (1 reg, 2 dir, 3 symlink, 4 fifo, 5 socket, 6 chr, 7 blk)
@@ -166,6 +173,10 @@
 //!                                      "next_pack" is kept by prune
 //! "g" bucket:u64BE                     (format 4) u64 LE "stored_added" at the end of
 //!                                      that 300 s bucket: growth samples, 8 days
+//! "k" seq:u64BE                        (format 9) the checkpoints commit `seq`
+//!                                      completes, as in the commit object (u32
+//!                                      count, count × 2 Bytes16): an index of the
+//!                                      commits, rebuilt from them by recover
 //! "r" no:u64BE                         (format 4) ReplicaDeletion: u8 version=1, Time,
 //!                                      u32 n, n x u64 commit seq, u32 m, m x u64 pack:
 //!                                      what one prune step dropped, until the replica
@@ -284,13 +295,19 @@
 //!   opens and its config version is raised at first writable open
 //!   (`tests/fixtures/v7-store`). A revfs that reads only version 7
 //!   refuses a version-8 store, whose inode records it could not decode.
+//! * 9: checkpoint commits: a commit made where a training checkpoint
+//!   completed is a version-2 commit object naming the checkpoints it
+//!   completes, indexed by "k" keys. A version-8 store opens as it is and
+//!   its config version is raised at first writable open
+//!   (`tests/fixtures/v8-store`). A revfs that reads only version 8
+//!   refuses a version-9 store, whose version-2 commits it could not decode.
 
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectKind};
 use std::collections::BTreeMap;
 
 /// The store format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;
 pub const CONF_MAGIC: &[u8; 8] = b"RVFSCONF";
 pub const PACK_MAGIC: &[u8; 8] = b"RVFSPACK";
 pub const META_MAGIC: &[u8; 8] = b"RVFSMETA";
@@ -821,30 +838,91 @@ pub struct Commit {
     pub parent: Option<ObjectId>,
     pub root: ObjectId,
     pub root_node: Node,
+    /// The training checkpoints this commit completes (format 9).
+    pub checkpoints: Vec<CheckpointMark>,
+}
+
+/// A checkpoint a commit completes: its directory, and what marked it
+/// complete (a marker file, or the directory renamed into place); paths
+/// relative to the root, `/`-separated (empty: the root).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointMark {
+    pub dir: String,
+    pub marker: String,
+}
+
+impl CheckpointMark {
+    /// The marks as a commit (version 2) and a "k" value hold them.
+    pub fn encode_all(marks: &[CheckpointMark], e: &mut Enc) {
+        e.u32(marks.len() as u32);
+        for m in marks {
+            e.bytes16(m.dir.as_bytes()).bytes16(m.marker.as_bytes());
+        }
+    }
+
+    pub fn decode_all(d: &mut Dec) -> Result<Vec<CheckpointMark>> {
+        let n = d.count(4)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let text = |d: &mut Dec| -> Result<String> {
+                String::from_utf8(d.bytes16()?).map_err(|_| d.bad("checkpoint path not UTF-8"))
+            };
+            let dir = text(d)?;
+            let marker = text(d)?;
+            out.push(CheckpointMark { dir, marker });
+        }
+        Ok(out)
+    }
+
+    /// A "k" value.
+    pub fn encode_list(marks: &[CheckpointMark]) -> Vec<u8> {
+        let mut e = Enc::default();
+        Self::encode_all(marks, &mut e);
+        e.0
+    }
+
+    pub fn decode_list(buf: &[u8]) -> Result<Vec<CheckpointMark>> {
+        let mut d = Dec::new(buf, "checkpoint record");
+        let out = Self::decode_all(&mut d)?;
+        d.end()?;
+        Ok(out)
+    }
 }
 
 impl Commit {
+    /// Version 1 unless the commit completes a checkpoint, so that a
+    /// store's other commits read as they always did.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
-        e.u8(1)
+        e.u8(if self.checkpoints.is_empty() { 1 } else { 2 })
             .u64(self.seq)
             .time(self.time)
             .opt_id(&self.parent)
             .id(&self.root);
         self.root_node.encode(&mut e);
+        if !self.checkpoints.is_empty() {
+            CheckpointMark::encode_all(&self.checkpoints, &mut e);
+        }
         e.0
     }
 
     pub fn decode(buf: &[u8]) -> Result<Commit> {
         let mut d = Dec::new(buf, "commit");
-        d.version(1)?;
-        let c = Commit {
+        let version = d.u8()?;
+        if !(1..=2).contains(&version) {
+            return Err(d.bad(&format!("record version {version}, expected 1 or 2")));
+        }
+        let mut c = Commit {
             seq: d.u64()?,
             time: d.time()?,
             parent: d.opt_id()?,
             root: d.id()?,
             root_node: Node::decode(&mut d)?,
+            checkpoints: Vec::new(),
         };
+        if version == 2 {
+            c.checkpoints = CheckpointMark::decode_all(&mut d)?;
+        }
         d.end()?;
         Ok(c)
     }
@@ -951,7 +1029,7 @@ mod tests {
         assert_eq!(
             pack_header(),
             [
-                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 8, 0, 0, 0, 0, 0, 0, 0
+                b'R', b'V', b'F', b'S', b'P', b'A', b'C', b'K', 9, 0, 0, 0, 0, 0, 0, 0
             ]
         );
     }
@@ -1027,6 +1105,38 @@ mod tests {
         h[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         h[8..12].copy_from_slice(&10u32.to_le_bytes());
         assert!(RecordHeader::decode(&h).is_err());
+    }
+
+    #[test]
+    fn commits_are_version_1_unless_they_complete_a_checkpoint() {
+        let mut c = Commit {
+            seq: 7,
+            time: Time { secs: 5, nanos: 6 },
+            parent: None,
+            root: ObjectId([1; 32]),
+            root_node: Node::new(FileType::Directory, 0o755, 0, 0),
+            checkpoints: Vec::new(),
+        };
+        let b = c.encode();
+        assert_eq!(b[0], 1);
+        assert_eq!(Commit::decode(&b).unwrap(), c);
+        c.checkpoints = vec![CheckpointMark {
+            dir: "out/checkpoint-500".into(),
+            marker: "out/checkpoint-500/trainer_state.json".into(),
+        }];
+        let b2 = c.encode();
+        assert_eq!(b2[0], 2);
+        assert_eq!(
+            &b2[..b.len()][1..],
+            &b[1..],
+            "the version-1 fields come first"
+        );
+        assert_eq!(&b2[b.len()..b.len() + 6], &[1, 0, 0, 0, 18, 0]);
+        assert_eq!(Commit::decode(&b2).unwrap(), c);
+        let mut v3 = b2.clone();
+        v3[0] = 3;
+        assert!(Commit::decode(&v3).is_err());
+        assert!(Commit::decode(&b2[..b2.len() - 1]).is_err());
     }
 
     #[test]

@@ -45,7 +45,16 @@ enum Cmd {
         /// The retention policy the store keeps (see `revfs policy`).
         #[command(flatten)]
         policy: PolicyArgs,
+        /// A file whose close after a write (or rename into place) completes a
+        /// training checkpoint: a glob over paths in the mount, given more than
+        /// once for several ("none": no markers). Default: **/.metadata,
+        /// **/trainer_state.json, **/latest, **/commit_success.txt.
+        #[arg(long, value_name = "GLOB")]
+        checkpoint_marker: Vec<String>,
     },
+    /// List every completed training checkpoint ever saved, oldest first, with
+    /// the path under .snapshots to restore each from; pin one for good.
+    Checkpoints(cli::checkpoints::CheckpointsArgs),
     /// Drop the history outside a retention policy and give its space back
     /// (TARGET: a store, or a path in its mount: then the daemon does it while serving).
     Prune {
@@ -181,7 +190,9 @@ fn run(cli: Cli) -> Result<()> {
             replica,
             encrypt,
             policy,
-        } => cli::init::run(&store, &replica, encrypt, &policy),
+            checkpoint_marker,
+        } => cli::init::run(&store, &replica, encrypt, &policy, &checkpoint_marker),
+        Cmd::Checkpoints(args) => cli::checkpoints::run(args),
         Cmd::Key { cmd } => cli::key::run(cmd),
         Cmd::Verify {
             store,
@@ -248,6 +259,7 @@ fn run(cli: Cli) -> Result<()> {
                 prune_interval,
                 replica_delete_after,
                 clear,
+                markers: &[],
             },
             json,
         ),
@@ -274,6 +286,9 @@ fn main() -> ExitCode {
         .collect();
     let effective = cli::fstab::translate(&args, &subcommands).unwrap_or(args);
     let mut cli = Cli::parse_from(&effective);
+    if !matches!(cli.cmd, Cmd::Mount(_)) {
+        revfs::sys::default_sigpipe();
+    }
     if let Cmd::Mount(m) = &mut cli.cmd {
         // What a detached daemon is started with (less --daemon).
         m.argv = effective

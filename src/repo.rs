@@ -143,6 +143,7 @@ pub fn init(store: &Path, passphrase: Option<&[u8]>) -> Result<(Config, Crypto)>
         retention: None,
         prune_interval_secs: None,
         replica_delete_after_secs: None,
+        checkpoint_markers: None,
     };
     // The config goes last: a store without it is not a store yet.
     cfg.write(store)?;
@@ -233,6 +234,7 @@ impl Repo {
     pub fn open_unlocked(store: &Path, mut opts: Options, crypto: Crypto) -> Result<Repo> {
         let (version, config) = Config::read(store)?;
         opts.policy = config.policy().merged(&opts.policy);
+        opts.markers = config.markers()?;
         if config.role.as_deref() == Some(crate::replica::ROLE_REPLICA) {
             return Repo::open_replica(store, config, opts, crypto);
         }

@@ -18,6 +18,16 @@ pub fn private_umask() {
     }
 }
 
+/// Output to a closed pipe (`revfs checkpoints --json | head`) ends the
+/// command quietly, as it does other Unix tools, instead of a failed print.
+/// Not for the daemon: it must live on when a control client goes away.
+pub fn default_sigpipe() {
+    // SAFETY: restores the default disposition of one signal; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The real user and group of this process.
 pub fn uid_gid() -> (u32, u32) {
     // SAFETY: getuid/getgid take no arguments and cannot fail.

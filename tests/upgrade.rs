@@ -21,6 +21,11 @@
 //! counted parent links: notes.txt "v7 store\n"; a/f "linked\n" with hard
 //! links a/l1, a/l2, a/l3 and b/l4) opens with its links, and its inode
 //! records are rewritten in the new layout as they change.
+//! Format 8 (`tests/fixtures/v8-store`, written by the release before
+//! checkpoint commits: notes.txt "v8 store\n"; out/checkpoint-1/ with
+//! weights.bin "weights 1\n" and trainer_state.json, the named snapshot
+//! named-v8) opens, lists no checkpoint (its commits named none), records
+//! new ones, and is raised to format 9.
 // Tests and examples may unwrap, and kill/signal their own children with libc.
 #![allow(clippy::unwrap_used, unsafe_code)]
 
@@ -304,5 +309,39 @@ fn a_format_7_store_opens_with_its_links_and_is_raised_to_format_8() {
     assert_eq!(fs::metadata(m.p("b/l5")).unwrap().nlink(), 4);
     assert_eq!(fs::read(m.p("a/l3")).unwrap(), b"linked\n");
     assert!(!m.p("a/f").exists() && !m.p("a/l1").exists());
+    m.unmount();
+}
+
+#[test]
+fn a_format_8_store_opens_and_records_checkpoints_from_then_on() {
+    if !common::fuse_available() {
+        return;
+    }
+    let (tmp, store) = fixture("v8-store");
+    assert_eq!(conf_version(&store), 8);
+    let mut m = mount(&tmp, &store);
+    assert_eq!(fs::read(m.p("notes.txt")).unwrap(), b"v8 store\n");
+    assert_eq!(
+        fs::read(m.p(".snapshots/named-v8/out/checkpoint-1/weights.bin")).unwrap(),
+        b"weights 1\n"
+    );
+    let list = |m: &Mount| {
+        let (ok, out) = revfs(&["checkpoints".as_ref(), m.mnt.as_os_str(), "--json".as_ref()]);
+        assert!(ok, "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    assert_eq!(list(&m), serde_json::json!([]));
+    fs::create_dir(m.p("out/checkpoint-2")).unwrap();
+    fs::write(m.p("out/checkpoint-2/weights.bin"), b"weights 2\n").unwrap();
+    fs::write(m.p("out/checkpoint-2/trainer_state.json"), b"{}").unwrap();
+    let l = list(&m);
+    assert_eq!(l[0]["directory"], "out/checkpoint-2", "{l}");
+    m.unmount();
+    assert_eq!(conf_version(&store), revfs::format::FORMAT_VERSION);
+    common::verify_clean(&store);
+    m.start(&[]);
+    let l = list(&m);
+    let p = std::path::PathBuf::from(l[0]["path"].as_str().unwrap());
+    assert_eq!(fs::read(p.join("weights.bin")).unwrap(), b"weights 2\n");
     m.unmount();
 }

@@ -4,7 +4,7 @@
 
 use crate::crypto::{Crypto, Domain};
 use crate::error::{Error, Result};
-use crate::format::{Dec, Enc, FileType, META_MAGIC, Node, Time};
+use crate::format::{CheckpointMark, Dec, Enc, FileType, META_MAGIC, Node, Time};
 use crate::ids::{CommitSeq, Ino, ObjectId, ObjectKind, PackNo};
 use std::path::Path;
 
@@ -324,6 +324,15 @@ impl Batch {
         self.insert(ino_key(b'c', Ino(seq.0)), e.0);
         self.put_counter("head", seq.0);
     }
+    /// The checkpoints commit `seq` completes (format 9; none: no key).
+    pub fn put_checkpoints(&mut self, seq: CommitSeq, marks: &[CheckpointMark]) {
+        if !marks.is_empty() {
+            self.insert(
+                ino_key(b'k', Ino(seq.0)),
+                CheckpointMark::encode_list(marks),
+            );
+        }
+    }
     pub fn put_index(&mut self, id: &ObjectId, e: &IndexEntry) {
         self.insert(key(b'o', &[&id.0]), e.encode());
     }
@@ -358,6 +367,7 @@ impl Batch {
     }
     pub fn del_commit(&mut self, seq: CommitSeq) {
         self.remove(ino_key(b'c', Ino(seq.0)));
+        self.remove(ino_key(b'k', Ino(seq.0)));
     }
     pub fn del_index(&mut self, id: &ObjectId) {
         self.remove(key(b'o', &[&id.0]));
@@ -746,6 +756,19 @@ impl Db {
             let (k, v) = kv?;
             let mut d = Dec::new(&v, "commit record");
             out.push((CommitSeq(be_u64(&k[1..])?), d.id()?, d.time()?));
+        }
+        Ok(out)
+    }
+
+    /// Every commit that completes a checkpoint, oldest first.
+    pub fn checkpoint_commits(&self) -> Result<Vec<(CommitSeq, Vec<CheckpointMark>)>> {
+        let mut out = Vec::new();
+        for kv in self.scan(b"k", "checkpoint record") {
+            let (k, v) = kv?;
+            out.push((
+                CommitSeq(be_u64(&k[1..])?),
+                CheckpointMark::decode_list(&v)?,
+            ));
         }
         Ok(out)
     }

@@ -4,13 +4,22 @@ use super::PolicyArgs;
 use revfs::{Result, repo};
 use std::path::{Path, PathBuf};
 
-pub fn run(store: &Path, replicas: &[PathBuf], encrypt: bool, policy: &PolicyArgs) -> Result<()> {
+pub fn run(
+    store: &Path,
+    replicas: &[PathBuf],
+    encrypt: bool,
+    policy: &PolicyArgs,
+    markers: &[String],
+) -> Result<()> {
+    // A bad glob is refused before anything is made.
+    revfs::engine::checkpoints::Markers::new(markers)?;
     repo::init_with_replica(store, replicas, encrypt)?;
     let change = super::policy::Change {
         flags: policy,
         prune_interval: None,
         replica_delete_after: None,
         clear: false,
+        markers,
     };
     super::policy::apply(store, &change)?;
     if replicas.is_empty() {

@@ -2,6 +2,7 @@
 //! flags, durations, the progress bar, answers of the daemon, paths in a
 //! mount.
 
+pub mod checkpoints;
 pub mod drill;
 pub mod fstab;
 pub mod init;
@@ -99,6 +100,10 @@ pub struct PolicyArgs {
     /// For every live file, keep the commits that first hold its last N versions.
     #[arg(long, value_name = "N")]
     pub keep_versions: Option<u64>,
+    /// For every directory that holds training checkpoints, keep the commits that
+    /// completed its last N checkpoints (also those the job rotated away).
+    #[arg(long, value_name = "N")]
+    pub keep_checkpoints: Option<u64>,
     /// Keep the store under this size (100G, 500M, or 80% of its filesystem) by
     /// dropping the oldest automatic snapshots outside the protected set.
     #[arg(long, value_name = "SIZE", value_parser = SizeBound::parse)]
@@ -131,6 +136,7 @@ impl PolicyArgs {
             keep_weekly: self.keep_weekly,
             keep_monthly: self.keep_monthly,
             keep_versions: self.keep_versions,
+            keep_checkpoints: self.keep_checkpoints,
             max_size: self.max_size,
             max_unused: self.max_unused,
         }

@@ -41,6 +41,12 @@ pub struct MountArgs {
     /// Retention policy (kept in the store's config: set once).
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// A file whose close after a write (or rename into place) completes a
+    /// training checkpoint (a glob; more than once for several; "none": no
+    /// markers; kept in the config). Default: **/.metadata,
+    /// **/trainer_state.json, **/latest, **/commit_success.txt.
+    #[arg(long, value_name = "GLOB")]
+    pub checkpoint_marker: Vec<String>,
     /// Prune under the policy this often (default 10m; kept in the config).
     #[arg(long, value_parser = parse_duration)]
     pub prune_interval: Option<Duration>,
@@ -91,6 +97,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         list_minutely,
         list_hourly,
         policy,
+        checkpoint_marker,
         prune_interval,
         replica_delete_after,
         cache_dir,
@@ -128,6 +135,7 @@ pub fn run(args: MountArgs) -> Result<()> {
             prune_interval,
             replica_delete_after,
             clear: false,
+            markers: &checkpoint_marker,
         };
         super::policy::apply(&store, &change)?;
     }
@@ -142,6 +150,8 @@ pub fn run(args: MountArgs) -> Result<()> {
             replica_sync,
             policy: Default::default(),
             chunk_cache: chunk_cache.unwrap_or_else(revfs::store::cache::default_bytes),
+            // From the store's config, where the flags above put them.
+            markers: Default::default(),
         },
         replicas: replica,
         commit_interval,

@@ -14,6 +14,8 @@ pub struct Change<'a> {
     pub prune_interval: Option<Duration>,
     pub replica_delete_after: Option<Duration>,
     pub clear: bool,
+    /// `--checkpoint-marker` globs: replace the store's markers.
+    pub markers: &'a [String],
 }
 
 impl Change<'_> {
@@ -22,6 +24,7 @@ impl Change<'_> {
             && self.prune_interval.is_none()
             && self.replica_delete_after.is_none()
             && !self.clear
+            && self.markers.is_empty()
     }
 }
 
@@ -47,6 +50,10 @@ pub fn apply(store: &Path, change: &Change) -> Result<repo::Config> {
     }
     if let Some(d) = change.replica_delete_after {
         cfg.replica_delete_after_secs = Some(d.as_secs_f64());
+    }
+    if !change.markers.is_empty() {
+        revfs::engine::checkpoints::Markers::new(change.markers)?;
+        cfg.checkpoint_markers = Some(change.markers.to_vec());
     }
     if serde_json::to_string(&cfg).unwrap_or_default() != before {
         cfg.write(store)?;

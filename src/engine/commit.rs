@@ -37,11 +37,11 @@ impl Engine {
         self.check_writable()?;
         let ns = lock(&self.ns);
         let dirty = self.db.dirty_dirs()?;
-        let (content, versions) = {
+        let (content, versions, checkpoints) = {
             let p = lock(&self.pending);
-            (p.content.clone(), p.versions.clone())
+            (p.content.clone(), p.versions.clone(), p.checkpoints.clone())
         };
-        if dirty.is_empty() && content.is_empty() && versions.is_empty() {
+        if dirty.is_empty() && content.is_empty() && versions.is_empty() && checkpoints.is_empty() {
             if self.store.has_pending() {
                 // Only new locations of rewritten (healed) objects.
                 let index = self.store.pending();
@@ -147,6 +147,7 @@ impl Engine {
             parent,
             root,
             root_node,
+            checkpoints: checkpoints.clone(),
         };
         let commit_id = self.store.put(ObjectKind::Commit, &commit.encode())?;
 
@@ -212,6 +213,7 @@ impl Engine {
             self.next_vseq.load(std::sync::atomic::Ordering::SeqCst),
         );
         b.put_commit(seq, &commit_id, time);
+        b.put_checkpoints(seq, &checkpoints);
         // A catalog that failed to take or persist a commit is in an unknown
         // state: refuse writes until reopened (sled recovers on open).
         self.db.apply(b).map_err(|e| self.store.poison(e))?;
@@ -221,6 +223,7 @@ impl Engine {
         p.content.clear();
         p.versions.clear();
         p.placed.clear();
+        p.checkpoints.clear();
         drop(p);
         drop(ns);
         crash_point("commit:catalog-applied");

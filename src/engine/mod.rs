@@ -12,6 +12,7 @@
 //! catalog itself only ever points at durable objects.
 
 pub mod acl;
+pub mod checkpoints;
 mod commit;
 pub mod file;
 pub mod history;
@@ -55,6 +56,8 @@ pub struct Options {
     pub policy: crate::retention::Policy,
     /// Bytes of decoded chunks kept in memory (`store::cache`).
     pub chunk_cache: u64,
+    /// Files whose completion completes a training checkpoint (`checkpoints`).
+    pub markers: checkpoints::Markers,
 }
 
 impl Default for Options {
@@ -66,6 +69,7 @@ impl Default for Options {
             replica_sync: false,
             policy: Default::default(),
             chunk_cache: crate::store::cache::default_bytes(),
+            markers: checkpoints::Markers::defaults(),
         }
     }
 }
@@ -109,6 +113,8 @@ struct Pending {
     /// Paths (parent, name) a file was renamed to since the last commit,
     /// and when: replacing such a path again forces a commit first.
     placed: HashMap<(Ino, Vec<u8>), Time>,
+    /// Checkpoints completed since the last commit (the next one names them).
+    checkpoints: Vec<crate::format::CheckpointMark>,
 }
 
 /// The shared state of an open file and its number of open handles.
@@ -174,6 +180,9 @@ pub struct Engine {
     last_prune: Mutex<Option<crate::retention::PruneReport>>,
     /// The policy now (the store's config is re-read by the prune loop).
     policy: Mutex<crate::retention::Policy>,
+    /// Files whose name may make them checkpoint markers (`checkpoints`),
+    /// and whether a version was recorded since their last close.
+    marker_inos: Mutex<HashMap<Ino, bool>>,
 }
 
 /// How long statfs reuses a count of the inodes.
@@ -268,6 +277,7 @@ impl Engine {
             prune: Mutex::new(()),
             last_prune: Mutex::new(None),
             policy: Mutex::new(Default::default()),
+            marker_inos: Mutex::new(Default::default()),
         };
         e.set_policy(e.opts.policy.clone());
         if !e.opts.read_only {
@@ -447,6 +457,10 @@ impl Engine {
                 None => false,
             }
         };
+        if gone {
+            // Named again only through a lookup, which watches it again.
+            lock(&self.marker_inos).remove(&ino);
+        }
         if gone && let Err(e) = self.drop_if_unlinked(ino) {
             tracing::warn!("inode {}: {e}", ino.0);
         }
@@ -606,7 +620,16 @@ impl Engine {
         if Space::of(ino) == Space::History {
             return Ok(());
         }
-        self.record(ino, &f, false)
+        self.record_closed(ino, &f)
+    }
+
+    /// Records a closed file; a marker's new version completes a checkpoint.
+    fn record_closed(&self, ino: Ino, f: &RwLock<FileState>) -> Result<()> {
+        self.record(ino, f, false)?;
+        if self.take_marker_write(ino) {
+            self.checkpoint_event(ino, checkpoints::Event::Closed)?;
+        }
+        Ok(())
     }
 
     /// Last close of a handle.
@@ -619,7 +642,7 @@ impl Engine {
         if Space::of(ino) == Space::History {
             return Ok(());
         }
-        let result = self.record(ino, &f, false);
+        let result = self.record_closed(ino, &f);
         let mut files = lock(&self.files);
         let last = files.get_mut(&ino).is_none_or(|o| {
             o.handles = o.handles.saturating_sub(1);
@@ -662,8 +685,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Records a version of `ino` if it changed.
-    fn record(&self, ino: Ino, f: &RwLock<FileState>, fsynced: bool) -> Result<()> {
+    /// Records a version of `ino` if it changed; whether it did.
+    fn record(&self, ino: Ino, f: &RwLock<FileState>, fsynced: bool) -> Result<bool> {
         let mut st = f.write().unwrap_or_else(|e| e.into_inner());
         if !st.dirty {
             if fsynced {
@@ -671,9 +694,9 @@ impl Engine {
             }
             if let Some(t) = st.mtime.take() {
                 drop(st);
-                return self.set_times(ino, t);
+                self.set_times(ino, t)?;
             }
-            return Ok(());
+            return Ok(false);
         }
         self.check_writable()?;
         let now = Time::now();
@@ -689,7 +712,7 @@ impl Engine {
         let mut inode = match self.inode(ino) {
             Ok(i) => i,
             // Unlinked and gone: nothing left to version.
-            Err(Error::NotFound) => return Ok(()),
+            Err(Error::NotFound) => return Ok(false),
             Err(e) => return Err(e),
         };
         let mut p = lock(&self.pending);
@@ -731,7 +754,8 @@ impl Engine {
         Self::touch_parents(&mut b, &inode);
         self.db.apply(b)?;
         st.dirty = false;
-        Ok(())
+        self.note_marker_write(ino);
+        Ok(true)
     }
 
     /// Whether a new version at `now` may replace pending version `v`.

@@ -76,6 +76,9 @@ impl Engine {
             return Err(Error::NotDir);
         }
         let d = self.db.dentry(parent, name)?.ok_or(Error::NotFound)?;
+        if d.kind == FileType::Regular {
+            self.note_name(d.ino, name, false);
+        }
         self.getattr(d.ino)
     }
 
@@ -191,6 +194,9 @@ impl Engine {
         b.mark_dirty(parent);
         Engine::touch_parents(&mut b, &dir);
         self.db.apply(b)?;
+        if kind == FileType::Regular {
+            self.note_name(ino, name, true);
+        }
         Ok(Attr {
             ino,
             node: inode.node,
@@ -409,7 +415,7 @@ impl Engine {
         if exchange {
             self.commit_before_replacing(parent, name)?;
         }
-        let _ns = lock(&self.ns);
+        let ns = lock(&self.ns);
         self.dir_inode(parent)?;
         self.dir_inode(newparent)?;
         let src = self.db.dentry(parent, name)?.ok_or(Error::NotFound)?;
@@ -496,7 +502,21 @@ impl Engine {
             b.mark_dirty(dir);
             Engine::touch_parents(&mut b, &d);
         }
-        self.db.apply(b)
+        self.db.apply(b)?;
+        drop(ns);
+        // A file or directory renamed into place may complete a checkpoint.
+        let placed = match src.kind {
+            FileType::Directory => true,
+            FileType::Regular => {
+                self.note_name(src.ino, newname, false);
+                self.is_watched(src.ino)
+            }
+            _ => false,
+        };
+        if placed {
+            self.checkpoint_event(src.ino, super::checkpoints::Event::Renamed(name))?;
+        }
+        Ok(())
     }
 
     /// Moves one link of `ino` from directory `from` to `to`.

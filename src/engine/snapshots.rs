@@ -8,6 +8,9 @@
 //!   YYYY-MM-DDTHHMMSSZ/       automatic snapshots: the newest commit of that
 //!                             second; the listing is thinned (see `Thinning`)
 //!   at/<RFC 3339 instant>/    the newest commit at or before the instant
+//!   checkpoints/<name>/       each completed training checkpoint's directory
+//!                             in the commit that completed it
+//!                             (`checkpoints`; listed once there is one)
 //! ```
 //!
 //! Inodes of the view have bit 63 set. Each entry point (a name under
@@ -32,6 +35,8 @@ const VIRTUAL: u64 = 1 << 63;
 pub const SNAP_ROOT: Ino = Ino(VIRTUAL | 1);
 pub const AT_DIR: Ino = Ino(VIRTUAL | 2);
 pub const LATEST: Ino = Ino(VIRTUAL | 3);
+/// `.snapshots/checkpoints/`: every completed training checkpoint.
+pub const CHECKPOINTS: Ino = Ino(VIRTUAL | 4);
 const FIRST_DYNAMIC: u64 = VIRTUAL | 16;
 
 /// The two inode spaces of the engine: every entry point dispatches on it
@@ -181,6 +186,7 @@ impl Views {
             }
             match k.split_once('/') {
                 Some(("t", name)) => out.push((AT_DIR, name.as_bytes().to_vec())),
+                Some(("c", name)) => out.push((CHECKPOINTS, name.as_bytes().to_vec())),
                 Some((_, name)) => out.push((SNAP_ROOT, name.as_bytes().to_vec())),
                 None => {}
             }
@@ -212,6 +218,7 @@ fn check_snapshot_name(name: &str) -> Result<()> {
         || name.starts_with('.')
         || name == "latest"
         || name == "at"
+        || name == super::checkpoints::VIEW_DIR
         || parse_auto_name(name).is_some()
     {
         return Err(Error::Invalid);
@@ -258,6 +265,24 @@ impl Engine {
         Ok(v.intern(view, crate::ids::Ino::ROOT.0, node))
     }
 
+    /// The directory of checkpoint `e` in the commit that completed it.
+    fn checkpoint_view(&self, e: &super::checkpoints::Entry) -> Result<Ino> {
+        let root = self.commit_root(e.seq)?;
+        let comps = super::history::components(&e.mark.dir);
+        let (orig, node) = if comps.is_empty() {
+            (Ino::ROOT.0, root)
+        } else {
+            let tree = root.content.ok_or(Error::NotFound)?;
+            self.resolve_entry(tree, &comps)?.ok_or(Error::NotFound)?
+        };
+        if node.kind != FileType::Directory {
+            return Err(Error::NotFound);
+        }
+        let mut v = self.views();
+        let view = v.view_id(&format!("c/{}@{}", e.name, e.seq.0));
+        Ok(v.intern(view, orig, node))
+    }
+
     /// Tells the kernel to forget the views of commits a prune dropped (a
     /// later lookup finds what history holds now); views in use by open
     /// handles stay readable (prune keeps what they need).
@@ -274,7 +299,7 @@ impl Engine {
 
     pub(super) fn snap_getattr(&self, ino: Ino) -> Result<Attr> {
         let node = match ino {
-            SNAP_ROOT | AT_DIR => virtual_dir(self.head_time()?),
+            SNAP_ROOT | AT_DIR | CHECKPOINTS => virtual_dir(self.head_time()?),
             LATEST => {
                 let target = self.latest_target()?;
                 let mut n = Node::new(FileType::Symlink, 0o777, 0, 0);
@@ -309,6 +334,7 @@ impl Engine {
                     LATEST
                 }
                 "at" => AT_DIR,
+                super::checkpoints::VIEW_DIR => CHECKPOINTS,
                 _ => {
                     if let Some(seq) = self.db.name(name_s)? {
                         self.view_root(&format!("n/{name_s}"), seq)?
@@ -335,6 +361,10 @@ impl Engine {
                 }
                 let (seq, _) = self.commit_at(t)?.ok_or(Error::NotFound)?;
                 self.view_root(&format!("t/{name_s}"), seq)?
+            }
+            CHECKPOINTS => {
+                let e = self.checkpoint_entry(name_s)?.ok_or(Error::NotFound)?;
+                self.checkpoint_view(&e)?
             }
             LATEST => return Err(Error::NotDir),
             _ => {
@@ -376,6 +406,9 @@ impl Engine {
                         name: b"latest".to_vec(),
                     });
                 }
+                if !self.checkpoint_entries()?.is_empty() {
+                    out.push(dot(CHECKPOINTS, super::checkpoints::VIEW_DIR.as_bytes()));
+                }
                 // The listing knows each entry's commit: no lookup by name
                 // (which would scan the commits once per entry).
                 for s in self.snapshot_list(&self.opts.thinning)? {
@@ -385,6 +418,15 @@ impl Engine {
                 }
             }
             AT_DIR => out[1].ino = SNAP_ROOT,
+            CHECKPOINTS => {
+                out[1].ino = SNAP_ROOT;
+                for e in self.checkpoint_entries()? {
+                    // One whose directory went before its commit: nothing to show.
+                    if let Ok(ino) = self.checkpoint_view(&e) {
+                        out.push(dot(ino, e.name.as_bytes()));
+                    }
+                }
+            }
             LATEST => return Err(Error::NotDir),
             _ => {
                 let dir = self
@@ -442,15 +484,21 @@ impl Engine {
         if head.0 == 0 {
             return Err(Error::NotFound);
         }
+        self.name_commit(name, head)?;
+        Ok(head)
+    }
+
+    /// Names commit `seq` (durable when this returns).
+    pub(super) fn name_commit(&self, name: &str, seq: CommitSeq) -> Result<()> {
+        check_snapshot_name(name)?;
         let _ns = lock(&self.ns);
         if self.db.name(name)?.is_some() {
             return Err(Error::Exists);
         }
         let mut b = Batch::default();
-        b.put_name(name, head);
+        b.put_name(name, seq);
         self.db.apply(b)?;
-        self.db.flush()?;
-        Ok(head)
+        self.db.flush()
     }
 
     pub fn snapshot_delete(&self, name: &str) -> Result<()> {
@@ -485,7 +533,7 @@ impl Engine {
             return Err(Error::ReadOnly);
         }
         let name = std::str::from_utf8(name).map_err(|_| Error::NotFound)?;
-        if name == "latest" || name == "at" {
+        if name == "latest" || name == "at" || name == super::checkpoints::VIEW_DIR {
             return Err(Error::ReadOnly);
         }
         self.snapshot_delete(name)

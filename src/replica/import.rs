@@ -179,6 +179,7 @@ pub fn import(
     let mut b = Batch::default();
     for (id, c) in &commits {
         b.put_commit(CommitSeq(c.seq), id, c.time);
+        b.put_checkpoints(CommitSeq(c.seq), &c.checkpoints);
         out.commits += 1;
     }
     // put_commit moves "head" along; the newest one wins.

@@ -10,7 +10,11 @@
 //!   the other rules: a job that rotates checkpoint files would otherwise
 //!   keep every one it ever wrote).
 //!
-//! Named snapshots and the head are always kept. A policy with no rule
+//! * `keep_checkpoints N`: for every directory that holds training
+//!   checkpoints (`engine::checkpoints`), the commits that completed its
+//!   last N checkpoints, whether the job still has them or rotated them out.
+//!
+//! Named snapshots (a pinned checkpoint is one) and the head are always kept. A policy with no rule
 //! keeps everything. `max_size` is not a rule over commits: it drops the
 //! oldest commits outside the protected set (named, within, versions,
 //! head) until the store fits (`prune`).
@@ -91,6 +95,8 @@ pub struct Policy {
     pub keep_weekly: Option<u64>,
     pub keep_monthly: Option<u64>,
     pub keep_versions: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_checkpoints: Option<u64>,
     pub max_size: Option<SizeBound>,
     /// Repack a pack once more than this share of it is unused (0..=100).
     pub max_unused: Option<f64>,
@@ -107,6 +113,7 @@ impl Policy {
             || self.keep_within.is_some()
             || self.periods().iter().any(|(n, _)| n.is_some())
             || self.keep_versions.is_some()
+            || self.keep_checkpoints.is_some()
     }
 
     /// Whether the policy lets anything go at all.
@@ -125,6 +132,7 @@ impl Policy {
             keep_weekly: other.keep_weekly.or(self.keep_weekly),
             keep_monthly: other.keep_monthly.or(self.keep_monthly),
             keep_versions: other.keep_versions.or(self.keep_versions),
+            keep_checkpoints: other.keep_checkpoints.or(self.keep_checkpoints),
             max_size: other.max_size.or(self.max_size),
             max_unused: other.max_unused.or(self.max_unused),
         }
@@ -170,6 +178,7 @@ impl Policy {
         add("keep-weekly", self.keep_weekly);
         add("keep-monthly", self.keep_monthly);
         add("keep-versions", self.keep_versions);
+        add("keep-checkpoints", self.keep_checkpoints);
         if let Some(w) = self.keep_within {
             parts.push(format!("keep-within {w}s"));
         }
@@ -226,7 +235,8 @@ impl Period {
 pub struct Kept {
     /// Every commit kept.
     pub kept: BTreeSet<CommitSeq>,
-    /// Those that `max_size` may not drop: named, head, within, versions.
+    /// Those that `max_size` may not drop: named, head, within, versions,
+    /// checkpoints.
     pub protected: BTreeSet<CommitSeq>,
 }
 
@@ -238,6 +248,9 @@ pub struct History<'a> {
     /// For `keep_versions`: per live file, the commits that first hold
     /// each of its versions, oldest first.
     pub versions: &'a [Vec<CommitSeq>],
+    /// For `keep_checkpoints`: per directory that holds checkpoints, the
+    /// commits that completed them, oldest first.
+    pub checkpoints: &'a [Vec<CommitSeq>],
     pub now: Time,
 }
 
@@ -271,6 +284,13 @@ pub fn decide(policy: &Policy, h: &History) -> Kept {
     if let Some(n) = policy.keep_versions {
         for file in h.versions {
             for s in file.iter().rev().take(n as usize) {
+                protect(&mut out, *s);
+            }
+        }
+    }
+    if let Some(n) = policy.keep_checkpoints {
+        for group in h.checkpoints {
+            for s in group.iter().rev().take(n as usize) {
                 protect(&mut out, *s);
             }
         }
@@ -321,6 +341,7 @@ mod tests {
             commits: c,
             named: &named,
             versions: &[],
+            checkpoints: &[],
             now: t(now),
         };
         decide(p, &h).kept.into_iter().map(|s| s.0).collect()
@@ -444,6 +465,7 @@ mod tests {
             commits: &c,
             named: &[],
             versions: &versions,
+            checkpoints: &[],
             now: t(100),
         };
         let k = decide(&p, &h);
@@ -465,6 +487,7 @@ mod tests {
             commits: &c,
             named: &named,
             versions: &[],
+            checkpoints: &[],
             now: t(50),
         };
         let k = decide(&p, &h);
@@ -480,5 +503,35 @@ mod tests {
         let k = decide(&p2, &h);
         assert_eq!(k.kept.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 4, 5]);
         assert_eq!(k.protected.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 5]);
+    }
+
+    #[test]
+    fn keep_checkpoints_keeps_the_last_n_of_each_checkpoint_directory() {
+        let c = commits(&[10, 20, 30, 40, 50, 60, 70]);
+        // Two runs: checkpoints at commits 1, 3, 5 and at 2, 4.
+        let groups = vec![
+            vec![CommitSeq(1), CommitSeq(3), CommitSeq(5)],
+            vec![CommitSeq(2), CommitSeq(4)],
+        ];
+        let p = Policy {
+            keep_checkpoints: Some(1),
+            ..Default::default()
+        };
+        let h = History {
+            commits: &c,
+            named: &[CommitSeq(1)],
+            versions: &[],
+            checkpoints: &groups,
+            now: t(100),
+        };
+        let k = decide(&p, &h);
+        let got: Vec<u64> = k.kept.iter().map(|s| s.0).collect();
+        assert_eq!(
+            got,
+            [1, 4, 5, 7],
+            "pinned 1, the last of each run, the head"
+        );
+        assert_eq!(k.protected, k.kept);
+        assert!(p.describe().contains("keep-checkpoints 1"));
     }
 }

@@ -312,6 +312,10 @@ fn decide(engine: &Engine, p: &Policy, commits: &[(CommitSeq, ObjectId, Time)]) 
         Some(_) => live_file_versions(engine)?,
         None => Vec::new(),
     };
+    let checkpoints = match p.keep_checkpoints {
+        Some(_) => engine.checkpoint_groups()?,
+        None => Vec::new(),
+    };
     let times: Vec<(CommitSeq, Time)> = commits.iter().map(|c| (c.0, c.2)).collect();
     Ok(policy::decide(
         p,
@@ -319,6 +323,7 @@ fn decide(engine: &Engine, p: &Policy, commits: &[(CommitSeq, ObjectId, Time)]) 
             commits: &times,
             named: &named,
             versions: &versions,
+            checkpoints: &checkpoints,
             now: Time::now(),
         },
     ))
