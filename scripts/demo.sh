@@ -2,7 +2,8 @@
 # The main job in one command: build revfs, create ./demo/store, mount it at
 # ./demo/mnt, run a small training job that saves checkpoints (atomic
 # temp-file + rename, as PyTorch/safetensors users do) and appends metrics
-# to a CSV, show what revfs recorded, and unmount cleanly.
+# to a CSV, show what revfs recorded; then a job that rotates its checkpoint
+# directories away, and the user restoring the one it deleted; unmount cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -75,6 +76,33 @@ echo
 echo "== restore step 1's checkpoint: cp \"$FIRST\" $DEMO/restored-step1.safetensors"
 cp "$FIRST" "$DEMO/restored-step1.safetensors"
 python3 -c "import struct,sys; print('   restored checkpoint is from step', struct.unpack('<Q', open(sys.argv[1],'rb').read(8))[0])" "$DEMO/restored-step1.safetensors"
+echo
+echo "== a job that rotates its checkpoints (Hugging Face Trainer layout, save_total_limit=2)"
+python3 - "$DEMO/mnt" <<'PY'
+import json, os, random, shutil, sys
+out = f"{sys.argv[1]}/run/trainer"
+for step in (100, 200, 300, 400):
+    d = f"{out}/checkpoint-{step}"
+    os.makedirs(d)
+    with open(f"{d}/model.safetensors", "wb") as f:
+        f.write(random.Random(step).randbytes(1 << 20))
+    with open(f"{d}/optimizer.pt", "wb") as f:
+        f.write(random.Random(-step).randbytes(512 << 10))
+    with open(f"{d}/trainer_state.json", "w") as f:  # the Trainer writes it last
+        json.dump({"global_step": step}, f)
+    if step > 200:
+        shutil.rmtree(f"{out}/checkpoint-{step - 200}")  # the job's own rotation
+    print(f"  saved checkpoint-{step}; the job keeps {sorted(os.listdir(out))}")
+PY
+echo
+echo "== every checkpoint it ever saved: revfs checkpoints $DEMO/mnt"
+"$BIN" checkpoints "$DEMO/mnt"
+GONE=$("$BIN" checkpoints "$DEMO/mnt" --json | python3 -c 'import json,sys; print([c for c in json.load(sys.stdin) if c["deleted"]][0]["path"])')
+echo
+echo "== restore the one the job deleted: cp -a \"$GONE\" $DEMO/checkpoint-100"
+cp -a "$GONE" "$DEMO/checkpoint-100"
+ls -l "$DEMO/checkpoint-100"
+python3 -c "import json,sys; print('   restored trainer_state.json says step', json.load(open(sys.argv[1]))['global_step'])" "$DEMO/checkpoint-100/trainer_state.json"
 echo
 echo "== what revfs keeps (revfs status $DEMO/store)"
 "$BIN" status "$DEMO/store"

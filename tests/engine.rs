@@ -226,7 +226,7 @@ fn store_refuses_bad_input_clearly() {
     drop(new_store(&s));
     let conf = s.join(repo::CONF_FILE);
     let mut b = std::fs::read(&conf).unwrap();
-    b[8] = 9;
+    b[8..12].copy_from_slice(&(revfs::format::FORMAT_VERSION + 1).to_le_bytes());
     std::fs::write(&conf, b).unwrap();
     let e = Repo::open(&s, Options::default())
         .err()
