@@ -329,15 +329,13 @@ fn keep_checkpoints_keeps_the_last_n_of_each_directory_and_a_pin_keeps_one_for_g
     let first = list[0]["name"].as_str().unwrap().to_string();
     let pinned = run(&[os("checkpoints"), os("pin"), m.mnt.as_os_str(), os(&first)]);
     assert!(pinned.contains("pinned"), "{pinned}");
-    let out = run(&[
-        os("prune"),
-        m.mnt.as_os_str(),
-        os("--keep-checkpoints"),
-        os("2"),
-        os("--keep-last"),
-        os("1"),
-        os("--json"),
-    ]);
+    let prune = |m: &Mount| {
+        let policy = ["--keep-checkpoints", "2", "--keep-last", "1", "--json"];
+        let mut args = vec![os("prune"), m.mnt.as_os_str()];
+        args.extend(policy.iter().map(os));
+        run(&args)
+    };
+    let out = prune(&m);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(r["commits_dropped"].as_u64().unwrap() > 0, "{r}");
     let kept: Vec<(String, bool)> = checkpoints(&m.mnt)
@@ -374,14 +372,7 @@ fn keep_checkpoints_keeps_the_last_n_of_each_directory_and_a_pin_keeps_one_for_g
         m.mnt.as_os_str(),
         os(&first),
     ]);
-    run(&[
-        os("prune"),
-        m.mnt.as_os_str(),
-        os("--keep-checkpoints"),
-        os("2"),
-        os("--keep-last"),
-        os("1"),
-    ]);
+    prune(&m);
     assert_eq!(checkpoints(&m.mnt).len(), 4);
     let (ok, e) = common::revfs(&[
         os("checkpoints"),
@@ -481,20 +472,9 @@ fn frameworks_python() -> PathBuf {
             .is_ok_and(|s| s.success())
     };
     if !ready(&py) {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap()
-            .success()
-            && Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "--disable-pip-version-check"])
-                .args(["jax==0.10.2", "jaxlib==0.10.2", "orbax-checkpoint==0.12.8"])
-                .status()
-                .unwrap()
-                .success();
+        let packages = ["jax==0.10.2", "jaxlib==0.10.2", "orbax-checkpoint==0.12.8"];
         assert!(
-            ok && ready(&py),
+            common::pip_venv(&venv, &packages) && ready(&py),
             "installing jax and orbax-checkpoint failed"
         );
     }

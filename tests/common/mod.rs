@@ -507,6 +507,21 @@ pub fn revfs_env(
     (out.status.success(), text)
 }
 
+/// Makes a Python venv at `dir` and installs `packages` from PyPI into it
+/// (the real S3 server, the ML frameworks); whether both worked.
+pub fn pip_venv(dir: &Path, packages: &[&str]) -> bool {
+    Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(dir.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
 /// A tmpfs mounted for a test, lazily unmounted when dropped.
 pub struct Tmpfs(pub PathBuf);
 impl Tmpfs {

