@@ -317,7 +317,16 @@ impl Engine {
     /// `ino` (a watched file closed after a write, or anything renamed
     /// into place) may complete a checkpoint: if it does, commit now,
     /// naming it. A directory renamed into place always gets its commit.
-    pub(super) fn checkpoint_event(&self, ino: Ino, event: Event) -> Result<()> {
+    /// The close or rename itself has happened: a failure here (the file
+    /// gone meanwhile, a commit that failed and that the commit loop will
+    /// retry) is logged, not made the caller's error.
+    pub(super) fn checkpoint_event(&self, ino: Ino, event: Event) {
+        if let Err(e) = self.try_checkpoint_event(ino, event) {
+            tracing::warn!("inode {}: checkpoint commit: {e}", ino.0);
+        }
+    }
+
+    fn try_checkpoint_event(&self, ino: Ino, event: Event) -> Result<()> {
         if self.opts.read_only || self.opts.markers.count == 0 {
             return Ok(());
         }

@@ -627,7 +627,7 @@ impl Engine {
     fn record_closed(&self, ino: Ino, f: &RwLock<FileState>) -> Result<()> {
         self.record(ino, f, false)?;
         if self.take_marker_write(ino) {
-            self.checkpoint_event(ino, checkpoints::Event::Closed)?;
+            self.checkpoint_event(ino, checkpoints::Event::Closed);
         }
         Ok(())
     }

@@ -514,7 +514,7 @@ impl Engine {
             _ => false,
         };
         if placed {
-            self.checkpoint_event(src.ino, super::checkpoints::Event::Renamed(name))?;
+            self.checkpoint_event(src.ino, super::checkpoints::Event::Renamed(name));
         }
         Ok(())
     }
