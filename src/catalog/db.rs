@@ -760,6 +760,11 @@ impl Db {
         Ok(out)
     }
 
+    /// Whether any kept commit completes a checkpoint.
+    pub fn has_checkpoints(&self) -> Result<bool> {
+        Ok(self.db.scan_prefix([b'k']).next().transpose()?.is_some())
+    }
+
     /// Every commit that completes a checkpoint, oldest first.
     pub fn checkpoint_commits(&self) -> Result<Vec<(CommitSeq, Vec<CheckpointMark>)>> {
         let mut out = Vec::new();

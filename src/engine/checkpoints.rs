@@ -149,6 +149,7 @@ pub struct CheckpointInfo {
 pub(super) struct Entry {
     pub name: String,
     pub seq: CommitSeq,
+    pub time: crate::format::Time,
     pub mark: CheckpointMark,
 }
 
@@ -378,10 +379,23 @@ impl Engine {
                     name = format!("{name}~{}", seq.0);
                     seen.insert(name.clone());
                 }
-                out.push(Entry { name, seq, mark });
+                out.push(Entry {
+                    name,
+                    seq,
+                    time: t,
+                    mark,
+                });
             }
         }
         Ok(out)
+    }
+
+    /// Checkpoint `e`'s directory (number in its commit, node) in the
+    /// commit that completed it; None if it went before that commit ran.
+    pub(super) fn checkpoint_dir(&self, e: &Entry) -> Result<Option<(u64, crate::format::Node)>> {
+        Ok(self
+            .entry_at(e.seq, &e.mark.dir)?
+            .filter(|(_, n)| n.kind == FileType::Directory))
     }
 
     /// The checkpoint named `name`.
@@ -396,36 +410,19 @@ impl Engine {
     pub fn checkpoints(&self) -> Result<Vec<CheckpointInfo>> {
         let pinned: HashSet<CommitSeq> = self.db.names()?.into_iter().map(|n| n.1).collect();
         let mut out = Vec::new();
-        let mut roots: HashMap<CommitSeq, crate::format::Node> = HashMap::new();
         for e in self.checkpoint_entries()? {
-            let root = match roots.get(&e.seq) {
-                Some(r) => r.clone(),
-                None => {
-                    let r = self.commit_root(e.seq)?;
-                    roots.insert(e.seq, r.clone());
-                    r
-                }
-            };
-            let comps = super::history::components(&e.mark.dir);
-            let node = if comps.is_empty() {
-                Some(root)
-            } else {
-                let id = root.content.ok_or(Error::NotFound)?;
-                self.resolve_entry(id, &comps)?.map(|(_, n)| n)
-            };
             // Removed before its commit ran: nothing to restore.
-            let Some(node) = node.filter(|n| n.kind == FileType::Directory) else {
+            let Some((_, node)) = self.checkpoint_dir(&e)? else {
                 continue;
             };
             let mut files = Vec::new();
             if let Some(t) = node.content {
                 self.all_files(t, "", &mut files)?;
             }
-            let t = self.db.commit(e.seq)?.map(|c| c.1).unwrap_or_default();
             out.push(CheckpointInfo {
                 step: step_of(base_name(&e.mark.dir)),
                 directory: e.mark.dir.clone(),
-                time: crate::timefmt::rfc3339(t),
+                time: crate::timefmt::rfc3339(e.time),
                 size: files.iter().map(|(_, n)| n.size).sum(),
                 files: files.len() as u64,
                 deleted: self.live_dir(&e.mark.dir)?.is_none(),

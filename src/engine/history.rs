@@ -231,6 +231,20 @@ impl Engine {
         Ok(None)
     }
 
+    /// The entry (inode number in the commit, node) at `path` (relative
+    /// to the root; empty: the root itself) in commit `seq`.
+    pub(super) fn entry_at(&self, seq: CommitSeq, path: &str) -> Result<Option<(u64, Node)>> {
+        let root = self.commit_root(seq)?;
+        let comps = components(path);
+        if comps.is_empty() {
+            return Ok(Some((Ino::ROOT.0, root)));
+        }
+        match root.content {
+            Some(tree) => self.resolve_entry(tree, &comps),
+            None => Ok(None),
+        }
+    }
+
     /// Every distinct content `path` had across commits, oldest first.
     /// `path` is relative to the mount root, `/`-separated.
     pub fn log(&self, path: &str) -> Result<Vec<LogEntry>> {

@@ -685,8 +685,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Records a version of `ino` if it changed; whether it did.
-    fn record(&self, ino: Ino, f: &RwLock<FileState>, fsynced: bool) -> Result<bool> {
+    /// Records a version of `ino` if it changed.
+    fn record(&self, ino: Ino, f: &RwLock<FileState>, fsynced: bool) -> Result<()> {
         let mut st = f.write().unwrap_or_else(|e| e.into_inner());
         if !st.dirty {
             if fsynced {
@@ -694,9 +694,9 @@ impl Engine {
             }
             if let Some(t) = st.mtime.take() {
                 drop(st);
-                self.set_times(ino, t)?;
+                return self.set_times(ino, t);
             }
-            return Ok(false);
+            return Ok(());
         }
         self.check_writable()?;
         let now = Time::now();
@@ -712,7 +712,7 @@ impl Engine {
         let mut inode = match self.inode(ino) {
             Ok(i) => i,
             // Unlinked and gone: nothing left to version.
-            Err(Error::NotFound) => return Ok(false),
+            Err(Error::NotFound) => return Ok(()),
             Err(e) => return Err(e),
         };
         let mut p = lock(&self.pending);
@@ -755,7 +755,7 @@ impl Engine {
         self.db.apply(b)?;
         st.dirty = false;
         self.note_marker_write(ino);
-        Ok(true)
+        Ok(())
     }
 
     /// Whether a new version at `now` may replace pending version `v`.

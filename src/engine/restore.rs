@@ -338,19 +338,12 @@ impl Engine {
             ))
         })?;
         let comps = super::history::components(path);
-        let root = self.commit_root(seq)?;
-        let missing = || {
+        let (src_ino, src) = self.entry_at(seq, path)?.ok_or_else(|| {
             Error::Store(format!(
                 "/{path}: not in the tree at {instant} (commit {})",
                 seq.0
             ))
-        };
-        let (src_ino, src) = if comps.is_empty() {
-            (Ino::ROOT.0, root)
-        } else {
-            let root_tree = root.content.ok_or_else(missing)?;
-            self.resolve_entry(root_tree, &comps)?.ok_or_else(missing)?
-        };
+        })?;
         let dest = to.map(super::history::components).unwrap_or(comps);
         if dest.first() == Some(&super::snapshots::SNAPSHOTS_NAME) {
             return Err(Error::ReadOnly);

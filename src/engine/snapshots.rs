@@ -267,17 +267,7 @@ impl Engine {
 
     /// The directory of checkpoint `e` in the commit that completed it.
     fn checkpoint_view(&self, e: &super::checkpoints::Entry) -> Result<Ino> {
-        let root = self.commit_root(e.seq)?;
-        let comps = super::history::components(&e.mark.dir);
-        let (orig, node) = if comps.is_empty() {
-            (Ino::ROOT.0, root)
-        } else {
-            let tree = root.content.ok_or(Error::NotFound)?;
-            self.resolve_entry(tree, &comps)?.ok_or(Error::NotFound)?
-        };
-        if node.kind != FileType::Directory {
-            return Err(Error::NotFound);
-        }
+        let (orig, node) = self.checkpoint_dir(e)?.ok_or(Error::NotFound)?;
         let mut v = self.views();
         let view = v.view_id(&format!("c/{}@{}", e.name, e.seq.0));
         Ok(v.intern(view, orig, node))
@@ -406,7 +396,7 @@ impl Engine {
                         name: b"latest".to_vec(),
                     });
                 }
-                if !self.checkpoint_entries()?.is_empty() {
+                if self.db.has_checkpoints()? {
                     out.push(dot(CHECKPOINTS, super::checkpoints::VIEW_DIR.as_bytes()));
                 }
                 // The listing knows each entry's commit: no lookup by name
