@@ -422,6 +422,42 @@ fn checkpoints_come_back_with_a_store_recovered_from_the_replica() {
 }
 
 #[test]
+fn a_replica_left_by_a_killed_daemon_recovers_every_checkpoint_it_lists_whole() {
+    let Some((mut m, replica)) = Mount::with_replica(&["--commit-interval", "1h"]) else {
+        return;
+    };
+    for step in [100, 200, 300] {
+        hf_save(&m.p("out"), step);
+    }
+    common::wait_replicated(&m.store, Duration::from_secs(60));
+    // Two more saves, then kill -9 while the replica may be mid-pack.
+    for step in [400, 500] {
+        hf_save(&m.p("out"), step);
+    }
+    m.crash();
+    let new = m.tmp.path().join("recovered");
+    run(&[os("recover"), replica.as_os_str(), new.as_os_str()]);
+    let mnt2 = m.tmp.path().join("mnt2");
+    fs::create_dir(&mnt2).unwrap();
+    let mut r = Mount::attach(new, mnt2, m.tmp.path().join("daemon2.log"));
+    r.start(&[]);
+    let list = checkpoints(&r.mnt);
+    let steps: Vec<u64> = list.iter().map(|c| c["step"].as_u64().unwrap()).collect();
+    assert!(
+        steps.len() >= 3 && steps[..3] == [100, 200, 300],
+        "{steps:?}"
+    );
+    for c in &list {
+        assert_hf_at(
+            Path::new(c["path"].as_str().unwrap()),
+            c["step"].as_u64().unwrap(),
+        );
+    }
+    r.unmount();
+    common::verify_clean(&r.store);
+}
+
+#[test]
 fn markers_are_the_stores_own_setting_and_none_turns_them_off() {
     let Some(mut m) = Mount::new(&[
         "--checkpoint-marker",
