@@ -479,9 +479,27 @@ fn markers_are_the_stores_own_setting_and_none_turns_them_off() {
     m.remount(&[]);
     write(&m.p("runs/b/DONE"), b"");
     assert_eq!(checkpoints(&m.mnt).len(), 2);
+    // From a shell: `touch` (made, never written) completes one; `echo >`
+    // (open, the descriptor moved to stdout, which closes the first copy,
+    // then the write) completes one, with what was written.
+    let sh = |cmd: &str| {
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&m.mnt)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cmd}");
+    };
+    sh("mkdir -p runs/t runs/e && touch runs/t/DONE && echo step-7 > runs/e/DONE");
+    let l = checkpoints(&m.mnt);
+    let dirs: Vec<&str> = l.iter().map(|c| c["directory"].as_str().unwrap()).collect();
+    assert_eq!(dirs, ["runs/a", "runs/b", "runs/t", "runs/e"], "{l:?}");
+    let p = PathBuf::from(l[3]["path"].as_str().unwrap());
+    assert_eq!(fs::read(p.join("DONE")).unwrap(), b"step-7\n");
     m.remount(&["--checkpoint-marker", "none"]);
     write(&m.p("runs/c/DONE"), b"");
-    assert_eq!(checkpoints(&m.mnt).len(), 2);
+    assert_eq!(checkpoints(&m.mnt).len(), 4);
     m.unmount();
     let (ok, e) = common::revfs(&[
         os("mount"),

@@ -197,6 +197,16 @@ fn in_temporary(dir: &str) -> bool {
         .any(|c| is_temporary_name(c.as_bytes()))
 }
 
+/// A watched file's state since its last completing close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum MarkerState {
+    Quiet,
+    /// Made by this mount, nothing written yet.
+    Created,
+    /// A version was recorded.
+    Written,
+}
+
 /// What happened to a path that may complete a checkpoint.
 pub(super) enum Event<'a> {
     /// A watched file was closed after a write.
@@ -206,14 +216,16 @@ pub(super) enum Event<'a> {
 }
 
 impl Engine {
-    /// A file of this name was looked up, made (`created`: then its first
-    /// close completes it even when nothing was written, as `touch DONE`)
-    /// or renamed to: watch it.
+    /// A file of this name was looked up, made (`created`: then the last
+    /// close of that open completes it even when nothing was written, as
+    /// `touch DONE`) or renamed to: watch it.
     pub(super) fn note_name(&self, ino: Ino, name: &[u8], created: bool) {
         if self.opts.markers.name_may_match(name) {
             let mut w = lock(&self.marker_inos);
-            let written = w.entry(ino).or_insert(false);
-            *written |= created;
+            let state = w.entry(ino).or_insert(MarkerState::Quiet);
+            if created && *state == MarkerState::Quiet {
+                *state = MarkerState::Created;
+            }
         }
     }
 
@@ -225,16 +237,29 @@ impl Engine {
     /// A version of `ino` was recorded (by a close or an fsync).
     pub(super) fn note_marker_write(&self, ino: Ino) {
         if let Some(w) = lock(&self.marker_inos).get_mut(&ino) {
-            *w = true;
+            *w = MarkerState::Written;
         }
     }
 
-    /// At a close: whether `ino` is a watched file written since its last
-    /// close (then no longer).
-    pub(super) fn take_marker_write(&self, ino: Ino) -> bool {
-        lock(&self.marker_inos)
-            .get_mut(&ino)
-            .is_some_and(std::mem::take)
+    /// At a close (`last`: the last of its open, a release): whether `ino`
+    /// is a watched file that completes now (then quiet again). A marker
+    /// made and not written yet completes only at the last close: a shell's
+    /// `echo step > DONE` opens, moves the descriptor (closing the first
+    /// copy, which flushes) and only then writes.
+    pub(super) fn take_marker_write(&self, ino: Ino, last: bool) -> bool {
+        let mut w = lock(&self.marker_inos);
+        let Some(state) = w.get_mut(&ino) else {
+            return false;
+        };
+        let now = match *state {
+            MarkerState::Written => true,
+            MarkerState::Created => last,
+            MarkerState::Quiet => false,
+        };
+        if now {
+            *state = MarkerState::Quiet;
+        }
+        now
     }
 
     /// The path of `ino` in the live tree (relative to the root), by its

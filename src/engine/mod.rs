@@ -182,7 +182,7 @@ pub struct Engine {
     policy: Mutex<crate::retention::Policy>,
     /// Files whose name may make them checkpoint markers (`checkpoints`),
     /// and whether a version was recorded since their last close.
-    marker_inos: Mutex<HashMap<Ino, bool>>,
+    marker_inos: Mutex<HashMap<Ino, checkpoints::MarkerState>>,
 }
 
 /// How long statfs reuses a count of the inodes.
@@ -620,13 +620,14 @@ impl Engine {
         if Space::of(ino) == Space::History {
             return Ok(());
         }
-        self.record_closed(ino, &f)
+        self.record_closed(ino, &f, false)
     }
 
-    /// Records a closed file; a marker's new version completes a checkpoint.
-    fn record_closed(&self, ino: Ino, f: &RwLock<FileState>) -> Result<()> {
+    /// Records a closed file (`last`: the last close of its open); a
+    /// marker's new version completes a checkpoint.
+    fn record_closed(&self, ino: Ino, f: &RwLock<FileState>, last: bool) -> Result<()> {
         self.record(ino, f, false)?;
-        if self.take_marker_write(ino) {
+        if self.take_marker_write(ino, last) {
             self.checkpoint_event(ino, checkpoints::Event::Closed);
         }
         Ok(())
@@ -642,7 +643,7 @@ impl Engine {
         if Space::of(ino) == Space::History {
             return Ok(());
         }
-        let result = self.record_closed(ino, &f);
+        let result = self.record_closed(ino, &f, true);
         let mut files = lock(&self.files);
         let last = files.get_mut(&ino).is_none_or(|o| {
             o.handles = o.handles.saturating_sub(1);
