@@ -1,4 +1,4 @@
-//! The control channel of a mounted store. sled admits one process, so
+//! The control channel of a mounted store. A store admits one process (its lock), so
 //! while a store is mounted, CLI commands that need it (status, and later
 //! log, snapshot, verify) ask the daemon over a Unix socket in the store:
 //! one JSON request line, one JSON response line.

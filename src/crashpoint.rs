@@ -11,7 +11,9 @@
 //! `recover:config-written`; in prune: `prune:dropped`, `prune:index-swept`,
 //! `prune:packs-deleted`, `prune:repack-copied`, `prune:repack-switched`,
 //! `prune:rebase-copied` (deltas rebased off base-only chunks, not switched),
-//! and `recode:encoded` (a chunk recoded cold, not yet appended).
+//! and `recode:encoded` (a chunk recoded cold, not yet appended); in the move
+//! of a format-9 catalog: `catalog:copied`, `catalog:renamed`,
+//! `catalog:config-raised`.
 
 use std::sync::OnceLock;
 

@@ -70,6 +70,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<fjall::Error> for Error {
+    fn from(e: fjall::Error) -> Self {
+        match e {
+            fjall::Error::Io(io) => Error::Io(io),
+            other => Error::Db(other.to_string()),
+        }
+    }
+}
+
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
         match e {

@@ -4,7 +4,7 @@
 //! Layers, bottom up: `format` (bytes on disk), `store` (objects in packs),
 //! `manifest` (a file's content as a tree of extents),
 //! `crypto` (keys, sealed records, key slots),
-//! `catalog` (sled: live tree, versions, commits, object index), `engine`
+//! `catalog` (fjall: live tree, versions, commits, object index), `engine`
 //! (POSIX semantics and the commit protocol), `reach` (what references
 //! what) and `retention` (policies, prune), `fs` (the FUSE adapter),
 //! `replica` (targets, the replicator, recover, bucket mounts: it uses the

@@ -122,7 +122,7 @@ pub fn init(store: &Path, passphrase: Option<&[u8]>) -> Result<(Config, Crypto)>
             Crypto::new(&master)?
         }
     };
-    let db = Db::open_with(&store.join("meta"), true, crypto.clone())?;
+    let db = Db::open_store(store, true, crypto.clone())?;
     let (uid, gid) = crate::sys::uid_gid();
     Engine::init_catalog(&db, uid, gid)?;
     drop(db);
@@ -249,7 +249,7 @@ impl Repo {
             let _ = std::fs::remove_file(&leftover);
             let _ = std::fs::remove_dir_all(store.join(crate::replica::recover::DOWNLOAD));
         }
-        let db = Arc::new(Db::open_with(&store.join("meta"), false, crypto)?);
+        let db = Arc::new(Db::open_store(store, false, crypto)?);
         let packs = store.join("packs");
         if !packs.is_dir() {
             return Err(Error::Store(format!(

@@ -504,9 +504,9 @@ fn a_flipped_bit_in_a_chunk_a_manifest_or_the_catalog_is_eio_never_other_bytes()
     m.unmount();
     // The catalog: a flipped bit in any sealed value is refused (the
     // library test `catalog::db` flips every value); through the files,
-    // whatever sled makes of it, no read gives other bytes.
-    let meta = m.store.join("meta");
-    let saved = m.tmp.path().join("meta.saved");
+    // whatever the catalog makes of it, no read gives other bytes.
+    let meta = m.store.join("catalog");
+    let saved = m.tmp.path().join("catalog.saved");
     let cp = |from: &Path, to: &Path| {
         let _ = fs::remove_dir_all(to);
         assert!(
@@ -520,13 +520,13 @@ fn a_flipped_bit_in_a_chunk_a_manifest_or_the_catalog_is_eio_never_other_bytes()
         );
     };
     cp(&meta, &saved);
-    let db = meta.join("db");
+    let db = meta.join("journals/0");
     let len = fs::metadata(&db).unwrap().len() as usize;
     for k in 1..8 {
         flip(&db, len * k / 8);
         let (ok, out) = rv(Some(PASS), &[os("verify"), m.store.as_os_str()]);
         if ok {
-            // sled did not use that byte; the mount must still be exact.
+            // The catalog did not use that byte; the mount must still be exact.
             exact_or_eio(&mut m, &[("big.bin", &a), ("small.bin", &b)]);
         } else {
             assert!(!out.contains("panicked"), "{out}");

@@ -149,19 +149,41 @@ fn damaged_catalog_pack_and_config_are_reported_clearly() {
     mount_fails_clearly(&m, "revfs.conf", "recover");
     restore(&m);
 
-    fs::write(m.store.join("meta/db"), bytes(9, 100_000)).unwrap();
-    mount_fails_clearly(&m, "meta", "recover");
+    // The catalog (fjall): its journal garbage or cut short, its version
+    // file or its partition's manifest garbage.
+    let journal = m.store.join("catalog/journals/0");
+    assert!(journal.is_file());
+    fs::write(&journal, bytes(9, 100_000)).unwrap();
+    mount_fails_clearly(&m, "catalog", "recover");
     restore(&m);
     fs::OpenOptions::new()
         .write(true)
-        .open(m.store.join("meta/db"))
+        .open(&journal)
         .unwrap()
         .set_len(10)
         .unwrap();
-    mount_fails_clearly(&m, "meta", "recover");
+    mount_fails_clearly(&m, "catalog", "recover");
     restore(&m);
-    fs::write(m.store.join("meta/conf"), bytes(8, 3000)).unwrap();
-    mount_fails_clearly(&m, "meta", "recover");
+    // One flipped bit anywhere in the journal: fjall cuts a journal at a
+    // record it cannot decode, which would roll the catalog back; the
+    // watermark beside it (`catalog::watermark`) refuses that state.
+    let len = fs::metadata(&journal).unwrap().len();
+    for k in 1..8 {
+        let mut b = fs::read(&journal).unwrap();
+        b[(len * k / 8) as usize] ^= 0x10;
+        fs::write(&journal, b).unwrap();
+        mount_fails_clearly(&m, "catalog", "recover");
+        restore(&m);
+    }
+    fs::write(m.store.join("catalog/version"), bytes(8, 3000)).unwrap();
+    mount_fails_clearly(&m, "catalog", "recover");
+    restore(&m);
+    fs::write(
+        m.store.join("catalog/partitions/c/manifest"),
+        bytes(7, 3000),
+    )
+    .unwrap();
+    mount_fails_clearly(&m, "catalog", "recover");
     restore(&m);
 
     // A garbage pack: the store mounts, reads of what it held fail with

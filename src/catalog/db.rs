@@ -1,4 +1,4 @@
-//! Every sled call of revfs lives here, behind typed keys and records (the
+//! Every catalog (fjall) call of revfs lives here, behind typed keys and records (the
 //! key prefix table is in `format`). Writes that must be atomic together go
 //! through a [`Batch`]; `flush` is the only thing that makes them durable.
 
@@ -441,15 +441,31 @@ impl ReplicaDeletion {
     }
 }
 
-/// The sled catalog of a store. In an encrypted store every value but
+/// The catalog of a store: one ordered key space in an LSM tree (fjall),
+/// `STORE/catalog`. In an encrypted store every value but
 /// the format record is sealed with its stored key as associated data,
 /// and the keys that hold a name (directory entries, snapshot names, path
 /// hashes) hold its keyed hash instead; the name itself rides in the
 /// sealed value.
 pub struct Db {
-    db: sled::Db,
+    ks: fjall::Keyspace,
+    db: fjall::PartitionHandle,
     crypto: Crypto,
+    /// The watermark file (none for a temporary catalog) and the number of
+    /// the last flush, under the lock that orders flushes.
+    durable: Option<std::path::PathBuf>,
+    flushes: std::sync::Mutex<u64>,
 }
+
+/// The counter that numbers durable flushes (`watermark`).
+const FLUSHES: &str = "flushes";
+
+/// The catalog's directory in a store (format 10; before it, a sled
+/// database in `meta`, moved here once by [`super::legacy`]).
+pub const CATALOG_DIR: &str = "catalog";
+
+/// The one partition (fjall's name for a key space) of a catalog.
+const PARTITION: &str = "c";
 
 /// The stored key of logical key `k` (the same in a plain store).
 fn stored_key(c: &Crypto, k: &[u8]) -> Vec<u8> {
@@ -473,10 +489,51 @@ fn stored_key(c: &Crypto, k: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The format record's key and its value in a catalog this build makes.
+pub(super) fn format_record() -> (Vec<u8>, Vec<u8>) {
+    let mut v = META_MAGIC.to_vec();
+    v.extend_from_slice(&CATALOG_VERSION.to_le_bytes());
+    (key(b'F', &[b"format"]), v)
+}
+
+/// The message for a catalog that is there but cannot be used.
+pub(super) fn damaged(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::Store(format!(
+        "{}: cannot open the metadata database ({why}); try `revfs recover` from a replica",
+        path.display()
+    ))
+}
+
+/// A catalog's fjall settings: sized for a daemon that shares two cores
+/// with the job it serves.
+pub(super) fn config(path: &Path) -> fjall::Config {
+    fjall::Config::new(path)
+        // revfs persists explicitly at every commit; the background fsync
+        // only bounds how much metadata-only change a power cut can lose
+        // (every batch is written to the OS at once, so kill -9 loses none).
+        .fsync_ms(Some(500))
+        .cache_size(32 << 20)
+        .max_write_buffer_size(32 << 20)
+        .flush_workers(1)
+        .compaction_workers(1)
+}
+
+pub(super) fn open_partition(ks: &fjall::Keyspace) -> fjall::Result<fjall::PartitionHandle> {
+    ks.open_partition(
+        PARTITION,
+        fjall::PartitionCreateOptions::default().max_memtable_size(16 << 20),
+    )
+}
+
 impl Db {
-    /// Opens (creating if `create`) the catalog at `path`.
-    pub fn open(path: &Path, create: bool) -> Result<Db> {
-        Db::open_with(path, create, Crypto::plain())
+    /// Opens (creating if `create`) the catalog of the store at `store`;
+    /// a catalog of format 9 or older is moved to this layout first.
+    pub fn open_store(store: &Path, create: bool, crypto: Crypto) -> Result<Db> {
+        let path = store.join(CATALOG_DIR);
+        if !create {
+            super::legacy::move_to_lsm(store, &path)?;
+        }
+        Db::open_with(&path, create, crypto)
     }
 
     /// Opens (creating if `create`) the catalog at `path` of a store whose
@@ -488,31 +545,20 @@ impl Db {
                 path.display()
             )));
         }
-        let db = sled::Config::new()
-            .path(path)
-            // revfs flushes explicitly at every commit; the background flush
-            // only bounds how much metadata-only change a crash can lose.
-            .flush_every_ms(Some(500))
-            // sled caches 1 GiB by default: the daemon's memory would grow
-            // with the store (an index entry per chunk) up to that.
-            .cache_capacity(64 << 20)
-            .open()
-            .map_err(|e| {
-                Error::Store(format!(
-                    "{}: cannot open the metadata database ({e}); \
-                     try `revfs recover` from a replica",
-                    path.display()
-                ))
-            })?;
-        let fkey = key(b'F', &[b"format"]);
-        match db.get(&fkey)? {
+        // fjall's journal recovery asserts on some damaged bytes: a damaged
+        // catalog is an error to report, never a crash.
+        let ks = std::panic::catch_unwind(|| config(path).open())
+            .map_err(|_| damaged(path, "its journal cannot be read"))?
+            .map_err(|e| damaged(path, e))?;
+        let db = open_partition(&ks).map_err(|e| damaged(path, e))?;
+        let (fkey, fval) = format_record();
+        match db.get(&fkey).map_err(|e| damaged(path, e))? {
             Some(v) => {
                 crate::format::check_magic(&v, META_MAGIC, "metadata database")?;
             }
             None if create => {
-                let mut v = META_MAGIC.to_vec();
-                v.extend_from_slice(&CATALOG_VERSION.to_le_bytes());
-                db.insert(fkey, v)?;
+                db.insert(fkey, fval)?;
+                ks.persist(fjall::PersistMode::SyncAll)?;
             }
             None => {
                 return Err(Error::Store(format!(
@@ -522,22 +568,45 @@ impl Db {
                 )));
             }
         }
-        Ok(Db { db, crypto })
+        let mut me = Db {
+            ks,
+            db,
+            crypto,
+            durable: Some(super::watermark::path_of(path)),
+            flushes: std::sync::Mutex::new(0),
+        };
+        let held = me.counter(FLUSHES)?;
+        super::watermark::check(path, held)?;
+        *me.flushes.get_mut().unwrap_or_else(|p| p.into_inner()) = held;
+        Ok(me)
     }
 
-    /// A catalog that lives in memory and a temporary file only (for a
-    /// read-only mount of a replica, whose catalog is rebuilt at mount).
+    /// A catalog that lives in memory and a temporary directory only (for
+    /// a read-only mount of a replica, whose catalog is rebuilt at mount).
     pub fn temporary() -> Result<Db> {
         Db::temporary_with(Crypto::plain())
     }
 
     /// A temporary catalog of a store whose keys are `crypto`.
     pub fn temporary_with(crypto: Crypto) -> Result<Db> {
-        let db = sled::Config::new().temporary(true).open()?;
-        let mut v = META_MAGIC.to_vec();
-        v.extend_from_slice(&CATALOG_VERSION.to_le_bytes());
-        db.insert(key(b'F', &[b"format"]), v)?;
-        Ok(Db { db, crypto })
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("revfs-catalog-{}-{n}-{nanos}", std::process::id()));
+        let ks = config(&path).temporary(true).open()?;
+        let db = open_partition(&ks)?;
+        let (fkey, fval) = format_record();
+        db.insert(fkey, fval)?;
+        Ok(Db {
+            ks,
+            db,
+            crypto,
+            durable: None,
+            flushes: std::sync::Mutex::new(0),
+        })
     }
 
     /// The keys of the store this catalog belongs to.
@@ -546,7 +615,10 @@ impl Db {
     }
 
     pub fn apply(&self, b: Batch) -> Result<()> {
-        let mut sb = sled::Batch::default();
+        if b.0.is_empty() {
+            return Ok(());
+        }
+        let mut sb = self.ks.batch();
         for (k, v, stored) in b.0 {
             let sk = if stored {
                 k.clone()
@@ -556,12 +628,12 @@ impl Db {
             match v {
                 Some(v) => {
                     let v = self.seal_value(&k, &sk, v);
-                    sb.insert(sk, v)
+                    sb.insert(&self.db, sk, v)
                 }
-                None => sb.remove(sk),
+                None => sb.remove(&self.db, sk),
             }
         }
-        self.db.apply_batch(sb)?;
+        sb.commit()?;
         Ok(())
     }
 
@@ -630,17 +702,28 @@ impl Db {
         &self,
         p: &[u8],
         what: &'static str,
-    ) -> impl Iterator<Item = Result<(sled::IVec, Vec<u8>)>> + '_ {
-        self.db.scan_prefix(p).map(move |kv| {
+    ) -> impl Iterator<Item = Result<(fjall::Slice, Vec<u8>)>> + '_ {
+        self.db.prefix(p).map(move |kv| {
             let (k, v) = kv?;
             let v = self.open_value(&k, &v, what)?;
             Ok((k, v))
         })
     }
 
-    /// Makes every applied write durable.
+    /// Makes every applied write durable, and numbers the flush (in the
+    /// catalog, then in the watermark file once it is durable).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        let mut n = self.flushes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = &self.durable {
+            let mut b = Batch::default();
+            b.put_counter(FLUSHES, *n + 1);
+            self.apply(b)?;
+            self.ks.persist(fjall::PersistMode::SyncAll)?;
+            *n += 1;
+            super::watermark::write(file, *n)?;
+        } else {
+            self.ks.persist(fjall::PersistMode::SyncAll)?;
+        }
         Ok(())
     }
 
@@ -672,7 +755,7 @@ impl Db {
     pub fn list_dir(&self, parent: Ino) -> Result<Vec<(Vec<u8>, Dentry)>> {
         let prefix = ino_key(b'd', parent);
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix(&prefix) {
+        for kv in self.db.prefix(&prefix) {
             let (k, v) = kv?;
             let (name, v) = self.open_named(&k, &k[prefix.len()..], &v, "directory entry")?;
             out.push((name, decode_dentry(&v)?));
@@ -687,7 +770,7 @@ impl Db {
     pub fn dir_is_empty(&self, parent: Ino) -> Result<bool> {
         Ok(self
             .db
-            .scan_prefix(ino_key(b'd', parent))
+            .prefix(ino_key(b'd', parent))
             .next()
             .transpose()?
             .is_none())
@@ -762,7 +845,7 @@ impl Db {
 
     /// Whether any kept commit completes a checkpoint.
     pub fn has_checkpoints(&self) -> Result<bool> {
-        Ok(self.db.scan_prefix([b'k']).next().transpose()?.is_some())
+        Ok(self.db.prefix([b'k']).next().transpose()?.is_some())
     }
 
     /// Every commit that completes a checkpoint, oldest first.
@@ -781,7 +864,7 @@ impl Db {
     /// Named snapshots: (name, commit).
     pub fn names(&self) -> Result<Vec<(String, CommitSeq)>> {
         let mut out = Vec::new();
-        for kv in self.db.scan_prefix([b'n']) {
+        for kv in self.db.prefix([b'n']) {
             let (k, v) = kv?;
             let (name, v) = self.open_named(&k, &k[1..], &v, "snapshot name")?;
             let mut d = Dec::new(&v, "snapshot name");
@@ -865,7 +948,7 @@ impl Db {
 
     /// Number of inode records.
     pub fn inode_count(&self) -> usize {
-        self.db.scan_prefix([b'i']).count()
+        self.db.prefix([b'i']).count()
     }
 
     /// Every version record of every file.
@@ -876,8 +959,8 @@ impl Db {
 
     fn inos_with_prefix(&self, p: u8) -> Result<Vec<Ino>> {
         let mut out = Vec::new();
-        for k in self.db.scan_prefix([p]).keys() {
-            out.push(Ino(be_u64(&k?[1..])?));
+        for kv in self.db.prefix([p]) {
+            out.push(Ino(be_u64(&kv?.0[1..])?));
         }
         Ok(out)
     }
@@ -977,9 +1060,9 @@ impl Db {
         Ok(out)
     }
 
-    /// Bytes sled's files take on disk.
+    /// Bytes the catalog's files take on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.ks.disk_space()
     }
 
     pub fn counter(&self, name: &str) -> Result<u64> {
@@ -1092,7 +1175,7 @@ mod tests {
         );
         assert_eq!(db.name("secret-snapshot-name").unwrap(), Some(CommitSeq(3)));
         assert_eq!(db.path_versions("dir/secret-path").unwrap().len(), 1);
-        let raw: Vec<(sled::IVec, sled::IVec)> = db.db.iter().map(|kv| kv.unwrap()).collect();
+        let raw: Vec<(fjall::Slice, fjall::Slice)> = db.db.iter().map(|kv| kv.unwrap()).collect();
         for (k, v) in &raw {
             for secret in [&b"secret"[..], b"dir/"] {
                 assert!(!k.windows(secret.len()).any(|w| w == secret), "{k:?}");
@@ -1111,14 +1194,14 @@ mod tests {
             for bit in (0..v.len() * 8).step_by(7) {
                 let mut bad = v.to_vec();
                 bad[bit / 8] ^= 1 << (bit % 8);
-                db.db.insert(k, bad).unwrap();
+                db.db.insert(k.clone(), bad).unwrap();
                 assert!(!reads_ok(&db), "key {k:?} bit {bit} was accepted");
             }
-            db.db.insert(k, v.clone()).unwrap();
+            db.db.insert(k.clone(), v.clone()).unwrap();
             assert!(reads_ok(&db));
         }
         let (d1, d2): (Vec<_>, Vec<_>) = raw.iter().filter(|(k, _)| k[0] == b'd').cloned().unzip();
-        db.db.insert(&d1[0], d2[1].clone()).unwrap();
+        db.db.insert(d1[0].clone(), d2[1].clone()).unwrap();
         assert!(db.list_dir(Ino::ROOT).is_err());
     }
 }

@@ -1,4 +1,8 @@
-//! The catalog: everything revfs keeps in sled (the live tree, versions,
-//! commits, the object index). All sled calls live in `db`.
+//! The catalog: everything revfs keeps in its LSM tree (fjall): the live
+//! tree, versions, commits, the object index. All its calls live in `db`;
+//! `legacy` moves the sled catalog of a store of format 9 or older into it;
+//! `watermark` refuses a catalog whose journal rolled back.
 
 pub mod db;
+pub mod legacy;
+pub mod watermark;

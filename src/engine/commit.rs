@@ -215,7 +215,7 @@ impl Engine {
         b.put_commit(seq, &commit_id, time);
         b.put_checkpoints(seq, &checkpoints);
         // A catalog that failed to take or persist a commit is in an unknown
-        // state: refuse writes until reopened (sled recovers on open).
+        // state: refuse writes until reopened (the catalog recovers on open).
         self.db.apply(b).map_err(|e| self.store.poison(e))?;
         // The catalog holds all of it now (in memory): what was pending goes.
         self.store.published(index.into_iter().map(|(id, _)| id));
@@ -228,7 +228,7 @@ impl Engine {
         drop(ns);
         crash_point("commit:catalog-applied");
         // Durable outside the namespace lock: the next commit cannot reach
-        // the disk before this one (sled's log is recovered as a prefix),
+        // the disk before this one (the catalog journal is recovered as a prefix),
         // and whoever asked for this commit still waits for it.
         self.db.flush().map_err(|e| self.store.poison(e))?;
         crash_point("commit:flushed");

@@ -119,7 +119,7 @@ fn build(
     if crypto.is_encrypted() {
         crate::crypto::slots::KeyFile::read(replica)?.write(new)?;
     }
-    let db = Arc::new(Db::open_with(&new.join("meta"), true, crypto)?);
+    let db = Arc::new(Db::open_store(new, true, crypto)?);
     copy_packs(&replica.join("packs"), &dst, &db, &mut out, progress)?;
     crate::crashpoint::crash_point("recover:packs-copied");
     let store = Arc::new(crate::store::ObjectStore::open(&dst, db.clone(), true)?);

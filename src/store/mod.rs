@@ -7,7 +7,7 @@
 //! * `sync` makes every object put before the call durable.
 //! * `pending` + `published` move locations into the catalog: the commit
 //!   protocol calls `pending()` before `sync()` and writes the entries in the
-//!   same sled batch as the metadata that references them.
+//!   same catalog batch as the metadata that references them.
 //!
 //! Every read is verified against the id; a mismatch is a `Corrupt` error
 //! with a log line, never wrong bytes. The first failed write or sync
