@@ -119,11 +119,13 @@ impl Filesystem for RevFs {
             InitFlags::FUSE_BIG_WRITES
                 | InitFlags::FUSE_MAX_PAGES
                 | InitFlags::FUSE_ATOMIC_O_TRUNC
-                // Entries with their attributes in one reply when the kernel
-                // sees they are wanted (`ls -l`, `du`, `find -size`): one
-                // round trip a batch instead of a LOOKUP a name.
+                // Entries with their attributes in every reply: one round
+                // trip a batch instead of a LOOKUP a name for `ls -l`, `du`,
+                // `find -size`. Not READDIRPLUS_AUTO: it asks for attributes
+                // only in a directory's first batch, and `du` of 20,000
+                // files then made 16,000 LOOKUPs (0.67 s against 0.43 s on
+                // the disk).
                 | InitFlags::FUSE_DO_READDIRPLUS
-                | InitFlags::FUSE_READDIRPLUS_AUTO
                 // ACLs enforced by the kernel from the xattrs revfs keeps;
                 // the umask left to revfs, which ignores it where a default
                 // ACL is inherited (`engine::acl`).
