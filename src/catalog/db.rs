@@ -455,6 +455,11 @@ pub struct Db {
     /// the last flush, under the lock that orders flushes.
     durable: Option<std::path::PathBuf>,
     flushes: std::sync::Mutex<u64>,
+    /// The directories marked dirty (`y` keys), mirrored in memory: every
+    /// commit asks for them, and a scan of the journal's memtable walked
+    /// every mark and unmark since its last flush (each create marks its
+    /// directory), 6 % of the daemon's CPU in a `find` after 40,000 creates.
+    dirty: std::sync::Mutex<std::collections::BTreeSet<Ino>>,
 }
 
 /// The counter that numbers durable flushes (`watermark`).
@@ -574,7 +579,10 @@ impl Db {
             crypto,
             durable: Some(super::watermark::path_of(path)),
             flushes: std::sync::Mutex::new(0),
+            dirty: Default::default(),
         };
+        let dirty = me.inos_with_prefix(b'y')?.into_iter().collect();
+        *me.dirty.get_mut().unwrap_or_else(|p| p.into_inner()) = dirty;
         let held = me.counter(FLUSHES)?;
         super::watermark::check(path, held)?;
         *me.flushes.get_mut().unwrap_or_else(|p| p.into_inner()) = held;
@@ -606,6 +614,7 @@ impl Db {
             crypto,
             durable: None,
             flushes: std::sync::Mutex::new(0),
+            dirty: Default::default(),
         })
     }
 
@@ -619,7 +628,11 @@ impl Db {
             return Ok(());
         }
         let mut sb = self.ks.batch();
+        let mut marks = Vec::new();
         for (k, v, stored) in b.0 {
+            if !stored && k.len() == 9 && k[0] == b'y' {
+                marks.push((Ino(be_u64(&k[1..])?), v.is_some()));
+            }
             let sk = if stored {
                 k.clone()
             } else {
@@ -634,6 +647,14 @@ impl Db {
             }
         }
         sb.commit()?;
+        let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        for (dir, marked) in marks {
+            if marked {
+                dirty.insert(dir);
+            } else {
+                dirty.remove(&dir);
+            }
+        }
         Ok(())
     }
 
@@ -933,7 +954,8 @@ impl Db {
     }
 
     pub fn dirty_dirs(&self) -> Result<Vec<Ino>> {
-        self.inos_with_prefix(b'y')
+        let dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(dirty.iter().copied().collect())
     }
 
     pub fn orphans(&self) -> Result<Vec<Ino>> {
@@ -1203,5 +1225,32 @@ mod tests {
         let (d1, d2): (Vec<_>, Vec<_>) = raw.iter().filter(|(k, _)| k[0] == b'd').cloned().unzip();
         db.db.insert(d1[0].clone(), d2[1].clone()).unwrap();
         assert!(db.list_dir(Ino::ROOT).is_err());
+    }
+
+    #[test]
+    fn dirty_directories_are_the_stored_marks_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CATALOG_DIR);
+        let db = Db::open_with(&path, true, Crypto::plain()).unwrap();
+        let mut b = Batch::default();
+        for d in [9, 3, 5] {
+            b.mark_dirty(Ino(d));
+        }
+        b.clear_dirty(Ino(5));
+        db.apply(b).unwrap();
+        assert_eq!(db.dirty_dirs().unwrap(), [Ino(3), Ino(9)]);
+        db.flush().unwrap();
+        drop(db);
+        let db = Db::open_with(&path, false, Crypto::plain()).unwrap();
+        assert_eq!(db.dirty_dirs().unwrap(), [Ino(3), Ino(9)]);
+        let mut b = Batch::default();
+        b.clear_dirty(Ino(9));
+        b.mark_dirty(Ino(5));
+        db.apply(b).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        let db = Db::open_with(&path, false, Crypto::plain()).unwrap();
+        assert_eq!(db.dirty_dirs().unwrap(), [Ino(3), Ino(5)]);
+        assert_eq!(db.inos_with_prefix(b'y').unwrap(), [Ino(3), Ino(5)]);
     }
 }
