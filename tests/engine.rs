@@ -376,3 +376,37 @@ fn a_file_takes_65000_links_in_one_directory_then_emlink() {
     assert_eq!(r.engine.getattr(f).unwrap().node.nlink, 64_999);
     assert_eq!(read_file(&r.engine, "f").unwrap(), b"linked");
 }
+
+#[test]
+fn a_listing_gives_attributes_only_of_entries_still_there() {
+    let _serial = common::serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let r = new_store(&tmp.path().join("s"));
+    let e = &r.engine;
+    let a = write_file(e, "a", b"alpha", false);
+    write_file(e, "b", b"bravo!", false);
+    let fh = e.opendir(Ino::ROOT).unwrap();
+    let listing = e.readdir(fh, 0).unwrap();
+    let entry = |name: &[u8]| listing.iter().find(|x| x.name == name).unwrap();
+    // Nothing changed since the listing: the entry's own attributes.
+    let got = e.listed_attr(fh, Ino::ROOT, entry(b"a")).unwrap();
+    assert_eq!((got.ino, got.node.size), (a, 5));
+    assert_eq!(
+        e.listed_attr(fh, Ino::ROOT, entry(b"b")).unwrap().node.size,
+        6
+    );
+    // "a" renamed away and "b" replaced after the listing was taken: the
+    // listing's names are looked up again, never answered from it.
+    e.rename(Ino::ROOT, b"a", Ino::ROOT, b"c", 0).unwrap();
+    assert!(e.listed_attr(fh, Ino::ROOT, entry(b"a")).is_err());
+    write_file(e, "new-b", b"replaced b", false);
+    e.rename(Ino::ROOT, b"new-b", Ino::ROOT, b"b", 0).unwrap();
+    let b = e.listed_attr(fh, Ino::ROOT, entry(b"b")).unwrap();
+    assert_ne!(b.ino, entry(b"b").ino);
+    assert_eq!(b.node.size, 10);
+    // A new listing is current again.
+    let listing = e.readdir(fh, 0).unwrap();
+    let c = listing.iter().find(|x| x.name == b"c").unwrap();
+    assert_eq!(e.listed_attr(fh, Ino::ROOT, c).unwrap().ino, a);
+    e.releasedir(fh);
+}

@@ -460,6 +460,8 @@ pub struct Db {
     /// every mark and unmark since its last flush (each create marks its
     /// directory), 6 % of the daemon's CPU in a `find` after 40,000 creates.
     dirty: std::sync::Mutex<std::collections::BTreeSet<Ino>>,
+    /// Batches applied that changed a directory entry (`dentry_changes`).
+    dentry_changes: std::sync::atomic::AtomicU64,
 }
 
 /// The counter that numbers durable flushes (`watermark`).
@@ -580,6 +582,7 @@ impl Db {
             durable: Some(super::watermark::path_of(path)),
             flushes: std::sync::Mutex::new(0),
             dirty: Default::default(),
+            dentry_changes: Default::default(),
         };
         let dirty = me.inos_with_prefix(b'y')?.into_iter().collect();
         *me.dirty.get_mut().unwrap_or_else(|p| p.into_inner()) = dirty;
@@ -615,6 +618,7 @@ impl Db {
             durable: None,
             flushes: std::sync::Mutex::new(0),
             dirty: Default::default(),
+            dentry_changes: Default::default(),
         })
     }
 
@@ -629,6 +633,9 @@ impl Db {
         }
         let mut sb = self.ks.batch();
         let mut marks = Vec::new();
+        let entries =
+            b.0.iter()
+                .any(|(k, _, stored)| !stored && k.first() == Some(&b'd'));
         for (k, v, stored) in b.0 {
             if !stored && k.len() == 9 && k[0] == b'y' {
                 marks.push((Ino(be_u64(&k[1..])?), v.is_some()));
@@ -647,6 +654,10 @@ impl Db {
             }
         }
         sb.commit()?;
+        if entries {
+            self.dentry_changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         for (dir, marked) in marks {
             if marked {
@@ -951,6 +962,13 @@ impl Db {
                 .map_err(|_| Error::corrupt("object index key", "bad length"))?;
             Ok((ObjectId(id), IndexEntry::decode(&v)?))
         })
+    }
+
+    /// How many applied batches changed a directory entry: a listing taken
+    /// after reading it is current while it stays the same.
+    pub fn dentry_changes(&self) -> u64 {
+        self.dentry_changes
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn dirty_dirs(&self) -> Result<Vec<Ino>> {

@@ -144,6 +144,9 @@ enum Handle {
     Dir {
         ino: Ino,
         entries: Arc<Vec<DirEntry>>,
+        /// The catalog's count of entry changes before the listing was
+        /// taken: while it stands, the listing is the directory now.
+        listed_at: u64,
     },
 }
 

@@ -768,6 +768,7 @@ impl Engine {
         Ok(self.new_handle(Handle::Dir {
             ino,
             entries: Arc::new(Vec::new()),
+            listed_at: u64::MAX,
         }))
     }
 
@@ -810,16 +811,38 @@ impl Engine {
             Some(Handle::Dir { ino, .. }) => *ino,
             _ => return Err(Error::Invalid),
         };
+        let changes = self.db.dentry_changes();
         let fresh = Arc::new(self.list_entries(ino)?);
-        if let Some(Handle::Dir { entries, .. }) = lock(&self.handles).get_mut(&fh) {
+        if let Some(Handle::Dir {
+            entries, listed_at, ..
+        }) = lock(&self.handles).get_mut(&fh)
+        {
             *entries = fresh.clone();
+            *listed_at = changes;
         }
         Ok(fresh)
     }
 
+    /// The attributes of an entry of a listing of `parent` taken by
+    /// handle `fh` (readdirplus): looked up again by name unless no entry
+    /// of the catalog changed since the listing was taken (a `find` or a
+    /// `du` then reads one record an entry, not three).
+    pub fn listed_attr(&self, fh: u64, parent: Ino, e: &DirEntry) -> Result<Attr> {
+        let current = Space::of(parent) == Space::Live
+            && matches!(lock(&self.handles).get(&fh),
+                Some(Handle::Dir { listed_at, .. }) if *listed_at == self.db.dentry_changes());
+        if !current {
+            return self.lookup(parent, &e.name);
+        }
+        if e.kind == FileType::Regular {
+            self.note_name(e.ino, &e.name, false);
+        }
+        self.getattr(e.ino)
+    }
+
     pub fn releasedir(&self, fh: u64) {
         let h = lock(&self.handles).remove(&fh);
-        if let Some(Handle::Dir { ino, entries }) = h
+        if let Some(Handle::Dir { ino, entries, .. }) = h
             && Space::of(ino) == Space::History
         {
             lock(&self.views).listed(&entries);

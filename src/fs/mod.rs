@@ -473,7 +473,7 @@ impl Filesystem for RevFs {
             let attr = if dots {
                 self.engine.getattr(e.ino)
             } else {
-                self.engine.lookup(Ino(ino.0), &e.name)
+                self.engine.listed_attr(fh.0, Ino(ino.0), e)
             };
             // Gone since the listing was taken: left out, as ext4 would.
             let Ok(a) = attr else { continue };
