@@ -192,7 +192,7 @@ pub struct Engine {
 const INODE_COUNT_TTL: Duration = Duration::from_secs(10);
 
 /// Threads that load chunks ahead of sequential readers.
-const READAHEAD_WORKERS: usize = 2;
+const READAHEAD_WORKERS: usize = 6;
 
 /// How long an fsync with `--replica-sync` waits for the replica before EIO.
 const REPLICA_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
