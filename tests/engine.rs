@@ -410,3 +410,41 @@ fn a_listing_gives_attributes_only_of_entries_still_there() {
     assert_eq!(e.listed_attr(fh, Ino::ROOT, c).unwrap().ino, a);
     e.releasedir(fh);
 }
+
+#[test]
+fn a_commit_diffs_against_the_trees_it_wrote_without_reading_them_back() {
+    let _serial = common::serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let r = new_store(&tmp.path().join("s"));
+    let e = &r.engine;
+    let root_tree = || {
+        e.db.inode(Ino::ROOT)
+            .unwrap()
+            .unwrap()
+            .node
+            .content
+            .unwrap()
+    };
+    write_file(e, "a", b"alpha", false);
+    e.commit(true).unwrap().unwrap();
+    let first = root_tree();
+    for (i, name) in ["b", "c", "d"].iter().enumerate() {
+        write_file(e, name, &[i as u8; 100], false);
+        e.commit(true).unwrap().unwrap();
+        // The tree the commit replaced was not read back into the cache
+        // of decoded objects (every commit of a create loop did that).
+        assert!(!e.store.is_cached(&first), "old tree read back at {name}");
+    }
+    // The diffs were right: each path has the one version it was written
+    // with, none recorded again by a later commit.
+    for name in ["a", "b", "c", "d"] {
+        assert_eq!(e.db.path_versions(name).unwrap().len(), 1, "{name}");
+    }
+    // A reopened store diffs against a tree it reads (nothing cached yet).
+    drop(r);
+    let r = Repo::open(&tmp.path().join("s"), Options::default()).unwrap();
+    write_file(&r.engine, "a", b"alpha two", false);
+    r.engine.commit(true).unwrap().unwrap();
+    assert_eq!(r.engine.db.path_versions("a").unwrap().len(), 2);
+    assert_eq!(r.engine.db.path_versions("b").unwrap().len(), 1);
+}

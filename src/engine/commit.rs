@@ -177,6 +177,21 @@ impl Engine {
             };
             b.put_path_version(&path, seq, &v);
         }
+        // The next commit diffs each directory against the tree written
+        // now: kept decoded in place of the one it replaces, so a commit
+        // neither reads its old trees back (filling the chunk cache with
+        // them: 131 MB of 1 M created files) nor keeps every old version.
+        {
+            let mut cache = lock(&self.trees);
+            for (dir, r) in rebuilt {
+                if let Some(old) = r.old {
+                    cache.pop(&old);
+                }
+                if let Some(id) = trees.get(&dir) {
+                    cache.put(*id, std::sync::Arc::new(r.tree));
+                }
+            }
+        }
         let add = |b: &mut Batch, name: &str, n: u64| -> Result<()> {
             b.put_counter(name, self.db.counter(name)? + n);
             Ok(())
