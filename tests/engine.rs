@@ -435,9 +435,33 @@ fn a_commit_diffs_against_the_trees_it_wrote_without_reading_them_back() {
         // of decoded objects (every commit of a create loop did that).
         assert!(!e.store.is_cached(&first), "old tree read back at {name}");
     }
+    // A directory new in a commit, files and all: its paths come from the
+    // tree the commit wrote, not read back either.
+    let dir = e
+        .create_node(Ino::ROOT, b"new", FileType::Directory, 0o755, 0, 0, 0, b"")
+        .unwrap();
+    for f in ["x", "y"] {
+        e.create_node(
+            dir.ino,
+            f.as_bytes(),
+            FileType::Regular,
+            0o644,
+            0,
+            0,
+            0,
+            b"",
+        )
+        .unwrap();
+    }
+    e.commit(true).unwrap().unwrap();
+    let new_tree = e.db.inode(dir.ino).unwrap().unwrap().node.content.unwrap();
+    assert!(
+        !e.store.is_cached(&new_tree),
+        "new directory's tree read back"
+    );
     // The diffs were right: each path has the one version it was written
     // with, none recorded again by a later commit.
-    for name in ["a", "b", "c", "d"] {
+    for name in ["a", "b", "c", "d", "new/x", "new/y"] {
         assert_eq!(e.db.path_versions(name).unwrap().len(), 1, "{name}");
     }
     // A reopened store diffs against a tree it reads (nothing cached yet).

@@ -115,7 +115,14 @@ impl Engine {
                     node,
                 });
             }
-            trees.insert(*dir, self.store.put(ObjectKind::Tree, &tree.encode())?);
+            let id = self.store.put(ObjectKind::Tree, &tree.encode())?;
+            trees.insert(*dir, id);
+            // Kept decoded: this commit's diff walks the trees of the
+            // directories new here, and the next one diffs against them;
+            // neither reads them back from the packs (nor fills the chunk
+            // cache with them: 131 MB of 1 M created files).
+            let tree = std::sync::Arc::new(tree);
+            lock(&self.trees).put(id, tree.clone());
             let old = self.db.inode(*dir)?.and_then(|i| i.node.content);
             rebuilt.insert(*dir, Rebuilt { tree, old });
         }
@@ -177,18 +184,14 @@ impl Engine {
             };
             b.put_path_version(&path, seq, &v);
         }
-        // The next commit diffs each directory against the tree written
-        // now: kept decoded in place of the one it replaces, so a commit
-        // neither reads its old trees back (filling the chunk cache with
-        // them: 131 MB of 1 M created files) nor keeps every old version.
+        // The trees replaced are not kept decoded for every old version.
         {
             let mut cache = lock(&self.trees);
-            for (dir, r) in rebuilt {
-                if let Some(old) = r.old {
+            for (dir, r) in &rebuilt {
+                if let Some(old) = r.old
+                    && trees.get(dir) != Some(&old)
+                {
                     cache.pop(&old);
-                }
-                if let Some(id) = trees.get(&dir) {
-                    cache.put(*id, std::sync::Arc::new(r.tree));
                 }
             }
         }

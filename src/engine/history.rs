@@ -117,7 +117,7 @@ fn join(c: &[&[u8]]) -> String {
 
 /// A directory rebuilt by a commit: its new tree, and its tree before.
 pub(super) struct Rebuilt {
-    pub tree: Tree,
+    pub tree: Arc<Tree>,
     pub old: Option<ObjectId>,
 }
 
