@@ -633,10 +633,9 @@ impl Db {
         }
         let mut sb = self.ks.batch();
         let mut marks = Vec::new();
-        let entries =
-            b.0.iter()
-                .any(|(k, _, stored)| !stored && k.first() == Some(&b'd'));
+        let mut entries = false;
         for (k, v, stored) in b.0 {
+            entries |= !stored && k.first() == Some(&b'd');
             if !stored && k.len() == 9 && k[0] == b'y' {
                 marks.push((Ino(be_u64(&k[1..])?), v.is_some()));
             }

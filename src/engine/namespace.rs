@@ -76,10 +76,16 @@ impl Engine {
             return Err(Error::NotDir);
         }
         let d = self.db.dentry(parent, name)?.ok_or(Error::NotFound)?;
-        if d.kind == FileType::Regular {
-            self.note_name(d.ino, name, false);
+        self.entry_attr(d.ino, d.kind, name)
+    }
+
+    /// The attributes of `ino`, found as `name` in a live directory (a
+    /// regular file's name may make it a checkpoint marker).
+    fn entry_attr(&self, ino: Ino, kind: FileType, name: &[u8]) -> Result<Attr> {
+        if kind == FileType::Regular {
+            self.note_name(ino, name, false);
         }
-        self.getattr(d.ino)
+        self.getattr(ino)
     }
 
     fn dir_inode(&self, parent: Ino) -> Result<Inode> {
@@ -834,10 +840,7 @@ impl Engine {
         if !current {
             return self.lookup(parent, &e.name);
         }
-        if e.kind == FileType::Regular {
-            self.note_name(e.ino, &e.name, false);
-        }
-        self.getattr(e.ino)
+        self.entry_attr(e.ino, e.kind, &e.name)
     }
 
     pub fn releasedir(&self, fh: u64) {
