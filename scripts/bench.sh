@@ -408,6 +408,8 @@ if s:
         print(f"| {key}: a full-training step's stored bytes / its checkpoint | {max(full):.2f}x worst, {min(full):.2f}x best (target <= {t_step}) | checkpoint {ck / 2**20:.0f} MiB; {d['deltas_written']} delta records |")
         r = d["read_mbs"]
         print(f"| {key}: cold read of the newest / oldest checkpoint, deltas / no deltas (zstd) | {r['newest']['deltas'] / r['newest']['cold']:.2f}x / {r['oldest']['deltas'] / r['oldest']['cold']:.2f}x (target >= 0.8 / 0.5) | no deltas {r['newest']['cold']:.0f} / {r['oldest']['cold']:.0f} MB/s (stored {sb['revfs_no_deltas'] / 2**20:.0f} MiB) |")
+        if "middle" in r:
+            print(f"| {key}: cold read of the middle version ({len(d['steps']) // 2 + 1} of {len(d['steps'])}), deltas / no deltas | {r['middle']['deltas'] / r['middle']['cold']:.2f}x | no deltas {r['middle']['cold']:.0f} MB/s, deltas {r['middle']['deltas']:.0f} MB/s |")
         print(f"| {key}: the same, deltas / as written (lz4, no rounds) | {r['newest']['deltas'] / r['newest']['plain']:.2f}x / {r['oldest']['deltas'] / r['oldest']['plain']:.2f}x | as written {r['newest']['plain']:.0f} / {r['oldest']['plain']:.0f} MB/s |")
 print(f"\nJSON: {path}")
 PY

@@ -9,8 +9,8 @@ the f32 one (seed 42), 12 steps each, in the same run:
   (zstd level 3), and rustic with 64 KiB chunks when `rustic` is installed;
 * the bytes each full-training step added, against its checkpoint's size;
 * the codec mix and chain lengths (from `revfs prune --json` and `status`);
-* cold reads (each in a fresh mount) of the newest and of the oldest
-  checkpoint against the same files in a store of the same steps whose
+* cold reads (each in a fresh mount) of the newest, the oldest and the
+  middle version of the checkpoint against the same files in a store of the same steps whose
   rounds made no deltas (`--no-deltas`: zstd, byte planes), and in one
   without any round (the write path's lz4).
 
@@ -102,10 +102,13 @@ def cold_read(path):
     return perf.seq_read(path)
 
 
-def oldest(mnt):
-    """The oldest version of the checkpoint, by its snapshot path."""
+def version(mnt, which):
+    """The checkpoint's newest, oldest or middle version (the one halfway
+    along its history), by its path."""
+    if which == "newest":
+        return os.path.join(mnt, CKPT)
     log = json.loads(out(BIN, "log", os.path.join(mnt, CKPT), "--json"))
-    return os.path.join(mnt, log[0]["path"])
+    return os.path.join(mnt, log[0 if which == "oldest" else len(log) // 2]["path"])
 
 
 def one(dtype, seed):
@@ -126,14 +129,14 @@ def one(dtype, seed):
     # Cold reads, alternating, best of 3: each read in a fresh mount (the
     # daemon's chunk cache would serve a second read, and a newest read
     # would warm the bases of the oldest).
-    reads = {w: {"deltas": 0, "cold": 0, "plain": 0} for w in ("newest", "oldest")}
+    reads = {w: {"deltas": 0, "cold": 0, "plain": 0} for w in ("newest", "oldest", "middle")}
     status = None
     for _ in range(3):
         for key, store, mnt in (("deltas", m.store, m.mnt), ("cold", c.store, c.mnt), ("plain", p.store, p.mnt)):
-            for which in ("newest", "oldest"):
+            for which in ("newest", "oldest", "middle"):
                 mount = perf.RevfsMount(store, mnt)
                 try:
-                    path = os.path.join(mnt, CKPT) if which == "newest" else oldest(mnt)
+                    path = version(mnt, which)
                     reads[which][key] = max(reads[which][key], cold_read(path))
                     if key == "deltas" and status is None:
                         status = mount.status()

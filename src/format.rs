@@ -79,8 +79,9 @@
 //!
 //! A delta record (codec 32, format 7; `store::delta`) holds a chunk as
 //! the XOR of its bytes with bytes of other chunks, its bases (a version
-//! of a checkpoint against the next version of it: nearly the same
-//! floats). Its payload (sealed like any other in an encrypted store):
+//! of a checkpoint against an older whole version of it, its key: nearly
+//! the same floats; stores of the first releases with it planned each
+//! version against the next, which reads the same). Its payload (sealed like any other in an encrypted store):
 //! ```text
 //! 0      16    check: the first 16 bytes of BLAKE3 of the rest of the payload
 //! 16     1     codec of the residual: 4, 8, 12 or 16 (as above)

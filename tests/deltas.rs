@@ -1,6 +1,6 @@
 //! Delta records (format 7): `prune --recompress` stores the chunks of an
-//! old checkpoint version as deltas of the next version's bytes (XOR, byte
-//! planes, zstd). Through a real mount: the store shrinks far below what
+//! old checkpoint version as deltas of an older whole version's bytes, its
+//! key (XOR, byte planes, zstd). Through a real mount: the store shrinks far below what
 //! zstd alone gives, every version reads back byte-exact (live, snapshots,
 //! after a remount, from a recovered replica), a kept delta keeps its
 //! bases when the versions that held them are dropped, damage is EIO
@@ -98,6 +98,31 @@ fn versions(steps: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// The delta records of an unmounted store, and how many of their bases
+/// are deltas themselves (a read then follows more than one base).
+fn delta_depths(store: &Path) -> (usize, usize) {
+    let r = revfs::repo::Repo::open(store, revfs::engine::Options::default()).unwrap();
+    let (mut deltas, mut deep) = (0, 0);
+    for entry in r.engine.db.index_all() {
+        let (id, e) = entry.unwrap();
+        if !e.is_delta() {
+            continue;
+        }
+        deltas += 1;
+        for b in r.engine.store.bases(&id, &e).unwrap() {
+            if r.engine
+                .store
+                .locate(&b)
+                .unwrap()
+                .is_some_and(|x| x.is_delta())
+            {
+                deep += 1;
+            }
+        }
+    }
+    (deltas, deep)
+}
+
 fn prune_json(target: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args: Vec<&std::ffi::OsStr> = vec!["prune".as_ref(), target.as_os_str()];
     args.extend(extra.iter().map(std::ffi::OsStr::new));
@@ -124,14 +149,15 @@ fn check_versions(file: &Path, expected: &[Vec<u8>]) {
     assert!(seen.iter().all(|s| *s), "versions missing: {seen:?}");
 }
 
-/// Flips `bit` of the byte at len / d of the newest pack, for each d.
-fn flip_newest_pack(store: &Path, bit: u8, at: &[usize]) {
+/// Flips `bit` of the byte at len / d of the newest pack (or the oldest),
+/// for each d.
+fn flip_pack(store: &Path, newest: bool, bit: u8, at: &[usize]) {
     let mut packs: Vec<_> = fs::read_dir(store.join("packs"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     packs.sort();
-    let pack = packs.last().unwrap();
+    let pack = if newest { packs.last() } else { packs.first() }.unwrap();
     let mut bytes = fs::read(pack).unwrap();
     let n = bytes.len();
     for d in at {
@@ -184,11 +210,18 @@ fn old_checkpoint_versions_become_deltas_and_every_version_reads_back_exactly() 
     assert_eq!(again["deltas_written"], 0, "{again}");
     m.unmount();
     verify_clean(&m.store);
+    // Every old version is a delta of the first (its key): a read of any
+    // of them follows one base.
+    let (deltas, deep) = delta_depths(&m.store);
+    assert!(
+        deltas >= 20 && deep == 0,
+        "{deltas} deltas, {deep} on deltas"
+    );
     // From the records, not the page cache.
     m.start(&[]);
     check_versions(&m.p("model.safetensors"), &vs);
-    // Two more versions: the old newest is a key (its chain is full, at
-    // MAX_CHAIN), so it stays whole; the next one becomes a delta.
+    // Two more versions: the old newest and the next become deltas of the
+    // same key, the first version (within KEY_SPAN of it).
     let mut next = vs.clone();
     let mut r2 = Rng::new(7);
     for _ in 0..2 {
@@ -203,6 +236,11 @@ fn old_checkpoint_versions_become_deltas_and_every_version_reads_back_exactly() 
     check_versions(&m.p("model.safetensors"), &next);
     m.unmount();
     verify_clean(&m.store);
+    let (deltas, deep) = delta_depths(&m.store);
+    assert!(
+        deltas >= 25 && deep == 0,
+        "{deltas} deltas, {deep} on deltas"
+    );
 }
 
 #[test]
@@ -211,40 +249,41 @@ fn a_kept_delta_keeps_its_bases_when_their_versions_are_dropped() {
         return;
     };
     let vs = versions(4);
-    save(&m, "model.safetensors", &vs[0]);
+    write_history(&m, &vs[..2]);
     let (ok, out) = revfs(&[
         "snapshot".as_ref(),
         "create".as_ref(),
         m.mnt.as_os_str(),
-        "first".as_ref(),
+        "second".as_ref(),
     ]);
     assert!(ok, "{out}");
-    write_history(&m, &vs[1..]);
+    write_history(&m, &vs[2..]);
     let r = prune_json(&m.mnt, &["--recompress"]);
     assert!(r["deltas_written"].as_u64().unwrap() >= 10, "{r}");
-    // The file is replaced by unrelated bytes and every version between
-    // goes: only "first" (all deltas) and the new head are kept.
+    // The file is replaced by unrelated bytes and every other version
+    // goes: only "second" (all deltas of the first) and the new head are
+    // kept.
     let other = Rng::new(3).bytes(1 << 20);
     save(&m, "model.safetensors", &other);
     let r = prune_json(&m.mnt, &["--keep-last", "1"]);
     assert!(r["commits_dropped"].as_u64().unwrap() >= 3, "{r}");
-    // Its bases' chain ends at a whole chunk that goes too: it is stored
-    // whole, and the chain is freed.
+    // Its key goes, and no kept version is like it: it is stored whole,
+    // and the key is freed.
     assert!(r["deltas_rebased"].as_u64().unwrap() >= 1, "{r}");
     assert!(
-        fs::read(m.p(".snapshots/first/model.safetensors")).unwrap() == vs[0],
+        fs::read(m.p(".snapshots/second/model.safetensors")).unwrap() == vs[1],
         "the named snapshot's version"
     );
     m.unmount();
     verify_clean(&m.store);
     m.start(&[]);
-    assert!(fs::read(m.p(".snapshots/first/model.safetensors")).unwrap() == vs[0]);
+    assert!(fs::read(m.p(".snapshots/second/model.safetensors")).unwrap() == vs[1]);
     assert!(fs::read(m.p("model.safetensors")).unwrap() == other);
     m.unmount();
 }
 
 /// Seven versions, made deltas, with step 2 kept by a named snapshot
-/// ("step2"): a delta of step 3, of 4, of 5, of the head.
+/// ("step2"): steps 1 to 5 are deltas of step 0, the head is whole.
 fn history_with_step2_named(m: &Mount) -> Vec<Vec<u8>> {
     let vs = versions(7);
     write_history(m, &vs[..3]);
@@ -261,11 +300,11 @@ fn history_with_step2_named(m: &Mount) -> Vec<Vec<u8>> {
     vs
 }
 
-/// After `--keep-last 1` on that history: steps 3 to 5 are gone, step 2
-/// reads back exactly, and the store holds the head whole (zstd: ~0.8 of
-/// raw) and step 2 as a delta of it four steps apart (~0.35 here): step 2
-/// whole (re-keyed) would take 1.54 of raw, the versions between kept as
-/// its bases more.
+/// After `--keep-last 1` on that history: every step but 2 and the head
+/// is gone, step 2 reads back exactly, and the store holds the head whole
+/// (zstd: ~0.8 of raw) and step 2 re-planned as a delta of it four steps
+/// apart (~0.35 here): step 2 whole would take 1.54 of raw, its old key
+/// kept as its base more.
 fn step2_rebased(m: &Mount, vs: &[Vec<u8>], why: &str) {
     let raw = vs[6].len() as u64;
     let after = packs_bytes(&m.store);
@@ -300,6 +339,58 @@ fn thinning_rebases_a_kept_delta_onto_the_next_kept_version_and_frees_the_versio
     verify_clean(&m.store);
     m.start(&[]);
     step2_rebased(&m, &vs, "after a remount");
+    m.unmount();
+}
+
+#[test]
+fn when_a_key_goes_the_first_kept_version_after_it_becomes_the_key_of_the_next() {
+    let Some(mut m) = Mount::new(&[]) else {
+        return;
+    };
+    let vs = versions(7);
+    for (i, v) in vs.iter().enumerate() {
+        save(&m, "model.safetensors", v);
+        if i == 2 || i == 4 {
+            let (ok, out) = revfs(&[
+                "snapshot".as_ref(),
+                "create".as_ref(),
+                m.mnt.as_os_str(),
+                format!("step{i}").as_ref(),
+            ]);
+            assert!(ok, "{out}");
+        }
+    }
+    let r = prune_json(&m.mnt, &["--recompress"]);
+    assert!(r["deltas_written"].as_u64().unwrap() >= 20, "{r}");
+    // Steps 2 and 4 (deltas of step 0) and the head are kept; step 0 goes.
+    let r = prune_json(&m.mnt, &["--keep-last", "1"]);
+    assert!(r["commits_dropped"].as_u64().unwrap() >= 4, "{r}");
+    assert!(r["deltas_rebased"].as_u64().unwrap() >= 10, "{r}");
+    let raw = vs[6].len() as u64;
+    let stored = packs_bytes(&m.store);
+    // Step 2 whole (~0.8 of raw, the new key), step 4 a delta of it two
+    // steps apart (~0.3), the head whole: both whole would be ~2.4.
+    assert!(
+        stored * 100 < raw * 210,
+        "stored {stored} for {raw} raw: {r}"
+    );
+    let read = |m: &Mount| {
+        for (name, v) in [("step2", &vs[2]), ("step4", &vs[4])] {
+            let p = m.p(&format!(".snapshots/{name}/model.safetensors"));
+            assert!(fs::read(p).unwrap() == *v, "{name}");
+        }
+        assert!(fs::read(m.p("model.safetensors")).unwrap() == vs[6]);
+    };
+    read(&m);
+    m.unmount();
+    verify_clean(&m.store);
+    let (deltas, deep) = delta_depths(&m.store);
+    assert!(
+        deltas >= 10 && deep == 0,
+        "{deltas} deltas, {deep} on deltas"
+    );
+    m.start(&[]);
+    read(&m);
     m.unmount();
 }
 
@@ -339,13 +430,17 @@ fn damage_under_a_delta_is_eio_never_wrong_bytes() {
         return;
     };
     let vs = versions(3);
-    write_history(&m, &vs);
+    // The first version is recoded alone: its pack holds the key.
+    save(&m, "model.safetensors", &vs[0]);
+    m.unmount();
+    prune_json(&m.store, &["--recompress"]);
+    m.start(&[]);
+    write_history(&m, &vs[1..]);
     m.unmount();
     let r = prune_json(&m.store, &["--recompress"]);
     assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
-    // The newest pack holds the deltas and the whole newest version (their
-    // bases): flip a byte at a half, a quarter and a third of it.
-    flip_newest_pack(&m.store, 0x40, &[2, 4, 3]);
+    // Flip a byte at a half, a third and a quarter of the key's pack.
+    flip_pack(&m.store, false, 0x40, &[2, 3, 4]);
     m.start(&[]);
     let (ok, out) = revfs(&[
         "log".as_ref(),
@@ -368,8 +463,10 @@ fn damage_under_a_delta_is_eio_never_wrong_bytes() {
             }
         }
     }
-    // The oldest version reads through the newest one's chunks.
-    assert!(eio >= 2, "{eio} versions failed of {}", vs.len());
+    // The key fails, and the version planned on it with it; the newest
+    // version (whole, elsewhere) reads.
+    assert_eq!(eio, 2, "{eio} versions failed of {}", vs.len());
+    assert!(fs::read(m.p("model.safetensors")).unwrap() == vs[2]);
     m.unmount();
     let (ok, out) = revfs(&["verify".as_ref(), m.store.as_os_str()]);
     assert!(!ok, "{out}");
@@ -434,7 +531,7 @@ fn damage_under_a_delta_heals_from_the_replica_and_verify_repairs_it() {
     };
     m.unmount();
     // Damage the newest pack (deltas and their bases) in several places.
-    flip_newest_pack(&m.store, 0x10, &[5, 2, 3]);
+    flip_pack(&m.store, true, 0x10, &[5, 2, 3]);
     m.start(&["--replica", replica.to_str().unwrap()]);
     check_versions(&m.p("model.safetensors"), &vs);
     assert!(m.log_text().contains("healed"), "{}", m.log_text());

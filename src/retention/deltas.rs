@@ -1,23 +1,35 @@
 //! Which chunks a recompressing prune stores as deltas (`store::delta`),
 //! and of which bytes.
 //!
-//! **Reverse deltas.** For every path, each pair of consecutive kept
-//! versions (older, newer): every chunk of the older one that the newer
-//! one does not hold as it is becomes a delta of the newer version's bytes
-//! at the same place. The newest version of a file is always stored whole,
-//! so reading what a job resumes from never follows a chain; the versions
-//! retention drops first (the oldest) are the ends of chains, which
-//! nothing else needs.
+//! **Keys and the versions after them.** Along each path, a version
+//! stored whole (a key) is the base of the next up to [`KEY_SPAN`]
+//! versions: when a version stops being the newest, every chunk of it
+//! that the next version does not hold as it is becomes a delta of the
+//! key's bytes at the same place. A read of any kept version so follows
+//! at most one base (a chain of versions would cost one decode a version
+//! down it: reverse deltas bounded at four bases read the oldest of 12
+//! checkpoints at a quarter of the speed of whole ones). The newest
+//! version is always whole (it has no next version to be planned with),
+//! so what a job resumes from never follows a base, and the oldest kept
+//! version of a path is a key. A full-training step flips about the same
+//! low bits whatever the distance, so a delta of a key 8 steps back costs
+//! little more than one of the step before (0.28 against 0.19 of a bf16
+//! checkpoint on the benchmark workload).
 //!
 //! **The same place** is the same offset, except between two safetensors
 //! files, where it is the same tensor (name, dtype and shape) wherever its
 //! offset moved (a tensor added in front shifts all the others).
 //!
-//! **Chains stay short.** A chunk becomes a delta only if the longest chain
+//! **Re-keying.** When retention drops a key and keeps versions that
+//! were deltas of it, a prune plans them again ([`replan`]): on the
+//! nearest older kept key, else on the next kept version where it is
+//! whole, else they are stored whole (the first of them is a new key).
+//!
+//! **Chains stay short** also across files (a chunk is one record
+//! whatever files hold it, so a key's chunk may be a delta planned along
+//! another path): a chunk becomes a delta only if the longest chain
 //! through it stays within [`MAX_CHAIN`] bases: its new bases' own depth
-//! plus the deltas already hanging below it. So every `MAX_CHAIN + 1`-th
-//! version along a path stays whole (a key), and a read of the oldest kept
-//! version follows at most `MAX_CHAIN` bases. No chunk is a delta of a
+//! plus the deltas already hanging below it. No chunk is a delta of a
 //! chain that leads back to itself.
 //!
 //! Deduplication stays: an unchanged chunk is one record, whole or delta,
@@ -33,15 +45,13 @@ use crate::store::ObjectStore;
 use crate::store::delta::{MAX_SEGMENTS, NO_BASE, Segment};
 use std::collections::{HashMap, HashSet};
 
-/// Bases a read of a delta follows at most (reading the oldest kept
-/// version of a checkpoint costs up to this many extra chunk decodes).
-/// Measured (`scripts/bench.sh deltas`, 12 steps, bf16 and f32): with 4,
-/// 98 and 321 MiB stored, a full-training step 0.16-0.20x (bf16) and
-/// 0.56-0.63x (f32) of its checkpoint, the oldest checkpoint read at
-/// 0.32x and 0.25x of a store without deltas; with 2, 115 and 335 MiB,
-/// steps up to 0.60x and 0.83x (a key every third version), the oldest
-/// read at 0.45x and 0.39x.
+/// Bases a read of a delta follows at most, across files (along one
+/// path a read follows one: see the module's notes).
 pub const MAX_CHAIN: usize = 4;
+/// Versions after a key stored as deltas of it, at most: a key every
+/// `KEY_SPAN + 1` versions along a path. Measured on the benchmark
+/// workload (12 steps): 4 stores 112 MiB (bf16) where 8 stores 99.
+pub const KEY_SPAN: usize = 8;
 /// Chunks smaller than this are not worth a delta.
 const MIN_CHUNK: u64 = 4096;
 /// The biggest safetensors header looked at.
@@ -51,9 +61,9 @@ const MAX_HEADER: u64 = 16 << 20;
 pub type Plan = HashMap<ObjectId, Vec<Segment>>;
 
 /// The plan for the store's kept history as the path-version index holds
-/// it (after this round's drop): the pairs whose newer version came with
-/// commit `since` or later (each pair is planned by one round that
-/// finishes, so a chunk whose delta did not pay is not tried again).
+/// it (after this round's drop): each version whose next version came
+/// with commit `since` or later (each version is planned by one round
+/// that finishes, so a chunk whose delta did not pay is not tried again).
 pub fn plan(engine: &Engine, since: CommitSeq) -> Result<Plan> {
     let store = &engine.store;
     let mut g = Graph::default();
@@ -69,20 +79,36 @@ pub fn plan(engine: &Engine, since: CommitSeq) -> Result<Plan> {
     }
     let mut plan = Plan::new();
     for (_, entries) in engine.db.path_version_groups()? {
-        let mut contents: Vec<(CommitSeq, ObjectId)> = Vec::new();
-        for (seq, v) in &entries {
-            if let Some(c) = v.content
-                && contents.last().map(|l| l.1) != Some(c)
-            {
-                contents.push((*seq, c));
+        let mut path = PathVersions::new(store, &entries);
+        // Oldest first: whether a version is a key is settled before the
+        // versions after it look for theirs.
+        for i in 0..path.len().saturating_sub(1) {
+            if path.seq(i + 1) >= since {
+                path.plan_version(i, &mut g, &mut plan, None)?;
             }
         }
-        // Newest pair first: its chunks are the bases the older pairs'
-        // chains end in.
-        for pair in contents.windows(2).rev() {
-            if pair[1].0 >= since {
-                plan_pair(store, pair[0].1, pair[1].1, &mut g, &mut plan)?;
-            }
+    }
+    Ok(plan)
+}
+
+/// New segments for the deltas in `rekey` (marked deltas whose key no
+/// kept version holds any more), planned along the kept versions that
+/// hold them; a chunk left out is to be stored whole. `bases` are the
+/// bases of every marked delta, as the rebase leaves them.
+pub fn replan(
+    engine: &Engine,
+    bases: &HashMap<ObjectId, Vec<ObjectId>>,
+    rekey: &HashSet<ObjectId>,
+) -> Result<Plan> {
+    let mut g = Graph::default();
+    for (id, b) in bases {
+        g.add(*id, b.clone());
+    }
+    let mut plan = Plan::new();
+    for (_, entries) in engine.db.path_version_groups()? {
+        let mut path = PathVersions::new(&engine.store, &entries);
+        for i in 0..path.len() {
+            path.plan_version(i, &mut g, &mut plan, Some(rekey))?;
         }
     }
     Ok(plan)
@@ -101,6 +127,15 @@ impl Graph {
             self.dependents.entry(*b).or_default().push(id);
         }
         self.bases.insert(id, bases);
+    }
+
+    /// `id` is whole from now on.
+    fn remove(&mut self, id: &ObjectId) {
+        for b in self.bases.remove(id).unwrap_or_default() {
+            if let Some(d) = self.dependents.get_mut(&b) {
+                d.retain(|x| x != id);
+            }
+        }
     }
 
     /// How many bases a read of `id` follows at most; None when that is
@@ -171,52 +206,153 @@ fn extents(store: &ObjectStore, root: ObjectId) -> Result<Extents> {
     Ok(out)
 }
 
-/// Plans the chunks of `older` as deltas of `newer`'s bytes.
-fn plan_pair(
-    store: &ObjectStore,
-    older: ObjectId,
-    newer: ObjectId,
-    g: &mut Graph,
-    plan: &mut Plan,
-) -> Result<()> {
-    let old_x = extents(store, older)?;
-    let new_x = extents(store, newer)?;
-    let new_ids: HashSet<ObjectId> = new_x.iter().filter_map(|x| x.2).collect();
-    let candidates: Vec<_> = old_x
-        .iter()
-        .filter_map(|&(off, len, id)| Some((off, len, id?)))
-        .filter(|(_, len, id)| {
-            *len >= MIN_CHUNK
-                && !new_ids.contains(id)
-                && !g.bases.contains_key(id)
-                && !plan.contains_key(id)
-        })
-        .collect();
-    if candidates.is_empty() {
-        return Ok(());
-    }
-    let map = OffsetMap::new(store, &old_x, &new_x)?;
-    let planned: Vec<_> = candidates
-        .into_iter()
-        .filter_map(|(off, len, id)| Some((id, segments(&map, &new_x, off, len)?)))
-        .collect();
-    if !pays(store, &planned)? {
-        return Ok(());
-    }
-    for (id, segments) in planned {
-        let mut bases: Vec<ObjectId> = segments
-            .iter()
-            .map(|s| s.base)
-            .filter(|b| *b != NO_BASE)
-            .collect();
-        bases.sort();
-        bases.dedup();
-        if g.allows(&id, &bases) {
-            g.add(id, bases);
-            plan.insert(id, segments);
+/// The kept content versions of one path, oldest first (a version equal
+/// to the one before it is the same version), their extents read once.
+struct PathVersions<'a> {
+    store: &'a ObjectStore,
+    /// (commit, content, size).
+    versions: Vec<(CommitSeq, ObjectId, u64)>,
+    extents: HashMap<usize, Extents>,
+}
+
+impl<'a> PathVersions<'a> {
+    fn new(
+        store: &'a ObjectStore,
+        entries: &[(CommitSeq, crate::catalog::db::PathVersion)],
+    ) -> PathVersions<'a> {
+        let mut versions: Vec<(CommitSeq, ObjectId, u64)> = Vec::new();
+        for (seq, v) in entries {
+            if let Some(c) = v.content
+                && versions.last().map(|l| l.1) != Some(c)
+            {
+                versions.push((*seq, c, v.size));
+            }
+        }
+        PathVersions {
+            store,
+            versions,
+            extents: HashMap::new(),
         }
     }
-    Ok(())
+
+    fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    fn seq(&self, i: usize) -> CommitSeq {
+        self.versions[i].0
+    }
+
+    fn extents(&mut self, i: usize) -> Result<&Extents> {
+        if !self.extents.contains_key(&i) {
+            let x = extents(self.store, self.versions[i].1)?;
+            self.extents.insert(i, x);
+        }
+        Ok(&self.extents[&i])
+    }
+
+    fn ids(&mut self, i: usize) -> Result<HashSet<ObjectId>> {
+        if i >= self.len() {
+            return Ok(HashSet::new());
+        }
+        Ok(self.extents(i)?.iter().filter_map(|x| x.2).collect())
+    }
+
+    /// Whether version `i` is whole: none of its chunks is a delta.
+    fn whole(&mut self, i: usize, g: &Graph, plan: &Plan) -> Result<bool> {
+        if self.versions[i].2 < MIN_CHUNK {
+            return Ok(false);
+        }
+        Ok(self
+            .extents(i)?
+            .iter()
+            .filter_map(|x| x.2)
+            .all(|id| !g.bases.contains_key(&id) && !plan.contains_key(&id)))
+    }
+
+    /// The version whose bytes version `i`'s deltas are made of: the
+    /// nearest older whole one within KEY_SPAN; when re-keying, else the
+    /// next one if it is whole. None: `i` is a key.
+    fn base_of(
+        &mut self,
+        i: usize,
+        g: &Graph,
+        plan: &Plan,
+        rekeying: bool,
+    ) -> Result<Option<usize>> {
+        for j in (i.saturating_sub(KEY_SPAN)..i).rev() {
+            if self.whole(j, g, plan)? {
+                return Ok(Some(j));
+            }
+        }
+        if rekeying && i + 1 < self.len() && self.whole(i + 1, g, plan)? {
+            return Ok(Some(i + 1));
+        }
+        Ok(None)
+    }
+
+    /// Plans the chunks of version `i` that the next version does not
+    /// hold as deltas of its key's bytes: the chunks still whole, or when
+    /// re-keying, those of `rekey` (whole from now on unless planned).
+    fn plan_version(
+        &mut self,
+        i: usize,
+        g: &mut Graph,
+        plan: &mut Plan,
+        rekey: Option<&HashSet<ObjectId>>,
+    ) -> Result<()> {
+        if self.versions[i].2 < MIN_CHUNK {
+            return Ok(());
+        }
+        let next_ids = self.ids(i + 1)?;
+        let mut candidates: Vec<(u64, u64, ObjectId)> = self
+            .extents(i)?
+            .iter()
+            .filter_map(|&(off, len, id)| Some((off, len, id?)))
+            .filter(|(_, len, id)| {
+                *len >= MIN_CHUNK
+                    && !next_ids.contains(id)
+                    && !plan.contains_key(id)
+                    && match rekey {
+                        Some(r) => r.contains(id),
+                        None => !g.bases.contains_key(id),
+                    }
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let base = self.base_of(i, g, plan, rekey.is_some())?;
+        if rekey.is_some() {
+            for c in &candidates {
+                g.remove(&c.2);
+            }
+        }
+        let Some(b) = base else {
+            return Ok(());
+        };
+        let base_ids = self.ids(b)?;
+        candidates.retain(|c| !base_ids.contains(&c.2));
+        let store = self.store;
+        let old_x = self.extents(i)?.clone();
+        let base_x = self.extents(b)?;
+        let map = OffsetMap::new(store, &old_x, base_x)?;
+        let planned: Vec<_> = candidates
+            .into_iter()
+            .filter_map(|(off, len, id)| Some((id, segments(&map, base_x, off, len)?)))
+            .collect();
+        if !pays(store, &planned)? {
+            return Ok(());
+        }
+        for (id, segments) in planned {
+            let bases = crate::store::delta::bases_of(&segments);
+            if g.allows(&id, &bases) {
+                g.add(id, bases);
+                plan.insert(id, segments);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Chunks of a pair tried before planning it.
@@ -245,16 +381,16 @@ fn pays(store: &ObjectStore, planned: &[(ObjectId, Vec<Segment>)]) -> Result<boo
     Ok(delta * 4 <= whole * 3)
 }
 
-/// The segments of the older version's bytes `off..off + len` in the newer
-/// version; None when under half of them have a base there, or when they
-/// would take too many segments.
+/// The segments of a version's bytes `off..off + len` in its base
+/// version's extents `new_x`; None when under half of them have a base
+/// there, or when they would take too many segments.
 fn segments(map: &OffsetMap, new_x: &Extents, off: u64, len: u64) -> Option<Vec<Segment>> {
     let mut out: Vec<Segment> = Vec::new();
     let mut based = 0u64;
     let mut pos = off;
     let end = off + len;
     while pos < end {
-        let (to, run) = map.to_newer(pos);
+        let (to, run) = map.to_base(pos);
         let run = run.min(end - pos);
         let mut piece = Segment {
             base: NO_BASE,
@@ -262,7 +398,7 @@ fn segments(map: &OffsetMap, new_x: &Extents, off: u64, len: u64) -> Option<Vec<
             len: run as u32,
         };
         if let Some(q) = to {
-            // The newer extent holding q.
+            // The base's extent holding q.
             let i = new_x.partition_point(|x| x.0 <= q);
             if i > 0 {
                 let (x_off, x_len, x_id) = new_x[i - 1];
@@ -295,10 +431,10 @@ fn segments(map: &OffsetMap, new_x: &Extents, off: u64, len: u64) -> Option<Vec<
     (based * 2 >= len).then_some(out)
 }
 
-/// Where the older version's bytes are in the newer one: the same offset,
+/// Where a version's bytes are in its base version: the same offset,
 /// or, between two safetensors files, the same tensor's.
 struct OffsetMap {
-    /// (older start, older end, newer start), sorted, for safetensors.
+    /// (start, end, start in the base), sorted, for safetensors.
     tensors: Option<Vec<(u64, u64, u64)>>,
 }
 
@@ -321,9 +457,9 @@ impl OffsetMap {
         Ok(OffsetMap { tensors })
     }
 
-    /// Where older offset `pos` is in the newer version (None: nowhere),
+    /// Where offset `pos` is in the base version (None: nowhere),
     /// and for how many bytes on that holds.
-    fn to_newer(&self, pos: u64) -> (Option<u64>, u64) {
+    fn to_base(&self, pos: u64) -> (Option<u64>, u64) {
         let Some(t) = &self.tensors else {
             return (Some(pos), u64::MAX);
         };

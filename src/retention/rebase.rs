@@ -1,11 +1,14 @@
 //! The GC of delta chains. A chunk whose versions are all dropped stays
-//! marked while a kept delta is rebuilt from it (a base-only chunk: the
-//! versions between two kept ones go when thinning keeps one an hour).
-//! Before the sweep, a round rebases each kept delta that names such a
-//! chunk onto that chunk's own bases (the segments composed through it,
-//! `delta::compose`, as far down as the chain goes), or stores it whole
-//! where the base-only chunk is itself whole; then the base-only chunks no
-//! unrebased delta needs are unmarked, and the sweep frees them.
+//! marked while a kept delta is rebuilt from it (a base-only chunk: a key
+//! goes when retention drops the oldest versions, or thinning keeps one an
+//! hour and drops those between). Before the sweep, a round rebases each
+//! kept delta that names such a chunk: onto that chunk's own bases (the
+//! segments composed through it, `delta::compose`, as far down as the
+//! chain goes), or, where the base-only chunk is whole (a key that goes),
+//! onto another kept version (`deltas::replan`: the nearest older key,
+//! else the next kept version where that is whole), else it is stored
+//! whole; then the base-only chunks no unrebased delta needs are
+//! unmarked, and the sweep frees them.
 //!
 //! Order and crash safety: the new records are written and made durable,
 //! and the index switched to them in one batch, before the sweep drops a
@@ -43,6 +46,8 @@ fn plan(engine: &Engine, reach: &Reach) -> Result<HashMap<ObjectId, Option<Vec<S
         }
     };
     let mut out = HashMap::new();
+    // Deltas whose chain ends in a whole base-only chunk: planned again.
+    let mut rekey: HashSet<ObjectId> = HashSet::new();
     for (d, bases) in reach.delta_bases() {
         if base_only.contains(d) || !bases.iter().any(|b| base_only.contains(b)) {
             continue;
@@ -69,7 +74,27 @@ fn plan(engine: &Engine, reach: &Reach) -> Result<HashMap<ObjectId, Option<Vec<S
                 _ => break None,
             }
         };
-        out.insert(*d, composed);
+        match composed {
+            Some(segs) => {
+                out.insert(*d, Some(segs));
+            }
+            None => {
+                rekey.insert(*d);
+            }
+        }
+    }
+    if !rekey.is_empty() {
+        // The bases every marked delta will have: the composed ones' new.
+        let mut bases = reach.delta_bases().clone();
+        for (d, segs) in &out {
+            if let Some(segs) = segs {
+                bases.insert(*d, delta::bases_of(segs));
+            }
+        }
+        let mut replanned = super::deltas::replan(engine, &bases, &rekey)?;
+        for d in rekey {
+            out.insert(d, replanned.remove(&d));
+        }
     }
     Ok(out)
 }
@@ -95,6 +120,9 @@ pub fn rebase(engine: &Engine, reach: &Reach, pace: &mut crate::sys::Pace) -> Re
         .into_iter()
         .filter_map(|(id, s)| s.map(|s| (id, s)))
         .collect();
+    // Chunks stored whole first: a new key is written before (in a pack
+    // no later than) the deltas re-planned on it.
+    entries.sort_by_key(|(id, _)| deltas.contains_key(id));
     let moved = store.copy_records(
         &entries,
         Some(crate::store::Recode {

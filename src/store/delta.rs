@@ -1,7 +1,7 @@
 //! Delta records (format 7; the layout is in `format`): a chunk stored as
 //! the XOR of its bytes with bytes of other chunks, its bases. A
 //! full-training step changes every float of a checkpoint by about one
-//! unit in the last place, so an old version XOR the next one at the same
+//! unit in the last place, so an old version XOR another one at the same
 //! offsets is mostly zero bits: its byte planes compress several times
 //! better than the floats themselves (`codec::encode_cold` encodes the
 //! residual). Which chunks become deltas of which bytes is the prune's
@@ -26,6 +26,18 @@ pub struct Segment {
     pub base: ObjectId,
     pub start: u32,
     pub len: u32,
+}
+
+/// The chunks `segments` name, sorted, each once.
+pub fn bases_of(segments: &[Segment]) -> Vec<ObjectId> {
+    let mut b: Vec<ObjectId> = segments
+        .iter()
+        .map(|s| s.base)
+        .filter(|b| *b != NO_BASE)
+        .collect();
+    b.sort();
+    b.dedup();
+    b
 }
 
 /// A payload taken apart (its check passed).

@@ -575,14 +575,7 @@ impl ObjectStore {
         {
             return Ok(b.clone());
         }
-        let segments = self.segments(id, e)?;
-        let mut b: Vec<ObjectId> = segments
-            .iter()
-            .map(|s| s.base)
-            .filter(|b| *b != delta::NO_BASE)
-            .collect();
-        b.sort();
-        b.dedup();
+        let b = delta::bases_of(&self.segments(id, e)?);
         lock(&self.bases).put(*id, (*e, b.clone()));
         Ok(b)
     }
