@@ -86,12 +86,17 @@ PY
 RESULTS=$WORK/results.jsonl
 : > "$RESULTS"
 
-if want perf; then
+# The peers the perf and deltas sections run (rustic, for deltas, only if
+# installed: `cargo install rustic-rs` builds it for several minutes).
+if want perf || want deltas; then
   need=()
   for t in bindfs restic borg; do command -v "$t" >/dev/null || need+=("$t"); done
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq bindfs restic borgbackup >/dev/null
   fi
+fi
+
+if want perf; then
   python3 -c 'import numpy' 2>/dev/null || python3 -m pip install -q numpy
   python3 scripts/bench_perf.py "$BIN" "$WORK" "$SCALE" "$ROOT/../shared/bench/gen_workload.py" \
     | python3 -c 'import json,sys; r=json.load(sys.stdin); r["section"]="perf"; print(json.dumps(r))' >> "$RESULTS"
@@ -405,7 +410,11 @@ if s:
         peers = ", ".join(f"{t} {sb[t] / 2**20:.0f} MiB" for t in ("restic", "borg", "rustic_64k") if t in sb)
         print(f"| {key} seed {d['seed']}: stored bytes after {len(d['steps'])} steps, revfs / {best} | {sb['revfs'] / sb[best]:.2f}x (target <= {t_all} of rustic 64K) | revfs {sb['revfs'] / 2**20:.0f} MiB (as written {sb['revfs_as_written'] / 2**20:.0f}), {peers} |")
         full = [per["revfs"][i] / ck for i, k in enumerate(d["steps"]) if k == "train_full"]
-        print(f"| {key}: a full-training step's stored bytes / its checkpoint | {max(full):.2f}x worst, {min(full):.2f}x best (target <= {t_step}) | checkpoint {ck / 2**20:.0f} MiB; {d['deltas_written']} delta records |")
+        print(f"| {key}: a full-training step's stored bytes / its checkpoint (growth of the store over the step) | {max(full):.2f}x worst, {min(full):.2f}x best (target <= {t_step}) | checkpoint {ck / 2**20:.0f} MiB; {d['deltas_written']} delta records |")
+        if "stored_per_version" in d:
+            pv = d["stored_per_version"]["revfs"]
+            vfull = [pv[i] / ck for i, k in enumerate(d["steps"][:len(pv)]) if k == "train_full"]
+            print(f"| {key}: a full-training step's version once old (growth over the step after it) | {max(vfull):.2f}x worst, {min(vfull):.2f}x best | per version: {', '.join(f'{x / ck:.2f}' for x in pv)} |")
         r = d["read_mbs"]
         print(f"| {key}: cold read of the newest / oldest checkpoint, deltas / no deltas (zstd) | {r['newest']['deltas'] / r['newest']['cold']:.2f}x / {r['oldest']['deltas'] / r['oldest']['cold']:.2f}x (target >= 0.8 / 0.5) | no deltas {r['newest']['cold']:.0f} / {r['oldest']['cold']:.0f} MB/s (stored {sb['revfs_no_deltas'] / 2**20:.0f} MiB) |")
         if "middle" in r:

@@ -153,6 +153,10 @@ def one(dtype, seed):
         "stored_bytes": {"revfs": sizes[-1], "revfs_as_written": plain_sizes[-1], "revfs_no_deltas": cold_sizes[-1],
                          **{t: s[-1] for t, s in peer.items()}},
         "stored_per_step": {"revfs": diff(sizes), **{t: diff(s) for t, s in peer.items()}},
+        # What each version costs once it is old: revfs recodes a version
+        # in the round after the next step, so the store's growth over that
+        # step is the old version's delta (the newest is always whole).
+        "stored_per_version": {"revfs": diff(sizes)[1:]},
         "deltas_written": sum(r.get("deltas_written", 0) for r in reports),
         "prune_seconds": [r["seconds"] for r in reports],
         "read_mbs": reads,

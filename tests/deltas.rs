@@ -244,6 +244,59 @@ fn old_checkpoint_versions_become_deltas_and_every_version_reads_back_exactly() 
 }
 
 #[test]
+fn a_version_the_next_one_shares_is_still_a_delta_of_the_key() {
+    let Some(mut m) = Mount::new(&[]) else {
+        return;
+    };
+    // Two training steps (the second adds a tensor in front, unlike
+    // anything before: the version's own chunks are no deltas), a re-save
+    // of it with other metadata (which holds every chunk of it but the
+    // first), two more steps.
+    let mut r = Rng::new(9);
+    let mut tensors: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("layer{i}.weight"), weights(&mut r, 90_000 + i * 7)))
+        .collect();
+    let mut vs: Vec<Vec<u8>> = Vec::new();
+    for step in 0..6 {
+        if step == 3 {
+            let mut v = vs[2].clone();
+            let at = v.windows(4).position(|w| w == b"\"pt\"").unwrap();
+            v[at + 1..at + 3].copy_from_slice(b"np");
+            vs.push(v);
+            continue;
+        }
+        if step > 0 {
+            for (_, t) in tensors.iter_mut() {
+                train(&mut r, t);
+            }
+        }
+        if step == 2 {
+            tensors.insert(0, ("embed.weight".into(), weights(&mut r, 40_000)));
+        }
+        vs.push(safetensors(&tensors));
+    }
+    write_history(&m, &vs);
+    let r = prune_json(&m.mnt, &["--recompress"]);
+    check_versions(&m.p("model.safetensors"), &vs);
+    m.unmount();
+    verify_clean(&m.store);
+    // The first and the newest whole, the other four deltas of the first:
+    // 2.5 versions' bytes; taking the version before the re-save as a key
+    // (nothing of it was planned) keeps its chunks whole too: 3.0.
+    let one = vs[5].len() as u64;
+    let stored = packs_bytes(&m.store);
+    assert!(
+        stored * 100 < one * 270,
+        "stored {stored} for {one} a version: {r}"
+    );
+    let (deltas, deep) = delta_depths(&m.store);
+    assert!(
+        deltas >= 20 && deep == 0,
+        "{deltas} deltas, {deep} on deltas"
+    );
+}
+
+#[test]
 fn a_kept_delta_keeps_its_bases_when_their_versions_are_dropped() {
     let Some(mut m) = Mount::new(&[]) else {
         return;

@@ -270,9 +270,25 @@ impl<'a> PathVersions<'a> {
             .all(|id| !g.bases.contains_key(&id) && !plan.contains_key(&id)))
     }
 
+    /// Whether a delta already names a chunk of version `i` (it is a key).
+    fn is_base(&mut self, i: usize, g: &Graph) -> Result<bool> {
+        Ok(self
+            .extents(i)?
+            .iter()
+            .filter_map(|x| x.2)
+            .any(|id| g.dependents.get(&id).is_some_and(|d| !d.is_empty())))
+    }
+
     /// The version whose bytes version `i`'s deltas are made of: the
-    /// nearest older whole one within KEY_SPAN; when re-keying, else the
-    /// next one if it is whole. None: `i` is a key.
+    /// nearest older key within KEY_SPAN; when re-keying, else the next
+    /// version if it is whole. None: `i` is a key.
+    ///
+    /// Keys are counted along the path from the nearest older whole
+    /// version that deltas already name (or from 4 x KEY_SPAN back): a
+    /// version is a key when no key is within KEY_SPAN before it. Being
+    /// whole is not enough: a version whose chunks the next one holds has
+    /// nothing planned (a re-save, a fine-tune of two layers), and its
+    /// chunks become the next one's deltas later.
     fn base_of(
         &mut self,
         i: usize,
@@ -280,10 +296,26 @@ impl<'a> PathVersions<'a> {
         plan: &Plan,
         rekeying: bool,
     ) -> Result<Option<usize>> {
-        for j in (i.saturating_sub(KEY_SPAN)..i).rev() {
-            if self.whole(j, g, plan)? {
-                return Ok(Some(j));
+        let floor = i.saturating_sub(4 * KEY_SPAN);
+        let mut start = floor;
+        for j in (floor..i).rev() {
+            if self.whole(j, g, plan)? && self.is_base(j, g)? {
+                start = j;
+                break;
             }
+        }
+        // The keys from `start` on that are whole (bases to be).
+        let mut keys: Vec<usize> = Vec::new();
+        for j in start..i {
+            let covered = keys.last().is_some_and(|k| j - k <= KEY_SPAN);
+            if !covered && self.whole(j, g, plan)? {
+                keys.push(j);
+            }
+        }
+        if let Some(&k) = keys.last()
+            && i - k <= KEY_SPAN
+        {
+            return Ok(Some(k));
         }
         if rekeying && i + 1 < self.len() && self.whole(i + 1, g, plan)? {
             return Ok(Some(i + 1));
