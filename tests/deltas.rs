@@ -559,6 +559,64 @@ fn a_crash_at_any_step_of_a_delta_round_loses_nothing() {
     }
 }
 
+/// A store whose old checkpoint version sits in a big cold pack (beside
+/// an unrelated 12 MiB file) when it is planned: a small share of that
+/// pack, which is not repacked for it.
+fn planned_in_a_big_pack() -> Option<(Mount, Vec<Vec<u8>>)> {
+    let mut m = Mount::new(&[])?;
+    let vs = versions(3);
+    fs::write(m.p("data.bin"), Rng::new(5).bytes(12 << 20)).unwrap();
+    write_history(&m, &vs[..2]);
+    m.unmount();
+    prune_json(&m.store, &["--recompress"]);
+    m.start(&[]);
+    save(&m, "model.safetensors", &vs[2]);
+    m.unmount();
+    Some((m, vs))
+}
+
+#[test]
+fn a_planned_delta_is_written_when_its_pack_is_not_repacked() {
+    let Some((mut m, vs)) = planned_in_a_big_pack() else {
+        return;
+    };
+    let before = packs_bytes(&m.store);
+    let r = prune_json(&m.store, &["--recompress"]);
+    assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
+    let (deltas, deep) = delta_depths(&m.store);
+    assert!(
+        deltas >= 20 && deep == 0,
+        "{deltas} deltas, {deep} on deltas"
+    );
+    verify_clean(&m.store);
+    m.start(&[]);
+    check_versions(&m.p("model.safetensors"), &vs);
+    m.unmount();
+    // The old records are garbage in the big pack until it is repacked.
+    assert!(packs_bytes(&m.store) < before + (vs[2].len() as u64), "{r}");
+    // A crash before the index names the new records, or after: the next
+    // round finishes, and every version reads back.
+    let (base, _) = planned_in_a_big_pack().unwrap();
+    for point in ["prune:repack-switched", "prune:deltas-copied"] {
+        let store =
+            common::pruned_until_crash(&base.store, base.tmp.path(), &["--recompress"], point);
+        verify_clean(&store);
+        let r = prune_json(&store, &["--recompress"]);
+        let (deltas, _) = delta_depths(&store);
+        assert!(deltas >= 20, "{point}: {deltas} deltas: {r}");
+        verify_clean(&store);
+        let mnt = base
+            .tmp
+            .path()
+            .join(format!("mnt-{}", point.replace(':', "-")));
+        fs::create_dir_all(&mnt).unwrap();
+        let mut back = Mount::attach(store.clone(), mnt, base.tmp.path().join("log2"));
+        back.start(&[]);
+        check_versions(&back.p("model.safetensors"), &vs);
+        back.unmount();
+    }
+}
+
 #[test]
 fn a_replica_of_a_store_with_deltas_recovers_every_version() {
     let Some((mut m, replica, vs)) = deltas_with_replica(4) else {

@@ -12,8 +12,8 @@
 //! version is always whole (it has no next version to be planned with),
 //! so what a job resumes from never follows a base, and the oldest kept
 //! version of a path is a key. A full-training step flips about the same
-//! low bits whatever the distance, so a delta of a key 8 steps back costs
-//! little more than one of the step before (0.28 against 0.19 of a bf16
+//! low bits whatever the distance, so a delta of a key 11 steps back costs
+//! little more than one of the step before (0.29 against 0.19 of a bf16
 //! checkpoint on the benchmark workload).
 //!
 //! **The same place** is the same offset, except between two safetensors
@@ -49,9 +49,13 @@ use std::collections::{HashMap, HashSet};
 /// path a read follows one: see the module's notes).
 pub const MAX_CHAIN: usize = 4;
 /// Versions after a key stored as deltas of it, at most: a key every
-/// `KEY_SPAN + 1` versions along a path. Measured on the benchmark
-/// workload (12 steps): 4 stores 112 MiB (bf16) where 8 stores 99.
-pub const KEY_SPAN: usize = 8;
+/// `KEY_SPAN + 1` versions along a path. A delta of a key grows little
+/// with the distance (the benchmark workload's checkpoints against the
+/// first: bf16 0.19 of the checkpoint 1 step on, 0.27 at 4, 0.29 at 11;
+/// f32 0.56, 0.61, 0.62), while a key costs the whole version (0.76 and
+/// 0.92): rare keys store less, and a read follows one base whatever
+/// the distance.
+pub const KEY_SPAN: usize = 16;
 /// Chunks smaller than this are not worth a delta.
 const MIN_CHUNK: u64 = 4096;
 /// The biggest safetensors header looked at.
@@ -360,6 +364,11 @@ impl<'a> PathVersions<'a> {
                 g.remove(&c.2);
             }
         }
+        tracing::debug!(
+            "deltas: version {i} of {}: {} candidates, base {base:?}",
+            self.len(),
+            candidates.len()
+        );
         let Some(b) = base else {
             return Ok(());
         };
@@ -374,15 +383,19 @@ impl<'a> PathVersions<'a> {
             .filter_map(|(off, len, id)| Some((id, segments(&map, base_x, off, len)?)))
             .collect();
         if !pays(store, &planned)? {
+            tracing::debug!("deltas: version {i} on {b}: does not pay");
             return Ok(());
         }
+        let mut n = 0;
         for (id, segments) in planned {
             let bases = crate::store::delta::bases_of(&segments);
             if g.allows(&id, &bases) {
                 g.add(id, bases);
                 plan.insert(id, segments);
+                n += 1;
             }
         }
+        tracing::debug!("deltas: version {i} on {b}: {n} chunks planned");
         Ok(())
     }
 }

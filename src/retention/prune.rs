@@ -784,6 +784,54 @@ fn sweep(
         done += 1;
         progress(done, total);
     }
+    write_planned(engine, round, &mut pace, report)
+}
+
+/// Writes the planned deltas whose pack was not repacked (one version's
+/// chunks can be a small share of a big pack) as new records, and
+/// switches the index to them; their old records are garbage for a later
+/// repack. Each version is planned once, so a plan left unwritten would
+/// keep its chunks whole for good.
+fn write_planned(
+    engine: &Engine,
+    round: &Round,
+    pace: &mut crate::sys::Pace,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let mut entries = Vec::new();
+    for id in round.plan.keys() {
+        if let Some(e) = engine.store.locate(id)?
+            && !e.is_delta()
+            && e.pack < round.first_new
+        {
+            entries.push((*id, e));
+        }
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    // In pack order: a chunk of an older pack is written first.
+    entries.sort_by_key(|(_, e)| (e.pack, e.offset));
+    let recode = crate::store::Recode {
+        pace,
+        deltas: round.plan,
+        rewrite: false,
+    };
+    let moved = match engine.store.copy_records(&entries, Some(recode)) {
+        Ok(m) => m,
+        Err(e) if e.errno() == libc::ENOSPC || e.errno() == libc::EDQUOT => {
+            tracing::warn!("prune: planned deltas not written, the disk is full: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    crash_point("prune:deltas-copied");
+    let mut b = Batch::default();
+    engine.store.relocate(&mut b, &entries, &moved)?;
+    b.put_counter(NEXT_PACK, engine.store.next_pack().0.max(round.first_new.0));
+    engine.db.apply(b)?;
+    engine.db.flush()?;
+    report.deltas_written += moved.iter().filter(|(_, now)| now.is_delta()).count() as u64;
     Ok(())
 }
 
