@@ -111,6 +111,10 @@ pub fn replan(
     let mut plan = Plan::new();
     for (_, entries) in engine.db.path_version_groups()? {
         let mut path = PathVersions::new(&engine.store, &entries);
+        if path.len() < 2 {
+            // Nothing to plan on: its chunks are stored whole.
+            continue;
+        }
         for i in 0..path.len() {
             path.plan_version(i, &mut g, &mut plan, Some(rekey))?;
         }
