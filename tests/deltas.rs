@@ -123,6 +123,16 @@ fn delta_depths(store: &Path) -> (usize, usize) {
     (deltas, deep)
 }
 
+/// At least `min` delta records in the unmounted `store`, every one on
+/// whole bases: a read of any version follows one base.
+fn assert_one_base(store: &Path, min: usize) {
+    let (deltas, deep) = delta_depths(store);
+    assert!(
+        deltas >= min && deep == 0,
+        "{deltas} deltas, {deep} on deltas"
+    );
+}
+
 fn prune_json(target: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args: Vec<&std::ffi::OsStr> = vec!["prune".as_ref(), target.as_os_str()];
     args.extend(extra.iter().map(std::ffi::OsStr::new));
@@ -212,11 +222,7 @@ fn old_checkpoint_versions_become_deltas_and_every_version_reads_back_exactly() 
     verify_clean(&m.store);
     // Every old version is a delta of the first (its key): a read of any
     // of them follows one base.
-    let (deltas, deep) = delta_depths(&m.store);
-    assert!(
-        deltas >= 20 && deep == 0,
-        "{deltas} deltas, {deep} on deltas"
-    );
+    assert_one_base(&m.store, 20);
     // From the records, not the page cache.
     m.start(&[]);
     check_versions(&m.p("model.safetensors"), &vs);
@@ -236,11 +242,7 @@ fn old_checkpoint_versions_become_deltas_and_every_version_reads_back_exactly() 
     check_versions(&m.p("model.safetensors"), &next);
     m.unmount();
     verify_clean(&m.store);
-    let (deltas, deep) = delta_depths(&m.store);
-    assert!(
-        deltas >= 25 && deep == 0,
-        "{deltas} deltas, {deep} on deltas"
-    );
+    assert_one_base(&m.store, 25);
 }
 
 #[test]
@@ -289,11 +291,7 @@ fn a_version_the_next_one_shares_is_still_a_delta_of_the_key() {
         stored * 100 < one * 270,
         "stored {stored} for {one} a version: {r}"
     );
-    let (deltas, deep) = delta_depths(&m.store);
-    assert!(
-        deltas >= 20 && deep == 0,
-        "{deltas} deltas, {deep} on deltas"
-    );
+    assert_one_base(&m.store, 20);
 }
 
 #[test]
@@ -437,11 +435,7 @@ fn when_a_key_goes_the_first_kept_version_after_it_becomes_the_key_of_the_next()
     read(&m);
     m.unmount();
     verify_clean(&m.store);
-    let (deltas, deep) = delta_depths(&m.store);
-    assert!(
-        deltas >= 10 && deep == 0,
-        "{deltas} deltas, {deep} on deltas"
-    );
+    assert_one_base(&m.store, 10);
     m.start(&[]);
     read(&m);
     m.unmount();
@@ -583,11 +577,7 @@ fn a_planned_delta_is_written_when_its_pack_is_not_repacked() {
     let before = packs_bytes(&m.store);
     let r = prune_json(&m.store, &["--recompress"]);
     assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
-    let (deltas, deep) = delta_depths(&m.store);
-    assert!(
-        deltas >= 20 && deep == 0,
-        "{deltas} deltas, {deep} on deltas"
-    );
+    assert_one_base(&m.store, 20);
     verify_clean(&m.store);
     m.start(&[]);
     check_versions(&m.p("model.safetensors"), &vs);
