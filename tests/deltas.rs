@@ -76,13 +76,18 @@ fn save(m: &Mount, name: &str, data: &[u8]) {
     common::commit(&m.store);
 }
 
+/// The six tensors of the test checkpoint, fresh weights.
+fn layers(r: &mut Rng) -> Vec<(String, Vec<u8>)> {
+    (0..6)
+        .map(|i| (format!("layer{i}.weight"), weights(r, 90_000 + i * 7)))
+        .collect()
+}
+
 /// Versions of one checkpoint, oldest first: full-training steps, and one
 /// re-save with a tensor added in front (every offset moves).
 fn versions(steps: usize) -> Vec<Vec<u8>> {
     let mut r = Rng::new(42);
-    let mut tensors: Vec<(String, Vec<u8>)> = (0..6)
-        .map(|i| (format!("layer{i}.weight"), weights(&mut r, 90_000 + i * 7)))
-        .collect();
+    let mut tensors = layers(&mut r);
     let mut out = Vec::new();
     for step in 0..steps {
         if step > 0 {
@@ -255,9 +260,7 @@ fn a_version_the_next_one_shares_is_still_a_delta_of_the_key() {
     // of it with other metadata (which holds every chunk of it but the
     // first), two more steps.
     let mut r = Rng::new(9);
-    let mut tensors: Vec<(String, Vec<u8>)> = (0..6)
-        .map(|i| (format!("layer{i}.weight"), weights(&mut r, 90_000 + i * 7)))
-        .collect();
+    let mut tensors = layers(&mut r);
     let mut vs: Vec<Vec<u8>> = Vec::new();
     for step in 0..6 {
         if step == 3 {

@@ -266,8 +266,9 @@ impl<'a> PathVersions<'a> {
         Ok(self.extents(i)?.iter().filter_map(|x| x.2).collect())
     }
 
-    /// Whether version `i` is whole: none of its chunks is a delta.
-    fn whole(&mut self, i: usize, g: &Graph, plan: &Plan) -> Result<bool> {
+    /// Whether version `i` is whole: none of its chunks is a delta (every
+    /// chunk planned this round is in `g` too).
+    fn whole(&mut self, i: usize, g: &Graph) -> Result<bool> {
         if self.versions[i].2 < MIN_CHUNK {
             return Ok(false);
         }
@@ -275,7 +276,7 @@ impl<'a> PathVersions<'a> {
             .extents(i)?
             .iter()
             .filter_map(|x| x.2)
-            .all(|id| !g.bases.contains_key(&id) && !plan.contains_key(&id)))
+            .all(|id| !g.bases.contains_key(&id)))
     }
 
     /// Whether a delta already names a chunk of version `i` (it is a key).
@@ -297,17 +298,11 @@ impl<'a> PathVersions<'a> {
     /// whole is not enough: a version whose chunks the next one holds has
     /// nothing planned (a re-save, a fine-tune of two layers), and its
     /// chunks become the next one's deltas later.
-    fn base_of(
-        &mut self,
-        i: usize,
-        g: &Graph,
-        plan: &Plan,
-        rekeying: bool,
-    ) -> Result<Option<usize>> {
+    fn base_of(&mut self, i: usize, g: &Graph, rekeying: bool) -> Result<Option<usize>> {
         let floor = i.saturating_sub(4 * KEY_SPAN);
         let mut start = floor;
         for j in (floor..i).rev() {
-            if self.whole(j, g, plan)? && self.is_base(j, g)? {
+            if self.whole(j, g)? && self.is_base(j, g)? {
                 start = j;
                 break;
             }
@@ -316,7 +311,7 @@ impl<'a> PathVersions<'a> {
         let mut keys: Vec<usize> = Vec::new();
         for j in start..i {
             let covered = keys.last().is_some_and(|k| j - k <= KEY_SPAN);
-            if !covered && self.whole(j, g, plan)? {
+            if !covered && self.whole(j, g)? {
                 keys.push(j);
             }
         }
@@ -325,7 +320,7 @@ impl<'a> PathVersions<'a> {
         {
             return Ok(Some(k));
         }
-        if rekeying && i + 1 < self.len() && self.whole(i + 1, g, plan)? {
+        if rekeying && i + 1 < self.len() && self.whole(i + 1, g)? {
             return Ok(Some(i + 1));
         }
         Ok(None)
@@ -362,7 +357,7 @@ impl<'a> PathVersions<'a> {
         if candidates.is_empty() {
             return Ok(());
         }
-        let base = self.base_of(i, g, plan, rekey.is_some())?;
+        let base = self.base_of(i, g, rekey.is_some())?;
         if rekey.is_some() {
             for c in &candidates {
                 g.remove(&c.2);
