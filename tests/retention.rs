@@ -249,6 +249,44 @@ fn prune_while_a_writer_and_readers_run_loses_nothing_they_need() {
     }
 }
 
+#[test]
+fn prune_frees_the_open_pack_while_a_file_being_written_has_bytes_in_it() {
+    let Some(m) = Mount::new(&[]) else {
+        return;
+    };
+    // Every version goes to the one open pack of a small store.
+    let vs: Vec<Vec<u8>> = (0..12).map(|k| version(k, 1 << 20)).collect();
+    for v in &vs {
+        save(&m.p("model.bin"), v);
+    }
+    // A job writing meanwhile: its file is open, its bytes are stored
+    // (in that same pack) but in no commit yet.
+    use std::io::Write;
+    let job = Rng::new(7).bytes(3 << 20);
+    let mut f = fs::File::create(m.p("job.bin")).unwrap();
+    f.write_all(&job).unwrap();
+    let before = packs_bytes(&m.store);
+    let r = prune(&m.mnt, &["--keep-versions", "2"]);
+    assert_eq!(r["versions_dropped"].as_u64().unwrap(), 10, "{r}");
+    let after = packs_bytes(&m.store);
+    // Kept: two versions and the job's bytes, 5 MiB; dropped 10 MiB.
+    assert!(
+        after < 6 << 20,
+        "packs {before} -> {after}: the open pack's dropped versions were kept: {r}"
+    );
+    f.write_all(b"tail").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mut want = job.clone();
+    want.extend_from_slice(b"tail");
+    assert!(
+        fs::read(m.p("job.bin")).unwrap() == want,
+        "job.bin lost bytes"
+    );
+    assert_eq!(logged(&m.p("model.bin")), vs[10..].to_vec());
+    verify_clean(&m.store);
+}
+
 /// A store in two sessions: the first session's pack holds only history
 /// a prune drops (deleted whole), the second's some of both (repacked).
 fn two_session_store() -> (Mount, Vec<Vec<u8>>) {

@@ -216,7 +216,15 @@ fn run(
         }
         crash_point("prune:dropped");
         // Everything stored so far is in a sealed pack below this number.
-        engine.store.rotate()?
+        let first_new = engine.store.rotate()?;
+        // A writer that kept writing since the first commit left objects
+        // in those packs that are not in the index yet, and a pack holding
+        // one is not ours to touch this round (see `account`): with a job
+        // writing all the time, that was every pack the last writes went
+        // to, the open one of a small store (all its garbage kept). Publish
+        // them now: whatever is put from here on goes to a newer pack.
+        engine.commit(false)?;
+        first_new
     };
 
     // Which old chunks become deltas of newer bytes (from the kept
