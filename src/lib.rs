@@ -2,7 +2,8 @@
 //! deduplicated, compressed, content-addressed chunks.
 //!
 //! Layers, bottom up: `format` (bytes on disk), `store` (objects in packs),
-//! `manifest` (a file's content as a tree of extents),
+//! `manifest` (a file's content as a tree of extents), `dirtree` (a
+//! directory's listing, in pieces when big),
 //! `crypto` (keys, sealed records, key slots),
 //! `catalog` (fjall: live tree, versions, commits, object index), `engine`
 //! (POSIX semantics and the commit protocol), `reach` (what references
@@ -20,6 +21,7 @@ pub mod control;
 pub mod crashpoint;
 pub mod crypto;
 pub mod daemon;
+pub mod dirtree;
 pub mod drill;
 pub mod engine;
 pub mod error;

@@ -11,7 +11,7 @@
 //! number of commits or paths that share it.
 
 use crate::error::{Error, Result};
-use crate::format::{Commit, Extent, FileType, Node, RECORD_HEADER_LEN, Tree};
+use crate::format::{Commit, Extent, FileType, Node, RECORD_HEADER_LEN, TreeRecord};
 use crate::ids::{ObjectId, ObjectKind};
 use crate::manifest::{self, Visit};
 use crate::store::ObjectStore;
@@ -222,8 +222,13 @@ impl<'a> Reach<'a> {
             if !self.mark(id)? {
                 continue;
             }
-            let tree = match self.store.get(&id).and_then(|b| Tree::decode(&b)) {
-                Ok(t) => t,
+            let tree = match self.store.get(&id).and_then(|b| TreeRecord::decode(&b)) {
+                Ok(TreeRecord::Listing(t)) => t,
+                // A big directory's pieces: trees of their own.
+                Ok(TreeRecord::Pieces(pieces)) => {
+                    stack.extend(pieces.iter().map(|p| p.id));
+                    continue;
+                }
                 Err(e) => {
                     self.failed(id, e)?;
                     continue;
@@ -296,16 +301,18 @@ impl<'a> Complete<'a> {
         if let Some(v) = self.memo.get(&id) {
             return *v;
         }
-        let ok = match self.store.get(&id).and_then(|b| Tree::decode(&b)) {
+        let ok = match self.store.get(&id).and_then(|b| TreeRecord::decode(&b)) {
             Err(_) => false,
-            Ok(t) => t
-                .entries
-                .iter()
-                .all(|e| match (e.node.kind, e.node.content) {
-                    (FileType::Directory, Some(t)) => self.tree(t),
-                    (FileType::Regular, Some(m)) => self.manifest(m),
-                    _ => true,
-                }),
+            Ok(TreeRecord::Pieces(pieces)) => pieces.iter().all(|p| self.tree(p.id)),
+            Ok(TreeRecord::Listing(t)) => {
+                t.entries
+                    .iter()
+                    .all(|e| match (e.node.kind, e.node.content) {
+                        (FileType::Directory, Some(t)) => self.tree(t),
+                        (FileType::Regular, Some(m)) => self.manifest(m),
+                        _ => true,
+                    })
+            }
         };
         self.memo.insert(id, ok);
         ok

@@ -31,6 +31,12 @@
 //! "model 2\n", named-v9 at the second; out/checkpoint-1/ with weights.bin
 //! and trainer_state.json, one checkpoint) opens with its sled catalog moved
 //! to `catalog/`, from every state a crash during the move leaves.
+//! Format 10 (`tests/fixtures/v10-store`, written by the release before
+//! big directories' trees in pieces: notes.txt "v10 store\n"; model.bin
+//! "model 1\n" then "model 2\n", named-v10 at the second; d/ with 300 files
+//! f000 .. f299 holding "file N\n", one whole listing) opens, lists d whole
+//! now and in its snapshot, and is raised to format 11; its next commit
+//! stores d in pieces, read back after a remount and by verify.
 // Tests and examples may unwrap, and kill/signal their own children with libc.
 #![allow(clippy::unwrap_used, unsafe_code)]
 
@@ -40,6 +46,13 @@ use common::{Mount, revfs, status};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// What `revfs log PATH --json` lists.
+fn log_of(path: &Path) -> Vec<serde_json::Value> {
+    let (ok, out) = revfs(&["log".as_ref(), path.as_os_str(), "--json".as_ref()]);
+    assert!(ok, "{out}");
+    serde_json::from_str(&out).unwrap()
+}
 
 /// A copy of fixture `name` in a new temporary directory.
 fn fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
@@ -360,14 +373,8 @@ fn v9_store_is_whole(tmp: &tempfile::TempDir, store: &Path) {
         fs::read(m.p(".snapshots/named-v9/model.bin")).unwrap(),
         b"model 2\n"
     );
-    let (ok, out) = revfs(&[
-        "log".as_ref(),
-        m.p("model.bin").as_os_str(),
-        "--json".as_ref(),
-    ]);
-    assert!(ok, "{out}");
-    let log: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(log.as_array().unwrap().len(), 2, "{log}");
+    let log = log_of(&m.p("model.bin"));
+    assert_eq!(log.len(), 2, "{log:?}");
     let first = PathBuf::from(log[0]["path"].as_str().unwrap());
     assert_eq!(fs::read(first).unwrap(), b"model 1\n");
     let (ok, out) = revfs(&["checkpoints".as_ref(), m.mnt.as_os_str(), "--json".as_ref()]);
@@ -429,4 +436,68 @@ fn a_crash_at_any_step_of_the_catalog_move_leaves_a_store_that_opens_whole() {
     fs::create_dir_all(store.join("catalog.new/journals")).unwrap();
     fs::write(store.join("catalog.new/journals/0"), b"half a journal").unwrap();
     v9_store_is_whole(&tmp, &store);
+}
+
+#[test]
+fn a_format_10_store_opens_and_its_big_directory_is_split_at_its_next_commit() {
+    if !common::fuse_available() {
+        return;
+    }
+    let (tmp, store) = fixture("v10-store");
+    assert_eq!(conf_version(&store), 10);
+    let files = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let written: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("f{i:03}"), format!("file {i}\n").into_bytes()))
+        .collect();
+    let mut m = mount(&tmp, &store);
+    assert_eq!(fs::read(m.p("notes.txt")).unwrap(), b"v10 store\n");
+    assert_eq!(fs::read(m.p("model.bin")).unwrap(), b"model 2\n");
+    assert_eq!(files(&m.p("d")), written);
+    assert_eq!(files(&m.p(".snapshots/named-v10/d")), written);
+    let log = log_of(&m.p("model.bin"));
+    assert_eq!(log.len(), 2, "{log:?}");
+    // A commit in format 11: d (over 256 entries) goes in pieces.
+    fs::write(m.p("d/f300"), b"file 300\n").unwrap();
+    common::commit(&m.store);
+    let mut now = written.clone();
+    now.push(("f300".into(), b"file 300\n".to_vec()));
+    assert_eq!(files(&m.p(".snapshots/latest/d")), now);
+    m.unmount();
+    assert_eq!(conf_version(&store), revfs::format::FORMAT_VERSION);
+    common::verify_clean(&store);
+    // Through the library: the first commit's d is one listing, the new
+    // head's is pieces.
+    {
+        use revfs::format::TreeRecord;
+        let r = revfs::repo::Repo::open(&store, revfs::engine::Options::default()).unwrap();
+        let e = &r.engine;
+        let d_of = |seq: u64| {
+            let (id, _) = e.db.commit(revfs::ids::CommitSeq(seq)).unwrap().unwrap();
+            let c = revfs::format::Commit::decode(&e.store.get(&id).unwrap()).unwrap();
+            let root = e.tree(&c.root).unwrap();
+            let d = root.entries.iter().find(|x| x.name == b"d").unwrap();
+            let raw = e.store.get(&d.node.content.unwrap()).unwrap();
+            TreeRecord::decode(&raw).unwrap()
+        };
+        let head = e.db.counter("head").unwrap();
+        assert!(matches!(d_of(head - 1), TreeRecord::Listing(_)));
+        assert!(matches!(d_of(head), TreeRecord::Pieces(_)));
+    }
+    m.start(&[]);
+    assert_eq!(files(&m.p(".snapshots/latest/d")), now);
+    assert_eq!(files(&m.p(".snapshots/named-v10/d")), written);
+    m.unmount();
 }

@@ -115,7 +115,7 @@ impl Engine {
                     node,
                 });
             }
-            let id = self.store.put(ObjectKind::Tree, &tree.encode())?;
+            let id = crate::dirtree::put(&self.store, &tree)?;
             trees.insert(*dir, id);
             // Kept decoded: this commit's diff walks the trees of the
             // directories new here, and the next one diffs against them;
@@ -269,6 +269,6 @@ impl Engine {
 
     /// Reads a tree object.
     pub fn tree(&self, id: &ObjectId) -> Result<Tree> {
-        Tree::decode(&self.store.get(id)?)
+        crate::dirtree::get(&self.store, id)
     }
 }

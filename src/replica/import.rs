@@ -14,7 +14,7 @@
 use super::target::Target;
 use crate::catalog::db::{Batch, Db, Dentry, IndexEntry, Inode, Version};
 use crate::error::{Error, Result};
-use crate::format::{Commit, FileType, Tree};
+use crate::format::{Commit, FileType};
 use crate::ids::{CommitSeq, Ino, ObjectId, ObjectKind};
 use crate::store::ObjectStore;
 use crate::store::pack::{self, PackReader};
@@ -216,7 +216,7 @@ fn live_tree(store: &ObjectStore, db: &Db, c: &Commit, out: &mut Imported) -> Re
     let mut b = Batch::default();
     let mut stack: Vec<(Ino, ObjectId)> = vec![(Ino::ROOT, c.root)];
     while let Some((dir, tree_id)) = stack.pop() {
-        let tree = Tree::decode(&store.get(&tree_id)?)?;
+        let tree = crate::dirtree::get(store, &tree_id)?;
         for e in tree.entries {
             let ino = Ino(e.ino);
             b.put_dentry(
