@@ -84,13 +84,18 @@
 //! version against the next, which reads the same). Its payload (sealed like any other in an encrypted store):
 //! ```text
 //! 0      16    check: the first 16 bytes of BLAKE3 of the rest of the payload
-//! 16     1     codec of the residual: 4, 8, 12 or 16 (as above)
+//! 16     1     codec of the residual: 4, 8, 12 or 16 (as above) in the
+//!              low 5 bits; in the high 3 bits (format 11, zero before) how
+//!              the residual is made (`store::residual`): 0 XOR, 1-2 the
+//!              zigzag difference of 2-byte elements starting at byte 0-1
+//!              of the chunk, 3-6 of 4-byte elements starting at byte 0-3
 //! 17     1     n: segments, 1 to 32
 //! 18     40n   n x (32 base chunk id, all zeros for "no base";
 //!              u32 LE start in the base; u32 LE length)
 //! 18+40n ..    the residual, encoded by its codec: the chunk's bytes XOR
-//!              the segments' bytes, which follow one another and cover
-//!              the chunk exactly (a "no base" segment XORs nothing)
+//!              (or minus, elementwise) the segments' bytes, which follow
+//!              one another and cover the chunk exactly (a "no base"
+//!              segment lays zeros)
 //! ```
 //! The raw length in the header is the chunk's; the id is checked against
 //! the rebuilt bytes, and the check lets a record be checked on its own
@@ -336,6 +341,9 @@
 //!   its next commit); its config version is raised at first writable open
 //!   (`tests/fixtures/v10-store`). A revfs that reads only version 10
 //!   refuses a version-11 store, whose version-2 trees it could not decode.
+//!   In the same format, a delta record's residual may be the zigzag
+//!   difference of elements instead of XOR (the high bits of its residual
+//!   codec byte, zero in every older record).
 
 use crate::error::{Error, Result};
 use crate::ids::{ObjectId, ObjectKind};

@@ -1,5 +1,6 @@
 //! Delta records (format 7; the layout is in `format`): a chunk stored as
-//! the XOR of its bytes with bytes of other chunks, its bases. A
+//! the XOR (or, from format 11, the zigzag difference: `residual`) of its
+//! bytes with bytes of other chunks, its bases. A
 //! full-training step changes every float of a checkpoint by about one
 //! unit in the last place, so an old version XOR another one at the same
 //! offsets is mostly zero bits: its byte planes compress several times
@@ -9,6 +10,7 @@
 //! payloads.
 
 use super::codec;
+use super::residual::{self, Transform};
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
 
@@ -62,12 +64,14 @@ pub fn encode(
             raw.len()
         )));
     }
+    let (under, _) = base_image(raw.len(), segments, base_of)?;
+    let transform = best_transform(raw, &under)?;
     let mut residual = raw.to_vec();
-    xor_segments(&mut residual, segments, base_of)?;
+    transform.apply(&mut residual, &under);
     let (inner, body) = codec::encode_cold(&residual)?;
     let mut out = Vec::with_capacity(CHECK_LEN + 2 + n * SEGMENT_LEN + body.len());
     out.extend_from_slice(&[0; CHECK_LEN]);
-    out.push(inner);
+    out.push(inner | transform.code() << residual::CODE_SHIFT);
     out.push(n as u8);
     for s in segments {
         out.extend_from_slice(&s.base.0);
@@ -78,6 +82,25 @@ pub fn encode(
     let check = blake3::hash(&out[CHECK_LEN..]);
     out[..CHECK_LEN].copy_from_slice(&check.as_bytes()[..CHECK_LEN]);
     Ok(out)
+}
+
+/// Bytes of a chunk's head tried with each transform.
+const TRY_BYTES: usize = 16 << 10;
+
+/// The transform whose residual of the chunk's head (`raw` over `under`)
+/// encodes smallest; XOR on a tie.
+fn best_transform(raw: &[u8], under: &[u8]) -> Result<Transform> {
+    let n = raw.len().min(TRY_BYTES);
+    let mut best = (usize::MAX, Transform::Xor);
+    for t in residual::ALL {
+        let mut r = raw[..n].to_vec();
+        t.apply(&mut r, &under[..n]);
+        let size = codec::encode_cold(&r)?.1.len();
+        if size < best.0 {
+            best = (size, t);
+        }
+    }
+    Ok(best.1)
 }
 
 /// `segments` rebuilt on the bases of `via` instead of on `via`: each
@@ -199,18 +222,26 @@ impl Parsed<'_> {
         if covered > out.len() as u64 {
             return Err(Error::corrupt("delta record", "segments past its end"));
         }
-        let at = xor_segments(&mut out, &self.segments, &mut base_of)?;
+        let (under, at) = base_image(out.len(), &self.segments, &mut base_of)?;
         if at != out.len() {
             return Err(Error::corrupt("delta record", "segments do not cover it"));
         }
+        self.transform()?.undo(&mut out, &under);
         Ok(out)
+    }
+
+    fn transform(&self) -> Result<Transform> {
+        Transform::from_code(self.inner >> residual::CODE_SHIFT)
+            .ok_or_else(|| Error::corrupt("delta record", "bad residual transform"))
     }
 
     /// The decoded residual (what [`parse`]'s check vouches for, before
     /// the bases are applied).
     pub fn residual(&self, raw_len: usize) -> Result<Vec<u8>> {
+        self.transform()?;
+        let codec = self.inner & ((1 << residual::CODE_SHIFT) - 1);
         if !matches!(
-            self.inner,
+            codec,
             crate::format::CODEC_ZSTD
                 | crate::format::CODEC_ZSTD_PLANES2
                 | crate::format::CODEC_ZSTD_PLANES4
@@ -218,7 +249,7 @@ impl Parsed<'_> {
         ) {
             return Err(Error::corrupt("delta record", "bad residual codec"));
         }
-        let out = codec::decode(self.inner, self.body.into(), raw_len)?;
+        let out = codec::decode(codec, self.body.into(), raw_len)?;
         if out.len() != raw_len {
             return Err(Error::corrupt(
                 "delta record",
@@ -235,33 +266,40 @@ impl Parsed<'_> {
 pub fn xor_segments(
     buf: &mut [u8],
     segments: &[Segment],
-    mut base_of: impl FnMut(&ObjectId) -> Result<std::sync::Arc<Vec<u8>>>,
+    base_of: impl FnMut(&ObjectId) -> Result<std::sync::Arc<Vec<u8>>>,
 ) -> Result<usize> {
-    let mut at = 0usize;
-    for s in segments {
-        if at >= buf.len() {
-            break;
-        }
-        let len = (s.len as usize).min(buf.len() - at);
-        if s.base != NO_BASE {
-            let b = base_of(&s.base)?;
-            let src = b
-                .get(s.start as usize..s.start as usize + len)
-                .ok_or_else(|| {
-                    Error::corrupt("delta record", "segment past the end of its base")
-                })?;
-            xor(&mut buf[at..at + len], src);
-        }
-        at += len;
-    }
+    let (under, at) = base_image(buf.len(), segments, base_of)?;
+    residual::xor(buf, &under);
     Ok(at)
 }
 
-/// `dst` ^= `src`, byte by byte (as far as the shorter goes).
-fn xor(dst: &mut [u8], src: &[u8]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d ^= s;
+/// The bytes of `segments` laid one after the other, `len` of them (zeros
+/// under a "no base" segment and past the last), their base chunks from
+/// `base_of`; and how many the segments covered.
+fn base_image(
+    len: usize,
+    segments: &[Segment],
+    mut base_of: impl FnMut(&ObjectId) -> Result<std::sync::Arc<Vec<u8>>>,
+) -> Result<(Vec<u8>, usize)> {
+    let mut out = vec![0u8; len];
+    let mut at = 0usize;
+    for s in segments {
+        if at >= len {
+            break;
+        }
+        let n = (s.len as usize).min(len - at);
+        if s.base != NO_BASE {
+            let b = base_of(&s.base)?;
+            let src = b
+                .get(s.start as usize..s.start as usize + n)
+                .ok_or_else(|| {
+                    Error::corrupt("delta record", "segment past the end of its base")
+                })?;
+            out[at..at + n].copy_from_slice(src);
+        }
+        at += n;
     }
+    Ok((out, at))
 }
 
 #[cfg(test)]
@@ -387,6 +425,57 @@ mod tests {
     }
 
     #[test]
+    fn float_steps_that_carry_pick_the_difference_at_the_elements_phase_and_old_xor_records_read() {
+        // f32 words whose low 16 bits step by one, often across a carry; the
+        // chunk starts 2 bytes into an element (as a chunk may in its file).
+        let noise = crate::chunker::tests::bytes(9, 80_002);
+        let words = |k: u32| -> Vec<u8> {
+            (0..20_000u32)
+                .flat_map(|i| {
+                    let w = u32::from_le_bytes([noise[4 * i as usize], 0xff, 0x7f, 0x3f]);
+                    (w.wrapping_add(k * (i % 3))).to_le_bytes()
+                })
+                .collect()
+        };
+        let (old, new) = (words(0)[2..].to_vec(), Arc::new(words(1)[2..].to_vec()));
+        let segs = [Segment {
+            base: ObjectId([5; 32]),
+            start: 0,
+            len: old.len() as u32,
+        }];
+        let p = encode(&old, &segs, |_| Ok(new.clone())).unwrap();
+        let parsed = parse(&p).unwrap();
+        assert_eq!(
+            parsed.transform().unwrap(),
+            Transform::Diff { width: 4, phase: 2 }
+        );
+        assert!(parsed.rebuild(old.len(), |_| Ok(new.clone())).unwrap() == old);
+        // The same chunk as a format-7 record (XOR, code 0) is bigger, and
+        // reads as it always did.
+        let mut x = old.clone();
+        residual::xor(&mut x, &new);
+        let (inner, body) = codec::encode_cold(&x).unwrap();
+        assert!(
+            body.len() > p.len() * 3 / 2,
+            "xor {} diff {}",
+            body.len(),
+            p.len()
+        );
+        let mut v7 = vec![0u8; CHECK_LEN];
+        v7.push(inner);
+        v7.push(1);
+        v7.extend_from_slice(&segs[0].base.0);
+        v7.extend_from_slice(&0u32.to_le_bytes());
+        v7.extend_from_slice(&segs[0].len.to_le_bytes());
+        v7.extend_from_slice(&body);
+        let check = blake3::hash(&v7[CHECK_LEN..]);
+        v7[..CHECK_LEN].copy_from_slice(&check.as_bytes()[..CHECK_LEN]);
+        let parsed = parse(&v7).unwrap();
+        assert_eq!(parsed.transform().unwrap(), Transform::Xor);
+        assert!(parsed.rebuild(old.len(), |_| Ok(new.clone())).unwrap() == old);
+    }
+
+    #[test]
     fn damage_is_an_error_not_a_panic() {
         let (old, new) = versions(10_000);
         let segs = [Segment {
@@ -414,5 +503,12 @@ mod tests {
                 .is_err()
         );
         assert!(encode(&old, &segs[..0], |_| Ok(base.clone())).is_err());
+        // A transform code no release wrote (7): refused, not guessed.
+        p[CHECK_LEN] = p[CHECK_LEN] & 0x1f | 7 << residual::CODE_SHIFT;
+        let check = blake3::hash(&p[CHECK_LEN..]);
+        p[..CHECK_LEN].copy_from_slice(&check.as_bytes()[..CHECK_LEN]);
+        let parsed = parse(&p).unwrap();
+        assert!(parsed.residual(10_000).is_err());
+        assert!(parsed.rebuild(10_000, |_| Ok(base.clone())).is_err());
     }
 }

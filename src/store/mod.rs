@@ -17,6 +17,7 @@ pub mod cache;
 pub mod codec;
 pub mod delta;
 pub mod pack;
+pub mod residual;
 
 use crate::catalog::db::{Db, IndexEntry};
 use crate::chunker::Chunker;
