@@ -134,6 +134,8 @@ fn prune_loop(engine: Arc<Engine>, store: PathBuf) -> Background {
 
 /// How often the prune loop looks at the free space.
 const SPACE_CHECK: Duration = Duration::from_secs(1);
+/// The same while a write waits for room (`store::space`).
+const SPACE_CHECK_WANTED: Duration = Duration::from_millis(100);
 
 /// What the prune loop last said, so that it says each thing once.
 #[derive(Default)]
@@ -160,12 +162,18 @@ const FRUITLESS_WAIT: Duration = Duration::from_secs(10);
 fn run_prune_loop(engine: &Engine, store: &Path, stop: &Stop) {
     let mut said = Said::default();
     let mut last = std::time::Instant::now();
+    engine.store.space.set_freeing(true);
     loop {
         let cfg = crate::repo::Config::read(store).map(|c| c.1);
         let interval = cfg
             .as_ref()
             .map_or(crate::repo::DEFAULT_PRUNE_INTERVAL, |c| c.prune_interval());
-        let wait = interval.saturating_sub(last.elapsed()).min(SPACE_CHECK);
+        let check = if engine.store.space.wanted() {
+            SPACE_CHECK_WANTED
+        } else {
+            SPACE_CHECK
+        };
+        let wait = interval.saturating_sub(last.elapsed()).min(check);
         if !stop.sleep(wait) {
             break;
         }
@@ -189,6 +197,8 @@ fn run_prune_loop(engine: &Engine, store: &Path, stop: &Stop) {
         let waiting = said
             .fruitless_until
             .is_some_and(|t| std::time::Instant::now() < t);
+        // A write short of room waits for this loop unless it frees nothing.
+        engine.store.space.set_freeing(!waiting);
         let low = short
             .filter(|_| !waiting)
             .map(|b| b >> (said.low_rounds - 1).min(63));
@@ -212,6 +222,7 @@ fn run_prune_loop(engine: &Engine, store: &Path, stop: &Stop) {
             prune_round(engine, policy, low.is_none(), recompress, &mut said);
         }
     }
+    engine.store.space.set_freeing(false);
 }
 
 /// The size the store must come down to because its disk is nearly full.
@@ -244,9 +255,13 @@ fn prune_round(
     };
     match crate::retention::prune(engine, &opts, &mut |_, _| {}) {
         Ok(r) => {
+            tracing::debug!("prune round: {r:?}");
             said.failed = false;
             said.fruitless_until = (!only_if_dropping && r.bytes_freed == 0)
                 .then(|| std::time::Instant::now() + FRUITLESS_WAIT);
+            if said.fruitless_until.is_some() {
+                engine.store.space.set_freeing(false);
+            }
             if r.commits_dropped + r.packs_deleted + r.packs_repacked > 0 {
                 tracing::info!(
                     "prune: dropped {} commits, freed {} bytes ({} packs deleted, {} repacked, {} deltas rebased) in {:.2} s",

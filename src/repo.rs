@@ -263,7 +263,7 @@ impl Repo {
             // Half the low-water mark at which a mounted store drops history,
             // at most 1 GiB: room for that prune's copies on a full disk.
             let low = crate::retention::plan::low_water(total);
-            objects.set_reserve((low / 2).min(1 << 30));
+            objects.space.set_reserve((low / 2).min(1 << 30));
         }
         let engine = Arc::new(Engine::new(db, objects, store.join("staging"), opts)?);
         // A catalog of an earlier layout gets the newer indexes once (even

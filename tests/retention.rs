@@ -691,6 +691,46 @@ fn history_never_makes_a_write_fail_on_a_nearly_full_disk() {
 }
 
 #[test]
+fn a_write_that_outruns_the_prune_loop_waits_for_it_instead_of_failing() {
+    if !common::fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = common::Tmpfs::new(&tmp.path().join("disk"), "512m");
+    let store = disk.0.join("s");
+    let (ok, out) = revfs(&["init".as_ref(), store.as_os_str()]);
+    assert!(ok, "{out}");
+    let mnt = tmp.path().join("m");
+    fs::create_dir(&mnt).unwrap();
+    let mut m = Mount::attach(store.clone(), mnt, tmp.path().join("log"));
+    m.start(&[]);
+    let free = || revfs::sys::fs_space(&disk.0).unwrap().1;
+    // History fills the disk to just above the low-water mark (64 MiB
+    // here), where the daemon does not drop anything yet.
+    let mut k = 0;
+    while free() > 176 << 20 {
+        k += 1;
+        assert!(k < 20, "the disk does not fill: {} free", free());
+        save(&m.p("ckpt.bin"), &version(k, 48 << 20));
+    }
+    assert!(free() > 128 << 20, "{} free", free());
+    // One save of 192 MiB in a burst: it passes the low-water mark and
+    // the reserve (32 MiB) well inside the second in which the loop looks
+    // at the disk once; its writes wait for the loop to free the old
+    // versions instead of failing with ENOSPC.
+    let big = version(1000, 192 << 20);
+    save(&m.p("ckpt.bin"), &big);
+    assert!(fs::read(m.p("ckpt.bin")).unwrap() == big);
+    let log = m.log_text();
+    assert!(
+        log.contains("writes wait for the prune loop") && log.contains("nearly full"),
+        "{log}"
+    );
+    m.unmount();
+    verify_clean(&store);
+}
+
+#[test]
 fn kill_9_while_the_daemon_prunes_by_itself_loses_nothing_kept() {
     let Some(mut m) = Mount::new(&["--keep-last", "2", "--prune-interval", "100ms"]) else {
         return;

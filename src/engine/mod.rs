@@ -581,6 +581,10 @@ impl Engine {
             return Err(Error::ReadOnly);
         }
         self.check_writable()?;
+        // Before the file's lock, which a prune freeing the space takes.
+        self.store
+            .space
+            .wait_for_room(self.store.packs_dir(), data.len() as u64);
         let mut f = f.write().unwrap_or_else(|e| e.into_inner());
         f.write(&self.store, &self.staging, off, data)?;
         Ok(data.len() as u32)

@@ -374,7 +374,7 @@ fn log_versions(entries: &[(CommitSeq, PathVersion)]) -> Vec<CommitSeq> {
 
 /// `max_size`: drops the oldest commits outside the protected set until
 /// what the rest reaches fits `bound`. One counting mark: the protected
-/// commits and the live tree first, then the other kept commits newest
+/// commits, the live tree and what the engine holds in memory first, then the other kept commits newest
 /// first, each adding what it alone reaches; the first that overflows
 /// goes, with every older one.
 fn fit(
@@ -396,6 +396,14 @@ fn fit(
         }
     }
     mark_live(engine, &mut reach)?;
+    // What open files hold and objects not published yet fill the disk as
+    // much (a big save in flight is what fills it).
+    for (id, kind) in engine.memory_refs() {
+        reach.object(id, kind)?;
+    }
+    for (id, e) in engine.store.pending() {
+        reach.object(id, e.kind)?;
+    }
     if reach.bytes() > budget {
         report.over_max_size = true;
     }

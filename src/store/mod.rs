@@ -18,6 +18,7 @@ pub mod codec;
 pub mod delta;
 pub mod pack;
 pub mod residual;
+pub mod space;
 
 use crate::catalog::db::{Db, IndexEntry};
 use crate::chunker::Chunker;
@@ -64,13 +65,8 @@ pub struct ObjectStore {
     /// While a prune runs: every id `put` found already stored (a new
     /// reference to an old object), which the prune must keep.
     gc: Mutex<Option<IdSet>>,
-    /// Free bytes that new data leaves on the packs' filesystem (0: none):
-    /// room for a prune to repack on a disk that writes filled.
-    reserve: std::sync::atomic::AtomicU64,
-    /// Bytes that may still be appended before the free space is looked
-    /// at again (half the room above the reserve at the last look), so
-    /// the write path does not make a statvfs call per chunk.
-    room: std::sync::atomic::AtomicU64,
+    /// The free space new data leaves, and the wait for it.
+    pub space: space::Space,
     /// Where data is cut into chunks (keyed in an encrypted store).
     chunker: Chunker,
     /// Where the packs are read from when they are not in `dir`.
@@ -154,53 +150,13 @@ impl ObjectStore {
             read_only,
             heal_from: Mutex::new(Vec::new()),
             gc: Mutex::new(None),
-            reserve: std::sync::atomic::AtomicU64::new(0),
-            room: std::sync::atomic::AtomicU64::new(0),
+            space: space::Space::default(),
         }
     }
 
-    /// Keeps `bytes` free on the packs' filesystem: new file data (chunks)
-    /// gets ENOSPC below that; metadata and a prune's copies may use it.
     /// Bytes of decoded objects kept in memory at most.
     pub fn set_cache_limit(&self, bytes: u64) {
         lock(&self.cache).set_limit(bytes);
-    }
-
-    pub fn set_reserve(&self, bytes: u64) {
-        self.reserve
-            .store(bytes, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// ENOSPC when appending `len` bytes would leave less free space on the
-    /// filesystem than the reserve. The free space is looked at only once
-    /// half the room seen at the last look is used up.
-    fn check_reserve(&self, len: u64) -> Result<()> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let want = self.reserve.load(Relaxed);
-        if want == 0 {
-            return Ok(());
-        }
-        if self
-            .room
-            .fetch_update(Relaxed, Relaxed, |r| r.checked_sub(len))
-            .is_ok()
-        {
-            return Ok(());
-        }
-        match crate::sys::fs_space(&self.dir) {
-            Some((_, free)) if free < want.saturating_add(len) => {
-                self.room.store(0, Relaxed);
-                Err(Error::IoAt {
-                    path: self.dir.clone(),
-                    source: std::io::Error::from_raw_os_error(libc::ENOSPC),
-                })
-            }
-            Some((_, free)) => {
-                self.room.store((free - want - len) / 2, Relaxed);
-                Ok(())
-            }
-            None => Ok(()),
-        }
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -305,7 +261,7 @@ impl ObjectStore {
         self.check_writable()?;
         if kind == ObjectKind::Chunk {
             // Data only: commits and their trees must still go through.
-            self.check_reserve(data.len() as u64)?;
+            self.space.check(&self.dir, data.len() as u64)?;
         }
         let (header, record) = encode_record(self.db.crypto(), kind, id, data, false)?;
         let raw_len = header.raw_len;
