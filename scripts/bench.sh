@@ -96,8 +96,12 @@ if want perf || want deltas; then
   fi
 fi
 
-if want perf; then
+# The workload generator needs numpy (perf and deltas replay its steps).
+if want perf || want deltas; then
   python3 -c 'import numpy' 2>/dev/null || python3 -m pip install -q numpy
+fi
+
+if want perf; then
   python3 scripts/bench_perf.py "$BIN" "$WORK" "$SCALE" "$ROOT/../shared/bench/gen_workload.py" \
     | python3 -c 'import json,sys; r=json.load(sys.stdin); r["section"]="perf"; print(json.dumps(r))' >> "$RESULTS"
 fi
