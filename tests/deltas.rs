@@ -558,7 +558,8 @@ fn a_crash_at_any_step_of_a_delta_round_loses_nothing() {
 
 /// A store whose old checkpoint version sits in a big cold pack (beside
 /// an unrelated 12 MiB file) when it is planned: a small share of that
-/// pack, which is not repacked for it.
+/// pack, which is not repacked for it while `--max-unused` lets its old
+/// records stay there (`OUT_OF_PLACE`).
 fn planned_in_a_big_pack() -> Option<(Mount, Vec<Vec<u8>>)> {
     let mut m = Mount::new(&[])?;
     let vs = versions(3);
@@ -572,13 +573,33 @@ fn planned_in_a_big_pack() -> Option<(Mount, Vec<Vec<u8>>)> {
     Some((m, vs))
 }
 
+/// A round's arguments under which the big pack stays as it is.
+const OUT_OF_PLACE: [&str; 3] = ["--recompress", "--max-unused", "50"];
+
 #[test]
 fn a_planned_delta_is_written_when_its_pack_is_not_repacked() {
     let Some((mut m, vs)) = planned_in_a_big_pack() else {
         return;
     };
+    // By default the round repacks that pack at once: writing the plan
+    // out of place would leave it over --max-unused (10 %), and the
+    // store would grow by the step until a later round.
+    let (at_once, _) = planned_in_a_big_pack().unwrap();
+    let before = packs_bytes(&at_once.store);
+    let r = prune_json(&at_once.store, &["--recompress"]);
+    assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
+    assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
+    assert!(packs_bytes(&at_once.store) < before, "{r}");
+    verify_clean(&at_once.store);
+    // Nothing is left for the next round to free.
+    let next = prune_json(&at_once.store, &["--recompress"]);
+    let freed = next["bytes_freed"].as_u64().unwrap();
+    assert!(
+        freed < vs[1].len() as u64 / 10,
+        "{freed} freed a round later: {next}"
+    );
     let before = packs_bytes(&m.store);
-    let r = prune_json(&m.store, &["--recompress"]);
+    let r = prune_json(&m.store, &OUT_OF_PLACE);
     assert!(r["deltas_written"].as_u64().unwrap() >= 5, "{r}");
     assert_one_base(&m.store, 20);
     verify_clean(&m.store);
@@ -591,10 +612,9 @@ fn a_planned_delta_is_written_when_its_pack_is_not_repacked() {
     // round finishes, and every version reads back.
     let (base, _) = planned_in_a_big_pack().unwrap();
     for point in ["prune:repack-switched", "prune:deltas-copied"] {
-        let store =
-            common::pruned_until_crash(&base.store, base.tmp.path(), &["--recompress"], point);
+        let store = common::pruned_until_crash(&base.store, base.tmp.path(), &OUT_OF_PLACE, point);
         verify_clean(&store);
-        let r = prune_json(&store, &["--recompress"]);
+        let r = prune_json(&store, &OUT_OF_PLACE);
         let (deltas, _) = delta_depths(&store);
         assert!(deltas >= 20, "{point}: {deltas} deltas: {r}");
         verify_clean(&store);

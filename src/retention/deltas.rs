@@ -417,10 +417,8 @@ fn pays(store: &ObjectStore, planned: &[(ObjectId, Vec<Segment>)]) -> Result<boo
         let (id, segs) = &planned[k * (planned.len() - 1) / (SAMPLES - 1).max(1)];
         let raw = store.get(id)?;
         let n = raw.len().min(SAMPLE_BYTES);
-        let mut residual = raw[..n].to_vec();
-        crate::store::delta::xor_segments(&mut residual, segs, |b| store.get(b))?;
         whole += crate::store::codec::encode_cold(&raw[..n])?.1.len();
-        delta += crate::store::codec::encode_cold(&residual)?.1.len();
+        delta += crate::store::delta::residual_len(&raw[..n], segs, |b| store.get(b))?;
     }
     Ok(delta * 4 <= whole * 3)
 }

@@ -633,7 +633,8 @@ fn stored_over(report: &PruneReport) -> bool {
 
 /// (packs to delete, packs to repack), the latter most dead first; with
 /// `recompress`, the packs mostly hot, or a quarter of whose live bytes
-/// the delta plan would store as deltas, are repacked too.
+/// the delta plan would store as deltas, or that writing the plan out of
+/// place would leave over `max_unused`, are repacked too.
 fn choose(
     uses: &HashMap<PackNo, PackUse>,
     opts: &PruneOptions,
@@ -646,7 +647,17 @@ fn choose(
             delete.push(*no);
             continue;
         }
-        let cold_due = opts.recompress && (u.hot * 2 >= u.size || u.delta * 4 >= u.size);
+        // A planned chunk not repacked is written out of place, which
+        // leaves its old record dead: a pack that this would leave over
+        // `max_unused` is repacked now, not one round later.
+        let planned_dead = PackUse {
+            live: u.live.saturating_sub(u.delta),
+            ..*u
+        };
+        let cold_due = opts.recompress
+            && (u.hot * 2 >= u.size
+                || u.delta * 4 >= u.size
+                || planned_dead.wants_repack(&opts.policy, over));
         if u.wants_repack(&opts.policy, over) || cold_due {
             repack.push(*no);
         }

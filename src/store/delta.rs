@@ -65,10 +65,7 @@ pub fn encode(
         )));
     }
     let (under, _) = base_image(raw.len(), segments, base_of)?;
-    let transform = best_transform(raw, &under)?;
-    let mut residual = raw.to_vec();
-    transform.apply(&mut residual, &under);
-    let (inner, body) = codec::encode_cold(&residual)?;
+    let (transform, inner, body) = encode_residual(raw, &under)?;
     let mut out = Vec::with_capacity(CHECK_LEN + 2 + n * SEGMENT_LEN + body.len());
     out.extend_from_slice(&[0; CHECK_LEN]);
     out.push(inner | transform.code() << residual::CODE_SHIFT);
@@ -82,6 +79,16 @@ pub fn encode(
     let check = blake3::hash(&out[CHECK_LEN..]);
     out[..CHECK_LEN].copy_from_slice(&check.as_bytes()[..CHECK_LEN]);
     Ok(out)
+}
+
+/// The residual of `raw` over `under` (its segments' bytes) made by the
+/// transform that encodes smallest, encoded cold: (transform, codec, bytes).
+fn encode_residual(raw: &[u8], under: &[u8]) -> Result<(Transform, u8, Vec<u8>)> {
+    let transform = best_transform(raw, under)?;
+    let mut residual = raw.to_vec();
+    transform.apply(&mut residual, under);
+    let (inner, body) = codec::encode_cold(&residual)?;
+    Ok((transform, inner, body))
 }
 
 /// Bytes of a chunk's head tried with each transform.
@@ -260,17 +267,15 @@ impl Parsed<'_> {
     }
 }
 
-/// XORs into `buf` the bytes of `segments` (one after the other from its
-/// start, as far as `buf` goes), their base chunks from `base_of`; the
-/// bytes covered.
-pub fn xor_segments(
-    buf: &mut [u8],
+/// The size of the residual `encode` would store for `raw` (or the head
+/// of a chunk) over `segments`, their base chunks from `base_of`.
+pub fn residual_len(
+    raw: &[u8],
     segments: &[Segment],
     base_of: impl FnMut(&ObjectId) -> Result<std::sync::Arc<Vec<u8>>>,
 ) -> Result<usize> {
-    let (under, at) = base_image(buf.len(), segments, base_of)?;
-    residual::xor(buf, &under);
-    Ok(at)
+    let (under, _) = base_image(raw.len(), segments, base_of)?;
+    Ok(encode_residual(raw, &under)?.2.len())
 }
 
 /// The bytes of `segments` laid one after the other, `len` of them (zeros
@@ -324,7 +329,8 @@ mod tests {
             },
         ];
         let mut b: Vec<u8> = (0..100u32).map(|i| (i * 13 + 1) as u8).collect();
-        xor_segments(&mut b, &b_segs, |_| Ok(std::sync::Arc::new(c.clone()))).unwrap();
+        let under = base_image(b.len(), &b_segs, |_| Ok(std::sync::Arc::new(c.clone())));
+        residual::xor(&mut b, &under.unwrap().0);
         // d: 50 bytes on b from 30 (across b's two segments), 20 its own.
         let d_segs = [
             Segment {
