@@ -640,24 +640,43 @@ fn a_format_3_store_opens_and_prunes() {
     assert_eq!(s["format"], revfs::format::FORMAT_VERSION, "{s}");
 }
 
+/// A store on a disk of its own (a 512 MiB tmpfs), mounted with no policy
+/// at all: only the disk filling up makes history go. The fields drop in
+/// order: the mount, then the disk.
+struct SmallDisk {
+    m: Mount,
+    disk: common::Tmpfs,
+    _tmp: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount() -> Option<SmallDisk> {
+        if !common::fuse_available() {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = common::Tmpfs::new(&tmp.path().join("disk"), "512m");
+        let store = disk.0.join("s");
+        let (ok, out) = revfs(&["init".as_ref(), store.as_os_str()]);
+        assert!(ok, "{out}");
+        let mnt = tmp.path().join("m");
+        fs::create_dir(&mnt).unwrap();
+        let mut m = Mount::attach(store, mnt, tmp.path().join("log"));
+        m.start(&[]);
+        Some(SmallDisk { m, disk, _tmp: tmp })
+    }
+}
+
 #[test]
 fn history_never_makes_a_write_fail_on_a_nearly_full_disk() {
-    if !common::fuse_available() {
+    let Some(mut sd) = SmallDisk::mount() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = common::Tmpfs::new(&tmp.path().join("disk"), "512m");
-    let store = disk.0.join("s");
-    let (ok, out) = revfs(&["init".as_ref(), store.as_os_str()]);
-    assert!(ok, "{out}");
-    let mnt = tmp.path().join("m");
-    fs::create_dir(&mnt).unwrap();
-    // No policy at all: only the disk filling up makes history go.
-    let mut m = Mount::attach(store.clone(), mnt, tmp.path().join("log"));
-    m.start(&[]);
+    };
+    let (m, disk) = (&mut sd.m, &sd.disk);
+    let store = m.store.clone();
     let first = version(0, 8 << 20);
     save(&m.p("ckpt.bin"), &first);
-    name_snapshot(&m, "first");
+    name_snapshot(m, "first");
     // 80 checkpoints of 8 MiB, four a second: 640 MiB through a 512 MiB
     // disk (the daemon looks at the free space every second; its low-water
     // mark here is 64 MiB, packs are 128 MiB).
@@ -692,18 +711,11 @@ fn history_never_makes_a_write_fail_on_a_nearly_full_disk() {
 
 #[test]
 fn a_write_that_outruns_the_prune_loop_waits_for_it_instead_of_failing() {
-    if !common::fuse_available() {
+    let Some(mut sd) = SmallDisk::mount() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = common::Tmpfs::new(&tmp.path().join("disk"), "512m");
-    let store = disk.0.join("s");
-    let (ok, out) = revfs(&["init".as_ref(), store.as_os_str()]);
-    assert!(ok, "{out}");
-    let mnt = tmp.path().join("m");
-    fs::create_dir(&mnt).unwrap();
-    let mut m = Mount::attach(store.clone(), mnt, tmp.path().join("log"));
-    m.start(&[]);
+    };
+    let (m, disk) = (&mut sd.m, &sd.disk);
+    let store = m.store.clone();
     let free = || revfs::sys::fs_space(&disk.0).unwrap().1;
     // History fills the disk to just above the low-water mark (64 MiB
     // here), where the daemon does not drop anything yet.

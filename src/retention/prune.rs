@@ -779,11 +779,10 @@ fn sweep(
         {
             break;
         }
-        let free = crate::sys::fs_space(engine.store.packs_dir()).map_or(u64::MAX, |s| s.1);
-        if uses[&no].live > free {
-            // Its copies would not fit now; a later round, with more room.
+        let Some(_room) = engine.store.space.hold(engine.store.packs_dir(), uses[&no].live) else {
+            // Its copies would not fit now: a later round, with more room.
             continue;
-        }
+        };
         let entries = live.remove(&no).unwrap_or_default();
         let recode = crate::store::Recode {
             pace: &mut pace,

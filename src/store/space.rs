@@ -28,6 +28,22 @@ pub struct Space {
     freeing: AtomicBool,
     /// Whether a write is waiting for room now (the loop looks sooner).
     wanted: AtomicBool,
+    /// Bytes a prune's copies have taken for themselves ([`Space::hold`]):
+    /// new data leaves them free too, so that a save and a repack at the
+    /// same time do not both count on the same free bytes.
+    held: AtomicU64,
+}
+
+/// Bytes held for a prune's copies, given back when it drops.
+pub struct Hold<'a> {
+    space: &'a Space,
+    bytes: u64,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.space.held.fetch_sub(self.bytes, Relaxed);
+    }
 }
 
 impl Space {
@@ -35,6 +51,22 @@ impl Space {
     /// metadata and a prune's copies may use it.
     pub fn set_reserve(&self, bytes: u64) {
         self.reserve.store(bytes, Relaxed);
+    }
+
+    /// Takes `bytes` on the filesystem of `dir` for a prune's copies, if
+    /// they fit with half the reserve left over: the catalog's room (a
+    /// disk filled to the last byte fails its journal, and then every
+    /// write). None when they do not fit now.
+    pub fn hold(&self, dir: &Path, bytes: u64) -> Option<Hold<'_>> {
+        let free = crate::sys::fs_space(dir).map_or(u64::MAX, |s| s.1);
+        let taken = self.held.load(Relaxed) + self.reserve.load(Relaxed) / 2;
+        if bytes.saturating_add(taken) > free {
+            return None;
+        }
+        self.held.fetch_add(bytes, Relaxed);
+        // Writes look at the disk again, with the hold counted.
+        self.room.store(0, Relaxed);
+        Some(Hold { space: self, bytes })
     }
 
     pub fn set_freeing(&self, on: bool) {
@@ -68,9 +100,9 @@ impl Space {
     }
 
     /// Looks at the free space: whether `len` bytes fit above the reserve
-    /// (and takes them from the room it sets).
+    /// and the holds (and takes them from the room it sets).
     fn look(&self, dir: &Path, len: u64) -> bool {
-        let want = self.reserve.load(Relaxed);
+        let want = self.reserve.load(Relaxed) + self.held.load(Relaxed);
         match crate::sys::fs_space(dir) {
             Some((_, free)) if free < want.saturating_add(len) => {
                 self.room.store(0, Relaxed);
@@ -107,5 +139,27 @@ impl Space {
         if waited {
             self.wanted.store(false, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_for_a_prunes_copies_is_room_that_new_data_leaves_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = crate::sys::fs_space(dir.path()).unwrap().1;
+        let s = Space::default();
+        s.set_reserve(free / 4);
+        assert!(s.check(dir.path(), free / 2).is_ok());
+        let hold = s.hold(dir.path(), free / 2).unwrap();
+        // The room seen before the hold is forgotten: the same write no
+        // longer fits above the reserve and the hold, a small one does.
+        assert!(s.check(dir.path(), free / 2).is_err());
+        assert!(s.check(dir.path(), free / 100).is_ok());
+        assert!(s.hold(dir.path(), free / 2).is_none(), "held twice");
+        drop(hold);
+        assert!(s.check(dir.path(), free / 2).is_ok());
     }
 }
