@@ -779,7 +779,11 @@ fn sweep(
         {
             break;
         }
-        let Some(_room) = engine.store.space.hold(engine.store.packs_dir(), uses[&no].live) else {
+        let Some(_room) = engine
+            .store
+            .space
+            .hold(engine.store.packs_dir(), uses[&no].live)
+        else {
             // Its copies would not fit now: a later round, with more room.
             continue;
         };
