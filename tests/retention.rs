@@ -696,14 +696,10 @@ fn history_never_makes_a_write_fail_on_a_nearly_full_disk() {
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
     fs::remove_file(m.p("huge.bin")).unwrap();
     // What the failed write left behind is garbage the daemon sweeps.
-    let free = || {
-        let st = revfs::sys::fs_space(&disk.0).unwrap();
-        st.1
-    };
     wait_until(
         "the daemon to give the space back",
         Duration::from_secs(60),
-        || free() > 64 << 20,
+        || disk.free() > 64 << 20,
     );
     m.unmount();
     verify_clean(&store);
@@ -716,16 +712,15 @@ fn a_write_that_outruns_the_prune_loop_waits_for_it_instead_of_failing() {
     };
     let (m, disk) = (&mut sd.m, &sd.disk);
     let store = m.store.clone();
-    let free = || revfs::sys::fs_space(&disk.0).unwrap().1;
     // History fills the disk to just above the low-water mark (64 MiB
     // here), where the daemon does not drop anything yet.
     let mut k = 0;
-    while free() > 176 << 20 {
+    while disk.free() > 176 << 20 {
         k += 1;
-        assert!(k < 20, "the disk does not fill: {} free", free());
+        assert!(k < 20, "the disk does not fill: {} free", disk.free());
         save(&m.p("ckpt.bin"), &version(k, 48 << 20));
     }
-    assert!(free() > 128 << 20, "{} free", free());
+    assert!(disk.free() > 128 << 20, "{} free", disk.free());
     // One save of 192 MiB in a burst: it passes the low-water mark and
     // the reserve (32 MiB) well inside the second in which the loop looks
     // at the disk once; its writes wait for the loop to free the old

@@ -275,12 +275,7 @@ fn run(
         for n in paused.held_history() {
             reach.node(&n)?;
         }
-        for (id, e) in engine.store.pending() {
-            reach.object(id, e.kind)?;
-        }
-        for (id, kind) in &in_memory {
-            reach.object(*id, *kind)?;
-        }
+        mark_unpublished(engine, &mut reach, &in_memory)?;
         for id in engine.store.reused() {
             if let Some(e) = engine.store.locate(&id)? {
                 reach.object(id, e.kind)?;
@@ -398,12 +393,7 @@ fn fit(
     mark_live(engine, &mut reach)?;
     // What open files hold and objects not published yet fill the disk as
     // much (a big save in flight is what fills it).
-    for (id, kind) in engine.memory_refs() {
-        reach.object(id, kind)?;
-    }
-    for (id, e) in engine.store.pending() {
-        reach.object(id, e.kind)?;
-    }
+    mark_unpublished(engine, &mut reach, &engine.memory_refs())?;
     if reach.bytes() > budget {
         report.over_max_size = true;
     }
@@ -432,6 +422,23 @@ fn mark_live(engine: &Engine, reach: &mut Reach) -> Result<()> {
             FileType::Regular | FileType::Directory => reach.node(&inode.node)?,
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// Marks what no catalog record names yet: objects put but not
+/// published, and what open files refer to (`in_memory`, from
+/// `Engine::memory_refs`, which takes each file's lock).
+fn mark_unpublished(
+    engine: &Engine,
+    reach: &mut Reach,
+    in_memory: &[(ObjectId, crate::ids::ObjectKind)],
+) -> Result<()> {
+    for (id, e) in engine.store.pending() {
+        reach.object(id, e.kind)?;
+    }
+    for (id, kind) in in_memory {
+        reach.object(*id, *kind)?;
     }
     Ok(())
 }

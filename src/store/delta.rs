@@ -84,7 +84,7 @@ pub fn encode(
 /// The residual of `raw` over `under` (its segments' bytes) made by the
 /// transform that encodes smallest, encoded cold: (transform, codec, bytes).
 fn encode_residual(raw: &[u8], under: &[u8]) -> Result<(Transform, u8, Vec<u8>)> {
-    let transform = best_transform(raw, under)?;
+    let (transform, _) = best_transform(raw, under)?;
     let mut residual = raw.to_vec();
     transform.apply(&mut residual, under);
     let (inner, body) = codec::encode_cold(&residual)?;
@@ -95,8 +95,8 @@ fn encode_residual(raw: &[u8], under: &[u8]) -> Result<(Transform, u8, Vec<u8>)>
 const TRY_BYTES: usize = 16 << 10;
 
 /// The transform whose residual of the chunk's head (`raw` over `under`)
-/// encodes smallest; XOR on a tie.
-fn best_transform(raw: &[u8], under: &[u8]) -> Result<Transform> {
+/// encodes smallest (XOR on a tie), and that size.
+fn best_transform(raw: &[u8], under: &[u8]) -> Result<(Transform, usize)> {
     let n = raw.len().min(TRY_BYTES);
     let mut best = (usize::MAX, Transform::Xor);
     for t in residual::ALL {
@@ -107,7 +107,7 @@ fn best_transform(raw: &[u8], under: &[u8]) -> Result<Transform> {
             best = (size, t);
         }
     }
-    Ok(best.1)
+    Ok((best.1, best.0))
 }
 
 /// `segments` rebuilt on the bases of `via` instead of on `via`: each
@@ -275,6 +275,10 @@ pub fn residual_len(
     base_of: impl FnMut(&ObjectId) -> Result<std::sync::Arc<Vec<u8>>>,
 ) -> Result<usize> {
     let (under, _) = base_image(raw.len(), segments, base_of)?;
+    if raw.len() <= TRY_BYTES {
+        // All of it was encoded while the transform was chosen.
+        return Ok(best_transform(raw, &under)?.1);
+    }
     Ok(encode_residual(raw, &under)?.2.len())
 }
 

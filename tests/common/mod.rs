@@ -525,6 +525,11 @@ pub fn pip_venv(dir: &Path, packages: &[&str]) -> bool {
 /// A tmpfs mounted for a test, lazily unmounted when dropped.
 pub struct Tmpfs(pub PathBuf);
 impl Tmpfs {
+    /// Its free bytes.
+    pub fn free(&self) -> u64 {
+        revfs::sys::fs_space(&self.0).unwrap().1
+    }
+
     pub fn new(at: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).unwrap();
         let st = Command::new("mount")
