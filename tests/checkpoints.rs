@@ -36,6 +36,18 @@ fn checkpoints(target: &Path) -> Vec<serde_json::Value> {
         .clone()
 }
 
+/// The checkpoints of `target` once there are `n` (a marker created and
+/// closed completes at the kernel's RELEASE of it, which close(2) does not
+/// wait for).
+fn checkpoints_when(target: &Path, n: usize) -> Vec<serde_json::Value> {
+    common::wait_until(
+        "the checkpoint to complete",
+        Duration::from_secs(10),
+        || checkpoints(target).len() >= n,
+    );
+    checkpoints(target)
+}
+
 fn write(p: &Path, b: &[u8]) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(p, b).unwrap();
@@ -470,7 +482,7 @@ fn markers_are_the_stores_own_setting_and_none_turns_them_off() {
     write(&m.p("runs/a/w.bin"), b"a");
     write(&m.p("runs/a/DONE"), b"");
     hf_save(&m.p("hf"), 100);
-    let dirs: Vec<String> = checkpoints(&m.mnt)
+    let dirs: Vec<String> = checkpoints_when(&m.mnt, 1)
         .iter()
         .map(|c| c["directory"].as_str().unwrap().to_string())
         .collect();
@@ -478,7 +490,7 @@ fn markers_are_the_stores_own_setting_and_none_turns_them_off() {
     // Kept in the config: a plain remount watches the same.
     m.remount(&[]);
     write(&m.p("runs/b/DONE"), b"");
-    assert_eq!(checkpoints(&m.mnt).len(), 2);
+    assert_eq!(checkpoints_when(&m.mnt, 2).len(), 2);
     // From a shell: `touch` (made, never written) completes one; `echo >`
     // (open, the descriptor moved to stdout, which closes the first copy,
     // then the write) completes one, with what was written.
@@ -492,7 +504,7 @@ fn markers_are_the_stores_own_setting_and_none_turns_them_off() {
         assert!(st.success(), "{cmd}");
     };
     sh("mkdir -p runs/t runs/e && touch runs/t/DONE && echo step-7 > runs/e/DONE");
-    let l = checkpoints(&m.mnt);
+    let l = checkpoints_when(&m.mnt, 4);
     let dirs: Vec<&str> = l.iter().map(|c| c["directory"].as_str().unwrap()).collect();
     assert_eq!(dirs, ["runs/a", "runs/b", "runs/t", "runs/e"], "{l:?}");
     let p = PathBuf::from(l[3]["path"].as_str().unwrap());
