@@ -267,7 +267,7 @@ impl FileState {
 
     pub fn write(
         &mut self,
-        store: &ObjectStore,
+        store: &std::sync::Arc<ObjectStore>,
         staging_dir: &Path,
         off: u64,
         data: &[u8],
@@ -311,10 +311,11 @@ impl FileState {
     /// Turns the stream into the base (its tree is the file's content
     /// now). Nothing is recorded.
     fn fold(&mut self, store: &ObjectStore) -> Result<()> {
-        let Some(s) = self.stream.take() else {
+        let Some(s) = &mut self.stream else {
             return Ok(());
         };
         let base = s.finish(store)?;
+        self.stream = None;
         let size = self.size;
         *self = FileState {
             mtime: self.mtime,
@@ -580,7 +581,7 @@ mod tests {
         let db = Arc::new(crate::catalog::db::Db::temporary().unwrap());
         let packs = tmp.path().join("packs");
         std::fs::create_dir(&packs).unwrap();
-        let store = ObjectStore::open(&packs, db, false).unwrap();
+        let store = Arc::new(ObjectStore::open(&packs, db, false).unwrap());
         let mut content = bytes(1, 24 << 20);
         let mut st = FileState::new(Content::default());
         st.write(&store, tmp.path(), 0, &content).unwrap();
@@ -658,7 +659,7 @@ mod tests {
         let db = Arc::new(crate::catalog::db::Db::temporary().unwrap());
         let packs = tmp.path().join("packs");
         std::fs::create_dir(&packs).unwrap();
-        let store = ObjectStore::open(&packs, db, false).unwrap();
+        let store = Arc::new(ObjectStore::open(&packs, db, false).unwrap());
         let mut content = bytes(3, 8 << 20);
         let mut st = FileState::new(Content::default());
         st.write(&store, tmp.path(), 0, &content).unwrap();

@@ -17,6 +17,7 @@ mod commit;
 pub mod file;
 pub mod history;
 mod namespace;
+mod pool;
 mod readahead;
 pub mod replica_link;
 pub mod restore;
