@@ -16,8 +16,9 @@
 //! for it. Everything that needs the chunks (a read, the references a
 //! prune marks, the version a commit records) first waits until the
 //! worker is done with what was fed, so commits and their durability are
-//! those of chunking in line. A worker's failure (a full disk) is the
-//! next caller's error, and the bytes stay buffered to be tried again.
+//! those of chunking in line. After a worker's failure (a full disk) the
+//! bytes stay buffered, and every write stores in line, failing as it
+//! would have, until the chunks can be stored.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -56,8 +57,9 @@ struct State {
     /// Bytes fed while the worker had the work, after `ROOM` bytes of
     /// room (empty when none were); they follow the work's bytes.
     incoming: Vec<u8>,
-    /// What the worker failed with, for the next caller.
-    failed: Option<Error>,
+    /// Whether a worker failed to store chunks (a full disk): writes then
+    /// store them in line until that succeeds.
+    failed: bool,
 }
 
 struct Work {
@@ -91,7 +93,7 @@ impl Stream {
                 state: Mutex::new(State {
                     work: Some(work),
                     incoming: Vec::new(),
-                    failed: None,
+                    failed: false,
                 }),
                 changed: Condvar::new(),
             }),
@@ -118,8 +120,16 @@ impl Stream {
         while st.work.is_none() && st.incoming.len() >= ROOM + AHEAD {
             st = core.wait(st);
         }
-        if let Some(e) = st.failed.take() {
-            return Err(e);
+        if st.failed {
+            // Until its chunks can be stored again (the disk has room),
+            // every write tries in line and fails as writing in line
+            // does: one write(2) comes as many FUSE writes, and if only
+            // the first after a failure failed, the writer would get a
+            // short count each time and never the error.
+            while st.work.is_none() {
+                st = core.wait(st);
+            }
+            st.settle(store)?;
         }
         self.pos += data.len() as u64;
         let State { work, incoming, .. } = &mut *st;
@@ -201,17 +211,10 @@ impl Core {
         st
     }
 
-    /// The state with every full chunk of what was fed stored (a worker's
-    /// failure is reported here, once).
+    /// The state with every full chunk of what was fed stored.
     fn settled(&self, store: &ObjectStore) -> Result<MutexGuard<'_, State>> {
         let mut st = self.idle();
-        if let Some(e) = st.failed.take() {
-            return Err(e);
-        }
-        let State { work, incoming, .. } = &mut *st;
-        let w = work.as_mut().expect("idle");
-        w.take_in(incoming);
-        w.cut_full(store)?;
+        st.settle(store)?;
         Ok(st)
     }
 
@@ -222,7 +225,8 @@ impl Core {
             let r = w.cut_full(store);
             let mut st = self.lock();
             if let Err(e) = r {
-                st.failed = Some(e);
+                tracing::debug!("a chunking worker failed: {e}");
+                st.failed = true;
             } else {
                 w.take_in(&mut st.incoming);
                 if w.pending().len() >= MAX_CHUNK {
@@ -236,6 +240,20 @@ impl Core {
             self.changed.notify_all();
             return;
         }
+    }
+}
+
+impl State {
+    /// Stores every full chunk of what was fed, in line (no worker has
+    /// the work). A worker's failure is cleared only once this succeeds:
+    /// a commit that settles an open file meanwhile (a space prune
+    /// commits just then) must not take the writer's error.
+    fn settle(&mut self, store: &ObjectStore) -> Result<()> {
+        let w = self.work.as_mut().expect("idle");
+        w.take_in(&mut self.incoming);
+        w.cut_full(store)?;
+        self.failed = false;
+        Ok(())
     }
 }
 
@@ -399,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_disk_under_a_worker_is_the_next_calls_error_and_the_bytes_stay_to_be_tried_again() {
+    fn a_full_disk_under_a_worker_fails_every_write_until_there_is_room_and_no_byte_is_lost() {
         let (tmp, store) = store();
         let data = noise(4_000_000, 11);
         let base = crate::manifest::Content::default();
@@ -421,6 +439,20 @@ mod tests {
                 }
             }
         };
+        assert_eq!(err.errno(), libc::ENOSPC, "{err}");
+        // While the disk stays short every write fails, as in line: a
+        // write(2) the kernel sends as many FUSE writes gets the error,
+        // not a short count each time. A commit settling the stream
+        // meanwhile fails too, and leaves the failure for the writer.
+        for _ in 0..3 {
+            let err = s
+                .feed(&store, &data[3 << 20..(3 << 20) + 4096])
+                .unwrap_err();
+            assert_eq!(err.errno(), libc::ENOSPC, "{err}");
+        }
+        let err = s.finish(&store).err().expect("the commit fails too");
+        assert_eq!(err.errno(), libc::ENOSPC, "{err}");
+        let err = s.feed(&store, &[]).unwrap_err();
         assert_eq!(err.errno(), libc::ENOSPC, "{err}");
         // Nothing is lost: the bytes read back, and once there is room
         // the same stream finishes with all of them.
