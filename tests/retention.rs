@@ -667,6 +667,17 @@ impl SmallDisk {
     }
 }
 
+/// A process the test started, killed and reaped when the test ends
+/// (before the mount it may hold is unmounted).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn history_never_makes_a_write_fail_on_a_nearly_full_disk() {
     let Some(mut sd) = SmallDisk::mount() else {
@@ -732,6 +743,82 @@ fn a_write_that_outruns_the_prune_loop_waits_for_it_instead_of_failing() {
     assert!(
         log.contains("writes wait for the prune loop") && log.contains("nearly full"),
         "{log}"
+    );
+    m.unmount();
+    verify_clean(&store);
+}
+
+#[test]
+fn kill_9_during_a_save_that_waits_for_room_keeps_the_checkpoint_it_replaces() {
+    let Some(mut sd) = SmallDisk::mount() else {
+        return;
+    };
+    let (m, disk) = (&mut sd.m, &sd.disk);
+    let store = m.store.clone();
+    let mut k = 0;
+    while disk.free() > 176 << 20 {
+        k += 1;
+        assert!(k < 20, "the disk does not fill: {} free", disk.free());
+        save(&m.p("ckpt.bin"), &version(k, 48 << 20));
+    }
+    let last = version(k, 48 << 20);
+    // The next save comes from another process, as a job's does: it
+    // truncates the checkpoint and writes 192 MiB faster than the prune
+    // loop frees room, then has not yet closed it when the machine dies.
+    // Meanwhile the loop, short of space, drops history for it.
+    m.unmount();
+    m.start(&[]);
+    let seen = m.log_text().len();
+    let since = |m: &Mount| m.log_text().get(seen..).unwrap_or_default().to_string();
+    let src = sd._tmp.path().join("next");
+    let written = sd._tmp.path().join("written");
+    fs::write(&src, version(1000, 192 << 20)).unwrap();
+    let _writer = Child(
+        Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sys, time\n\
+                 f = open(sys.argv[1], 'wb'); src = open(sys.argv[2], 'rb')\n\
+                 while b := src.read(1 << 20): f.write(b)\n\
+                 f.flush(); open(sys.argv[3], 'w').close(); time.sleep(300)\n",
+            )
+            .arg(m.p("ckpt.bin"))
+            .arg(&src)
+            .arg(&written)
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        "the save's bytes to be written",
+        Duration::from_secs(120),
+        || written.exists(),
+    );
+    wait_until(
+        "the prune loop to drop history for the save",
+        Duration::from_secs(60),
+        || since(m).contains("prune: dropped"),
+    );
+    m.crash();
+    assert!(
+        since(m).contains("writes wait"),
+        "no write waited for room: {}",
+        since(m)
+    );
+    m.start(&[]);
+    // The checkpoint the save replaced is still there: live, or as a
+    // version `revfs log` lists.
+    let path = m.p("ckpt.bin");
+    let (ok, out) = revfs(&["log".as_ref(), path.as_os_str(), "--json".as_ref()]);
+    assert!(ok, "log: {out}");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let kept = fs::read(&path).unwrap() == last
+        || log
+            .iter()
+            .any(|e| fs::read(e["path"].as_str().unwrap()).is_ok_and(|d| d == last));
+    assert!(
+        kept,
+        "version {k}, the last fsync'ed checkpoint, is gone: {out}\n{}",
+        m.log_text()
     );
     m.unmount();
     verify_clean(&store);

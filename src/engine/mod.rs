@@ -582,10 +582,12 @@ impl Engine {
             return Err(Error::ReadOnly);
         }
         self.check_writable()?;
-        // Before the file's lock, which a prune freeing the space takes.
-        self.store
-            .space
-            .wait_for_room(self.store.packs_dir(), data.len() as u64);
+        // Before the file's lock, which a prune freeing the space takes;
+        // for what a chunking worker still holds too.
+        self.store.space.wait_for_room(
+            self.store.packs_dir(),
+            (data.len() + stream::MOST_UNSTORED) as u64,
+        );
         let mut f = f.write().unwrap_or_else(|e| e.into_inner());
         f.write(&self.store, &self.staging, off, data)?;
         Ok(data.len() as u32)

@@ -37,6 +37,14 @@ const AHEAD: usize = 8 << 20;
 /// tail it leaves (see `Work::take_in`).
 const ROOM: usize = MAX_CHUNK;
 
+/// The most bytes a stream holds that a worker has yet to store (beyond
+/// those of the write at hand): what a write must find room on the disk
+/// for, besides its own, before its bytes are buffered. A write that
+/// waited only for its own bytes would leave the worker to find the disk
+/// full and fail at once, where the write would have waited for the
+/// prune loop to free history.
+pub const MOST_UNSTORED: usize = AHEAD + 2 * MAX_CHUNK;
+
 pub struct Stream {
     /// File offset where the stream began (an extent boundary of the base).
     pub start: u64,
