@@ -243,14 +243,18 @@ impl Builder {
         self.placed + self.held.map_or(0, |h| h.len())
     }
 
-    /// Appends one extent (never empty).
+    /// Appends one extent (never empty). Every step is all or nothing:
+    /// when a node cannot be stored (a full disk), the builder is as it
+    /// was before the call, so the caller can push the extent again later
+    /// and nothing pushed before is lost.
     pub fn push(&mut self, store: &ObjectStore, x: Extent) -> Result<()> {
         if let (Some(Extent::Hole { len }), Extent::Hole { len: more }) = (&mut self.held, x) {
             *len += more;
             return Ok(());
         }
-        if let Some(h) = self.held.take() {
+        if let Some(h) = self.held {
             self.place(store, h)?;
+            self.held = None;
         }
         match x {
             Extent::Hole { .. } => self.held = Some(x),
@@ -259,25 +263,38 @@ impl Builder {
         Ok(())
     }
 
+    /// Adds `x` to the open leaf; stores the leaf when `x` ends it.
     fn place(&mut self, store: &ObjectStore, x: Extent) -> Result<()> {
-        if self.leaf.is_empty() {
-            self.leaf_start = self.placed;
+        let start = if self.leaf.is_empty() {
+            self.placed
+        } else {
+            self.leaf_start
+        };
+        if ends_node(extent_hash(&x), self.leaf.len() + 1, LEAF_MASK, LEAF_MAX) {
+            let mut leaf = self.leaf.clone();
+            leaf.push(x);
+            let child = put_node(store, &ManifestNode::Leaf(leaf))?;
+            self.push_child(store, 1, child, start)?;
+            self.leaf.clear();
+        } else {
+            self.leaf.push(x);
         }
-        self.leaf.push(x);
+        self.leaf_start = start;
         self.placed += x.len();
-        if ends_node(extent_hash(&x), self.leaf.len(), LEAF_MASK, LEAF_MAX) {
-            self.emit_leaf(store)?;
-        }
         Ok(())
     }
 
+    /// Stores the open leaf (not empty) as a child of the level-1 node.
     fn emit_leaf(&mut self, store: &ObjectStore) -> Result<()> {
-        let start = self.leaf_start;
-        let child = put_node(store, &ManifestNode::Leaf(std::mem::take(&mut self.leaf)))?;
-        self.push_child(store, 1, child, start)
+        let child = put_node(store, &ManifestNode::Leaf(self.leaf.clone()))?;
+        self.push_child(store, 1, child, self.leaf_start)?;
+        self.leaf.clear();
+        Ok(())
     }
 
-    /// Appends a subtree of level `level - 1` to the level-`level` node.
+    /// Appends a subtree of level `level - 1` to the level-`level` node,
+    /// storing that node (and those above it that it ends) when `c` ends
+    /// it. Nothing changes unless every node is stored.
     fn push_child(
         &mut self,
         store: &ObjectStore,
@@ -288,25 +305,30 @@ impl Builder {
         while self.inner.len() < level {
             self.inner.push((Vec::new(), 0));
         }
-        let (items, at) = &mut self.inner[level - 1];
-        if items.is_empty() {
-            *at = start;
-        }
-        items.push(c);
-        if ends_node(id_hash(&c.id), items.len(), INNER_MASK, INNER_MAX) {
-            self.emit_inner(store, level)?;
+        let (items, at) = &self.inner[level - 1];
+        let at = if items.is_empty() { start } else { *at };
+        if ends_node(id_hash(&c.id), items.len() + 1, INNER_MASK, INNER_MAX) {
+            let mut children = items.clone();
+            children.push(c);
+            let parent = put_inner(store, level, children)?;
+            self.push_child(store, level + 1, parent, at)?;
+            self.inner[level - 1].0.clear();
+        } else {
+            let (items, first) = &mut self.inner[level - 1];
+            items.push(c);
+            *first = at;
         }
         Ok(())
     }
 
+    /// Stores the open level-`level` node (not empty) as a child of the
+    /// node above it.
     fn emit_inner(&mut self, store: &ObjectStore, level: usize) -> Result<()> {
-        let (items, start) = std::mem::take(&mut self.inner[level - 1]);
-        let node = ManifestNode::Inner {
-            level: u8::try_from(level).map_err(|_| Error::TooBig)?,
-            children: items,
-        };
-        let child = put_node(store, &node)?;
-        self.push_child(store, level + 1, child, start)
+        let (items, start) = self.inner[level - 1].clone();
+        let child = put_inner(store, level, items)?;
+        self.push_child(store, level + 1, child, start)?;
+        self.inner[level - 1].0.clear();
+        Ok(())
     }
 
     /// Whether nothing is pending below level `level`: the builder stands
@@ -359,8 +381,8 @@ impl Builder {
                             && (end < to || (to_is_end && end == to))
                             && self.empty_below(level)
                         {
-                            self.placed += c.len;
                             self.push_child(store, level, c, pos)?;
+                            self.placed += c.len;
                             pos = end;
                             continue 'next;
                         }
@@ -374,18 +396,20 @@ impl Builder {
         Ok(pos)
     }
 
-    /// Stores the last nodes; returns the content built.
-    pub fn finish(mut self, store: &ObjectStore) -> Result<Content> {
-        if let Some(h) = self.held.take() {
+    /// Stores the last nodes; returns the content built. On an error the
+    /// builder still holds everything pushed (a later call tries again).
+    pub fn finish(&mut self, store: &ObjectStore) -> Result<Content> {
+        if let Some(h) = self.held {
             self.place(store, h)?;
+            self.held = None;
         }
         let higher =
             |b: &Builder, level: usize| b.inner[level..].iter().any(|(v, _)| !v.is_empty());
-        if !higher(&self, 0) {
+        if !higher(self, 0) {
             if self.leaf.is_empty() {
                 return Ok(Content::default());
             }
-            return stored_root(store, ManifestNode::Leaf(self.leaf));
+            return stored_root(store, ManifestNode::Leaf(self.leaf.clone()));
         }
         if !self.leaf.is_empty() {
             self.emit_leaf(store)?;
@@ -393,14 +417,14 @@ impl Builder {
         let mut level = 1;
         loop {
             let pending = self.inner[level - 1].0.len();
-            if !higher(&self, level) {
+            if !higher(self, level) {
                 if pending == 1 {
                     let id = self.inner[level - 1].0[0].id;
                     return Content::open(store, Some(id));
                 }
                 let node = ManifestNode::Inner {
                     level: u8::try_from(level).map_err(|_| Error::TooBig)?,
-                    children: std::mem::take(&mut self.inner[level - 1].0),
+                    children: self.inner[level - 1].0.clone(),
                 };
                 return stored_root(store, node);
             }
@@ -457,6 +481,12 @@ fn stored_root(store: &ObjectStore, node: ManifestNode) -> Result<Content> {
         root: Some((id, Arc::new(Node::new(node)))),
         nodes: Nodes::default(),
     })
+}
+
+/// Stores a level-`level` node of `children`.
+fn put_inner(store: &ObjectStore, level: usize, children: Vec<Child>) -> Result<Child> {
+    let level = u8::try_from(level).map_err(|_| Error::TooBig)?;
+    put_node(store, &ManifestNode::Inner { level, children })
 }
 
 /// Stores `node`; returns the reference its parent holds.

@@ -167,7 +167,7 @@ impl Stream {
             let len = store.chunker().first_cut(w.pending());
             w.store_chunk(store, len)?;
         }
-        std::mem::take(&mut w.tree).finish(store)
+        w.tree.finish(store)
     }
 
     /// Copies stream bytes at file offset `pos` into `dst`; returns how many.
@@ -302,6 +302,8 @@ impl Work {
 
     fn store_chunk(&mut self, store: &ObjectStore, len: usize) -> Result<()> {
         let id = store.put(ObjectKind::Chunk, &self.pending()[..len])?;
+        // All or nothing: when a node of the tree cannot be stored, the
+        // extent is not in it and the bytes stay for the next try.
         self.tree.push(
             store,
             Extent::Chunk {
