@@ -265,26 +265,22 @@ impl Builder {
 
     /// Adds `x` to the open leaf; stores the leaf when `x` ends it.
     fn place(&mut self, store: &ObjectStore, x: Extent) -> Result<()> {
-        let start = if self.leaf.is_empty() {
-            self.placed
-        } else {
-            self.leaf_start
-        };
-        if ends_node(extent_hash(&x), self.leaf.len() + 1, LEAF_MASK, LEAF_MAX) {
-            let mut leaf = self.leaf.clone();
-            leaf.push(x);
-            let child = put_node(store, &ManifestNode::Leaf(leaf))?;
-            self.push_child(store, 1, child, start)?;
-            self.leaf.clear();
-        } else {
-            self.leaf.push(x);
+        if self.leaf.is_empty() {
+            self.leaf_start = self.placed;
         }
-        self.leaf_start = start;
+        self.leaf.push(x);
+        if ends_node(extent_hash(&x), self.leaf.len(), LEAF_MASK, LEAF_MAX)
+            && let Err(e) = self.emit_leaf(store)
+        {
+            self.leaf.pop();
+            return Err(e);
+        }
         self.placed += x.len();
         Ok(())
     }
 
-    /// Stores the open leaf (not empty) as a child of the level-1 node.
+    /// Stores the open leaf (not empty) as a child of the level-1 node;
+    /// leaves it open when that fails.
     fn emit_leaf(&mut self, store: &ObjectStore) -> Result<()> {
         let child = put_node(store, &ManifestNode::Leaf(self.leaf.clone()))?;
         self.push_child(store, 1, child, self.leaf_start)?;
@@ -305,27 +301,25 @@ impl Builder {
         while self.inner.len() < level {
             self.inner.push((Vec::new(), 0));
         }
-        let (items, at) = &self.inner[level - 1];
-        let at = if items.is_empty() { start } else { *at };
-        if ends_node(id_hash(&c.id), items.len() + 1, INNER_MASK, INNER_MAX) {
-            let mut children = items.clone();
-            children.push(c);
-            let parent = put_inner(store, level, children)?;
-            self.push_child(store, level + 1, parent, at)?;
-            self.inner[level - 1].0.clear();
-        } else {
-            let (items, first) = &mut self.inner[level - 1];
-            items.push(c);
-            *first = at;
+        let (items, at) = &mut self.inner[level - 1];
+        if items.is_empty() {
+            *at = start;
+        }
+        items.push(c);
+        if ends_node(id_hash(&c.id), items.len(), INNER_MASK, INNER_MAX)
+            && let Err(e) = self.emit_inner(store, level)
+        {
+            self.inner[level - 1].0.pop();
+            return Err(e);
         }
         Ok(())
     }
 
     /// Stores the open level-`level` node (not empty) as a child of the
-    /// node above it.
+    /// node above it; leaves it open when that fails.
     fn emit_inner(&mut self, store: &ObjectStore, level: usize) -> Result<()> {
         let (items, start) = self.inner[level - 1].clone();
-        let child = put_inner(store, level, items)?;
+        let child = put_node(store, &inner(level, items)?)?;
         self.push_child(store, level + 1, child, start)?;
         self.inner[level - 1].0.clear();
         Ok(())
@@ -422,11 +416,7 @@ impl Builder {
                     let id = self.inner[level - 1].0[0].id;
                     return Content::open(store, Some(id));
                 }
-                let node = ManifestNode::Inner {
-                    level: u8::try_from(level).map_err(|_| Error::TooBig)?,
-                    children: self.inner[level - 1].0.clone(),
-                };
-                return stored_root(store, node);
+                return stored_root(store, inner(level, self.inner[level - 1].0.clone())?);
             }
             if pending > 0 {
                 self.emit_inner(store, level)?;
@@ -483,10 +473,10 @@ fn stored_root(store: &ObjectStore, node: ManifestNode) -> Result<Content> {
     })
 }
 
-/// Stores a level-`level` node of `children`.
-fn put_inner(store: &ObjectStore, level: usize, children: Vec<Child>) -> Result<Child> {
+/// A level-`level` node of `children`.
+fn inner(level: usize, children: Vec<Child>) -> Result<ManifestNode> {
     let level = u8::try_from(level).map_err(|_| Error::TooBig)?;
-    put_node(store, &ManifestNode::Inner { level, children })
+    Ok(ManifestNode::Inner { level, children })
 }
 
 /// Stores `node`; returns the reference its parent holds.
