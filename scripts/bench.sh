@@ -397,6 +397,8 @@ if s:
     print(f"| cold sequential read of a {s['mib']} MiB file, revfs / direct | {q['cold_mbs']:.2f}x (target >= 0.8) | best of {s['rounds']}: direct {b['cold_mbs']['direct']:.0f} MB/s, revfs {b['cold_mbs']['revfs']:.0f} MB/s |")
     print(f"| re-read after reopen (pages cached), revfs / direct | {q['reread_mbs']:.2f}x (target >= 0.8) | direct {b['reread_mbs']['direct']:.0f} MB/s, revfs {b['reread_mbs']['revfs']:.0f} MB/s |")
     print(f"| random 4 KiB cold reads, revfs / direct | {q['random_4k_iops']:.2f}x (target >= 0.5) | direct {b['random_4k_iops']['direct']:.0f}/s, revfs {b['random_4k_iops']['revfs']:.0f}/s |")
+    if "snapshot_over_live_cold" in q:
+        print(f"| cold sequential read of the file in a snapshot, snapshot / live | {q['snapshot_over_live_cold']:.2f}x (target 1) | snapshot {b['snapshot_cold_mbs']:.0f} MB/s |")
     print(f"| re-read after reopen of the file in a snapshot, snapshot / live | {q['snapshot_over_live_reread']:.2f}x (target 1) | snapshot {b['snapshot_reread_mbs']:.0f} MB/s |")
 s = sections.get("small")
 if s:
