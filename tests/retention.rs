@@ -718,26 +718,44 @@ fn history_never_makes_a_write_fail_on_a_nearly_full_disk() {
 
 #[test]
 fn a_write_that_outruns_the_prune_loop_waits_for_it_instead_of_failing() {
+    // One save of 192 MiB in a burst: it passes the low-water mark and
+    // the reserve (32 MiB) well inside the second in which the loop looks
+    // at the disk once; its writes wait for the loop to free the old
+    // versions instead of failing with ENOSPC.
+    a_save_on_a_full_disk_waits_for_the_prune_loop(&version(1000, 192 << 20), save);
+}
+
+#[test]
+fn a_scattered_save_that_outruns_the_prune_loop_waits_at_close_instead_of_failing() {
+    // A save written out of order (its last MiB first, as a writer that
+    // seeks does) goes to the staging file, and its chunks are stored only
+    // at close: 128 MiB more than the disk has above the reserve once the
+    // staging file holds them. Close waits for the prune loop as the
+    // writes did, instead of failing with ENOSPC.
+    let scattered = |path: &Path, data: &[u8]| {
+        use std::os::unix::fs::FileExt;
+        let tail = data.len() - (1 << 20);
+        let f = fs::File::create(path).unwrap();
+        f.write_all_at(&data[tail..], tail as u64).unwrap();
+        for (i, part) in data[..tail].chunks(1 << 20).enumerate() {
+            f.write_all_at(part, (i << 20) as u64).unwrap();
+        }
+        f.sync_all().unwrap();
+    };
+    a_save_on_a_full_disk_waits_for_the_prune_loop(&version(1001, 128 << 20), scattered);
+}
+
+/// Fills a small disk with history, then saves `big` over it with
+/// `write` (which fsyncs): the save succeeds, having waited for the prune
+/// loop, and the store verifies clean.
+fn a_save_on_a_full_disk_waits_for_the_prune_loop(big: &[u8], write: impl FnOnce(&Path, &[u8])) {
     let Some(mut sd) = SmallDisk::mount() else {
         return;
     };
     let (m, disk) = (&mut sd.m, &sd.disk);
     let store = m.store.clone();
-    // History fills the disk to just above the low-water mark (64 MiB
-    // here), where the daemon does not drop anything yet.
-    let mut k = 0;
-    while disk.free() > 176 << 20 {
-        k += 1;
-        assert!(k < 20, "the disk does not fill: {} free", disk.free());
-        save(&m.p("ckpt.bin"), &version(k, 48 << 20));
-    }
-    assert!(disk.free() > 128 << 20, "{} free", disk.free());
-    // One save of 192 MiB in a burst: it passes the low-water mark and
-    // the reserve (32 MiB) well inside the second in which the loop looks
-    // at the disk once; its writes wait for the loop to free the old
-    // versions instead of failing with ENOSPC.
-    let big = version(1000, 192 << 20);
-    save(&m.p("ckpt.bin"), &big);
+    fill_history(m, disk);
+    write(&m.p("ckpt.bin"), big);
     assert!(fs::read(m.p("ckpt.bin")).unwrap() == big);
     let log = m.log_text();
     assert!(
@@ -748,6 +766,20 @@ fn a_write_that_outruns_the_prune_loop_waits_for_it_instead_of_failing() {
     verify_clean(&store);
 }
 
+/// Saves versions of `ckpt.bin` (48 MiB) until history fills the disk to
+/// just above the daemon's low-water mark (64 MiB here), where it does
+/// not drop anything yet; returns how many.
+fn fill_history(m: &Mount, disk: &common::Tmpfs) -> usize {
+    let mut k = 0;
+    while disk.free() > 176 << 20 {
+        k += 1;
+        assert!(k < 20, "the disk does not fill: {} free", disk.free());
+        save(&m.p("ckpt.bin"), &version(k, 48 << 20));
+    }
+    assert!(disk.free() > 128 << 20, "{} free", disk.free());
+    k
+}
+
 #[test]
 fn kill_9_during_a_save_that_waits_for_room_keeps_the_checkpoint_it_replaces() {
     let Some(mut sd) = SmallDisk::mount() else {
@@ -755,12 +787,7 @@ fn kill_9_during_a_save_that_waits_for_room_keeps_the_checkpoint_it_replaces() {
     };
     let (m, disk) = (&mut sd.m, &sd.disk);
     let store = m.store.clone();
-    let mut k = 0;
-    while disk.free() > 176 << 20 {
-        k += 1;
-        assert!(k < 20, "the disk does not fill: {} free", disk.free());
-        save(&m.p("ckpt.bin"), &version(k, 48 << 20));
-    }
+    let k = fill_history(m, disk);
     let last = version(k, 48 << 20);
     // The next save comes from another process, as a job's does: it
     // truncates the checkpoint and writes 192 MiB faster than the prune

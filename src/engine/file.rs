@@ -91,6 +91,11 @@ impl RangeSet {
         self.0.keys().next().copied()
     }
 
+    /// Bytes in all the ranges.
+    pub fn bytes(&self) -> u64 {
+        self.0.iter().map(|(s, e)| e - s).sum()
+    }
+
     pub fn clear(&mut self) {
         self.0.clear();
     }
@@ -151,6 +156,13 @@ impl FileState {
             mtime: None,
             last_chunked: 0,
         }
+    }
+
+    /// Bytes written to the staging file since the last version: what the
+    /// next `record` stores as new chunks (with a chunk or two around each
+    /// run).
+    pub fn staged(&self) -> u64 {
+        self.written.bytes()
     }
 
     /// Bytes in chunk extents of the last recorded version (for st_blocks).

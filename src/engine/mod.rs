@@ -698,6 +698,15 @@ impl Engine {
 
     /// Records a version of `ino` if it changed.
     fn record(&self, ino: Ino, f: &RwLock<FileState>, fsynced: bool) -> Result<()> {
+        // Staged writes store their chunks only now: room for them is
+        // waited for as a write waits for its own, before the file's lock.
+        let staged = f.read().unwrap_or_else(|e| e.into_inner()).staged();
+        if staged > 0 {
+            self.store.space.wait_for_room(
+                self.store.packs_dir(),
+                staged + stream::MOST_UNSTORED as u64,
+            );
+        }
         let mut st = f.write().unwrap_or_else(|e| e.into_inner());
         if !st.dirty {
             if fsynced {
