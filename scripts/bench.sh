@@ -4,7 +4,7 @@
 # Markdown table and writes JSON under bench-results/.
 #
 #   scripts/bench.sh [--quick] [perf|snapshots|replica|history|bigfile|retention|encryption|s3|reads|small|deltas]...
-#     perf       sequential write/read vs direct disk and bindfs; the AI workload
+#     perf       sequential write/read vs direct disk (alternating, best of 3) and bindfs; the AI workload
 #                (shared/bench/gen_workload.py) ingested into revfs vs direct, bindfs,
 #                direct+restic and direct+borg; stored bytes; close() latency; small
 #                files; commit latency in a 100,000-file tree; peak RSS; old checkpoint reads
@@ -304,9 +304,10 @@ s = sections.get("perf")
 if s:
     q, w = s["seq"], s["workload"]
     wm, rm = q["write_mbs"], q["read_mbs"]
-    print(f"| (a) sequential write {q['mib']} MiB + fsync, revfs / direct | {wm['revfs'] / wm['direct']:.2f}x (target >= 0.6) | direct {wm['direct']:.0f} MB/s |")
+    best = f"best of {q['rounds']}, alternating: " if "rounds" in q else ""
+    print(f"| (a) sequential write {q['mib']} MiB + fsync, revfs / direct | {wm['revfs'] / wm['direct']:.2f}x (target >= 0.75) | {best}direct {wm['direct']:.0f} MB/s, revfs {wm['revfs']:.0f} MB/s |")
     print(f"| (a) sequential write, revfs / bindfs | {wm['revfs'] / wm['bindfs']:.2f}x (target >= 3) | bindfs {wm['bindfs']:.0f} MB/s |")
-    print(f"| (a) sequential read (cold), revfs live / direct | {rm['revfs'] / rm['direct']:.2f}x (target >= 0.8) | direct {rm['direct']:.0f} MB/s, bindfs {rm['bindfs']:.0f} MB/s |")
+    print(f"| (a) sequential read (cold), revfs live / direct | {rm['revfs'] / rm['direct']:.2f}x (target >= 0.8) | {best}direct {rm['direct']:.0f} MB/s, revfs {rm['revfs']:.0f} MB/s, bindfs {rm['bindfs']:.0f} MB/s |")
     print(f"| (a) sequential read (cold), revfs snapshot / direct | {rm['revfs_snapshot'] / rm['direct']:.2f}x (target >= 0.8) | - |")
     t = w["ingest_seconds"]
     print(f"| (b) workload ingest time, revfs / direct | {t['revfs'] / t['direct']:.2f}x | direct {t['direct']:.1f} s |")
