@@ -337,6 +337,8 @@ impl Repo {
         let heal = self.replicas.iter();
         let heal = heal.map(|r| Arc::new(crate::replica::HealFrom(r.1.clone())) as _);
         self.engine.store.set_heal_from(heal.collect());
+        // The shipper reads what was written, and drops it once shipped.
+        self.engine.store.set_drop_behind(self.replicas.is_empty());
         let links = self.replicas.iter().map(|(dir, _)| {
             Arc::new(crate::replica::Offline {
                 dir: dir.clone(),

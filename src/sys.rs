@@ -51,19 +51,55 @@ pub fn try_lock(f: &File) -> bool {
 /// it (sync_file_range SYNC_FILE_RANGE_WRITE): a later fdatasync then finds
 /// them written. Durability still comes only from that fdatasync.
 pub fn start_writeback(f: &File, off: u64, len: u64) -> std::io::Result<()> {
+    sync_range(f, off, len, libc::SYNC_FILE_RANGE_WRITE)
+}
+
+/// Waits until the writeback of `len` bytes of `f` at `off` (started by
+/// [`start_writeback`]) is done, then drops those pages from the page
+/// cache (see [`drop_cached`]). An error is a failed write of those bytes.
+pub fn drop_written(f: &File, off: u64, len: u64) -> std::io::Result<()> {
+    let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    sync_range(f, off, len, wait)?;
+    drop_cached(f, off, len)
+}
+
+fn sync_range(f: &File, off: u64, len: u64, flags: libc::c_uint) -> std::io::Result<()> {
     // SAFETY: sync_file_range only reads its integer arguments.
     let r = unsafe {
         libc::sync_file_range(
             f.as_raw_fd(),
             off as libc::off64_t,
             len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
+            flags,
         )
     };
     if r == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Tells the kernel that `len` bytes of `f` at `off` will not be read
+/// again soon (posix_fadvise DONTNEED): clean pages leave the page cache
+/// at once, and the next pages written or read reuse them. Only a hint:
+/// pages still dirty stay.
+pub fn drop_cached(f: &File, off: u64, len: u64) -> std::io::Result<()> {
+    // SAFETY: posix_fadvise only reads its integer arguments.
+    let r = unsafe {
+        libc::posix_fadvise(
+            f.as_raw_fd(),
+            off as libc::off64_t,
+            len as libc::off64_t,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(r))
     }
 }
 

@@ -2,9 +2,11 @@
 //! left off, the chunks of the next `WINDOW` bytes are loaded (read,
 //! decompressed, hash-checked once) into the store's cache by worker
 //! threads, so that the disk, the decoding and the kernel's copies of one
-//! file overlap instead of taking turns.
+//! file overlap instead of taking turns. What a worker read leaves the
+//! page cache behind it, in steps of `DROP_STEP` (each drop is a round of
+//! every CPU's page lists, so not one per chunk).
 
-use crate::ids::ObjectId;
+use crate::ids::{ObjectId, PackNo};
 use crate::store::ObjectStore;
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -19,6 +21,44 @@ const SLACK: u64 = 2 << 20;
 
 /// Chunks waiting for a worker, at most (more are not asked for).
 const QUEUE: usize = 256;
+
+/// A worker drops the pack pages it read in runs of this many bytes.
+const DROP_STEP: u64 = 8 << 20;
+
+/// Records a worker read lie this close to each other in one run of a
+/// pack (the other workers read the ones between).
+const DROP_GAP: u64 = 1 << 20;
+
+/// The run of pack bytes a worker read and has not dropped yet.
+#[derive(Default)]
+struct Behind(Option<(PackNo, u64, u64)>);
+
+impl Behind {
+    /// Adds a record that was read at `start..end` of `pack`.
+    fn add(&mut self, store: &ObjectStore, (pack, start, end): (PackNo, u64, u64)) {
+        match &mut self.0 {
+            Some((p, s, e)) if *p == pack && start >= *s && start <= *e + DROP_GAP => {
+                *e = (*e).max(end);
+            }
+            _ => {
+                self.flush(store);
+                self.0 = Some((pack, start, end));
+            }
+        }
+        if let Some((p, s, e)) = self.0
+            && e - s >= DROP_STEP
+        {
+            store.drop_pages(p, s, e);
+            self.0 = None;
+        }
+    }
+
+    fn flush(&mut self, store: &ObjectStore) {
+        if let Some((p, s, e)) = self.0.take() {
+            store.drop_pages(p, s, e);
+        }
+    }
+}
 
 pub struct Readahead {
     tx: Mutex<Option<SyncSender<ObjectId>>>,
@@ -45,13 +85,16 @@ impl Readahead {
             let spawned = std::thread::Builder::new()
                 .name(format!("revfs-readahead-{i}"))
                 .spawn(move || {
+                    let mut behind = Behind::default();
                     loop {
                         let next = lock(&rx).recv();
                         let Ok(id) = next else { return };
                         // The store went away: nothing more to load.
                         let Some(store) = store.upgrade() else { return };
                         // A failure is the reader's to report, when it reads.
-                        let _ = store.get(&id);
+                        if let Ok(Some(read)) = store.load_streamed(&id) {
+                            behind.add(&store, read);
+                        }
                         lock(&queued).remove(&id);
                     }
                 });

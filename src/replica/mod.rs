@@ -541,7 +541,11 @@ fn sync_keys(t: &dyn Target, store: &ObjectStore) -> Result<()> {
 fn put_pack_object(t: &dyn Target, name: &str, from: &File, start: u64, end: u64) -> Result<()> {
     let idx = pack_index::PackIndex::of_file(from, start, end).map_err(Error::Io)?;
     t.put_replace(&pack_index::index_name(name), &idx.encode())?;
-    t.put_immutable(name, from, start, end - start)
+    t.put_immutable(name, from, start, end - start)?;
+    // The shipper is the last reader of what was just written: its pages
+    // go, as they do without a replica (drop-behind). Only a hint.
+    let _ = crate::sys::drop_cached(from, start, end - start);
+    Ok(())
 }
 
 /// Deletes pack object `name` and then its index.

@@ -154,6 +154,12 @@ impl ObjectStore {
         }
     }
 
+    /// Whether written pack pages leave the page cache once on the disk
+    /// ([`PackWriter::set_drop_behind`]).
+    pub fn set_drop_behind(&self, on: bool) {
+        lock(&self.writer).set_drop_behind(on);
+    }
+
     /// Bytes of decoded objects kept in memory at most.
     pub fn set_cache_limit(&self, bytes: u64) {
         lock(&self.cache).set_limit(bytes);
@@ -465,6 +471,43 @@ impl ObjectStore {
     /// The verified bytes of an object.
     pub fn get(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
         self.get_at(id, 0)
+    }
+
+    /// [`get`](Self::get) for a sequential reader, ahead of its reads;
+    /// returns where its record is in a local pack when it was read from
+    /// there (pages a [`drop_pages`](Self::drop_pages) can let go).
+    pub fn load_streamed(&self, id: &ObjectId) -> Result<Option<(PackNo, u64, u64)>> {
+        if self.is_cached(id) {
+            return Ok(None);
+        }
+        self.get(id)?;
+        if self.remote.is_some() {
+            return Ok(None);
+        }
+        Ok(match self.locate(id)? {
+            Some(e) => {
+                let at = record_start(&e)?;
+                Some((
+                    e.pack,
+                    at,
+                    at + RECORD_HEADER_LEN as u64 + u64::from(e.stored_len),
+                ))
+            }
+            None => None,
+        })
+    }
+
+    /// Drops bytes `start..end` of local pack `pack` from the page cache
+    /// (only a hint): read ahead for a sequential reader, their decoded
+    /// bytes are cached here and the mount's cache of the file keeps what
+    /// is read, so the pack's pages were a third copy, and new pages to
+    /// fill (see [`PackWriter::set_drop_behind`]).
+    pub fn drop_pages(&self, pack: PackNo, start: u64, end: u64) {
+        if let Ok(r) = self.reader(pack)
+            && let Some(f) = r.whole_file()
+        {
+            let _ = crate::sys::drop_cached(f, start, end.saturating_sub(start));
+        }
     }
 
     /// [`get`](Self::get) of an object `depth` delta bases below the one

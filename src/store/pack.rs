@@ -263,6 +263,9 @@ pub struct PackWriter {
     open: Option<OpenPack>,
     /// Packs sealed since the last sync whose data still needs a sync.
     unsynced_dir: bool,
+    /// Whether written pages leave the page cache once on the disk
+    /// ([`PackWriter::set_drop_behind`]).
+    drop_behind: bool,
 }
 
 struct OpenPack {
@@ -273,6 +276,8 @@ struct OpenPack {
     synced: u64,
     /// Bytes whose writeback has been started ([`WRITEBACK_STEP`]).
     written_back: u64,
+    /// Bytes whose pages were dropped from the page cache (drop-behind).
+    dropped: u64,
 }
 
 /// The open pack's pages are handed to the disk every this many bytes, so
@@ -291,6 +296,7 @@ impl PackWriter {
             next_no: PackNo(next),
             open: None,
             unsynced_dir: false,
+            drop_behind: false,
         })
     }
 
@@ -301,7 +307,21 @@ impl PackWriter {
             next_no: PackNo(1),
             open: None,
             unsynced_dir: false,
+            drop_behind: false,
         }
+    }
+
+    /// Drop-behind: the pages of what is appended leave the page cache once
+    /// they are on the disk (a step behind the writeback, and at the seal).
+    /// A pack is read back rarely (a cache miss, a prune), so keeping it
+    /// cached only doubled what a write costs the page cache: the mount's
+    /// own cache of the file holds the same bytes. Freed pages are reused
+    /// by the next ones written, which on this project's VM made a 4 GiB
+    /// write 1.7x faster (the hypervisor backs each new page at its first
+    /// touch). Off while a replica still has to read the packs (it drops
+    /// them once shipped).
+    pub fn set_drop_behind(&mut self, on: bool) {
+        self.drop_behind = on;
     }
 
     /// Numbers new packs from `no` on, if that is past the next number.
@@ -349,6 +369,7 @@ impl PackWriter {
                 len: PACK_HEADER_LEN,
                 synced: 0,
                 written_back: 0,
+                dropped: 0,
             });
         }
         let p = self.open.as_mut().expect("opened above");
@@ -358,6 +379,13 @@ impl PackWriter {
             .map_err(Error::io_at(pack_path(&self.dir, p.no)))?;
         p.len += rec.len() as u64;
         if p.len - p.written_back >= WRITEBACK_STEP {
+            if self.drop_behind {
+                // The step before this one, started a step ago: its wait is
+                // short, and a failed write of it fails this append.
+                crate::sys::drop_written(&p.file, p.dropped, p.written_back - p.dropped)
+                    .map_err(Error::io_at(pack_path(&self.dir, p.no)))?;
+                p.dropped = p.written_back;
+            }
             // Only a head start for the seal's fdatasync: a failure here
             // is that sync's to report.
             let _ = crate::sys::start_writeback(&p.file, p.written_back, p.len - p.written_back);
@@ -416,7 +444,12 @@ impl PackWriter {
     /// Syncs and closes the open pack; it never changes again.
     pub fn seal(&mut self) -> Result<()> {
         self.sync()?;
-        self.open = None;
+        if let Some(p) = self.open.take()
+            && self.drop_behind
+        {
+            // Synced: every page is clean. Only a hint.
+            let _ = crate::sys::drop_cached(&p.file, p.dropped, p.len - p.dropped);
+        }
         Ok(())
     }
 }
