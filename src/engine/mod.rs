@@ -572,6 +572,9 @@ impl Engine {
             if let Ok(ids) = f.chunks_in(&self.store, from, to) {
                 self.readahead.load(&self.store, ids);
             }
+            if let Ok(ids) = f.chunks_in(&self.store, off, off + n as u64) {
+                self.readahead.read_behind(&self.store, fh, &ids);
+            }
         }
         Ok(buf)
     }
@@ -645,7 +648,7 @@ impl Engine {
 
     /// Last close of a handle.
     pub fn release(&self, fh: u64) -> Result<()> {
-        self.readahead.forget(fh);
+        self.readahead.forget(&self.store, fh);
         let h = lock(&self.handles).remove(&fh);
         let Some(Handle::File { ino, state: f, .. }) = h else {
             return Ok(());

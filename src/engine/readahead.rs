@@ -2,9 +2,10 @@
 //! left off, the chunks of the next `WINDOW` bytes are loaded (read,
 //! decompressed, hash-checked once) into the store's cache by worker
 //! threads, so that the disk, the decoding and the kernel's copies of one
-//! file overlap instead of taking turns. What a worker read leaves the
-//! page cache behind it, in steps of `DROP_STEP` (each drop is a round of
-//! every CPU's page lists, so not one per chunk).
+//! file overlap instead of taking turns. The pack pages of what such a
+//! handle has read leave the page cache behind it, in runs of `DROP_STEP`
+//! (each drop is a round of every CPU's page lists, so not one per chunk),
+//! whoever loaded them: under load the reader loads many chunks itself.
 
 use crate::ids::{ObjectId, PackNo};
 use crate::store::ObjectStore;
@@ -22,14 +23,14 @@ const SLACK: u64 = 2 << 20;
 /// Chunks waiting for a worker, at most (more are not asked for).
 const QUEUE: usize = 256;
 
-/// A worker drops the pack pages it read in runs of this many bytes.
+/// A sequential reader's pack pages are dropped in runs of this many bytes.
 const DROP_STEP: u64 = 8 << 20;
 
-/// Records a worker read lie this close to each other in one run of a
-/// pack (the other workers read the ones between).
+/// Records this close to each other are one run of a pack (a file's
+/// chunks lie in order, with other files' records between).
 const DROP_GAP: u64 = 1 << 20;
 
-/// The run of pack bytes a worker read and has not dropped yet.
+/// The run of pack bytes a handle has read and not dropped yet.
 #[derive(Default)]
 struct Behind(Option<(PackNo, u64, u64)>);
 
@@ -67,6 +68,8 @@ pub struct Readahead {
     /// Per handle: (where its next sequential read starts, how far
     /// chunks were asked for).
     handles: Mutex<HashMap<u64, (u64, u64)>>,
+    /// Per sequentially reading handle: pack bytes read, not dropped yet.
+    behind: Mutex<HashMap<u64, Behind>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -85,16 +88,13 @@ impl Readahead {
             let spawned = std::thread::Builder::new()
                 .name(format!("revfs-readahead-{i}"))
                 .spawn(move || {
-                    let mut behind = Behind::default();
                     loop {
                         let next = lock(&rx).recv();
                         let Ok(id) = next else { return };
                         // The store went away: nothing more to load.
                         let Some(store) = store.upgrade() else { return };
                         // A failure is the reader's to report, when it reads.
-                        if let Ok(Some(read)) = store.load_streamed(&id) {
-                            behind.add(&store, read);
-                        }
+                        let _ = store.get(&id);
                         lock(&queued).remove(&id);
                     }
                 });
@@ -104,6 +104,7 @@ impl Readahead {
             tx: Mutex::new((started > 0).then_some(tx)),
             queued,
             handles: Mutex::new(HashMap::new()),
+            behind: Mutex::new(HashMap::new()),
         }
     }
 
@@ -140,9 +141,24 @@ impl Readahead {
         }
     }
 
+    /// Handle `fh`, reading sequentially, has read the chunks `ids`: their
+    /// pack pages go, a run at a time (see [`ObjectStore::drop_pages`]).
+    pub fn read_behind(&self, store: &ObjectStore, fh: u64, ids: &[ObjectId]) {
+        let mut behind = lock(&self.behind);
+        let b = behind.entry(fh).or_default();
+        for id in ids {
+            if let Ok(Some(at)) = store.record_range(id) {
+                b.add(store, at);
+            }
+        }
+    }
+
     /// The handle is closed.
-    pub fn forget(&self, fh: u64) {
+    pub fn forget(&self, store: &ObjectStore, fh: u64) {
         lock(&self.handles).remove(&fh);
+        if let Some(mut b) = lock(&self.behind).remove(&fh) {
+            b.flush(store);
+        }
     }
 }
 
@@ -174,7 +190,7 @@ mod tests {
         assert_eq!(r.after_read(1, 900 << 20, (900 << 20) + 4096), None);
         // ...another handle has its own position; a closed one starts over.
         assert!(r.after_read(2, 0, 4096).is_some());
-        r.forget(1);
+        r.forget(&store, 1);
         assert!(r.after_read(1, 0, 4096).is_some());
     }
 

@@ -473,14 +473,9 @@ impl ObjectStore {
         self.get_at(id, 0)
     }
 
-    /// [`get`](Self::get) for a sequential reader, ahead of its reads;
-    /// returns where its record is in a local pack when it was read from
-    /// there (pages a [`drop_pages`](Self::drop_pages) can let go).
-    pub fn load_streamed(&self, id: &ObjectId) -> Result<Option<(PackNo, u64, u64)>> {
-        if self.is_cached(id) {
-            return Ok(None);
-        }
-        self.get(id)?;
+    /// Where the object's record is in a local pack: (pack, start, end);
+    /// None for a store whose packs are elsewhere.
+    pub fn record_range(&self, id: &ObjectId) -> Result<Option<(PackNo, u64, u64)>> {
         if self.remote.is_some() {
             return Ok(None);
         }
@@ -498,10 +493,10 @@ impl ObjectStore {
     }
 
     /// Drops bytes `start..end` of local pack `pack` from the page cache
-    /// (only a hint): read ahead for a sequential reader, their decoded
-    /// bytes are cached here and the mount's cache of the file keeps what
-    /// is read, so the pack's pages were a third copy, and new pages to
-    /// fill (see [`PackWriter::set_drop_behind`]).
+    /// (only a hint): read by a sequential reader, their decoded bytes
+    /// are cached here and the mount's cache of the file keeps what was
+    /// read, so the pack's pages were a third copy, and new pages to fill
+    /// (see [`PackWriter::set_drop_behind`]).
     pub fn drop_pages(&self, pack: PackNo, start: u64, end: u64) {
         if let Ok(r) = self.reader(pack)
             && let Some(f) = r.whole_file()
