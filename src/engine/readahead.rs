@@ -32,30 +32,35 @@ const DROP_GAP: u64 = 1 << 20;
 
 /// The run of pack bytes a handle has read and not dropped yet.
 #[derive(Default)]
-struct Behind(Option<(PackNo, u64, u64)>);
+struct Behind {
+    run: Option<(PackNo, u64, u64)>,
+    /// The chunk added last: a chunk that spans several reads is looked
+    /// up once, not at every read.
+    last: Option<ObjectId>,
+}
 
 impl Behind {
     /// Adds a record that was read at `start..end` of `pack`.
     fn add(&mut self, store: &ObjectStore, (pack, start, end): (PackNo, u64, u64)) {
-        match &mut self.0 {
+        match &mut self.run {
             Some((p, s, e)) if *p == pack && start >= *s && start <= *e + DROP_GAP => {
                 *e = (*e).max(end);
             }
             _ => {
                 self.flush(store);
-                self.0 = Some((pack, start, end));
+                self.run = Some((pack, start, end));
             }
         }
-        if let Some((p, s, e)) = self.0
+        if let Some((p, s, e)) = self.run
             && e - s >= DROP_STEP
         {
             store.drop_pages(p, s, e);
-            self.0 = None;
+            self.run = None;
         }
     }
 
     fn flush(&mut self, store: &ObjectStore) {
-        if let Some((p, s, e)) = self.0.take() {
+        if let Some((p, s, e)) = self.run.take() {
             store.drop_pages(p, s, e);
         }
     }
@@ -147,6 +152,10 @@ impl Readahead {
         let mut behind = lock(&self.behind);
         let b = behind.entry(fh).or_default();
         for id in ids {
+            if b.last == Some(*id) {
+                continue;
+            }
+            b.last = Some(*id);
             if let Ok(Some(at)) = store.record_range(id) {
                 b.add(store, at);
             }

@@ -444,8 +444,9 @@ impl PackWriter {
     /// Syncs and closes the open pack; it never changes again.
     pub fn seal(&mut self) -> Result<()> {
         self.sync()?;
-        if let Some(p) = self.open.take()
-            && self.drop_behind
+        let sealed = self.open.take();
+        if self.drop_behind
+            && let Some(p) = sealed
         {
             // Synced: every page is clean. Only a hint.
             let _ = crate::sys::drop_cached(&p.file, p.dropped, p.len - p.dropped);
