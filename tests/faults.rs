@@ -176,6 +176,15 @@ fn damaged_catalog_pack_and_config_are_reported_clearly() {
         mount_fails_clearly(&m, "catalog", "recover");
         restore(&m);
     }
+    // Byte 14 of the journal is the padding of its first batch's
+    // compression type (tag, count u32, seqno u64, type, pad), on which
+    // fjall's decoder asserts: the one-line error, no panic on the terminal.
+    let mut b = fs::read(&journal).unwrap();
+    assert_eq!(b[..15], [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    b[14] ^= 0x10;
+    fs::write(&journal, b).unwrap();
+    mount_fails_clearly(&m, "catalog", "recover");
+    restore(&m);
     fs::write(m.store.join("catalog/version"), bytes(8, 3000)).unwrap();
     mount_fails_clearly(&m, "catalog", "recover");
     restore(&m);

@@ -552,10 +552,8 @@ impl Db {
                 path.display()
             )));
         }
-        // fjall's journal recovery asserts on some damaged bytes: a damaged
-        // catalog is an error to report, never a crash.
-        let ks = std::panic::catch_unwind(|| config(path).open())
-            .map_err(|_| damaged(path, "its journal cannot be read"))?
+        let ks = super::contain::contained(|| config(path).open())
+            .map_err(|why| damaged(path, format!("its journal cannot be read: {why}")))?
             .map_err(|e| damaged(path, e))?;
         let db = open_partition(&ks).map_err(|e| damaged(path, e))?;
         let (fkey, fval) = format_record();
