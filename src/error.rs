@@ -58,7 +58,11 @@ pub enum Error {
     },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("metadata database: {0}")]
+    /// The catalog (fjall) refused a read or write other than by an I/O
+    /// error: damaged bytes, or a database that failed a write before.
+    #[error(
+        "metadata database: {0}; `revfs verify` checks the store, `revfs recover` rebuilds it from a replica"
+    )]
     Db(String),
     /// A user-facing problem with a store path, format or configuration.
     #[error("{0}")]
