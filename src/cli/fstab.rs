@@ -47,6 +47,11 @@ pub fn translate(args: &[OsString], subcommands: &[String]) -> Option<Vec<OsStri
     if first.starts_with('-') || subcommands.iter().any(|s| s == first) || args.len() < 3 {
         return None;
     }
+    // A bare word that names nothing is a mistyped command (`revfs unmount
+    // MNT`), not a store: clap then says "unrecognized subcommand".
+    if !first.contains('/') && !std::path::Path::new(first).exists() {
+        return None;
+    }
     let mut out: Vec<OsString> = vec![
         args[0].clone(),
         "mount".into(),
@@ -125,5 +130,7 @@ mod tests {
         assert!(translate(&strs(&["revfs", "status", "/s"]), &subs).is_none());
         assert!(translate(&strs(&["revfs", "--help"]), &subs).is_none());
         assert!(translate(&strs(&["revfs", "/s"]), &subs).is_none());
+        assert!(translate(&strs(&["revfs", "unmount", "/m"]), &subs).is_none());
+        assert!(translate(&strs(&["revfs", "s3://b/p", "/m"]), &subs).is_some());
     }
 }
