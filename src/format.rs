@@ -1036,6 +1036,11 @@ pub struct RecordHeader {
 }
 
 impl RecordHeader {
+    /// The bytes of the record it heads: header and payload.
+    pub fn record_len(&self) -> usize {
+        RECORD_HEADER_LEN + self.stored_len as usize
+    }
+
     pub fn encode(&self) -> [u8; RECORD_HEADER_LEN] {
         let mut b = [0u8; RECORD_HEADER_LEN];
         b[0] = self.kind as u8;

@@ -11,7 +11,7 @@
 //! number of commits or paths that share it.
 
 use crate::error::{Error, Result};
-use crate::format::{Commit, Extent, FileType, Node, RECORD_HEADER_LEN, TreeRecord};
+use crate::format::{Commit, Extent, FileType, Node, TreeRecord};
 use crate::ids::{ObjectId, ObjectKind};
 use crate::manifest::{self, Visit};
 use crate::store::ObjectStore;
@@ -137,7 +137,7 @@ impl<'a> Reach<'a> {
         if let Some(b) = self.bytes.as_mut()
             && let Some(e) = self.store.locate(&id)?
         {
-            *b += e.stored_len as u64 + RECORD_HEADER_LEN as u64;
+            *b += e.record_len();
         }
         Ok(true)
     }
@@ -160,7 +160,7 @@ impl<'a> Reach<'a> {
                 continue;
             };
             if let Some(b) = self.bytes.as_mut() {
-                *b += e.stored_len as u64 + RECORD_HEADER_LEN as u64;
+                *b += e.record_len();
             }
             match self.store.bases(&id, &e) {
                 Ok(b) if b.is_empty() => {}

@@ -203,7 +203,7 @@ fn primary(
     };
     for entry in db.index_from(from) {
         let (id, x) = entry?;
-        let len = x.stored_len as u64 + crate::format::RECORD_HEADER_LEN as u64;
+        let len = x.record_len();
         pace.took(len);
         if let Err(err) = e.store.read_verified(&id, &x) {
             // Moved by a prune since it was listed: not damage.

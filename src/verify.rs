@@ -145,7 +145,7 @@ pub fn verify(
                     continue;
                 };
                 let at = offset - RECORD_HEADER_LEN as u64;
-                let len = RECORD_HEADER_LEN + e.stored_len as usize;
+                let len = e.record_len() as usize;
                 let rec = replica::target::read_pack_range(t, *no, at, len)?;
                 let re = IndexEntry {
                     pack: *no,

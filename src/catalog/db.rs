@@ -25,6 +25,11 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
+    /// The bytes of the record in its pack: header and payload.
+    pub fn record_len(&self) -> u64 {
+        crate::format::RECORD_HEADER_LEN as u64 + u64::from(self.stored_len)
+    }
+
     /// Whether the record is a delta of other chunks (format 7).
     pub fn is_delta(&self) -> bool {
         self.codec & !crate::format::CODEC_SEALED == crate::format::CODEC_DELTA

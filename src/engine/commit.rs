@@ -167,7 +167,7 @@ impl Engine {
         let mut b = Batch::default();
         let (mut chunks, mut chunk_bytes, mut stored) = (0, 0, 0);
         for (id, e) in &index {
-            stored += e.stored_len as u64 + crate::format::RECORD_HEADER_LEN as u64;
+            stored += e.record_len();
             // `put` appends only objects not yet stored: every pending chunk
             // but a healed copy is a new one.
             if e.kind == ObjectKind::Chunk && !self.store.is_rewrite(id) {

@@ -174,7 +174,7 @@ fn copy_packs(
         for (h, payload) in r.scan()? {
             let e = IndexEntry::of_record(no, payload, &h);
             let hdr_at = payload - RECORD_HEADER_LEN as u64;
-            let len = RECORD_HEADER_LEN + h.stored_len as usize;
+            let len = h.record_len();
             let checked = r
                 .read_at(hdr_at, len)
                 .map_err(Error::io_at(&src_path))

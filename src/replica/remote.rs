@@ -132,7 +132,7 @@ pub fn scan_object(
         let Ok(h) = RecordHeader::decode(&bytes(at, RECORD_HEADER_LEN)?) else {
             break;
         };
-        let len = RECORD_HEADER_LEN + h.stored_len as usize;
+        let len = h.record_len();
         if at + len as u64 > o.end {
             break;
         }

@@ -39,7 +39,7 @@ use crate::catalog::db::{Batch, PathVersion, ReplicaDeletion};
 use crate::crashpoint::crash_point;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::format::{FileType, RECORD_HEADER_LEN, Time};
+use crate::format::{FileType, Time};
 use crate::ids::{CommitSeq, Ino, ObjectId, PackNo};
 use crate::reach::{Missing, Reach};
 use crate::status;
@@ -598,7 +598,7 @@ fn account(
             continue;
         };
         if reach.contains(&id) {
-            let bytes = e.stored_len as u64 + RECORD_HEADER_LEN as u64;
+            let bytes = e.record_len();
             u.live += bytes;
             if e.kind == crate::ids::ObjectKind::Chunk
                 && crate::store::codec::is_hot(e.codec & !crate::format::CODEC_SEALED)
@@ -709,7 +709,7 @@ fn sweep(
             if reused.contains(id) {
                 // Handed out again since the mark: live after all.
                 if let Some(u) = uses.get_mut(&e.pack) {
-                    u.live += e.stored_len as u64 + RECORD_HEADER_LEN as u64;
+                    u.live += e.record_len();
                 }
             } else {
                 b.del_index(id);

@@ -363,7 +363,7 @@ impl ObjectStore {
             let path = pack::pack_path(&self.dir, e.pack);
             let hdr_at = record_start(e)?;
             let stored = f
-                .read_at(hdr_at, RECORD_HEADER_LEN + e.stored_len as usize)
+                .read_at(hdr_at, e.record_len() as usize)
                 .map_err(Error::io_at(&path))?;
             // Never copy damage forward: check before writing.
             let raw = check_record(self.db.crypto(), &stored, &path, id, e, &bases)?;
@@ -413,7 +413,7 @@ impl ObjectStore {
         for ((id, old), (_, new)) in was.iter().zip(moved) {
             if self.db.index(id)? == Some(*old) {
                 b.put_index(id, new);
-                bytes += new.stored_len as u64 + RECORD_HEADER_LEN as u64;
+                bytes += new.record_len();
             }
         }
         Ok(bytes)
@@ -482,11 +482,7 @@ impl ObjectStore {
         Ok(match self.locate(id)? {
             Some(e) => {
                 let at = record_start(&e)?;
-                Some((
-                    e.pack,
-                    at,
-                    at + RECORD_HEADER_LEN as u64 + u64::from(e.stored_len),
-                ))
+                Some((e.pack, at, at + e.record_len()))
             }
             None => None,
         })
@@ -622,7 +618,7 @@ impl ObjectStore {
     fn heal(&self, id: &ObjectId, e: &IndexEntry, depth: usize) -> Option<Vec<u8>> {
         let replicas = lock(&self.heal_from).clone();
         let at = e.offset.checked_sub(RECORD_HEADER_LEN as u64)?;
-        let len = RECORD_HEADER_LEN + e.stored_len as usize;
+        let len = e.record_len() as usize;
         // Each replica in turn, the first first.
         let (raw, from) = replicas.iter().find_map(|t| {
             let dir = PathBuf::from(t.describe());
@@ -700,7 +696,7 @@ impl ObjectStore {
         bases: Bases,
     ) -> Result<Vec<u8>> {
         let at = record_start(e)?;
-        let len = RECORD_HEADER_LEN + e.stored_len as usize;
+        let len = e.record_len() as usize;
         let path = PathBuf::from(src.describe()).join(pack::pack_name(e.pack));
         let check = |fresh| {
             let stored = src.read_at(e.pack, at, len, fresh)?;
@@ -863,7 +859,7 @@ pub fn read_record(
         // The common case: header and payload read apart, no copy. The
         // length is checked first: a damaged one allocates nothing.
         let len = file.metadata().map_err(Error::io_at(path))?.len();
-        if at + (RECORD_HEADER_LEN as u64) + e.stored_len as u64 > len {
+        if at + e.record_len() > len {
             return Err(Error::io_at(path)(std::io::Error::from(
                 std::io::ErrorKind::UnexpectedEof,
             )));
@@ -874,7 +870,7 @@ pub fn read_record(
         return check_parts(crypto, &head, body.into(), path, id, e, Some(bases));
     }
     let stored = f
-        .read_at(at, RECORD_HEADER_LEN + e.stored_len as usize)
+        .read_at(at, e.record_len() as usize)
         .map_err(Error::io_at(path))?;
     check_record(crypto, &stored, path, id, e, bases)
 }
