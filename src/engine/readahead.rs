@@ -39,29 +39,26 @@ struct Behind {
     last: Option<ObjectId>,
 }
 
+/// Pack bytes to drop from the page cache: `pack`, `start..end`.
+type Run = (PackNo, u64, u64);
+
 impl Behind {
-    /// Adds a record that was read at `start..end` of `pack`.
-    fn add(&mut self, store: &ObjectStore, (pack, start, end): (PackNo, u64, u64)) {
+    /// Adds a record that was read at `start..end` of `pack`; the runs
+    /// now due to be dropped go to `due`.
+    fn add(&mut self, (pack, start, end): Run, due: &mut Vec<Run>) {
         match &mut self.run {
             Some((p, s, e)) if *p == pack && start >= *s && start <= *e + DROP_GAP => {
                 *e = (*e).max(end);
             }
             _ => {
-                self.flush(store);
+                due.extend(self.run.take());
                 self.run = Some((pack, start, end));
             }
         }
-        if let Some((p, s, e)) = self.run
+        if let Some((_, s, e)) = self.run
             && e - s >= DROP_STEP
         {
-            store.drop_pages(p, s, e);
-            self.run = None;
-        }
-    }
-
-    fn flush(&mut self, store: &ObjectStore) {
-        if let Some((p, s, e)) = self.run.take() {
-            store.drop_pages(p, s, e);
+            due.extend(self.run.take());
         }
     }
 }
@@ -149,24 +146,33 @@ impl Readahead {
     /// Handle `fh`, reading sequentially, has read the chunks `ids`: their
     /// pack pages go, a run at a time (see [`ObjectStore::drop_pages`]).
     pub fn read_behind(&self, store: &ObjectStore, fh: u64, ids: &[ObjectId]) {
-        let mut behind = lock(&self.behind);
-        let b = behind.entry(fh).or_default();
-        for id in ids {
-            if b.last == Some(*id) {
-                continue;
+        let mut due = Vec::new();
+        {
+            let mut behind = lock(&self.behind);
+            let b = behind.entry(fh).or_default();
+            for id in ids {
+                if b.last == Some(*id) {
+                    continue;
+                }
+                b.last = Some(*id);
+                if let Ok(Some(at)) = store.record_range(id) {
+                    b.add(at, &mut due);
+                }
             }
-            b.last = Some(*id);
-            if let Ok(Some(at)) = store.record_range(id) {
-                b.add(store, at);
-            }
+        }
+        // Out of the lock: a drop waits on every CPU's page lists, and
+        // other handles' reads need not wait for that.
+        for (pack, start, end) in due {
+            store.drop_pages(pack, start, end);
         }
     }
 
     /// The handle is closed.
     pub fn forget(&self, store: &ObjectStore, fh: u64) {
         lock(&self.handles).remove(&fh);
-        if let Some(mut b) = lock(&self.behind).remove(&fh) {
-            b.flush(store);
+        let run = lock(&self.behind).remove(&fh).and_then(|b| b.run);
+        if let Some((pack, start, end)) = run {
+            store.drop_pages(pack, start, end);
         }
     }
 }
@@ -177,6 +183,37 @@ mod tests {
     use crate::catalog::db::Db;
     use crate::ids::ObjectKind;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_readers_records_are_dropped_in_runs_of_a_step() {
+        let (mut b, mut due) = (Behind::default(), Vec::new());
+        let p = PackNo(1);
+        // Records in order, with small gaps: one run, due at DROP_STEP.
+        let mut at = 0;
+        while at + (1 << 20) < DROP_STEP {
+            b.add((p, at, at + (1 << 20) - 100), &mut due);
+            at += 1 << 20;
+        }
+        assert!(due.is_empty(), "{due:?}");
+        b.add((p, at, at + (1 << 20)), &mut due);
+        assert_eq!(due, [(p, 0, DROP_STEP)]);
+        // A jump past DROP_GAP, or another pack, ends the run there.
+        due.clear();
+        b.add((p, 1 << 30, (1 << 30) + 10), &mut due);
+        b.add(
+            (p, (3 << 30) + DROP_GAP, (3 << 30) + DROP_GAP + 10),
+            &mut due,
+        );
+        b.add((PackNo(2), 0, 10), &mut due);
+        assert_eq!(
+            due,
+            [
+                (p, 1 << 30, (1 << 30) + 10),
+                (p, (3 << 30) + DROP_GAP, (3 << 30) + DROP_GAP + 10)
+            ]
+        );
+        assert_eq!(b.run, Some((PackNo(2), 0, 10)));
+    }
 
     #[test]
     fn only_sequential_reads_ask_for_the_window_ahead_and_once() {
