@@ -97,6 +97,17 @@ pub fn verify(
         }
     }
     progress(total, total);
+    let t = std::time::Instant::now();
+    let damaged = engine.db.damaged_blocks();
+    tracing::debug!("catalog blocks checked in {:?}", t.elapsed());
+    match damaged {
+        Ok(0) => {}
+        Ok(n) => report.primary.corrupt.push(format!(
+            "metadata database: {n} damaged block(s) in its segments; `revfs recover` \
+             rebuilds the store from a replica"
+        )),
+        Err(e) => report.primary.corrupt.push(e.to_string()),
+    }
     let indexed: HashMap<ObjectId, _> = index.iter().copied().collect();
     for id in referenced(engine, &commits, true)? {
         if !indexed.contains_key(&id) && engine.store.locate(&id)?.is_none() {
