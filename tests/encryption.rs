@@ -773,7 +773,12 @@ fn delta_records_of_an_encrypted_store_are_sealed_and_read_back() {
     );
     assert!(ok, "{out}");
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(r["deltas_written"].as_u64().unwrap() >= 10, "{r}");
+    // The middle version's chunks become deltas of the first (the key;
+    // the newest stays whole): a 1 MiB version is at least 1 MiB /
+    // MAX_CHUNK chunks, however the writes were cut (9 in one CI run, 13-15
+    // here, for the same 1.40 MB freed), and its delta saves over half of it.
+    assert!(r["deltas_written"].as_u64().unwrap() >= 4, "{r}");
+    assert!(r["bytes_freed"].as_u64().unwrap() >= 512 << 10, "{r}");
     let (ok, out) = rv(Some(PASS), &[os("verify"), m.store.as_os_str()]);
     assert!(ok && out.contains("clean"), "{out}");
     start(&mut m, PASS);
