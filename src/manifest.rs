@@ -22,7 +22,7 @@
 use crate::error::{Error, Result};
 use crate::format::{Child, Extent, ManifestNode};
 use crate::ids::{ObjectId, ObjectKind};
-use crate::store::ObjectStore;
+use crate::store::{Access, ObjectStore};
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -113,12 +113,18 @@ impl Default for Nodes {
 }
 
 impl Nodes {
-    /// Node `id`, which must be of `level`.
-    fn get(&self, store: &ObjectStore, id: &ObjectId, level: u8) -> Result<Arc<Node>> {
+    /// Node `id`, which must be of `level`, read from its pack as `access` says.
+    fn get(
+        &self,
+        store: &ObjectStore,
+        id: &ObjectId,
+        level: u8,
+        access: Access,
+    ) -> Result<Arc<Node>> {
         if let Some(n) = lock(&self.0).get(id) {
             return Ok(n.clone());
         }
-        let node = ManifestNode::decode(&store.get(id)?)?;
+        let node = ManifestNode::decode(&store.get_for(id, access)?)?;
         if node.level() != level {
             return Err(Error::corrupt(
                 format!("manifest node {id}"),
@@ -137,6 +143,7 @@ impl Nodes {
         mut node: Arc<Node>,
         mut start: u64,
         pos: u64,
+        access: Access,
     ) -> Result<(u64, Extent)> {
         loop {
             let (i, at) = node.find(pos - start);
@@ -154,7 +161,7 @@ impl Nodes {
                     return Ok((start, x[i]));
                 }
                 ManifestNode::Inner { level, children } => {
-                    self.get(store, &children[i].id, level - 1)?
+                    self.get(store, &children[i].id, level - 1, access)?
                 }
             };
             node = next;
@@ -198,10 +205,22 @@ impl Content {
 
     /// The extent holding `pos` and where it starts; `None` at or past the end.
     pub fn extent_at(&self, store: &ObjectStore, pos: u64) -> Result<Option<(u64, Extent)>> {
+        self.extent_for(store, pos, Access::Sequential)
+    }
+
+    /// [`extent_at`](Self::extent_at) with the nodes it loads read as
+    /// `access` says (a random read's nodes are as scattered as its chunks).
+    pub fn extent_for(
+        &self,
+        store: &ObjectStore,
+        pos: u64,
+        access: Access,
+    ) -> Result<Option<(u64, Extent)>> {
         match &self.root {
-            Some((_, root)) if pos < root.len => {
-                self.nodes.extent_at(store, root.clone(), 0, pos).map(Some)
-            }
+            Some((_, root)) if pos < root.len => self
+                .nodes
+                .extent_at(store, root.clone(), 0, pos, access)
+                .map(Some),
             _ => Ok(None),
         }
     }
@@ -380,7 +399,8 @@ impl Builder {
                             pos = end;
                             continue 'next;
                         }
-                        self.nodes.get(store, &c.id, (level - 1) as u8)?
+                        self.nodes
+                            .get(store, &c.id, (level - 1) as u8, Access::Sequential)?
                     }
                 };
                 node = next;
@@ -451,8 +471,13 @@ impl Builder {
             let mut at = *start;
             for c in items {
                 if pos < at + c.len {
-                    let node = self.nodes.get(store, &c.id, level as u8)?;
-                    return self.nodes.extent_at(store, node, at, pos).map(Some);
+                    let node = self
+                        .nodes
+                        .get(store, &c.id, level as u8, Access::Sequential)?;
+                    return self
+                        .nodes
+                        .extent_at(store, node, at, pos, Access::Sequential)
+                        .map(Some);
                 }
                 at += c.len;
             }

@@ -300,6 +300,111 @@ pub fn pread_split(
     Ok(body)
 }
 
+/// What O_DIRECT asks of offsets, lengths and buffers here (the page size
+/// covers every logical block size up to it).
+const DIRECT_ALIGN: usize = 4096;
+
+thread_local! {
+    /// A thread's buffer for O_DIRECT reads: faulted in once, not per read.
+    static DIRECT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Opens `path` for reads that bypass the page cache (O_DIRECT).
+pub fn open_direct(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+}
+
+/// Pages of `len` bytes of `f` at `off` in the page cache now (cachestat,
+/// Linux 6.5); None where the kernel cannot say.
+pub fn cached_pages(f: &File, off: u64, len: u64) -> Option<u64> {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    // The same number in every architecture's table (it came after the
+    // tables were unified); not yet in libc for x86_64.
+    const SYS_CACHESTAT: libc::c_long = 451;
+    let range = Range { off, len };
+    let mut stat = Stat::default();
+    // SAFETY: cachestat reads `range` and writes one `Stat` (the kernel's
+    // struct cachestat: five u64) through valid pointers; `f` is open.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            f.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0u32,
+        )
+    };
+    (r == 0).then_some(stat.nr_cache)
+}
+
+/// [`pread_split`] of `f` opened with [`open_direct`]: the aligned span
+/// around the bytes is read into this thread's buffer and the body copied
+/// out. Fails (EINVAL) where the filesystem refuses O_DIRECT.
+pub fn pread_direct(
+    f: &File,
+    offset: u64,
+    head: &mut [u8],
+    body_len: usize,
+) -> std::io::Result<Vec<u8>> {
+    let total = head.len() + body_len;
+    let start = offset & !(DIRECT_ALIGN as u64 - 1);
+    let skip = (offset - start) as usize;
+    let want = skip + total;
+    let span = want.next_multiple_of(DIRECT_ALIGN);
+    DIRECT_BUF.with_borrow_mut(|buf| {
+        if buf.len() < span + DIRECT_ALIGN {
+            *buf = vec![0u8; span + DIRECT_ALIGN];
+        }
+        let a = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        let dst = &mut buf[a..a + span];
+        let mut done = 0usize;
+        while done < want {
+            let at = libc::off_t::try_from(start + done as u64)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+            // SAFETY: `dst[done..]` is writable memory of `span - done`
+            // bytes that lives through the call; the fd is open while `f` is.
+            let n = unsafe {
+                libc::pread(
+                    f.as_raw_fd(),
+                    dst[done..].as_mut_ptr().cast(),
+                    span - done,
+                    at,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            done += n as usize;
+        }
+        head.copy_from_slice(&dst[skip..skip + head.len()]);
+        Ok(dst[skip + head.len()..want].to_vec())
+    })
+}
+
 /// Keeps background work at `rate` bytes a second: `took(n)` sleeps until
 /// the bytes done so far are due (u64::MAX: no wait).
 pub struct Pace {
@@ -336,6 +441,7 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn pread_split_reads_head_and_body_apart_and_refuses_past_the_end() {
@@ -351,6 +457,43 @@ mod tests {
         let body = pread_split(&f, 0, &mut head, 0).unwrap();
         assert!(body.is_empty() && head[..] == data[..44]);
         assert!(pread_split(&f, 99_990, &mut head, 10).is_err());
+    }
+
+    #[test]
+    fn a_direct_read_of_an_unaligned_record_gives_the_bytes_a_buffered_one_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("f");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let Ok(f) = open_direct(&p) else {
+            panic!(
+                "O_DIRECT refused on {}: the test needs a disk filesystem",
+                p.display()
+            )
+        };
+        for (at, len) in [(1000u64, 60_000usize), (4096, 4052), (7, 0), (299_000, 956)] {
+            let mut head = [0u8; 44];
+            let body = pread_direct(&f, at, &mut head, len).unwrap();
+            let at = at as usize;
+            assert_eq!(&head[..], &data[at..at + 44]);
+            assert_eq!(body, &data[at + 44..at + 44 + len]);
+        }
+        let mut head = [0u8; 44];
+        assert!(pread_direct(&f, 299_990, &mut head, 10).is_err());
+    }
+
+    #[test]
+    fn cached_pages_counts_what_the_page_cache_holds_of_a_range() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("f");
+        std::fs::write(&p, vec![7u8; 1 << 20]).unwrap();
+        let f = File::open(&p).unwrap();
+        f.sync_all().unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert!(cached_pages(&f, 0, 64 << 10).unwrap() > 0);
+        drop_cached(&f, 0, 1 << 20).unwrap();
+        assert_eq!(cached_pages(&f, 0, 1 << 20), Some(0));
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn metrics_pass_promtool_and_move_with_commits_heals_and_verify() {
         "revfs_verify_errors_total",
         "revfs_healed_chunks_total",
         "revfs_read_errors_total",
+        "revfs_direct_reads_total",
         "revfs_plan_projected_bytes",
         "revfs_plan_capacity_bytes",
         "revfs_plan_seconds_until_full",

@@ -7,9 +7,10 @@
 
 mod common;
 
-use common::{Mount, bytes, status};
+use common::{Mount, Rng, bytes, flip_in_largest_pack, status};
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -142,5 +143,88 @@ fn a_kill_9_mid_write_keeps_every_fsynced_byte_of_dropped_pages() {
         got.len() >= data.len() && got[..data.len()] == data[..],
         "fsync'ed bytes after kill -9 ({} bytes read)",
         got.len()
+    );
+}
+
+/// The 4 KiB blocks of `f` (of `len` bytes) read once each, in a seeded
+/// random order that starts at the last block, so that none is read near
+/// where a read before it ended (readahead's "sequential"): each block's
+/// bytes, or its error. The blocks of the 4 MiB before the last are not
+/// read (near the first read).
+fn read_blocks_at_random(f: &fs::File, len: usize, seed: u64) -> Vec<std::io::Result<Vec<u8>>> {
+    let (blocks, near_end) = (len / 4096, (len - 4 * MIB) / 4096);
+    let mut order: Vec<usize> = (0..near_end).collect();
+    let mut rng = Rng::new(seed);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    order.insert(0, blocks - 1);
+    let mut got: Vec<std::io::Result<Vec<u8>>> = (0..blocks).map(|_| Ok(Vec::new())).collect();
+    for b in order {
+        let mut buf = vec![0u8; 4096];
+        got[b] = f.read_exact_at(&mut buf, (b * 4096) as u64).map(|()| buf);
+    }
+    got
+}
+
+/// Every clean page out of the page cache (dirty ones written first).
+fn drop_page_cache() {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+}
+
+#[test]
+fn random_reads_take_their_records_past_the_page_cache_and_still_check_them() {
+    let Some(mut m) = Mount::new(&[]) else { return };
+    let data = write_checkpoint(&m);
+    m.remount(&[]);
+    drop_page_cache();
+    let f = fs::File::open(m.p("ckpt.bin")).unwrap();
+    let got = read_blocks_at_random(&f, data.len(), 5);
+    for (b, r) in got
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !matches!(r, Ok(v) if v.is_empty()))
+    {
+        let r = r.as_ref().unwrap_or_else(|e| panic!("block {b}: {e}"));
+        assert!(r[..] == data[b * 4096..(b + 1) * 4096], "block {b}");
+    }
+    // Through the page cache every record read would be cached now (and
+    // the kernel's readahead around it): 60 MiB.
+    let cached = cached_pack_bytes(&m.store);
+    assert!(
+        cached <= 4 * MIB as u64,
+        "{cached} pack bytes cached after random reads"
+    );
+    drop(f);
+
+    // A damaged record read at random is an error, never other bytes.
+    m.unmount();
+    flip_in_largest_pack(&m.store);
+    m.start(&[]);
+    drop_page_cache();
+    let f = fs::File::open(m.p("ckpt.bin")).unwrap();
+    let got = read_blocks_at_random(&f, data.len(), 6);
+    let mut failed = 0;
+    for (b, r) in got.iter().enumerate() {
+        match r {
+            Ok(r) if r.is_empty() => {}
+            Ok(r) => assert!(
+                r[..] == data[b * 4096..(b + 1) * 4096],
+                "block {b}: other bytes"
+            ),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "block {b}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    // One chunk's blocks (at most MAX_CHUNK), and at least one.
+    assert!((1..=64).contains(&failed), "{failed} blocks failed");
+    let cached = cached_pack_bytes(&m.store);
+    assert!(
+        cached <= 4 * MIB as u64,
+        "{cached} pack bytes cached after random reads"
     );
 }

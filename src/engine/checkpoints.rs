@@ -319,7 +319,7 @@ impl Engine {
         if node.kind == FileType::Regular && node.size > 0 && node.size <= TAG_MAX {
             let file = super::file::FileState::new(self.load_manifest(node.content)?);
             let mut buf = vec![0u8; node.size as usize];
-            let n = file.read_into(&self.store, 0, &mut buf)?;
+            let n = file.read_into(&self.store, 0, &mut buf, crate::store::Access::Sequential)?;
             let tag = String::from_utf8_lossy(&buf[..n]).trim().to_string();
             let plain = !tag.is_empty()
                 && !tag.contains('\n')

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::format::{Extent, Time};
 use crate::ids::{ObjectId, ObjectKind};
 use crate::manifest::{Builder, Content};
-use crate::store::ObjectStore;
+use crate::store::{Access, ObjectStore};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
@@ -179,7 +179,7 @@ impl FileState {
         self.base.allocated()
     }
 
-    fn piece(&self, store: &ObjectStore, pos: u64) -> Result<Piece> {
+    fn piece(&self, store: &ObjectStore, pos: u64, access: Access) -> Result<Piece> {
         if let Some(s) = &self.stream
             && pos >= s.start
         {
@@ -195,7 +195,7 @@ impl FileState {
             Err(next) => next.unwrap_or(u64::MAX),
         };
         if pos < self.base_limit
-            && let Some((start, x)) = self.base.extent_at(store, pos)?
+            && let Some((start, x)) = self.base.extent_for(store, pos, access)?
         {
             let end = (start + x.len())
                 .min(self.base_limit)
@@ -214,7 +214,7 @@ impl FileState {
     pub fn chunks_in(&self, store: &ObjectStore, from: u64, to: u64) -> Result<Vec<ObjectId>> {
         let (mut out, mut pos, to) = (Vec::new(), from, to.min(self.size));
         while pos < to {
-            let end = match self.piece(store, pos)? {
+            let end = match self.piece(store, pos, Access::Sequential)? {
                 Piece::Base { end, id, .. } => {
                     out.push(id);
                     end
@@ -230,12 +230,20 @@ impl FileState {
     }
 
     /// Reads up to `buf.len()` bytes at `off`; returns how many (0 at EOF).
-    pub fn read_into(&self, store: &ObjectStore, off: u64, buf: &mut [u8]) -> Result<usize> {
+    /// `access` says how stored chunks are read from their packs.
+    pub fn read_into(
+        &self,
+        store: &ObjectStore,
+        off: u64,
+        buf: &mut [u8],
+        access: Access,
+    ) -> Result<usize> {
         let end = self.size.min(off.saturating_add(buf.len() as u64));
         let mut pos = off;
         while pos < end {
             let dst = &mut buf[(pos - off) as usize..(end - off) as usize];
-            pos += self.read_piece(store, self.piece(store, pos)?, pos, dst)? as u64;
+            pos +=
+                self.read_piece(store, self.piece(store, pos, access)?, pos, dst, access)? as u64;
         }
         Ok((end.saturating_sub(off)) as usize)
     }
@@ -248,6 +256,7 @@ impl FileState {
         piece: Piece,
         pos: u64,
         dst: &mut [u8],
+        access: Access,
     ) -> Result<usize> {
         let upto = |e: u64| dst.len().min((e - pos) as usize);
         Ok(match piece {
@@ -266,7 +275,7 @@ impl FileState {
             }
             Piece::Base { end: e, start, id } => {
                 let n = upto(e);
-                store.copy_out(&id, (pos - start) as usize, &mut dst[..n])?;
+                store.copy_out(&id, (pos - start) as usize, &mut dst[..n], access)?;
                 n
             }
             Piece::Zero(e) => {
@@ -421,7 +430,7 @@ impl FileState {
                     continue;
                 }
             }
-            if let Piece::Zero(e) = self.piece(store, pos)? {
+            if let Piece::Zero(e) = self.piece(store, pos, Access::Sequential)? {
                 tree.push(store, Extent::Hole { len: e - pos })?;
                 pos = e;
                 continue;
@@ -540,11 +549,13 @@ impl RunReader<'_> {
         if self.pos >= self.state.size {
             return Ok(0);
         }
-        let piece = self.state.piece(self.store, self.pos)?;
+        let piece = self.state.piece(self.store, self.pos, Access::Sequential)?;
         if let Piece::Zero(_) = piece {
             return Ok(0);
         }
-        let got = self.state.read_piece(self.store, piece, self.pos, buf)?;
+        let got = self
+            .state
+            .read_piece(self.store, piece, self.pos, buf, Access::Sequential)?;
         self.pos += got as u64;
         Ok(got)
     }
@@ -622,7 +633,8 @@ mod tests {
             st.last_chunked
         );
         let mut back = vec![0u8; content.len()];
-        st.read_into(&store, 0, &mut back).unwrap();
+        st.read_into(&store, 0, &mut back, Access::Sequential)
+            .unwrap();
         assert!(back == content);
         // An edit right at the end, and a truncate + extend (a hole).
         st.write(&store, tmp.path(), content.len() as u64 - 10, b"0123456789")
@@ -685,10 +697,12 @@ mod tests {
         st.write(&store, tmp.path(), 4 << 20, b"kept").unwrap();
         content[4 << 20..(4 << 20) + 4].copy_from_slice(b"kept");
         let mut back = vec![0u8; content.len()];
-        st.read_into(&store, 0, &mut back).unwrap();
+        st.read_into(&store, 0, &mut back, Access::Sequential)
+            .unwrap();
         assert!(back == content, "before the record");
         st.record(&store).unwrap();
-        st.read_into(&store, 0, &mut back).unwrap();
+        st.read_into(&store, 0, &mut back, Access::Sequential)
+            .unwrap();
         assert!(back == content, "after the record");
         let holes: Vec<(u64, u64)> = {
             let mut at = 0;

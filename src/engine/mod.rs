@@ -565,7 +565,8 @@ impl Engine {
         let (_, f) = self.handle_file(fh)?;
         let f = f.read().unwrap_or_else(|e| e.into_inner());
         let mut buf = vec![0u8; len as usize];
-        let n = f.read_into(&self.store, off, &mut buf)?;
+        let access = self.readahead.access(fh, off);
+        let n = f.read_into(&self.store, off, &mut buf, access)?;
         buf.truncate(n);
         if let Some((from, to)) = self.readahead.after_read(fh, off, off + n as u64) {
             // A chunk the manifest cannot name now is the reader's error later.

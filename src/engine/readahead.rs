@@ -8,7 +8,7 @@
 //! whoever loaded them: under load the reader loads many chunks itself.
 
 use crate::ids::{ObjectId, PackNo};
-use crate::store::ObjectStore;
+use crate::store::{Access, ObjectStore};
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,11 @@ pub const WINDOW: u64 = 4 << 20;
 /// A read this close to where the last one ended still counts as
 /// sequential (the kernel's readahead requests arrive out of order).
 const SLACK: u64 = 2 << 20;
+
+/// Whether a read at `off` goes on from a read that ended at `next`.
+fn follows(off: u64, next: u64) -> bool {
+    off + SLACK >= next && off <= next + SLACK
+}
 
 /// Chunks waiting for a worker, at most (more are not asked for).
 const QUEUE: usize = 256;
@@ -110,12 +115,25 @@ impl Readahead {
         }
     }
 
+    /// How a read of handle `fh` at `off` should reach the packs: a
+    /// handle's first read, or one on from where its last ended, is
+    /// sequential (the kernel reads ahead in the packs for it); one that
+    /// jumped is random.
+    pub fn access(&self, fh: u64, off: u64) -> Access {
+        let next = lock(&self.handles).get(&fh).map_or(0, |h| h.0);
+        if follows(off, next) {
+            Access::Sequential
+        } else {
+            Access::Random
+        }
+    }
+
     /// A read of handle `fh` at `off` that ended at `end`: the range to
     /// load ahead, when the handle reads sequentially.
     pub fn after_read(&self, fh: u64, off: u64, end: u64) -> Option<(u64, u64)> {
         let mut h = lock(&self.handles);
         let (next, asked) = h.get(&fh).copied().unwrap_or((0, 0));
-        let sequential = off + SLACK >= next && off <= next + SLACK;
+        let sequential = follows(off, next);
         let from = asked.max(end);
         let to = end + WINDOW;
         h.insert(

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::format::Extent;
 use crate::ids::ObjectKind;
 use crate::manifest::{Builder, Content};
-use crate::store::ObjectStore;
+use crate::store::{Access, ObjectStore};
 
 /// Bytes fed that may wait for the worker before a write waits too.
 const AHEAD: usize = 8 << 20;
@@ -196,7 +196,7 @@ impl Stream {
         };
         let at = (pos - start) as usize;
         let n = dst.len().min(len as usize - at);
-        store.copy_out(&id, at, &mut dst[..n])?;
+        store.copy_out(&id, at, &mut dst[..n], Access::Sequential)?;
         Ok(n)
     }
 }
@@ -318,6 +318,8 @@ impl Work {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::Access;
+
     #[test]
     fn cuts_match_chunking_the_whole_buffer() {
         // The same rule as StreamCDC: one cut per full MAX_CHUNK window.
@@ -410,7 +412,12 @@ mod tests {
             };
             assert_eq!(start, pos as u64);
             store
-                .copy_out(&id, 0, &mut whole[pos..pos + len as usize])
+                .copy_out(
+                    &id,
+                    0,
+                    &mut whole[pos..pos + len as usize],
+                    Access::Sequential,
+                )
                 .unwrap();
             pos += len as usize;
         }

@@ -28,6 +28,8 @@ pub struct Stats {
     pub healed: AtomicU64,
     /// Object reads that failed (no good copy anywhere).
     pub read_errors: AtomicU64,
+    /// Records a random read took from the disk past the page cache.
+    pub direct_reads: AtomicU64,
     /// Damaged or missing objects that verify runs found.
     pub verify_errors: AtomicU64,
     /// When a verify run last found everything intact (Unix seconds; 0: never).
@@ -48,6 +50,7 @@ impl Default for Stats {
             versions: AtomicU64::new(0),
             healed: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
+            direct_reads: AtomicU64::new(0),
             verify_errors: AtomicU64::new(0),
             verify_last_ok: AtomicU64::new(0),
             scrub_next: AtomicU64::new(0),
@@ -165,6 +168,12 @@ impl Collector for Scrape {
             "read_errors",
             "Object reads that failed (no good copy anywhere)",
             load(&s.read_errors),
+        )?;
+        counter(
+            &mut e,
+            "direct_reads",
+            "Chunk records random reads took from the disk past the page cache (O_DIRECT)",
+            load(&s.direct_reads),
         )?;
         counter(
             &mut e,

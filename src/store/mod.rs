@@ -454,8 +454,8 @@ impl ObjectStore {
 
     /// Copies the object's bytes from offset `at` into all of `dst` (a
     /// chunk read through an extent that covers part of it).
-    pub fn copy_out(&self, id: &ObjectId, at: usize, dst: &mut [u8]) -> Result<()> {
-        let data = self.get(id)?;
+    pub fn copy_out(&self, id: &ObjectId, at: usize, dst: &mut [u8], access: Access) -> Result<()> {
+        let data = self.get_for(id, access)?;
         let src = data
             .get(at..at + dst.len())
             .ok_or_else(|| Error::corrupt(format!("chunk {id}"), "shorter than its extent"))?;
@@ -470,7 +470,12 @@ impl ObjectStore {
 
     /// The verified bytes of an object.
     pub fn get(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
-        self.get_at(id, 0)
+        self.get_at(id, 0, Access::Sequential)
+    }
+
+    /// [`get`](Self::get) for a read of the given kind.
+    pub fn get_for(&self, id: &ObjectId, access: Access) -> Result<Arc<Vec<u8>>> {
+        self.get_at(id, 0, access)
     }
 
     /// Where the object's record is in a local pack: (pack, start, end);
@@ -503,7 +508,7 @@ impl ObjectStore {
 
     /// [`get`](Self::get) of an object `depth` delta bases below the one
     /// asked for.
-    fn get_at(&self, id: &ObjectId, depth: usize) -> Result<Arc<Vec<u8>>> {
+    fn get_at(&self, id: &ObjectId, depth: usize, access: Access) -> Result<Arc<Vec<u8>>> {
         if let Some(v) = lock(&self.cache).get(id) {
             return Ok(v.clone());
         }
@@ -532,7 +537,7 @@ impl ObjectStore {
             err
         })?;
         let data = match self
-            .read_verified_at(id, &e, depth)
+            .read_verified_at(id, &e, depth, access)
             .or_else(|err| self.read_moved(id, &e, err, depth))
         {
             Ok(d) => Arc::new(d),
@@ -608,7 +613,7 @@ impl ObjectStore {
         depth: usize,
     ) -> Result<Vec<u8>> {
         match self.locate(id)? {
-            Some(now) if now != *was => self.read_verified_at(id, &now, depth),
+            Some(now) if now != *was => self.read_verified_at(id, &now, depth, Access::Sequential),
             _ => Err(err),
         }
     }
@@ -623,7 +628,7 @@ impl ObjectStore {
         let (raw, from) = replicas.iter().find_map(|t| {
             let dir = PathBuf::from(t.describe());
             let rec = t.read_at(e.pack, at, len, true);
-            let bases = |b: &ObjectId| self.get_at(b, depth + 1);
+            let bases = |b: &ObjectId| self.get_at(b, depth + 1, Access::Sequential);
             match rec.and_then(|rec| check_record(self.db.crypto(), &rec, &dir, id, e, &bases)) {
                 Ok(raw) => Some((raw, dir)),
                 Err(err) => {
@@ -667,23 +672,65 @@ impl ObjectStore {
 
     /// Reads, decodes and hash-checks one record.
     pub fn read_verified(&self, id: &ObjectId, e: &IndexEntry) -> Result<Vec<u8>> {
-        self.read_verified_at(id, e, 0)
+        self.read_verified_at(id, e, 0, Access::Sequential)
     }
 
-    fn read_verified_at(&self, id: &ObjectId, e: &IndexEntry, depth: usize) -> Result<Vec<u8>> {
-        let bases = |b: &ObjectId| self.get_at(b, depth + 1);
+    fn read_verified_at(
+        &self,
+        id: &ObjectId,
+        e: &IndexEntry,
+        depth: usize,
+        access: Access,
+    ) -> Result<Vec<u8>> {
+        let bases = |b: &ObjectId| self.get_at(b, depth + 1, access);
         if let Some(src) = &self.remote {
             return self.read_remote(&**src, id, e, &bases);
         }
+        self.read_local(id, e, &bases, access)
+    }
+
+    /// Reads, decodes and hash-checks the record of `id` at `e` in a local pack.
+    fn read_local(
+        &self,
+        id: &ObjectId,
+        e: &IndexEntry,
+        bases: Bases,
+        access: Access,
+    ) -> Result<Vec<u8>> {
         let f = self.reader(e.pack)?;
-        read_record(
-            self.db.crypto(),
-            &f,
-            &pack::pack_path(&self.dir, e.pack),
-            id,
-            e,
-            &bases,
-        )
+        let path = &pack::pack_path(&self.dir, e.pack);
+        let crypto = self.db.crypto();
+        let at = record_start(e)?;
+        let Some(file) = f.whole_file() else {
+            let stored = f
+                .read_at(at, e.record_len() as usize)
+                .map_err(Error::io_at(path))?;
+            return check_record(crypto, &stored, path, id, e, bases);
+        };
+        // The common case: header and payload read apart, no copy. The
+        // length is checked first: a damaged one allocates nothing.
+        let len = file.metadata().map_err(Error::io_at(path))?.len();
+        if at + e.record_len() > len {
+            return Err(Error::io_at(path)(std::io::Error::from(
+                std::io::ErrorKind::UnexpectedEof,
+            )));
+        }
+        let mut head = [0u8; RECORD_HEADER_LEN];
+        let n = e.stored_len as usize;
+        let direct = match access {
+            Access::Random => f.uncached(path, at, e.record_len()),
+            Access::Sequential => None,
+        };
+        // A direct read that fails is tried again through the page cache,
+        // which says what is wrong if anything is.
+        let body = match direct.and_then(|d| crate::sys::pread_direct(d, at, &mut head, n).ok()) {
+            Some(body) => {
+                crate::metrics::Stats::add(&self.stats.direct_reads, 1);
+                body
+            }
+            None => crate::sys::pread_split(file, at, &mut head, n).map_err(Error::io_at(path))?,
+        };
+        check_parts(crypto, &head, body.into(), path, id, e, Some(bases))
     }
 
     /// A record read from the pack source; a cached copy that fails its
@@ -842,38 +889,19 @@ fn record_start(e: &IndexEntry) -> Result<u64> {
         .ok_or_else(|| Error::corrupt("object index entry", "offset inside pack header"))
 }
 
+/// How a read reaches a record in a local pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Through the page cache, where the kernel reads ahead: what a
+    /// sequential reader and every background pass want.
+    Sequential,
+    /// Straight from the disk when none of the record is cached (see
+    /// [`PackReader::uncached`]): a read that jumped elsewhere in its file.
+    Random,
+}
+
 /// Where a delta record's bases come from: the verified bytes of a chunk.
 pub type Bases<'a> = &'a dyn Fn(&ObjectId) -> Result<Arc<Vec<u8>>>;
-
-/// Reads, decodes and hash-checks the record of `id` at `e` in `pack`.
-pub fn read_record(
-    crypto: &Crypto,
-    f: &PackReader,
-    path: &Path,
-    id: &ObjectId,
-    e: &IndexEntry,
-    bases: Bases,
-) -> Result<Vec<u8>> {
-    let at = record_start(e)?;
-    if let Some(file) = f.whole_file() {
-        // The common case: header and payload read apart, no copy. The
-        // length is checked first: a damaged one allocates nothing.
-        let len = file.metadata().map_err(Error::io_at(path))?.len();
-        if at + e.record_len() > len {
-            return Err(Error::io_at(path)(std::io::Error::from(
-                std::io::ErrorKind::UnexpectedEof,
-            )));
-        }
-        let mut head = [0u8; RECORD_HEADER_LEN];
-        let body = crate::sys::pread_split(file, at, &mut head, e.stored_len as usize)
-            .map_err(Error::io_at(path))?;
-        return check_parts(crypto, &head, body.into(), path, id, e, Some(bases));
-    }
-    let stored = f
-        .read_at(at, e.record_len() as usize)
-        .map_err(Error::io_at(path))?;
-    check_record(crypto, &stored, path, id, e, bases)
-}
 
 /// Decodes and hash-checks `stored` (a record header and its payload),
 /// the record of `id` at `e` in the pack at `path`; the raw bytes (a
