@@ -723,7 +723,12 @@ impl ObjectStore {
         };
         // A direct read that fails is tried again through the page cache,
         // which says what is wrong if anything is.
-        let body = match direct.and_then(|d| crate::sys::pread_direct(d, at, &mut head, n).ok()) {
+        let direct = direct.and_then(|d| {
+            crate::sys::pread_direct(d, at, &mut head, n)
+                .map_err(|err| f.direct_failed(&err))
+                .ok()
+        });
+        let body = match direct {
             Some(body) => {
                 crate::metrics::Stats::add(&self.stats.direct_reads, 1);
                 body

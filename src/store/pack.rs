@@ -10,6 +10,7 @@ use crate::ids::PackNo;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Records larger than this are read through the page cache whatever the
@@ -96,6 +97,8 @@ pub struct PackReader {
     /// A whole pack's file opened again with O_DIRECT, at its first
     /// random read (None: the filesystem refuses it).
     direct: OnceLock<Option<File>>,
+    /// A direct read of this pack failed: the rest go through the cache.
+    direct_failed: AtomicBool,
 }
 
 impl PackReader {
@@ -112,6 +115,7 @@ impl PackReader {
             runs,
             whole,
             direct: OnceLock::new(),
+            direct_failed: AtomicBool::new(false),
         }
     }
 
@@ -195,7 +199,7 @@ impl PackReader {
     /// copy (86 against 130 us for a 64 KiB record here); a record with a
     /// page cached (just written, or read by a neighbour) is read there.
     pub fn uncached(&self, path: &Path, offset: u64, len: u64) -> Option<&File> {
-        if !self.whole || len > DIRECT_MAX {
+        if !self.whole || len > DIRECT_MAX || self.direct_failed.load(Ordering::Relaxed) {
             return None;
         }
         if crate::sys::cached_pages(&self.segments[0].2, offset, len)? != 0 {
@@ -204,6 +208,15 @@ impl PackReader {
         self.direct
             .get_or_init(|| crate::sys::open_direct(path).ok())
             .as_ref()
+    }
+
+    /// A read of the file [`uncached`](Self::uncached) gave failed (a
+    /// filesystem that opens with O_DIRECT and then refuses its reads):
+    /// this pack's reads go through the page cache from now on.
+    pub fn direct_failed(&self, e: &std::io::Error) {
+        if !self.direct_failed.swap(true, Ordering::Relaxed) {
+            tracing::debug!("O_DIRECT read failed ({e}); reading through the page cache");
+        }
     }
 
     /// `len` bytes at `offset`, from as many parts as they span.
