@@ -263,8 +263,7 @@ pub fn pread_split(
 ) -> std::io::Result<Vec<u8>> {
     let mut body: Vec<u8> = Vec::with_capacity(body_len);
     let total = head.len() + body_len;
-    let mut done = 0usize;
-    while done < total {
+    read_fully(offset, total, |done, at| {
         let (h_at, b_at) = (done.min(head.len()), done.saturating_sub(head.len()));
         let iov = [
             libc::iovec {
@@ -278,11 +277,29 @@ pub fn pread_split(
                 iov_len: body_len - b_at,
             },
         ];
-        let at = libc::off_t::try_from(offset + done as u64)
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         // SAFETY: both iovecs point at writable memory of their length
         // that lives through the call; the fd is open while `f` is.
-        let n = unsafe { libc::preadv(f.as_raw_fd(), iov.as_ptr(), 2, at) };
+        unsafe { libc::preadv(f.as_raw_fd(), iov.as_ptr(), 2, at) }
+    })?;
+    // SAFETY: the kernel wrote every body byte.
+    unsafe { body.set_len(body_len) };
+    Ok(body)
+}
+
+/// Calls `read(done, at)` (a pread of what is left: `done` bytes read so
+/// far, `at` the file offset they reach) until `total` bytes from
+/// `offset` are read; EINTR is retried and an early end of file is an
+/// error (UnexpectedEof).
+fn read_fully(
+    offset: u64,
+    total: usize,
+    mut read: impl FnMut(usize, libc::off_t) -> isize,
+) -> std::io::Result<()> {
+    let mut done = 0usize;
+    while done < total {
+        let at = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let n = read(done, at);
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -294,10 +311,8 @@ pub fn pread_split(
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
         }
         done += n as usize;
-        // SAFETY: the kernel wrote every body byte up to here (in order).
-        unsafe { body.set_len(done.saturating_sub(head.len())) };
     }
-    Ok(body)
+    Ok(())
 }
 
 /// What O_DIRECT asks of offsets, lengths and buffers here (the page size
@@ -374,32 +389,18 @@ pub fn pread_direct(
         }
         let a = buf.as_ptr().align_offset(DIRECT_ALIGN);
         let dst = &mut buf[a..a + span];
-        let mut done = 0usize;
-        while done < want {
-            let at = libc::off_t::try_from(start + done as u64)
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        read_fully(start, want, |done, at| {
             // SAFETY: `dst[done..]` is writable memory of `span - done`
             // bytes that lives through the call; the fd is open while `f` is.
-            let n = unsafe {
+            unsafe {
                 libc::pread(
                     f.as_raw_fd(),
                     dst[done..].as_mut_ptr().cast(),
                     span - done,
                     at,
                 )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
             }
-            if n == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-            }
-            done += n as usize;
-        }
+        })?;
         head.copy_from_slice(&dst[skip..skip + head.len()]);
         Ok(dst[skip + head.len()..want].to_vec())
     })
