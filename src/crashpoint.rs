@@ -13,7 +13,8 @@
 //! `prune:rebase-copied` (deltas rebased off base-only chunks, not switched),
 //! and `recode:encoded` (a chunk recoded cold, not yet appended); in the move
 //! of a format-9 catalog: `catalog:copied`, `catalog:renamed`,
-//! `catalog:config-raised`.
+//! `catalog:config-raised`; in the upgrade of a format-11 catalog:
+//! `catalog:checks-written` (every value checked, the layout not raised).
 
 use std::sync::OnceLock;
 

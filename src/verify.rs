@@ -108,6 +108,14 @@ pub fn verify(
         )),
         Err(e) => report.primary.corrupt.push(e.to_string()),
     }
+    match engine.db.damaged_values() {
+        Ok(0) => {}
+        Ok(n) => report.primary.corrupt.push(format!(
+            "metadata database: {n} value(s) that do not match their check; `revfs recover` \
+             rebuilds the store from a replica"
+        )),
+        Err(e) => report.primary.corrupt.push(e.to_string()),
+    }
     let indexed: HashMap<ObjectId, _> = index.iter().copied().collect();
     for id in referenced(engine, &commits, true)? {
         if !indexed.contains_key(&id) && engine.store.locate(&id)?.is_none() {

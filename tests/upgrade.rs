@@ -37,6 +37,12 @@
 //! f000 .. f299 holding "file N\n", one whole listing) opens, lists d whole
 //! now and in its snapshot, and is raised to format 11; its next commit
 //! stores d in pieces, read back after a remount and by verify.
+//! Format 11 (`tests/fixtures/v11-store`, written by the release before
+//! checked catalog values: notes.txt "v11 store\n"; model.bin "model 1\n"
+//! (snapshot "first") then "model 2\n" (snapshot "named-v11"); d/ with f0
+//! .. f4 holding "file N\n") verifies read-only as it is, and at its first
+//! writable open every catalog value gets its check and the store is
+//! raised to format 12, from every state a crash during that leaves.
 // Tests and examples may unwrap, and kill/signal their own children with libc.
 #![allow(clippy::unwrap_used, unsafe_code)]
 
@@ -500,4 +506,86 @@ fn a_format_10_store_opens_and_its_big_directory_is_split_at_its_next_commit() {
     assert_eq!(files(&m.p(".snapshots/latest/d")), now);
     assert_eq!(files(&m.p(".snapshots/named-v10/d")), written);
     m.unmount();
+}
+
+/// The catalog layout and damaged values of the store at `store` (opened
+/// through the library, writable).
+fn catalog_checks(store: &Path) -> (u32, u64) {
+    let r = revfs::repo::Repo::open(store, revfs::engine::Options::default()).unwrap();
+    let db = &r.engine.db;
+    (db.catalog_version().unwrap(), db.damaged_values().unwrap())
+}
+
+/// The v11 fixture's content, read through a mount (its first writable
+/// open), then a write in format 12; checked by verify and the library.
+fn v11_store_is_whole(tmp: &tempfile::TempDir, store: &Path) {
+    let mut m = mount(tmp, store);
+    assert_eq!(fs::read(m.p("notes.txt")).unwrap(), b"v11 store\n");
+    assert_eq!(fs::read(m.p("model.bin")).unwrap(), b"model 2\n");
+    assert_eq!(
+        fs::read(m.p(".snapshots/first/model.bin")).unwrap(),
+        b"model 1\n"
+    );
+    assert_eq!(
+        fs::read(m.p(".snapshots/named-v11/model.bin")).unwrap(),
+        b"model 2\n"
+    );
+    for i in 0..5 {
+        let got = fs::read(m.p(&format!("d/f{i}"))).unwrap();
+        assert_eq!(got, format!("file {i}\n").into_bytes());
+    }
+    assert_eq!(log_of(&m.p("model.bin")).len(), 2);
+    fs::write(m.p("d/f5"), b"file 5\n").unwrap();
+    common::commit(&m.store);
+    m.unmount();
+    assert_eq!(conf_version(store), revfs::format::FORMAT_VERSION);
+    common::verify_clean(store);
+    assert_eq!(
+        catalog_checks(store),
+        (revfs::catalog::db::CATALOG_VERSION, 0)
+    );
+    m.start(&[]);
+    assert_eq!(fs::read(m.p("d/f5")).unwrap(), b"file 5\n");
+    assert_eq!(
+        fs::read(m.p(".snapshots/first/model.bin")).unwrap(),
+        b"model 1\n"
+    );
+    m.unmount();
+}
+
+#[test]
+fn a_format_11_store_verifies_as_it_is_and_its_catalog_values_get_checks_when_opened_writable() {
+    if !common::fuse_available() {
+        return;
+    }
+    let (tmp, store) = fixture("v11-store");
+    assert_eq!(conf_version(&store), 11);
+    // Read-only: verified as it is, nothing raised.
+    common::verify_clean(&store);
+    assert_eq!(conf_version(&store), 11);
+    v11_store_is_whole(&tmp, &store);
+}
+
+#[test]
+fn a_crash_while_the_catalog_values_get_their_checks_leaves_a_store_that_opens_whole() {
+    if !common::fuse_available() {
+        return;
+    }
+    let (tmp, store) = fixture("v11-store");
+    let mnt = tmp.path().join("mnt-crash");
+    fs::create_dir(&mnt).unwrap();
+    let out = Command::new(common::BIN)
+        .arg("mount")
+        .arg(&store)
+        .arg(&mnt)
+        .env("REVFS_CRASH_AT", "catalog:checks-written")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+    assert_eq!(conf_version(&store), 11);
+    // Every value has its check, the layout is not raised: read-only, both
+    // forms read.
+    common::verify_clean(&store);
+    v11_store_is_whole(&tmp, &store);
 }

@@ -427,23 +427,31 @@ pub(crate) fn put_path_versions(b: &mut Batch, history: &[HistoryEntry]) {
 }
 
 /// Brings a catalog of an older layout up to [`CATALOG_VERSION`]: builds
-/// the path-version index from history and the status counters. Runs once,
-/// when a store made by an earlier revfs is first opened.
+/// the path-version index from history and the status counters (layout
+/// 2, even for a read-only open: only the catalog changes, never the
+/// data), then gives every value its check (layout 3, at the first
+/// writable open: a revfs of format 11 would read checked values wrongly,
+/// and only a writable open raises the store's format so that it refuses
+/// them). Runs once, when a store made by an earlier revfs is first opened.
 ///
 /// [`CATALOG_VERSION`]: crate::catalog::db::CATALOG_VERSION
 pub fn upgrade(engine: &Arc<Engine>) -> Result<()> {
     let version = engine.db.catalog_version()?;
-    if version >= crate::catalog::db::CATALOG_VERSION {
-        return Ok(());
+    if version < 2 {
+        tracing::info!("upgrading the catalog from layout {version} to 2: indexing history");
+        engine.index_history(&engine.history()?)?;
+        crate::status::recount(&engine.db)?;
+        let mut b = Batch::default();
+        b.put_catalog_version(2);
+        engine.db.apply(b)?;
+        engine.db.flush()?;
     }
-    tracing::info!(
-        "upgrading the catalog from layout {version} to {}: indexing history",
-        crate::catalog::db::CATALOG_VERSION
-    );
-    engine.index_history(&engine.history()?)?;
-    crate::status::recount(&engine.db)?;
-    let mut b = Batch::default();
-    b.put_catalog_version(crate::catalog::db::CATALOG_VERSION);
-    engine.db.apply(b)?;
-    engine.db.flush()
+    if version < crate::catalog::db::CATALOG_VERSION && !engine.read_only() {
+        let n = engine.db.add_value_checks()?;
+        tracing::info!(
+            "upgraded the catalog to layout {}: {n} values got their check",
+            crate::catalog::db::CATALOG_VERSION
+        );
+    }
+    Ok(())
 }
