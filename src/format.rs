@@ -349,10 +349,11 @@
 //!   bytes; catalog layout 3): fjall checks no block checksum on a read, so
 //!   one flipped bit in a catalog segment was served as a file name no one
 //!   wrote, or a size. An encrypted store's values were sealed already. A
-//!   version-11 store opens as it is; at its first writable open every
-//!   value gets its check (in batches, the layout raised in the last, so an
-//!   upgrade cut short reads both forms and goes on at the next open) and
-//!   the config version is raised (`tests/fixtures/v11-store`). A revfs
+//!   version-11 store opens as it is; at its first writable open the
+//!   config version is raised, then every value gets its check (in
+//!   batches, the layout raised in the last, so an upgrade cut short reads
+//!   both forms and goes on at the next open; `tests/fixtures/v11-store`).
+//!   A revfs
 //!   that reads only version 11 refuses a version-12 store, whose values it
 //!   would read with the check as part of them.
 

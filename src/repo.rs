@@ -266,16 +266,20 @@ impl Repo {
             objects.space.set_reserve((low / 2).min(1 << 30));
         }
         let engine = Arc::new(Engine::new(db, objects, store.join("staging"), opts)?);
-        // A catalog of an earlier layout gets the newer indexes once (even
-        // for a read-only mount: only the catalog changes, never the data).
-        crate::engine::history::upgrade(&engine)?;
         if version < FORMAT_VERSION && !engine.read_only() {
             // Formats 3 and 4 only add what older stores never hold (inner
             // manifest nodes; pruned history): raising the number keeps an
             // older revfs from opening a store it could no longer read.
+            // Raised before the catalog's upgrade below, so that a crash
+            // in it leaves a store only this revfs opens (and finishes):
+            // a format-11 revfs would read checked values as data.
             config.write(store)?;
             tracing::info!("store format {version} upgraded to {FORMAT_VERSION}");
         }
+        // A catalog of an earlier layout gets the newer indexes once (even
+        // for a read-only mount: only the catalog changes, never the data);
+        // its values get their checks at a writable open.
+        crate::engine::history::upgrade(&engine)?;
         let mut repo = Repo {
             path: store.to_path_buf(),
             config,
