@@ -42,7 +42,7 @@ fn strip_check<'a>(sk: &[u8], v: &'a [u8]) -> Option<&'a [u8]> {
 }
 
 /// Entries the upgrade to checked values writes in one batch at most.
-const CHECK_BATCH: usize = 50_000;
+const CHECK_BATCH: u64 = 50_000;
 
 /// Where an object lives in the packs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -778,7 +778,6 @@ impl Db {
         let mut done = 0u64;
         if !self.crypto.is_encrypted() && !self.is_checked() {
             let mut sb = self.ks.batch();
-            let mut n = 0usize;
             for kv in self.db.iter() {
                 let (k, v) = kv?;
                 if k.first() == Some(&b'F') || strip_check(&k, &v).is_some() {
@@ -787,12 +786,10 @@ impl Db {
                 let mut nv = v.to_vec();
                 nv.extend_from_slice(&value_check(&k, &v));
                 sb.insert(&self.db, k, nv);
-                n += 1;
                 done += 1;
-                if n == CHECK_BATCH {
+                if done.is_multiple_of(CHECK_BATCH) {
                     sb.commit()?;
                     sb = self.ks.batch();
-                    n = 0;
                 }
             }
             sb.commit()?;
@@ -817,14 +814,7 @@ impl Db {
             if k.first() == Some(&b'F') {
                 continue;
             }
-            let ok = if self.crypto.is_encrypted() {
-                self.crypto
-                    .open(Domain::Meta, &k, &v, "catalog value")
-                    .is_ok()
-            } else {
-                !self.is_checked() || strip_check(&k, &v).is_some()
-            };
-            bad += u64::from(!ok);
+            bad += u64::from(self.open_value(&k, &v, "value").is_err());
         }
         Ok(bad)
     }

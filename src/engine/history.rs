@@ -432,7 +432,8 @@ pub(crate) fn put_path_versions(b: &mut Batch, history: &[HistoryEntry]) {
 /// data), then gives every value its check (layout 3, at the first
 /// writable open: a revfs of format 11 would read checked values wrongly,
 /// and only a writable open raises the store's format, before this runs,
-/// so that it refuses them). Runs once, when a store made by an earlier revfs is first opened.
+/// so that it refuses them). Runs once, when a store made by an earlier
+/// revfs is first opened.
 ///
 /// [`CATALOG_VERSION`]: crate::catalog::db::CATALOG_VERSION
 pub fn upgrade(engine: &Arc<Engine>) -> Result<()> {
