@@ -9,43 +9,21 @@
 
 mod common;
 
+use common::metrics::{free_port, get, samples};
 use common::{Mount, revfs};
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// A free port on the loopback (bound, then released for the daemon).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// GET `path` from 127.0.0.1:`port`: (status line, body).
-fn get(port: u16, path: &str) -> (String, String) {
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_string(), body.to_string())
-}
 
 /// The samples of a scrape by name (labels included), checked by promtool.
 fn scrape(port: u16) -> HashMap<String, f64> {
     let (status, body) = get(port, "/metrics");
     assert!(status.contains("200"), "{status}");
     promtool_check(&body);
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap();
-            (k.to_string(), v.parse().unwrap())
-        })
-        .collect()
+    samples(&body)
 }
 
 fn promtool_check(text: &str) {
@@ -108,6 +86,7 @@ fn metrics_pass_promtool_and_move_with_commits_heals_and_verify() {
         "revfs_healed_chunks_total",
         "revfs_read_errors_total",
         "revfs_direct_reads_total",
+        "revfs_piece_reads_total",
         "revfs_plan_projected_bytes",
         "revfs_plan_capacity_bytes",
         "revfs_plan_seconds_until_full",

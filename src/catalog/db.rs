@@ -372,6 +372,11 @@ impl Batch {
     pub fn put_index(&mut self, id: &ObjectId, e: &IndexEntry) {
         self.insert(key(b'o', &[&id.0]), e.encode());
     }
+    /// The piece table of raw chunk `id` (`store::pieces`): a key older
+    /// releases pass over, checked against the id at every use.
+    pub fn put_pieces(&mut self, id: &ObjectId, table: &[u8]) {
+        self.insert(key(b'p', &[&id.0]), table);
+    }
     pub fn mark_dirty(&mut self, dir: Ino) {
         self.insert(ino_key(b'y', dir), &[][..]);
     }
@@ -407,6 +412,7 @@ impl Batch {
     }
     pub fn del_index(&mut self, id: &ObjectId) {
         self.remove(key(b'o', &[&id.0]));
+        self.remove(key(b'p', &[&id.0]));
     }
     pub fn del_version(&mut self, ino: Ino, vseq: u64) {
         self.remove(version_key(ino, vseq));
@@ -1064,6 +1070,11 @@ impl Db {
         self.get(&key(b'o', &[&id.0]), "object index entry")?
             .map(|v| IndexEntry::decode(&v))
             .transpose()
+    }
+
+    /// The piece table of chunk `id`, if it has one (unchecked).
+    pub fn pieces(&self, id: &ObjectId) -> Result<Option<Vec<u8>>> {
+        self.get(&key(b'p', &[&id.0]), "piece table")
     }
 
     /// Every indexed object (for verify and status).

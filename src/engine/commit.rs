@@ -47,9 +47,7 @@ impl Engine {
                 let index = self.store.pending();
                 self.store.sync()?;
                 let mut b = Batch::default();
-                for (id, e) in &index {
-                    b.put_index(id, e);
-                }
+                self.store.index_into(&mut b, &index);
                 self.db
                     .apply(b)
                     .and_then(|()| self.db.flush())
@@ -174,8 +172,8 @@ impl Engine {
                 chunks += 1;
                 chunk_bytes += e.raw_len as u64;
             }
-            b.put_index(id, e);
         }
+        self.store.index_into(&mut b, &index);
         for (path, node) in self.changed_paths(&rebuilt)? {
             let v = PathVersion {
                 time,

@@ -30,6 +30,8 @@ pub struct Stats {
     pub read_errors: AtomicU64,
     /// Records a random read took from the disk past the page cache.
     pub direct_reads: AtomicU64,
+    /// Random reads served from the pieces of a chunk that hold them.
+    pub piece_reads: AtomicU64,
     /// Damaged or missing objects that verify runs found.
     pub verify_errors: AtomicU64,
     /// When a verify run last found everything intact (Unix seconds; 0: never).
@@ -51,6 +53,7 @@ impl Default for Stats {
             healed: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
             direct_reads: AtomicU64::new(0),
+            piece_reads: AtomicU64::new(0),
             verify_errors: AtomicU64::new(0),
             verify_last_ok: AtomicU64::new(0),
             scrub_next: AtomicU64::new(0),
@@ -174,6 +177,12 @@ impl Collector for Scrape {
             "direct_reads",
             "Chunk records random reads took from the disk past the page cache (O_DIRECT)",
             load(&s.direct_reads),
+        )?;
+        counter(
+            &mut e,
+            "piece_reads",
+            "Random reads served from only the 16 KiB pieces of a chunk that hold them, each checked",
+            load(&s.piece_reads),
         )?;
         counter(
             &mut e,

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod codec;
 pub mod delta;
 pub mod pack;
+pub mod pieces;
 pub mod residual;
 pub mod space;
 
@@ -48,6 +49,8 @@ pub struct ObjectStore {
     db: Arc<Db>,
     writer: Mutex<PackWriter>,
     pending: Mutex<HashMap<ObjectId, IndexEntry>>,
+    /// The piece tables of pending raw chunks ([`pieces`]), indexed with them.
+    tables: Mutex<HashMap<ObjectId, Vec<u8>>>,
     /// Pending ids that are new copies of objects already indexed (heals),
     /// not new objects.
     rewritten: Mutex<std::collections::HashSet<ObjectId>>,
@@ -139,6 +142,7 @@ impl ObjectStore {
             writer: Mutex::new(writer),
             db,
             pending: Mutex::new(HashMap::new()),
+            tables: Mutex::new(HashMap::new()),
             rewritten: Mutex::new(Default::default()),
             readers: Mutex::new(HashMap::new()),
             cache: Mutex::new(cache::Cache::new(cache::default_bytes())),
@@ -203,7 +207,17 @@ impl ObjectStore {
 
     /// Stores `data` as an object of `kind` unless an identical one exists.
     pub fn put(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId> {
-        let id = self.db.crypto().object_id(kind, data);
+        // A plain store's chunk of several pieces gets its id and its
+        // piece table from one pass over the bytes.
+        let (id, table) = if kind == ObjectKind::Chunk
+            && !self.db.crypto().is_encrypted()
+            && pieces::worth(data.len())
+        {
+            let (id, t) = pieces::hash(data);
+            (id, Some(t))
+        } else {
+            (self.db.crypto().object_id(kind, data), None)
+        };
         if self.locate(&id)?.is_some() {
             let tracked = match lock(&self.gc).as_mut() {
                 Some(touched) => {
@@ -218,7 +232,7 @@ impl ObjectStore {
                 return Ok(id);
             }
         }
-        self.append(kind, id, data)
+        self.append(kind, id, data, table)
     }
 
     /// Starts noting every old object that `put` hands out again (the
@@ -253,7 +267,7 @@ impl ObjectStore {
     /// index moves to it at the next commit.
     pub fn rewrite(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId> {
         let id = self.db.crypto().object_id(kind, data);
-        self.append(kind, id, data)?;
+        self.append(kind, id, data, None)?;
         lock(&self.rewritten).insert(id);
         Ok(id)
     }
@@ -263,7 +277,15 @@ impl ObjectStore {
         lock(&self.rewritten).contains(id)
     }
 
-    fn append(&self, kind: ObjectKind, id: ObjectId, data: &[u8]) -> Result<ObjectId> {
+    /// Appends the record of object `id`; `table`, its piece table, is
+    /// kept to be indexed with it when the record is raw.
+    fn append(
+        &self,
+        kind: ObjectKind,
+        id: ObjectId,
+        data: &[u8],
+        table: Option<Vec<u8>>,
+    ) -> Result<ObjectId> {
         self.check_writable()?;
         if kind == ObjectKind::Chunk {
             // Data only: commits and their trees must still go through.
@@ -288,6 +310,9 @@ impl ObjectStore {
                 codec: header.codec,
             },
         );
+        if let Some(t) = table.filter(|_| pieces::is_raw(header.codec)) {
+            lock(&self.tables).insert(id, t);
+        }
         Ok(id)
     }
 
@@ -432,13 +457,27 @@ impl ObjectStore {
         lock(&self.pending).iter().map(|(k, v)| (*k, *v)).collect()
     }
 
+    /// Puts the pending locations `index` (from [`pending`](Self::pending))
+    /// into catalog batch `b`, with the piece tables of their chunks.
+    pub fn index_into(&self, b: &mut crate::catalog::db::Batch, index: &[(ObjectId, IndexEntry)]) {
+        let tables = lock(&self.tables);
+        for (id, e) in index {
+            b.put_index(id, e);
+            if let Some(t) = tables.get(id) {
+                b.put_pieces(id, t);
+            }
+        }
+    }
+
     /// Drops pending locations now present in the catalog.
     pub fn published(&self, ids: impl Iterator<Item = ObjectId>) {
         let mut p = lock(&self.pending);
         let mut r = lock(&self.rewritten);
+        let mut t = lock(&self.tables);
         for id in ids {
             p.remove(&id);
             r.remove(&id);
+            t.remove(&id);
         }
     }
 
@@ -455,6 +494,10 @@ impl ObjectStore {
     /// Copies the object's bytes from offset `at` into all of `dst` (a
     /// chunk read through an extent that covers part of it).
     pub fn copy_out(&self, id: &ObjectId, at: usize, dst: &mut [u8], access: Access) -> Result<()> {
+        // A random read of a chunk not cached reads only the pieces it needs.
+        if access == Access::Random && !self.is_cached(id) && self.copy_pieces(id, at, dst) {
+            return Ok(());
+        }
         let data = self.get_for(id, access)?;
         let src = data
             .get(at..at + dst.len())

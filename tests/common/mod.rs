@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fault_proxy;
+pub mod metrics;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
