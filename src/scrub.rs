@@ -195,8 +195,9 @@ fn primary(
     let db = &e.db;
     let mut bytes = db.counter(BYTES)?;
     let mut seen = 0u64;
-    let save = |cursor: u64, bytes: u64| -> Result<()> {
-        let mut b = Batch::default();
+    // The cursor, and the piece tables of chunks read that lacked one.
+    let mut b = Batch::default();
+    let save = |mut b: Batch, cursor: u64, bytes: u64| -> Result<()> {
         b.put_counter(CURSOR, cursor);
         b.put_counter(BYTES, bytes);
         db.apply(b)
@@ -205,7 +206,11 @@ fn primary(
         let (id, x) = entry?;
         let len = x.record_len();
         pace.took(len);
-        if let Err(err) = e.store.read_verified(&id, &x) {
+        let read = e.store.read_verified(&id, &x);
+        if let Ok(raw) = &read {
+            e.store.mend_table(&mut b, &id, &x, raw)?;
+        }
+        if let Err(err) = read {
             // Moved by a prune since it was listed: not damage.
             if e.store.locate(&id)? == Some(x) {
                 let healed = e.store.repair(&id, &x);
@@ -226,13 +231,17 @@ fn primary(
         seen += 1;
         if seen.is_multiple_of(SAVE_EVERY) {
             let next = u64::from_be_bytes(id.0[..8].try_into().unwrap_or([0; 8]));
-            save(next.clamp(1, PRIMARY_DONE - 1), bytes)?;
+            save(
+                std::mem::take(&mut b),
+                next.clamp(1, PRIMARY_DONE - 1),
+                bytes,
+            )?;
             if gone() {
                 return Ok(false);
             }
         }
     }
-    save(db.counter(CURSOR)?.max(1), bytes)?;
+    save(b, db.counter(CURSOR)?.max(1), bytes)?;
     Ok(true)
 }
 

@@ -49,6 +49,7 @@
 mod common;
 
 use common::{Mount, revfs, status};
+use revfs::store::pieces;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -203,6 +204,43 @@ fn a_format_2_store_opens_and_its_flat_manifests_grow_into_trees() {
     m.unmount();
     let (ok, out) = revfs(&["verify".as_ref(), store.as_os_str()]);
     assert!(ok, "{out}");
+}
+
+/// The raw chunks of the store open in `r` that have no piece table
+/// matching them, of those that should have one.
+fn chunks_without_tables(r: &revfs::repo::Repo) -> (usize, usize) {
+    let (mut without, mut all) = (0, 0);
+    for entry in r.engine.db.index_all() {
+        let (id, e) = entry.unwrap();
+        let raw = r.engine.store.read_verified(&id, &e).unwrap();
+        if pieces::table_for(r.engine.db.crypto(), e.kind, e.codec, &raw).is_some() {
+            all += 1;
+            let t = r.engine.db.pieces(&id).unwrap();
+            without += usize::from(!t.is_some_and(|t| pieces::matches(&t, raw.len(), &id)));
+        }
+    }
+    (without, all)
+}
+
+#[test]
+fn chunks_stored_before_piece_tables_get_theirs_from_a_verify_pass() {
+    let (_tmp, store) = fixture("v2-store");
+    let r = revfs::repo::Repo::open(&store, revfs::engine::Options::default()).unwrap();
+    let (without, all) = chunks_without_tables(&r);
+    assert!(
+        all >= 10 && without == all,
+        "{without} of {all} without tables"
+    );
+    let schedule = revfs::scrub::Schedule {
+        every: std::time::Duration::from_secs(3600),
+        rate: 1 << 30,
+        replica_full: false,
+    };
+    revfs::scrub::spawn(&r.engine, schedule, Vec::new()).unwrap();
+    common::wait_until("a verify pass", std::time::Duration::from_secs(60), || {
+        r.engine.db.counter(revfs::scrub::PASSES).unwrap() > 0
+    });
+    assert_eq!(chunks_without_tables(&r), (0, all));
 }
 
 #[test]

@@ -331,6 +331,9 @@ fn be_u64(b: &[u8]) -> Result<u64> {
 pub struct Batch(Vec<(Vec<u8>, Option<Vec<u8>>, bool)>);
 
 impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
     fn insert(&mut self, k: Vec<u8>, v: impl Into<Vec<u8>>) {
         self.0.push((k, Some(v.into()), false));
     }

@@ -23,8 +23,8 @@ use crate::catalog::db::{Batch, Db, IndexEntry};
 use crate::config::{CONF_FILE, Config};
 use crate::error::{Error, Result};
 use crate::format::{PACK_HEADER_LEN, RECORD_HEADER_LEN};
-use crate::store::check_record_alone;
 use crate::store::pack::{self, PackReader};
+use crate::store::{check_record_alone, pieces};
 use crate::sys::sync_dir;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -184,6 +184,10 @@ fn copy_packs(
             match checked {
                 Ok(rec) => {
                     w.write_all(&rec).map_err(io)?;
+                    let raw = &rec[RECORD_HEADER_LEN..];
+                    if let Some(t) = pieces::table_for(db.crypto(), h.kind, h.codec, raw) {
+                        b.put_pieces(&h.id, &t);
+                    }
                     b.put_index(
                         &h.id,
                         &IndexEntry {

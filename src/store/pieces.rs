@@ -11,6 +11,9 @@
 //! stores have them (an encrypted store seals every record whole).
 
 use super::{ObjectStore, lock, pack};
+use crate::catalog::db::{Batch, IndexEntry};
+use crate::crypto::Crypto;
+use crate::error::Result;
 use crate::format::{CODEC_RAW, CODEC_RAW_COLD};
 use crate::ids::{ObjectId, ObjectKind};
 use blake3::hazmat::{
@@ -30,6 +33,14 @@ pub fn worth(len: usize) -> bool {
 /// not sealed): the records a piece can be read from.
 pub fn is_raw(codec: u8) -> bool {
     matches!(codec, CODEC_RAW | CODEC_RAW_COLD)
+}
+
+/// The table to keep for object `id` of `kind`, stored in a record of
+/// `codec` as the (checked) bytes `raw`: a plain store's raw chunk of more
+/// than one piece has one.
+pub fn table_for(crypto: &Crypto, kind: ObjectKind, codec: u8, raw: &[u8]) -> Option<Vec<u8>> {
+    (kind == ObjectKind::Chunk && !crypto.is_encrypted() && is_raw(codec) && worth(raw.len()))
+        .then(|| hash(raw).1)
 }
 
 /// The pieces of a chunk of `len` bytes.
@@ -149,6 +160,28 @@ impl ObjectStore {
         true
     }
 
+    /// Puts into `b` the table of object `id` at `e` (its checked bytes
+    /// `raw`) when it should have one and has none that matches: chunks
+    /// stored before tables were kept, or whose table was damaged, get
+    /// theirs when a verify pass reads them.
+    pub fn mend_table(
+        &self,
+        b: &mut Batch,
+        id: &ObjectId,
+        e: &IndexEntry,
+        raw: &[u8],
+    ) -> Result<()> {
+        if let Some(t) = table_for(self.db.crypto(), e.kind, e.codec, raw)
+            && self
+                .db
+                .pieces(id)?
+                .is_none_or(|old| !matches(&old, raw.len(), id))
+        {
+            b.put_pieces(id, &t);
+        }
+        Ok(())
+    }
+
     /// `n` bytes from `from` of the raw record at `e`: past the page cache
     /// when none of them is in it. None where the read fails.
     fn read_span(
@@ -248,13 +281,24 @@ mod tests {
         );
         assert_eq!(pieces(), 3);
         lock(&store.cache).remove(&id);
+        // A verify pass that reads the chunk mends its table (and leaves a
+        // good one as it is).
+        let e = store.locate(&id).unwrap().unwrap();
         let mut b = Batch::default();
-        b.put_pieces(&id, &hash(&data).1);
+        store.mend_table(&mut b, &id, &e, &data).unwrap();
         db.apply(b).unwrap();
+        assert_eq!(db.pieces(&id).unwrap(), Some(hash(&data).1));
+        let mut b = Batch::default();
+        store.mend_table(&mut b, &id, &e, &data).unwrap();
+        assert!(b.is_empty());
+        assert_eq!(
+            read(&store, &id, 40_000, 4096).unwrap(),
+            data[40_000..44_096]
+        );
+        assert_eq!(pieces(), 4);
 
         // One byte of piece 1 damaged in the pack: a read of it is an
         // error (the whole chunk fails its id), one of piece 3 is served.
-        let e = store.locate(&id).unwrap().unwrap();
         let path = pack::pack_path(tmp.path(), e.pack);
         let mut pack_bytes = std::fs::read(&path).unwrap();
         pack_bytes[e.offset as usize + PIECE + 10] ^= 0x20;
@@ -264,7 +308,7 @@ mod tests {
             read(&store, &id, 3 * PIECE, 4096).unwrap(),
             data[3 * PIECE..3 * PIECE + 4096]
         );
-        assert_eq!(pieces(), 4);
+        assert_eq!(pieces(), 5);
         // A prune's sweep of the chunk drops its table with it.
         let mut b = Batch::default();
         b.del_index(&id);
