@@ -206,13 +206,10 @@ fn primary(
         let (id, x) = entry?;
         let len = x.record_len();
         pace.took(len);
-        let read = e.store.read_verified(&id, &x);
-        if let Ok(raw) = &read {
-            e.store.mend_table(&mut b, &id, &x, raw)?;
-        }
-        if let Err(err) = read {
+        match e.store.read_verified(&id, &x) {
+            Ok(raw) => e.store.mend_table(&mut b, &id, &x, &raw)?,
             // Moved by a prune since it was listed: not damage.
-            if e.store.locate(&id)? == Some(x) {
+            Err(err) if e.store.locate(&id)? == Some(x) => {
                 let healed = e.store.repair(&id, &x);
                 found(
                     e,
@@ -226,6 +223,7 @@ fn primary(
                     ),
                 )?;
             }
+            Err(_) => {}
         }
         bytes += len;
         seen += 1;

@@ -209,10 +209,7 @@ impl ObjectStore {
     pub fn put(&self, kind: ObjectKind, data: &[u8]) -> Result<ObjectId> {
         // A plain store's chunk of several pieces gets its id and its
         // piece table from one pass over the bytes.
-        let (id, table) = if kind == ObjectKind::Chunk
-            && !self.db.crypto().is_encrypted()
-            && pieces::worth(data.len())
-        {
+        let (id, table) = if pieces::kept(self.db.crypto(), kind, data.len()) {
             let (id, t) = pieces::hash(data);
             (id, Some(t))
         } else {
@@ -761,24 +758,40 @@ impl ObjectStore {
         let mut head = [0u8; RECORD_HEADER_LEN];
         let n = e.stored_len as usize;
         let direct = match access {
-            Access::Random => f.uncached(path, at, e.record_len()),
+            Access::Random => self.read_direct(&f, path, at, &mut head, n),
             Access::Sequential => None,
         };
-        // A direct read that fails is tried again through the page cache,
-        // which says what is wrong if anything is.
-        let direct = direct.and_then(|d| {
-            crate::sys::pread_direct(d, at, &mut head, n)
-                .map_err(|err| f.direct_failed(&err))
-                .ok()
-        });
         let body = match direct {
-            Some(body) => {
-                crate::metrics::Stats::add(&self.stats.direct_reads, 1);
-                body
-            }
+            Some(body) => body,
             None => crate::sys::pread_split(file, at, &mut head, n).map_err(Error::io_at(path))?,
         };
         check_parts(crypto, &head, body.into(), path, id, e, Some(bases))
+    }
+
+    /// `head.len()` bytes at `at` of pack `f` (at `path`) into `head` and
+    /// the `n` after them, read past the page cache when none of them is
+    /// in it; None when they must be read through it. A direct read that
+    /// fails is read again through the page cache by the caller, which
+    /// says what is wrong if anything is.
+    fn read_direct(
+        &self,
+        f: &PackReader,
+        path: &Path,
+        at: u64,
+        head: &mut [u8],
+        n: usize,
+    ) -> Option<Vec<u8>> {
+        let d = f.uncached(path, at, (head.len() + n) as u64)?;
+        match crate::sys::pread_direct(d, at, head, n) {
+            Ok(body) => {
+                crate::metrics::Stats::add(&self.stats.direct_reads, 1);
+                Some(body)
+            }
+            Err(err) => {
+                f.direct_failed(&err);
+                None
+            }
+        }
     }
 
     /// A record read from the pack source; a cached copy that fails its

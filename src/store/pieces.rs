@@ -29,6 +29,12 @@ pub fn worth(len: usize) -> bool {
     len > PIECE
 }
 
+/// Whether an object of `kind` and `len` bytes gets a table when its
+/// record is raw: a chunk of more than one piece in a plain store.
+pub fn kept(crypto: &Crypto, kind: ObjectKind, len: usize) -> bool {
+    kind == ObjectKind::Chunk && !crypto.is_encrypted() && worth(len)
+}
+
 /// Whether a record of `codec` holds the chunk's bytes as they are (and
 /// not sealed): the records a piece can be read from.
 pub fn is_raw(codec: u8) -> bool {
@@ -39,8 +45,7 @@ pub fn is_raw(codec: u8) -> bool {
 /// `codec` as the (checked) bytes `raw`: a plain store's raw chunk of more
 /// than one piece has one.
 pub fn table_for(crypto: &Crypto, kind: ObjectKind, codec: u8, raw: &[u8]) -> Option<Vec<u8>> {
-    (kind == ObjectKind::Chunk && !crypto.is_encrypted() && is_raw(codec) && worth(raw.len()))
-        .then(|| hash(raw).1)
+    (is_raw(codec) && kept(crypto, kind, raw.len())).then(|| hash(raw).1)
 }
 
 /// The pieces of a chunk of `len` bytes.
@@ -171,38 +176,29 @@ impl ObjectStore {
         e: &IndexEntry,
         raw: &[u8],
     ) -> Result<()> {
-        if let Some(t) = table_for(self.db.crypto(), e.kind, e.codec, raw)
+        // The bytes were hashed once by their read: a table already there
+        // is checked by its merge alone, and only a missing or wrong one
+        // costs a second pass.
+        if is_raw(e.codec)
+            && kept(self.db.crypto(), e.kind, raw.len())
             && self
                 .db
                 .pieces(id)?
                 .is_none_or(|old| !matches(&old, raw.len(), id))
         {
-            b.put_pieces(id, &t);
+            b.put_pieces(id, &hash(raw).1);
         }
         Ok(())
     }
 
     /// `n` bytes from `from` of the raw record at `e`: past the page cache
     /// when none of them is in it. None where the read fails.
-    fn read_span(
-        &self,
-        e: &crate::catalog::db::IndexEntry,
-        from: usize,
-        n: usize,
-    ) -> Option<Vec<u8>> {
+    fn read_span(&self, e: &IndexEntry, from: usize, n: usize) -> Option<Vec<u8>> {
         let f = self.reader(e.pack).ok()?;
         let at = e.offset + from as u64;
         let path = pack::pack_path(&self.dir, e.pack);
-        if let Some(d) = f.uncached(&path, at, n as u64) {
-            match crate::sys::pread_direct(d, at, &mut [], n) {
-                Ok(b) => {
-                    crate::metrics::Stats::add(&self.stats.direct_reads, 1);
-                    return Some(b);
-                }
-                Err(err) => f.direct_failed(&err),
-            }
-        }
-        f.read_at(at, n).ok()
+        self.read_direct(&f, &path, at, &mut [], n)
+            .or_else(|| f.read_at(at, n).ok())
     }
 }
 
